@@ -1,0 +1,66 @@
+"""CTC greedy decoding: fastcrnn vs the vectorized torch reference and the Python loop.
+
+pytest-benchmark:  pytest benchmarks/bench_decode.py --benchmark-only
+report rows:       python benchmarks/report.py   (ratios measured in the same run)
+"""
+import pytest
+import torch
+
+import fastcrnn
+from fastcrnn import reference
+from benchmarks.timing import median_ms, row
+from benchmarks.workloads import DECODE_WORKLOADS, CTC_WORKLOADS, applicable, ctc_inputs
+
+IMPLS = {
+    "fastcrnn": lambda lp: fastcrnn.ctc_greedy_decode(lp),
+    "torch-vectorized": lambda lp: reference.ctc_greedy_decode_torch(lp),
+    "python-loop": lambda lp: reference.ctc_greedy_decode_loop(lp),
+}
+
+
+def _log_probs(name, device):
+    return ctc_inputs(name, device)[0].log_softmax(-1)
+
+
+def _devices():
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("impl", ["fastcrnn", "torch-vectorized"])
+@pytest.mark.parametrize("workload", DECODE_WORKLOADS)
+def test_decode(benchmark, workload, impl, device):
+    if not applicable(CTC_WORKLOADS[workload], device):
+        pytest.skip("GPU-only workload")
+    lp = _log_probs(workload, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    benchmark(lambda: (IMPLS[impl](lp), sync()))
+
+
+def report_rows(device):
+    rows = []
+    for name in DECODE_WORKLOADS:
+        if not applicable(CTC_WORKLOADS[name], device):
+            continue
+        lp = _log_probs(name, device)
+        logits = ctc_inputs(name, device)[0]
+        ours = median_ms(lambda: fastcrnn.ctc_greedy_decode(lp), device)
+        vec = median_ms(lambda: reference.ctc_greedy_decode_torch(lp), device)
+        rows.append(row("decode", name, "greedy", device, ours, "torch vectorized", vec))
+        if torch.device(device).type == "cpu":
+            loop = median_ms(lambda: reference.ctc_greedy_decode_loop(lp), device, warmup=1,
+                             repeat=3, min_time_s=0)
+            rows.append(row("decode", name, "greedy", device, ours, "python loop", loop))
+        ours_l = median_ms(lambda: fastcrnn.ctc_greedy_decode(logits, logits=True), device)
+        vec_l = median_ms(lambda: reference.ctc_greedy_decode_torch(logits, logits=True), device)
+        rows.append(row("decode", name, "greedy from logits", device, ours_l,
+                        "log_softmax + torch vectorized", vec_l))
+        if torch.device(device).type == "cuda":
+            # floor: reading the input once at the measured device copy bandwidth
+            src = torch.empty(lp.numel() * lp.element_size() // 4, device=device)
+            dst = torch.empty_like(src)
+            copy = median_ms(lambda: dst.copy_(src), device)
+            read_once = copy / 2  # a copy reads and writes the bytes once each
+            rows.append(row("decode", name, "greedy vs read-once floor", device, ours,
+                            "read input once", read_once))
+    return rows

@@ -1,0 +1,59 @@
+"""Timing helpers shared by the benchmark modules and the report."""
+import statistics
+import time
+from typing import Callable, Dict
+
+import torch
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3,
+              repeat: int = 20, min_time_s: float = 0.2) -> float:
+    """Median wall time of fn() in milliseconds (CUDA events on GPU, after warm-up).
+
+    Repeats at least `repeat` times and until `min_time_s` has passed.
+    """
+    cuda = torch.device(device).type == "cuda"
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    times = []
+    start_all = time.perf_counter()
+    while len(times) < repeat or (time.perf_counter() - start_all < min_time_s and len(times) < 1000):
+        if cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def row(family: str, workload: str, case: str, device, ours_ms: float, baseline: str,
+        baseline_ms: float, **extra) -> Dict:
+    """One report row: `ratio` is baseline time / our time (> 1 means fastcrnn is faster)."""
+    out = dict(family=family, workload=workload, case=case, device=str(device), ours_ms=ours_ms,
+               baseline=baseline, baseline_ms=baseline_ms, ratio=baseline_ms / ours_ms)
+    out.update(extra)
+    return out
+
+
+def machine_name(device) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"

@@ -1,0 +1,41 @@
+// Helpers shared by the torch-facing op files.
+#pragma once
+#include <ATen/ATen.h>
+
+#include "kernels/common.h"
+
+namespace fastcrnn::ops {
+
+// Maps a floating tensor dtype onto the kernels' Dtype; anything else is a TypeError naming `arg`.
+inline Dtype kernel_dtype(const at::Tensor& t, const char* arg) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return Dtype::kFloat32;
+    case at::kDouble: return Dtype::kFloat64;
+    case at::kHalf: return Dtype::kFloat16;
+    case at::kBFloat16: return Dtype::kBFloat16;
+    default:
+      TORCH_CHECK_TYPE(false, arg, " must be float32, float64, float16 or bfloat16, got ",
+                       t.scalar_type());
+  }
+}
+
+// A 1-D integer lengths tensor of `count` entries on `device`, returned as contiguous int64.
+inline at::Tensor checked_lengths(const at::Tensor& lengths, int64_t count,
+                                  const at::Device& device, const char* arg) {
+  TORCH_CHECK_TYPE(lengths.scalar_type() == at::kLong || lengths.scalar_type() == at::kInt,
+                   arg, " must be an int32 or int64 tensor, got ", lengths.scalar_type());
+  TORCH_CHECK_VALUE(lengths.dim() == 1, arg, " must be 1-D, got shape ", lengths.sizes());
+  TORCH_CHECK_VALUE(lengths.size(0) == count, arg, " must have one entry per batch element (",
+                    count, "), got ", lengths.size(0));
+  TORCH_CHECK_VALUE(lengths.device() == device, arg, " must be on ", device, ", got ",
+                    lengths.device());
+  return lengths.to(at::kLong).contiguous();
+}
+
+// True when every entry of a 1-D int64 tensor lies in [lo, hi]. On CUDA this synchronises.
+inline bool all_within(const at::Tensor& values, int64_t lo, int64_t hi) {
+  if (values.numel() == 0) return true;
+  return (values.ge(lo).logical_and(values.le(hi))).all().item<bool>();
+}
+
+}  // namespace fastcrnn::ops

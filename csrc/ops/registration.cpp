@@ -1,0 +1,58 @@
+// The one op registry: every schema of torch.ops.fastcrnn, and the Python module fastcrnn._C.
+// Device implementations register themselves in ops/<family>.cpp and ops/<family>_cuda.cpp.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "kernels/cpu_isa.h"
+
+#ifndef FASTCRNN_CUDA_ARCHS
+#define FASTCRNN_CUDA_ARCHS ""
+#endif
+
+TORCH_LIBRARY(fastcrnn, m) {
+  // ---- CTC greedy decoding (ops/decode.cpp) ----
+  m.def(
+      "greedy_decode(Tensor log_probs, Tensor input_lengths, int blank, bool logits, "
+      "bool validate) -> (Tensor tokens, Tensor lengths, Tensor token_probs, "
+      "Tensor token_frames)");
+  // ---- CTC loss (ops/ctc.cpp) ----
+  // ---- LSTM (ops/lstm.cpp) ----
+}
+
+namespace {
+
+pybind11::dict build_info() {
+  pybind11::dict info;
+  info["version"] = FASTCRNN_VERSION;
+  info["torch_version"] = FASTCRNN_TORCH_VERSION;
+#ifdef FASTCRNN_WITH_CUDA
+  info["cuda"] = true;
+  info["cuda_archs"] = FASTCRNN_CUDA_ARCHS;
+#else
+  info["cuda"] = false;
+  info["cuda_archs"] = "";
+#endif
+#if defined(__clang__)
+  info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  info["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  info["compiler"] = "unknown";
+#endif
+#ifdef _OPENMP
+  info["openmp"] = true;
+#else
+  info["openmp"] = false;
+#endif
+  info["cpu_isas_built"] = FASTCRNN_CPU_ISAS;
+  info["cpu_isa"] = fastcrnn::cpu::isa_name(fastcrnn::cpu::active_isa());
+  info["cplusplus"] = static_cast<long>(__cplusplus);
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fastcrnn compiled kernels; the ops live in torch.ops.fastcrnn";
+  m.def("build_info", &build_info, "How this extension was built (dict)");
+}

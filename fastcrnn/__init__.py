@@ -1,0 +1,9 @@
+"""fastcrnn: fused CTC, CTC decoding and LSTM kernels (CPU and CUDA) for text recognition."""
+from fastcrnn._ext import build_info  # noqa: F401  (loads fastcrnn._C first)
+from fastcrnn import reference  # noqa: F401
+# ---- CTC greedy decoding ----
+from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode  # noqa: F401
+# ---- CTC loss ----
+# ---- LSTM ----
+
+__version__ = build_info()["version"]

@@ -1,0 +1,5 @@
+"""Python wrappers over torch.ops.fastcrnn: fake (meta) kernels, autograd, argument checks."""
+# ---- CTC greedy decoding ----
+from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode  # noqa: F401
+# ---- CTC loss ----
+# ---- LSTM ----
