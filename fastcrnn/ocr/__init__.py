@@ -1,0 +1,1 @@
+"""The OCR application: data, training, evaluation and the CLI (needs the [ocr] extra)."""
