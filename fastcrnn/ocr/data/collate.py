@@ -87,8 +87,16 @@ class AlignCollate:
         self.min_width, self.max_width = min_width, max_width
         self.output_length = output_length
 
-    def prepare(self, img: Image.Image) -> Tuple[torch.Tensor, float]:
-        """One image as a (1, imgH, W) tensor and its background value."""
+    def prepare(self, img) -> Tuple[torch.Tensor, float]:
+        """One image as a (1, imgH, W) tensor and its background value. A tensor is taken as
+        already prepared (float, shape (1, imgH, W), values in [-1, 1])."""
+        if isinstance(img, torch.Tensor):
+            if img.dim() != 3 or img.shape[0] != 1 or img.shape[1] != self.imgH or \
+                    not img.dtype.is_floating_point:
+                raise ValueError(f"a prepared image must be a float tensor of shape (1, "
+                                 f"{self.imgH}, W), got {img.dtype} {tuple(img.shape)}")
+            border = torch.cat([img[0, 0], img[0, -1], img[0, :, 0], img[0, :, -1]])
+            return img.float(), float(border.median())
         return image_to_tensor(resize_image(img, self.imgH, self.imgW, self.keep_ratio,
                                             self.min_width, self.max_width))
 

@@ -66,25 +66,30 @@ def _covers(spec: str, chars: Sequence[str]) -> bool:
 
 def render_text_line(text: str, rng: random.Random, font_spec: str = "default",
                      size_range: Tuple[int, int] = (20, 34), max_rotation: float = 2.0,
-                     noise: float = 12.0, blur: float = 0.8, min_contrast: int = 90) -> Image.Image:
+                     noise: float = 12.0, blur: float = 0.8, min_contrast: int = 90,
+                     light_on_dark: float = 0.5) -> Image.Image:
     """Renders one text line as a grayscale ("L") image with random appearance from ``rng``.
 
     Randomised: font size in ``size_range``, letter spacing, foreground/background gray levels at
-    least ``min_contrast`` apart (dark-on-light or light-on-dark), rotation in
+    least ``min_contrast`` apart (light text on a dark background with probability
+    ``light_on_dark``, else dark on light), rotation in
     ±``max_rotation`` degrees, Gaussian blur up to ``blur`` pixels, Gaussian noise with std up to
     ``noise``, margins. The width follows the text; the height is about 1.3x the font size.
     """
     size = rng.randint(*size_range)
     font = _font(font_spec, size)
     spacing = rng.uniform(-0.03, 0.15) * size
-    bg = rng.randint(0, 255)
-    # a foreground level at least min_contrast away from the background
-    lo, hi = bg - min_contrast, bg + min_contrast
-    choices = ([(0, lo)] if lo >= 0 else []) + ([(hi, 255)] if hi <= 255 else [])
-    if not choices:
-        bg = 255
-        choices = [(0, 255 - min_contrast)]
-    fg = rng.randint(*rng.choice(choices))
+    if not 0 <= min_contrast <= 255:
+        raise ValueError(f"min_contrast must be in [0, 255], got {min_contrast}")
+    if not 0.0 <= light_on_dark <= 1.0:
+        raise ValueError(f"light_on_dark must be a probability, got {light_on_dark}")
+    # background and foreground gray levels at least min_contrast apart
+    if rng.random() < light_on_dark:
+        bg = rng.randint(0, 255 - min_contrast)
+        fg = rng.randint(bg + min_contrast, 255)
+    else:
+        bg = rng.randint(min_contrast, 255)
+        fg = rng.randint(0, bg - min_contrast)
     ascent, descent = font.getmetrics()
     widths = [max(font.getlength(c), 1.0) for c in text]
     total = sum(widths) + spacing * max(len(text) - 1, 0)

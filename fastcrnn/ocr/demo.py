@@ -1,0 +1,251 @@
+"""`python -m fastcrnn demo`: the main job, end to end, with no files or downloads.
+
+Generates synthetic text lines (4-10 lowercase letters and digits), trains a CPU-sized CRNN
+(fastcrnn's fused BiLSTM + fused CTC loss from logits) on them, evaluates on held-out lines, prints
+sample predictions with confidences, and writes to ``--output``:
+``demo.pth`` (a checkpoint usable by ``eval`` / ``predict`` / ``finetune``), ``curve.png``
+(training loss and held-out word accuracy), ``samples.png`` (held-out images with their
+predictions), ``metrics.json`` and a few sample images ``sample_*.png`` to try ``predict`` on.
+"""
+import argparse
+import json
+import math
+import os
+import time
+from typing import Any, Dict, List, Sequence, Tuple
+
+import torch
+
+from fastcrnn.ocr.checkpoint import plain_config, save_checkpoint
+from fastcrnn.ocr.data.collate import AlignCollate
+from fastcrnn.ocr.data.synthetic import SyntheticTextLines
+from fastcrnn.ocr.model import DEMO_CHANNELS, build_model, model_config
+from fastcrnn.ocr.train import (DEFAULT_ALPHABET, Trainer, _logger, evaluate, fit,
+                                seed_everything)
+from fastcrnn.text import Charset, LabelConverter
+
+__all__ = ["add_demo_args", "demo_main", "PreparedLines", "render_dataset", "warmup_cosine"]
+
+
+class PreparedLines(torch.utils.data.Dataset):
+    """Images already resized and normalised, ``(tensor (1, H, W), text)`` pairs."""
+
+    def __init__(self, items: Sequence[Tuple[torch.Tensor, str]]):
+        self.items = list(items)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def render_dataset(ds: SyntheticTextLines, collate: AlignCollate, desc: str,
+                   progress: bool = True) -> PreparedLines:
+    """Renders every sample of ``ds`` once and keeps the prepared tensors in memory."""
+    it = range(len(ds))
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+    items = []
+    for i in it:
+        img, text = ds[i]
+        items.append((collate.prepare(img)[0], text))
+    return PreparedLines(items)
+
+
+def warmup_cosine(optimizer, total_steps: int, warmup: int):
+    """Linear warm-up for ``warmup`` steps, then cosine decay to 2% of the peak at
+    ``total_steps``."""
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def add_demo_args(p: argparse.ArgumentParser):
+    p.add_argument("--output", default="runs/demo", help="folder for the checkpoint and PNGs")
+    p.add_argument("--alphabet", default=DEFAULT_ALPHABET)
+    p.add_argument("--min_len", type=int, default=4)
+    p.add_argument("--max_len", type=int, default=10)
+    p.add_argument("--light_on_dark", type=float, default=0.0,
+                   help="fraction of lines rendered light-on-dark (default: all dark-on-light)")
+    p.add_argument("--noise", type=float, default=8.0, help="max Gaussian noise std (gray levels)")
+    p.add_argument("--train_samples", type=int, default=16000,
+                   help="distinct synthetic training lines (rendered once)")
+    p.add_argument("--test_samples", type=int, default=1000, help="held-out lines")
+    p.add_argument("--steps", type=int, default=2400, help="optimizer steps")
+    p.add_argument("--max_minutes", type=float, default=None,
+                   help="stop training after this many minutes even if --steps is not reached")
+    p.add_argument("--batchSize", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate")
+    p.add_argument("--imgH", type=int, default=32)
+    p.add_argument("--imgW", type=int, default=100)
+    p.add_argument("--keep_ratio", action="store_true",
+                   help="keep aspect ratios (variable widths) instead of a fixed imgW")
+    p.add_argument("--nh", type=int, default=96, help="LSTM hidden size per direction")
+    p.add_argument("--channels", default=",".join(map(str, DEMO_CHANNELS)),
+                   help="7 comma-separated conv widths")
+    p.add_argument("--valInterval", type=int, default=400,
+                   help="held-out accuracy every this many steps (on --val_subset lines)")
+    p.add_argument("--val_subset", type=int, default=300)
+    p.add_argument("--displayInterval", type=int, default=50)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--cuda", action="store_true", help="train on the GPU")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--backend", default=None, choices=["fused", "torch"])
+    p.add_argument("--no_progress", action="store_true")
+
+
+def _plot_curve(hist: Dict[str, Any], path: str) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(hist["steps"], hist["losses"], color="tab:blue", label="training CTC loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("CTC loss", color="tab:blue")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot(hist["val_steps"], [100 * a for a in hist["val_accuracy"]], "o-",
+             color="tab:green", label="held-out word accuracy")
+    ax2.set_ylabel("held-out word accuracy (%)", color="tab:green")
+    ax2.set_ylim(0, 100)
+    ax.set_title("fastcrnn demo: CRNN on synthetic text lines")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _samples_png(images, preds, refs, confs, path: str, n: int = 24) -> None:
+    from PIL import Image, ImageDraw, ImageFont
+    n = min(n, len(images))
+    cols, cell_w, cell_h = 2, 360, 64
+    rows = (n + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    try:
+        font = ImageFont.load_default(size=14)
+    except Exception:
+        font = ImageFont.load_default()
+    for i in range(n):
+        x, y = (i % cols) * cell_w, (i // cols) * cell_h
+        img = images[i]
+        scale = 32 / img.height
+        img = img.resize((max(1, min(int(img.width * scale), cell_w - 10)), 32))
+        sheet.paste(img.convert("RGB"), (x + 5, y + 4))
+        ok = preds[i] == refs[i]
+        draw.text((x + 5, y + 40), f"{preds[i]} ({confs[i]:.2f})" + ("" if ok else f"  gt {refs[i]}"),
+                  fill=(0, 128, 0) if ok else (200, 0, 0), font=font)
+    sheet.save(path)
+
+
+def demo_main(args) -> Dict[str, Any]:
+    t0 = time.time()
+    if args.cuda and not torch.cuda.is_available():
+        raise SystemExit("error: --cuda given but no CUDA GPU is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in ("train_samples", "test_samples", "steps", "batchSize", "nh", "valInterval",
+                 "displayInterval"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"error: --{name} must be > 0")
+    try:
+        channels = [int(c) for c in str(args.channels).split(",")]
+        assert len(channels) == 7 and min(channels) > 0
+    except (ValueError, AssertionError):
+        raise SystemExit(f"error: --channels needs 7 comma-separated positive ints, got "
+                         f"{args.channels!r}") from None
+    device = torch.device("cuda" if args.cuda else "cpu")
+    log = _logger(True)
+    progress = not args.no_progress
+    seed_everything(args.seed)
+    charset = Charset.load(args.alphabet)
+    converter = LabelConverter(charset)
+    cfg = model_config(imgH=args.imgH, nh=args.nh, channels=channels, imgW=args.imgW,
+                       keep_ratio=args.keep_ratio)
+    collate = AlignCollate(args.imgH, args.imgW, keep_ratio=args.keep_ratio)
+    os.makedirs(args.output, exist_ok=True)
+
+    log(f"generating {args.train_samples} training and {args.test_samples} held-out lines "
+        f"of {args.min_len}-{args.max_len} characters ...")
+    look = dict(light_on_dark=args.light_on_dark, noise=args.noise)
+    train_src = SyntheticTextLines(charset, args.train_samples, args.min_len, args.max_len,
+                                   seed=args.seed, **look)
+    test_src = SyntheticTextLines(charset, args.test_samples, args.min_len, args.max_len,
+                                  seed=args.seed + 7919, **look)
+    train_set = render_dataset(train_src, collate, "render train", progress)
+    test_images = [test_src[i][0] for i in range(len(test_src))]
+    test_set = PreparedLines([(collate.prepare(im)[0], test_src.text(i))
+                              for i, im in enumerate(test_images)])
+    train_texts = {t for _, t in train_set.items}
+    overlap = sum(t in train_texts for _, t in test_set.items)
+    t_data = time.time() - t0
+    log(f"data ready in {t_data:.1f} s ({overlap} held-out texts also occur in training)")
+
+    net = build_model(cfg, charset.num_classes, backend=args.backend).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
+    scheduler = warmup_cosine(optimizer, args.steps, warmup=min(200, args.steps // 10 + 1))
+    trainer = Trainer(net, converter, optimizer, amp=False, scheduler=scheduler)
+    nparams = sum(p.numel() for p in net.parameters())
+    log(f"training a CRNN ({nparams} parameters, channels {channels}, nh {args.nh}) on "
+        f"{device} for {args.steps} steps of {args.batchSize} ...")
+    val_subset = PreparedLines(test_set.items[:args.val_subset])
+    val_loader = torch.utils.data.DataLoader(val_subset, batch_size=256, collate_fn=collate)
+    nepoch = math.ceil(args.steps * args.batchSize / len(train_set)) + 1
+    extra = dict(charset=charset.to_string(), case_insensitive=False, config=cfg,
+                 args=plain_config(vars(args)))
+    t1 = time.time()
+    hist = fit(trainer, train_set, val_loader, nepoch=nepoch, batch_size=args.batchSize,
+               collate=collate, expr_dir=None, seed=args.seed, workers=0,
+               display_interval=args.displayInterval, val_interval=args.valInterval,
+               save_interval=0, max_steps=args.steps,
+               max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+               log=log, progress=progress)
+    t_train = time.time() - t1
+    log(f"trained {hist['step']} steps in {t_train:.1f} s "
+        f"({hist['images'] / max(t_train, 1e-9):.0f} images/s)")
+
+    test_loader = torch.utils.data.DataLoader(test_set, batch_size=256, collate_fn=collate)
+    res = evaluate(net, test_loader, converter, progress=progress, desc="held-out")
+    m = res["metrics"]
+    hist["val_steps"].append(hist["step"])
+    hist["val_accuracy"].append(m["word_accuracy"])
+    hist["val_cer"].append(m["cer"])
+    log("sample predictions on held-out lines:")
+    log(f"  {'prediction':<12} {'confidence':>10}  {'truth':<12}")
+    for p, r, c in list(zip(res["predictions"], res["references"], res["confidences"]))[:12]:
+        log(f"  {p:<12} {c:>10.3f}  {r:<12}{'' if p == r else '  <- wrong'}")
+
+    ck_path = os.path.join(args.output, "demo.pth")
+    save_checkpoint(ck_path, dict(extra, model=net.state_dict(), optimizer=None,
+                                  epoch=hist["epoch"], batch=0, step=hist["step"],
+                                  best_accuracy=m["word_accuracy"]))
+    curve = os.path.join(args.output, "curve.png")
+    have_curve = _plot_curve(hist, curve)
+    samples = os.path.join(args.output, "samples.png")
+    _samples_png(test_images, res["predictions"], res["references"], res["confidences"], samples)
+    for i in range(3):
+        test_images[i].save(os.path.join(args.output, f"sample_{i}_{test_src.text(i)}.png"))
+    total = time.time() - t0
+    summary = dict(word_accuracy=m["word_accuracy"], cer=m["cer"],
+                   norm_edit_distance=m["norm_edit_distance"], num_samples=m["num_samples"],
+                   steps=hist["step"], train_seconds=round(t_train, 1),
+                   data_seconds=round(t_data, 1), total_seconds=round(total, 1),
+                   device=str(device), threads=torch.get_num_threads(), parameters=nparams)
+    with open(os.path.join(args.output, "metrics.json"), "w") as f:
+        json.dump(dict(summary, history=hist), f, indent=1)
+    log(f"held-out word accuracy {100 * m['word_accuracy']:.2f}% on {m['num_samples']} lines, "
+        f"CER {m['cer']:.4f}; total time {total / 60:.1f} min")
+    log(f"wrote {ck_path}, {samples}" + (f", {curve}" if have_curve else " (no matplotlib: no "
+                                                                         "curve)"))
+    log(f"try: python -m fastcrnn predict --checkpoint {ck_path} "
+        f"{os.path.join(args.output, 'sample_0_' + test_src.text(0) + '.png')}")
+    print(json.dumps(summary))
+    return summary

@@ -1,0 +1,113 @@
+"""`python -m fastcrnn eval` / `predict`: load a checkpoint, recognise, report."""
+import json
+import os
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint
+from fastcrnn.ocr.data.collate import AlignCollate
+from fastcrnn.ocr.model import build_model
+from fastcrnn.text import Charset, LabelConverter
+
+__all__ = ["load_recognizer", "Recognizer", "eval_main", "predict_main", "format_metrics_table"]
+
+
+class Recognizer:
+    """A trained model with its charset and preprocessing, ready to read images."""
+
+    def __init__(self, net, converter: LabelConverter, config: Dict[str, Any]):
+        self.net = net.eval()
+        self.converter = converter
+        self.config = config
+        self.collate = AlignCollate(config["imgH"], config["imgW"],
+                                    keep_ratio=config["keep_ratio"],
+                                    min_width=config.get("min_width"),
+                                    max_width=config.get("max_width"))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @torch.no_grad()
+    def read(self, images) -> List[Tuple[str, float]]:
+        """(text, confidence) per PIL image; each image is run alone (no padding effects)."""
+        from fastcrnn.ocr.train import predict_batch
+        out = []
+        for img in images:
+            batch = self.collate([(img, "")])
+            out.extend(predict_batch(self.net, batch.images, batch.widths, self.converter))
+        return out
+
+
+def load_recognizer(path: str, device="cpu", backend=None) -> Recognizer:
+    """A :class:`Recognizer` from a checkpoint written by train / demo / finetune."""
+    ck = load_checkpoint(path)
+    try:
+        charset = Charset(ck["charset"], case_insensitive=bool(ck.get("case_insensitive", False)))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path!r} holds an invalid charset: {exc}") from None
+    net = build_model(ck["config"], charset.num_classes, backend=backend)
+    try:
+        net.load_state_dict(ck["model"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path!r}: the weights do not fit its own config "
+                              f"and charset ({len(charset)} characters): {str(exc)[:400]}") from None
+    return Recognizer(net.to(device), LabelConverter(charset), ck["config"])
+
+
+def format_metrics_table(metrics: Dict[str, Any]) -> str:
+    rows = [("samples", f"{metrics['num_samples']}"),
+            ("word accuracy", f"{metrics['word_accuracy']:.4f}"),
+            ("CER", f"{metrics['cer']:.4f}"),
+            ("norm. edit distance", f"{metrics['norm_edit_distance']:.4f}")]
+    w = max(len(k) for k, _ in rows)
+    line = "+" + "-" * (w + 2) + "+" + "-" * 12 + "+"
+    body = [f"| {k:<{w}} | {v:>10} |" for k, v in rows]
+    return "\n".join([line] + body + [line])
+
+
+def eval_main(args) -> Dict[str, Any]:
+    from fastcrnn.ocr.data import LmdbDataset
+    from fastcrnn.ocr.train import evaluate
+    if args.cuda and not torch.cuda.is_available():
+        raise SystemExit("error: --cuda given but no CUDA GPU is available")
+    rec = load_recognizer(args.checkpoint, "cuda" if args.cuda else "cpu")
+    ds = LmdbDataset(args.valRoot)
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batchSize, shuffle=False,
+                                         num_workers=args.workers, collate_fn=rec.collate)
+    res = evaluate(rec.net, loader, rec.converter, progress=not args.no_progress)
+    m = res["metrics"]
+    shown = 0
+    if args.show:
+        print(f"{'prediction':<28} {'reference':<28} {'conf':>6}")
+        for p, r, c in zip(res["predictions"], res["references"], res["confidences"]):
+            if shown >= args.show:
+                break
+            print(f"{p:<28} {r:<28} {c:6.3f}{'' if p == r else '  x'}")
+            shown += 1
+    print(format_metrics_table(m))
+    print(json.dumps(dict(word_accuracy=m["word_accuracy"], cer=m["cer"],
+                          norm_edit_distance=m["norm_edit_distance"],
+                          num_samples=m["num_samples"])))
+    return m
+
+
+def predict_main(args) -> List[Tuple[str, str, float]]:
+    from PIL import Image, UnidentifiedImageError
+    if args.cuda and not torch.cuda.is_available():
+        raise SystemExit("error: --cuda given but no CUDA GPU is available")
+    rec = load_recognizer(args.checkpoint, "cuda" if args.cuda else "cpu")
+    out = []
+    for path in args.images:
+        try:
+            with Image.open(path) as im:
+                img = im.convert("L")
+        except FileNotFoundError:
+            raise SystemExit(f"error: image {path!r} not found") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise SystemExit(f"error: {path!r} is not a readable image ({exc})") from None
+        text, conf = rec.read([img])[0]
+        print(f"{path}\t{text}\t{conf:.4f}")
+        out.append((path, text, conf))
+    return out
