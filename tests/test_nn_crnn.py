@@ -384,3 +384,16 @@ def test_torch_backend_exports():
         torch.testing.assert_close(exported.module()(x2), model(x2))
         torch.testing.assert_close(traced(x2), model(x2))
     assert ref.shape == (model.output_length(48), 2, 7)
+
+
+def test_on_device_matches_cpu(device):
+    torch.manual_seed(10)
+    model = CRNN(32, 1, 7, 16, channels=SMALL).eval()
+    x = torch.rand(2, 1, 32, 40)
+    with torch.no_grad():
+        ref = model(x)
+        out = model.to(device)(x.to(device))
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4)
+    widths = torch.tensor([40, 3, 100], device=device)
+    t = model.output_length(widths)
+    assert t.device.type == device.type and t.tolist() == [model.output_length(40), 0, 26]
