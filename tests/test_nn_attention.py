@@ -197,3 +197,16 @@ def test_attention_rejects_bad_input():
         DotProductAttention(2.0)
     with pytest.raises(ValueError, match="features"):
         DotProductAttention()(torch.randn(1, 1, 3), torch.randn(1, 2, 4), torch.randn(1, 2, 1))
+
+
+def test_on_device_matches_cpu(device):
+    X = torch.randn(3, 2, 5)
+    lens = torch.tensor([[1, 5], [0, 3], [2, 2]])
+    out = FF.masked_softmax(X.to(device), lens.to(device))
+    assert out.device.type == device.type
+    torch.testing.assert_close(out.cpu(), reference.masked_softmax(X, lens))
+    att = MLPAttention(4, 3, 6)
+    q, k, v = torch.randn(3, 2, 3), torch.randn(3, 5, 4), torch.randn(3, 5, 2)
+    ref = att(q, k, v, lens)
+    dev = att.to(device)(q.to(device), k.to(device), v.to(device), lens.to(device))
+    torch.testing.assert_close(dev.cpu(), ref, rtol=1e-5, atol=1e-5)

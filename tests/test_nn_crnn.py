@@ -347,7 +347,7 @@ def test_crnn_overfits_small_batch_to_zero_errors(one_thread):
     input_lengths = torch.full((8,), T, dtype=torch.long)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
-    for step in range(300):
+    for step in range(500):                    # converges in about 250 steps
         model.train()
         lp = model(images)
         loss = F.ctc_loss(lp, targets, input_lengths, target_lengths, blank=0)
@@ -367,3 +367,33 @@ def test_crnn_overfits_small_batch_to_zero_errors(one_thread):
         dec = fastcrnn.ctc_greedy_decode(model(images))
     errors = sum(dec.tokens[i, :dec.lengths[i]].tolist() != labels[i].tolist() for i in range(8))
     assert errors == 0, (errors, step, first, loss.item())
+
+
+def test_torch_backend_exports():
+    """backend="torch" is the export path: torch.export and TorchScript tracing reproduce it."""
+    import warnings
+    torch.manual_seed(9)
+    model = CRNN(32, 1, 7, 16, channels=SMALL, backend="torch").eval()
+    x = torch.rand(2, 1, 32, 48)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = torch.export.export(model, (x,))
+        traced = torch.jit.trace(model, (x,))
+        ref = model(x)
+        x2 = torch.rand(2, 1, 32, 48)
+        torch.testing.assert_close(exported.module()(x2), model(x2))
+        torch.testing.assert_close(traced(x2), model(x2))
+    assert ref.shape == (model.output_length(48), 2, 7)
+
+
+def test_on_device_matches_cpu(device):
+    torch.manual_seed(10)
+    model = CRNN(32, 1, 7, 16, channels=SMALL).eval()
+    x = torch.rand(2, 1, 32, 40)
+    with torch.no_grad():
+        ref = model(x)
+        out = model.to(device)(x.to(device))
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4)
+    widths = torch.tensor([40, 3, 100], device=device)
+    t = model.output_length(widths)
+    assert t.device.type == device.type and t.tolist() == [model.output_length(40), 0, 26]

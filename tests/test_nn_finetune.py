@@ -235,3 +235,21 @@ def test_expand_rejects_bad_arguments():
         merge_classifier(model)
     # nothing was changed by the failed calls
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_frozen_on_device(device):
+    model = _trained_like_crnn().to(device)
+    before = _snapshot(model)
+    expand_classifier(model, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    for _ in range(5):
+        model.train()
+        loss = model(torch.rand(2, 1, 32, 40, device=device)).logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = model.state_dict()
+    for k, v in before.items():
+        if not k.startswith("rnn.1.embedding."):
+            assert torch.equal(after[k], v), k
+    assert torch.equal(model.rnn[1].embedding.old_weight, before["rnn.1.embedding.weight"])

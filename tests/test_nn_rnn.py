@@ -228,3 +228,15 @@ def test_make_lstm_fused_is_drop_in(backend):
 def test_public_exports():
     assert fastcrnn.nn.RNN is RNN
     assert FF.masked_softmax is fastcrnn.functional.masked_softmax
+
+
+def test_rnn_on_device_matches_nn_rnn(device):
+    ours, theirs = _pair(3, 5, 2, True, dtype=torch.float32)
+    ours, theirs = ours.to(device), theirs.to(device)
+    x = torch.randn(6, 4, 3, device=device, requires_grad=True)
+    out, hn = ours(x, lengths=torch.tensor([6, 2, 3, 1], device=device))
+    packed = pack_padded_sequence(x, torch.tensor([6, 2, 3, 1]), enforce_sorted=False)
+    out_t, hn_t = theirs(packed)
+    torch.testing.assert_close(out, pad_packed_sequence(out_t, total_length=6)[0])
+    torch.testing.assert_close(hn, hn_t)
+    assert out.device.type == device.type

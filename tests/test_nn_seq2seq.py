@@ -404,3 +404,22 @@ def test_demo_main_runs(tmp_path, capsys, one_thread):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):
         demo.main(["--steps", "0"])
+
+
+def test_on_device_matches_cpu(device):
+    net = _tiny_net(11)
+    net.eval()
+    X, Y = torch.randint(0, 8, (3, 5)), torch.randint(0, 5, (3, 4))
+    lens = torch.tensor([5, 1, 3])
+    with torch.no_grad():
+        ref, _ = net(X, Y, lens)
+        ref_tokens = predict(net, [3, 1, 4], 1, 2, 6, beam_size=3)
+    net = net.to(device)
+    with torch.no_grad():
+        out, _ = net(X.to(device), Y.to(device), lens.to(device))
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-5, atol=1e-5)
+    tokens, attn = predict(net, [3, 1, 4], 1, 2, 6, beam_size=3)
+    assert tokens == ref_tokens[0]
+    torch.testing.assert_close(attn, ref_tokens[1], rtol=1e-5, atol=1e-5)
+    loss = MaskedSoftmaxCELoss()(out, Y.to(device), lens.to(device).clamp(max=4))
+    assert loss.device.type == device.type and torch.isfinite(loss)

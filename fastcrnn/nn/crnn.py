@@ -12,7 +12,7 @@ Two variants:
   (N, 1, 32, 200) -> T = 11.
 """
 from numbers import Integral
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F

@@ -3,7 +3,7 @@ import importlib
 import importlib.util
 import math
 from numbers import Integral
-from typing import Optional, Tuple, Union
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
