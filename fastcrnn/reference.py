@@ -201,6 +201,15 @@ def _targets_per_sample(targets, target_lengths, N):
     return out
 
 
+def _logsumexp(terms):
+    """log(sum(exp(terms))) whose gradient stays finite when every term is -inf."""
+    stacked = torch.stack(terms)
+    top = stacked.max().detach()
+    if torch.isinf(top) and top < 0:
+        return top
+    return top + torch.log(torch.exp(stacked - top).sum())
+
+
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",
              zero_infinity=False):
     """Readable alpha-recursion CTC loss (for small cases), F.ctc_loss's semantics.
@@ -235,15 +244,15 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
                     terms.append(prev[s - 1])
                 if s >= 2 and ext[s] != blank and ext[s] != ext[s - 2]:
                     terms.append(prev[s - 2])
-                alpha.append(torch.logsumexp(torch.stack(terms), 0) + lp[t, ext[s]])
+                alpha.append(_logsumexp(terms) + lp[t, ext[s]])
         if Tn == 0:
             total = torch.zeros((), dtype=log_probs.dtype) if S == 1 else neg_inf
         else:
             ends = [alpha[S - 1]] + ([alpha[S - 2]] if S > 1 else [])
-            total = torch.logsumexp(torch.stack(ends), 0)
+            total = _logsumexp(ends)
         loss = -total
         if zero_infinity and torch.isinf(loss):
-            loss = loss * 0 if not torch.isinf(loss).item() else torch.zeros_like(loss)
+            loss = torch.zeros((), dtype=log_probs.dtype, device=log_probs.device)  # no gradient
         losses.append(loss)
     losses = torch.stack(losses)
     if reduction == "none":

@@ -138,12 +138,12 @@ void best_path_frames(const GreedyDecodeParams& p) {
       acc_t prob;
       if (!p.logits) {
         prob = std::exp(s.max);
-      } else if (std::isnan(s.max)) {
-        // log_softmax turns a row holding NaN into all NaN, whose argmax is 0
+      } else if (!std::isfinite(s.max)) {
+        // log_softmax turns a row holding NaN or +inf, or all -inf, into all NaN: argmax 0
         label = 0;
-        prob = s.max;
+        prob = std::numeric_limits<acc_t>::quiet_NaN();
       } else {
-        prob = std::exp(s.max - s.max) / s.sum_exp;  // NaN for +-inf maxima, as log_softmax
+        prob = acc_t(1) / s.sum_exp;
       }
       p.frame_label[f] = static_cast<int32_t>(label);
       p.frame_prob[f] = static_cast<float>(prob);

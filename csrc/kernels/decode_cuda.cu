@@ -101,11 +101,12 @@ __global__ void best_path_frames_kernel(GreedyDecodeParams p, bool vector_loads)
   acc_t prob;
   if (!p.logits) {
     prob = exp(s.max);
-  } else if (s.has_nan) {
-    label = 0;  // log_softmax turns a row holding NaN into all NaN, whose argmax is 0
+  } else if (s.has_nan || isinf(s.max)) {
+    // log_softmax turns a row holding NaN or +inf, or all -inf, into all NaN: argmax 0
+    label = 0;
     prob = NAN;
   } else {
-    prob = (s.run_max == -INFINITY) ? acc_t(NAN) : exp(s.max - s.run_max) / s.sum;
+    prob = acc_t(1) / s.sum;
   }
   p.frame_label[frame] = label;
   p.frame_prob[frame] = static_cast<float>(prob);

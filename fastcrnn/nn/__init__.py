@@ -2,3 +2,11 @@
 # ---- loss (CTC) ----
 # ---- LSTM ----
 # ---- networks: RNN, attention, Seq2Seq, CRNN, fine-tuning ----
+from fastcrnn.nn.rnn import RNN, make_lstm, fused_lstm_available  # noqa: F401
+from fastcrnn.nn.attention import MLPAttention, AdditiveAttention, DotProductAttention  # noqa: F401,E501
+from fastcrnn.nn.seq2seq import (Encoder, Decoder, Seq2SeqEncoder, Seq2SeqDecoder,  # noqa: F401
+                                 Seq2SeqAttentionDecoder, EncoderDecoder, MaskedSoftmaxCELoss,
+                                 predict, predict_seq2seq, bleu)
+from fastcrnn.nn.crnn import CRNN, BiLSTM, BidirectionalLSTM  # noqa: F401
+from fastcrnn.nn.finetune import (ExpandedLinear, expand_classifier, merge_classifier,  # noqa: F401
+                                  load_with_new_classes)

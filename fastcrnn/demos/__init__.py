@@ -1,0 +1,1 @@
+"""Runnable examples (``python -m fastcrnn <name>``); each module has ``main(argv=None)``."""

@@ -1,0 +1,109 @@
+"""Attention layers: additive (MLP / Bahdanau) and scaled dot-product, with masked softmax."""
+import math
+from numbers import Integral
+from typing import Optional
+
+import torch
+from torch import nn
+
+from fastcrnn.functional import masked_softmax
+
+__all__ = ["MLPAttention", "AdditiveAttention", "DotProductAttention"]
+
+
+def _check_dim(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
+
+
+def _check_dropout(dropout) -> float:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise TypeError(f"dropout must be a float, got {type(dropout).__name__}")
+    if not 0.0 <= float(dropout) <= 1.0:
+        raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+    return float(dropout)
+
+
+def _check_qkv(query, key, value, valid_lens, q_dim=None, k_dim=None):
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 3:
+            raise ValueError(f"{name} must be 3-D (batch, steps, features), got shape "
+                             f"{tuple(t.shape)}")
+        if not t.dtype.is_floating_point:
+            raise TypeError(f"{name} must be floating point, got {t.dtype}")
+    B = query.shape[0]
+    if key.shape[0] != B or value.shape[0] != B:
+        raise ValueError(f"query, key and value must share the batch size, got "
+                         f"{query.shape[0]}, {key.shape[0]}, {value.shape[0]}")
+    if key.shape[1] != value.shape[1]:
+        raise ValueError(f"key and value must have the same number of steps, got "
+                         f"{key.shape[1]} and {value.shape[1]}")
+    if q_dim is not None and query.shape[-1] != q_dim:
+        raise ValueError(f"query must have {q_dim} features, got {query.shape[-1]}")
+    if k_dim is not None and key.shape[-1] != k_dim:
+        raise ValueError(f"key must have {k_dim} features, got {key.shape[-1]}")
+    if query.device != key.device or key.device != value.device:
+        raise ValueError("query, key and value must be on the same device")
+
+
+class MLPAttention(nn.Module):
+    """Additive attention (d2l's MLPAttention / AdditiveAttention, Bahdanau et al.).
+
+    score(q, k) = v · tanh(W_q q + W_k k), with W_q: Linear(query_size, units, bias=False),
+    W_k: Linear(key_size, units, bias=False), v: Linear(units, 1, bias=False); softmax over the
+    first ``valid_lens`` keys; dropout on the weights. (The tutorial's two-argument form,
+    ``ipt_dim``, is key_size == query_size.)
+
+    forward(query (B, Q, query_size), key (B, K, key_size), value (B, K, Dv), valid_lens None,
+    (B,) or (B, Q)) -> (B, Q, Dv). The weights of the last call, (B, Q, K), are kept in
+    ``self.attention_weights`` (before dropout).
+    """
+
+    def __init__(self, key_size: int, query_size: int, units: int, dropout: float = 0.0):
+        super().__init__()
+        key_size = _check_dim(key_size, "key_size")
+        query_size = _check_dim(query_size, "query_size")
+        units = _check_dim(units, "units")
+        self.W_k = nn.Linear(key_size, units, bias=False)
+        self.W_q = nn.Linear(query_size, units, bias=False)
+        self.v = nn.Linear(units, 1, bias=False)
+        self.dropout = nn.Dropout(_check_dropout(dropout))
+        self.attention_weights: Optional[torch.Tensor] = None
+
+    def forward(self, query, key, value, valid_lens=None):
+        _check_qkv(query, key, value, valid_lens, self.W_q.in_features, self.W_k.in_features)
+        q, k = self.W_q(query), self.W_k(key)
+        features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))      # (B, Q, K, units)
+        scores = self.v(features).squeeze(-1)                       # (B, Q, K)
+        self.attention_weights = masked_softmax(scores, valid_lens)
+        return torch.bmm(self.dropout(self.attention_weights), value)
+
+
+AdditiveAttention = MLPAttention
+
+
+class DotProductAttention(nn.Module):
+    """Scaled dot-product attention: softmax(q kᵀ / sqrt(d)) v over the first valid_lens keys.
+
+    forward(query (B, Q, d), key (B, K, d), value (B, K, Dv), valid_lens None, (B,) or (B, Q))
+    -> (B, Q, Dv); ``self.attention_weights`` (B, Q, K) holds the last call's weights.
+    """
+
+    def __init__(self, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(_check_dropout(dropout))
+        self.attention_weights: Optional[torch.Tensor] = None
+
+    def forward(self, query, key, value, valid_lens=None):
+        _check_qkv(query, key, value, valid_lens)
+        if query.shape[-1] != key.shape[-1]:
+            raise ValueError(f"query and key must have the same number of features, got "
+                             f"{query.shape[-1]} and {key.shape[-1]}")
+        scores = torch.bmm(query, key.transpose(1, 2)) / math.sqrt(query.shape[-1])
+        self.attention_weights = masked_softmax(scores, valid_lens)
+        return torch.bmm(self.dropout(self.attention_weights), value)

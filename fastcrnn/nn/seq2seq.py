@@ -1,0 +1,495 @@
+"""Sequence to sequence learning in the familiar d2l shape, on LSTMs with a backend switch.
+
+Encoder (N, S) token ids -> (outputs (S, N, H), state (h, c)); a plain decoder that starts from
+the encoder's final state; a decoder with additive attention whose query is the top layer's h;
+``EncoderDecoder``; ``MaskedSoftmaxCELoss`` (mean over valid tokens only); greedy and beam
+search ``predict``; and ``bleu``.
+"""
+import math
+from collections import Counter
+from numbers import Integral
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from fastcrnn.nn.attention import MLPAttention
+from fastcrnn.nn.rnn import check_backend, make_lstm
+
+__all__ = ["Encoder", "Decoder", "Seq2SeqEncoder", "Seq2SeqDecoder", "Seq2SeqAttentionDecoder",
+           "EncoderDecoder", "MaskedSoftmaxCELoss", "predict", "predict_seq2seq", "bleu"]
+
+
+def _int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _dropout(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"dropout must be a float, got {type(value).__name__}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"dropout must be in [0, 1], got {value}")
+    return float(value)
+
+
+def _tokens(X, name: str, vocab_size: int) -> torch.Tensor:
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(X).__name__}")
+    if X.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"{name} must be an integer tensor of token ids, got {X.dtype}")
+    if X.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, T), got {tuple(X.shape)}")
+    if X.numel() and not torch.compiler.is_compiling():
+        lo, hi = int(X.min()), int(X.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"{name} must hold token ids in [0, {vocab_size}), got "
+                             f"{lo if lo < 0 else hi}")
+    return X.long()
+
+
+def _valid_lens(valid_lens, N: int, T: int, device, name: str) -> Optional[torch.Tensor]:
+    if valid_lens is None:
+        return None
+    if isinstance(valid_lens, (list, tuple)):
+        valid_lens = torch.tensor([_int(v, name, 0) for v in valid_lens], dtype=torch.int64)
+    if not isinstance(valid_lens, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor or list of ints, got "
+                        f"{type(valid_lens).__name__}")
+    if valid_lens.dtype.is_floating_point or valid_lens.dtype == torch.bool:
+        if valid_lens.dtype == torch.bool or not torch.equal(valid_lens, valid_lens.round()):
+            raise TypeError(f"{name} must hold whole numbers, got {valid_lens.dtype}")
+    if valid_lens.shape != (N,):
+        raise ValueError(f"{name} must have shape ({N},), got {tuple(valid_lens.shape)}")
+    lens = valid_lens.to(device=device, dtype=torch.int64)
+    if N and not torch.compiler.is_compiling():
+        lo, hi = int(lens.min()), int(lens.max())
+        if lo < 0 or hi > T:
+            raise ValueError(f"{name} must lie in [0, {T}], got {lo if lo < 0 else hi}")
+    return lens
+
+
+class Encoder(nn.Module):
+    """The encoder interface of the encoder-decoder architecture."""
+
+    def forward(self, X, *args):
+        raise NotImplementedError
+
+
+class Decoder(nn.Module):
+    """The decoder interface: ``init_state(enc_outputs, *args)`` then ``forward(X, state)``.
+
+    ``reorder_state(state, index)`` selects batch entries of a state (beam search uses it), and
+    ``attention_weights`` holds the last forward's weights (None for a decoder without attention).
+    """
+
+    def init_state(self, enc_outputs, *args):
+        raise NotImplementedError
+
+    def forward(self, X, state):
+        raise NotImplementedError
+
+    def reorder_state(self, state, index: torch.Tensor):
+        raise NotImplementedError
+
+    @property
+    def attention_weights(self) -> Optional[torch.Tensor]:
+        return None
+
+
+def _run_lstm(rnn: nn.Module, X: torch.Tensor, state, lengths: Optional[torch.Tensor]):
+    """X (T, N, E) through an LSTM; with lengths, padded steps are skipped (packed sequence)."""
+    if lengths is None:
+        return rnn(X, state)
+    T, N = X.shape[0], X.shape[1]
+    zero = lengths == 0
+    # pack_padded_sequence needs lengths >= 1: a length-0 row runs one step, then its outputs are
+    # zeroed and its state restored below.
+    packed = pack_padded_sequence(X, lengths.clamp(min=1).cpu(), enforce_sorted=False)
+    out, (h, c) = rnn(packed, state)
+    out, _ = pad_packed_sequence(out, total_length=T)
+    if bool(zero.any()):
+        keep = (~zero).to(out.dtype)
+        out = out * keep[None, :, None]
+        if state is None:
+            h0 = c0 = torch.zeros_like(h)
+        else:
+            h0, c0 = state
+        h = torch.where(zero[None, :, None], h0, h)
+        c = torch.where(zero[None, :, None], c0, c)
+    return out, (h, c)
+
+
+class Seq2SeqEncoder(Encoder):
+    """Embedding then a multi-layer LSTM (the tutorial's ``Seq2SeqEncoder``).
+
+    forward(X (N, S) int64 token ids, valid_lens=None) -> (outputs (S, N, num_hiddens),
+    state (h, c) each (num_layers, N, num_hiddens)). With ``valid_lens`` ((N,) ints in [0, S])
+    padded source steps are skipped, so the final state is each sentence's own last step and
+    padded outputs are zero; without it every step is run, as in the tutorial.
+    """
+
+    def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
+                 dropout: float = 0.0, backend: Optional[str] = None):
+        super().__init__()
+        self.vocab_size = _int(vocab_size, "vocab_size")
+        self.num_hiddens = _int(num_hiddens, "num_hiddens")
+        self.num_layers = _int(num_layers, "num_layers")
+        self.backend = check_backend(backend)
+        self.embedding = nn.Embedding(self.vocab_size, _int(embed_size, "embed_size"))
+        self.rnn = make_lstm(self.backend, embed_size, num_hiddens, num_layers,
+                             dropout=_dropout(dropout))
+
+    def begin_state(self, batch_size: int, device=None):
+        """Zero (h, c), each (num_layers, batch_size, num_hiddens)."""
+        w = self.embedding.weight
+        z = torch.zeros(self.num_layers, batch_size, self.num_hiddens,
+                        device=device or w.device, dtype=w.dtype)
+        return (z, z.clone())
+
+    def forward(self, X, valid_lens=None, *args):
+        X = _tokens(X, "X", self.vocab_size)
+        N, S = X.shape
+        lens = _valid_lens(valid_lens, N, S, X.device, "valid_lens")
+        emb = self.embedding(X).transpose(0, 1)                     # (S, N, E)
+        return _run_lstm(self.rnn, emb, self.begin_state(N, X.device), lens)
+
+
+class Seq2SeqDecoder(Decoder):
+    """The plain decoder: its initial state is the encoder's final (h, c) (the tutorial's).
+
+    init_state(enc_outputs, *args) -> (h, c). forward(X (N, T) token ids, state) ->
+    (logits (N, T, vocab_size), state). Encoder and decoder need the same num_hiddens and
+    num_layers.
+    """
+
+    def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
+                 dropout: float = 0.0, backend: Optional[str] = None):
+        super().__init__()
+        self.vocab_size = _int(vocab_size, "vocab_size")
+        self.num_hiddens = _int(num_hiddens, "num_hiddens")
+        self.num_layers = _int(num_layers, "num_layers")
+        self.backend = check_backend(backend)
+        self.embedding = nn.Embedding(self.vocab_size, _int(embed_size, "embed_size"))
+        self.rnn = make_lstm(self.backend, embed_size, num_hiddens, num_layers,
+                             dropout=_dropout(dropout))
+        self.dense = nn.Linear(num_hiddens, vocab_size)
+
+    def _check_hidden(self, state, N):
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError("state must be the (h, c) pair of the encoder")
+        expect = (self.num_layers, N, self.num_hiddens)
+        for name, t in zip(("h", "c"), state):
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != expect:
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"state {name} must have shape {expect}, got {got}")
+        return tuple(state)
+
+    def init_state(self, enc_outputs, *args):
+        if not isinstance(enc_outputs, (tuple, list)) or len(enc_outputs) != 2:
+            raise TypeError("enc_outputs must be the encoder's (outputs, state)")
+        state = enc_outputs[1]
+        return self._check_hidden(state, state[0].shape[1] if isinstance(state, (tuple, list))
+                                  and isinstance(state[0], torch.Tensor) else -1)
+
+    def forward(self, X, state):
+        X = _tokens(X, "X", self.vocab_size)
+        state = self._check_hidden(state, X.shape[0])
+        emb = self.embedding(X).transpose(0, 1)                     # (T, N, E)
+        out, state = self.rnn(emb, state)
+        return self.dense(out).transpose(0, 1), state               # (N, T, V)
+
+    def reorder_state(self, state, index):
+        h, c = state
+        return (h.index_select(1, index), c.index_select(1, index))
+
+
+class Seq2SeqAttentionDecoder(Decoder):
+    """Decoder with additive attention over the encoder outputs (d2l's Seq2SeqAttentionDecoder).
+
+    At every step the query is the top layer's hidden state h[-1] (the previous step's, or the
+    encoder's final one at the start); the attention context (num_hiddens) is concatenated with
+    the token embedding and fed to the LSTM (input size embed_size + num_hiddens).
+
+    init_state((enc_outputs (S, N, H), (h, c)), enc_valid_lens=None) ->
+        (enc_outputs (N, S, H), (h, c), enc_valid_lens).
+    forward(X (N, T) token ids, state) -> (logits (N, T, vocab_size), state);
+    ``attention_weights`` is then (N, T, S): one row of weights over the source per step.
+    """
+
+    def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
+                 dropout: float = 0.0, backend: Optional[str] = None):
+        super().__init__()
+        self.vocab_size = _int(vocab_size, "vocab_size")
+        self.num_hiddens = _int(num_hiddens, "num_hiddens")
+        self.num_layers = _int(num_layers, "num_layers")
+        self.backend = check_backend(backend)
+        dropout = _dropout(dropout)
+        self.attention = MLPAttention(num_hiddens, num_hiddens, num_hiddens, dropout)
+        self.embedding = nn.Embedding(self.vocab_size, _int(embed_size, "embed_size"))
+        self.rnn = make_lstm(self.backend, embed_size + num_hiddens, num_hiddens, num_layers,
+                             dropout=dropout)
+        self.dense = nn.Linear(num_hiddens, vocab_size)
+        self._attention_weights: Optional[torch.Tensor] = None
+
+    def init_state(self, enc_outputs, enc_valid_lens=None, *args):
+        if not isinstance(enc_outputs, (tuple, list)) or len(enc_outputs) != 2:
+            raise TypeError("enc_outputs must be the encoder's (outputs, state)")
+        outputs, hidden = enc_outputs
+        if not isinstance(outputs, torch.Tensor) or outputs.dim() != 3 \
+                or outputs.shape[-1] != self.num_hiddens:
+            raise ValueError(f"encoder outputs must have shape (S, N, {self.num_hiddens})")
+        S, N = outputs.shape[0], outputs.shape[1]
+        lens = _valid_lens(enc_valid_lens, N, S, outputs.device, "enc_valid_lens")
+        return (outputs.permute(1, 0, 2), tuple(hidden), lens)
+
+    def forward(self, X, state):
+        X = _tokens(X, "X", self.vocab_size)
+        if not isinstance(state, (tuple, list)) or len(state) != 3:
+            raise TypeError("state must be (enc_outputs, (h, c), enc_valid_lens) from init_state")
+        enc_outputs, hidden, lens = state
+        N = X.shape[0]
+        if enc_outputs.shape[0] != N:
+            raise ValueError(f"X has batch size {N} but the state has {enc_outputs.shape[0]}")
+        h, c = hidden
+        if tuple(h.shape) != (self.num_layers, N, self.num_hiddens):
+            raise ValueError(f"state h must have shape {(self.num_layers, N, self.num_hiddens)}, "
+                             f"got {tuple(h.shape)}")
+        emb = self.embedding(X).transpose(0, 1)                     # (T, N, E)
+        outputs, weights = [], []
+        for x in emb:
+            query = hidden[0][-1].unsqueeze(1)                      # (N, 1, H)
+            context = self.attention(query, enc_outputs, enc_outputs, lens)   # (N, 1, H)
+            step_in = torch.cat((context, x.unsqueeze(1)), dim=-1)  # (N, 1, H + E)
+            out, hidden = self.rnn(step_in.transpose(0, 1), hidden)
+            outputs.append(out)
+            weights.append(self.attention.attention_weights)
+        if outputs:
+            out = self.dense(torch.cat(outputs, dim=0)).transpose(0, 1)
+            self._attention_weights = torch.cat(weights, dim=1)     # (N, T, S)
+        else:
+            out = emb.new_zeros(N, 0, self.vocab_size)
+            self._attention_weights = emb.new_zeros(N, 0, enc_outputs.shape[1])
+        return out, (enc_outputs, hidden, lens)
+
+    def reorder_state(self, state, index):
+        enc_outputs, (h, c), lens = state
+        return (enc_outputs.index_select(0, index),
+                (h.index_select(1, index), c.index_select(1, index)),
+                None if lens is None else lens.index_select(0, index))
+
+    @property
+    def attention_weights(self) -> Optional[torch.Tensor]:
+        """(N, T, S) attention weights of the last forward call."""
+        return self._attention_weights
+
+
+class EncoderDecoder(nn.Module):
+    """forward(enc_X (N, S), dec_X (N, T), enc_valid_lens=None) -> (logits (N, T, V), state)."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        if not isinstance(encoder, nn.Module) or not isinstance(decoder, nn.Module):
+            raise TypeError("encoder and decoder must be nn.Module instances")
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, enc_X, dec_X, enc_valid_lens=None, *args):
+        enc_outputs = self.encoder(enc_X, enc_valid_lens, *args)
+        dec_state = self.decoder.init_state(enc_outputs, enc_valid_lens, *args)
+        return self.decoder(dec_X, dec_state)
+
+
+class MaskedSoftmaxCELoss(nn.Module):
+    """Softmax cross-entropy over the valid (unpadded) tokens only.
+
+    forward(pred (N, T, V) logits, label (N, T) int64, valid_len (N,) ints in [0, T]).
+    reduction="mean" (default): the sum over every valid token divided by the number of valid
+    tokens in the batch (padding never dilutes the average; 0 when there is none);
+    "sum": the sum over valid tokens; "none": (N,) per sequence, each the mean over its own valid
+    tokens (0 for an empty sequence).
+    """
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(self, pred, label, valid_len):
+        if not isinstance(pred, torch.Tensor) or not pred.dtype.is_floating_point:
+            raise TypeError("pred must be a floating-point tensor of logits")
+        if pred.dim() != 3:
+            raise ValueError(f"pred must have shape (N, T, V), got {tuple(pred.shape)}")
+        N, T, V = pred.shape
+        if not isinstance(label, torch.Tensor) or label.dtype.is_floating_point \
+                or label.dtype == torch.bool:
+            raise TypeError("label must be an integer tensor")
+        if label.shape != (N, T):
+            raise ValueError(f"label must have shape ({N}, {T}), got {tuple(label.shape)}")
+        lens = _valid_lens(valid_len, N, T, pred.device, "valid_len")
+        if lens is None:
+            raise ValueError("valid_len must not be None")
+        keep = torch.arange(T, device=pred.device)[None, :] < lens[:, None]
+        label = label.long().to(pred.device)
+        if bool(((label < 0) | (label >= V))[keep].any()):
+            raise ValueError(f"label must hold class indices in [0, {V}) at valid positions")
+        safe = torch.where(keep, label, torch.zeros_like(label))
+        per_token = F.cross_entropy(pred.reshape(N * T, V), safe.reshape(-1),
+                                    reduction="none").reshape(N, T)
+        per_token = torch.where(keep, per_token, torch.zeros_like(per_token))
+        if self.reduction == "sum":
+            return per_token.sum()
+        if self.reduction == "none":
+            return per_token.sum(1) / lens.clamp(min=1).to(per_token.dtype)
+        return per_token.sum() / lens.sum().clamp(min=1).to(per_token.dtype)
+
+
+def _source(src_tokens, name="src_tokens") -> List[int]:
+    if isinstance(src_tokens, torch.Tensor):
+        if src_tokens.dim() != 1 or src_tokens.dtype.is_floating_point:
+            raise ValueError(f"{name} must be a 1-D integer tensor or a list of ints")
+        return [int(t) for t in src_tokens]
+    if not isinstance(src_tokens, (list, tuple)):
+        raise TypeError(f"{name} must be a list of ints or a 1-D tensor, got "
+                        f"{type(src_tokens).__name__}")
+    return [_int(t, name, 0) for t in src_tokens]
+
+
+@torch.no_grad()
+def predict(net: EncoderDecoder, src_tokens, bos: int, eos: int, num_steps: int,
+            beam_size: int = 1, length_penalty: float = 0.75, device=None,
+            ) -> Tuple[List[int], torch.Tensor]:
+    """Translates one source sentence by greedy (beam_size=1) or beam search.
+
+    src_tokens: the source token ids (list or 1-D tensor), without padding. bos / eos: the
+    decoder's begin and end token ids. num_steps: the most tokens to generate (eos included).
+    Beam search keeps ``beam_size`` hypotheses; a finished one (ended by eos, or at num_steps)
+    is scored by log P / L**length_penalty, L its length counting eos; the best score wins.
+    beam_size=1 is exactly greedy decoding.
+
+    Returns (tokens: list of ids without bos/eos, attention (steps, S) float tensor on the CPU:
+    the decoder's attention weights at each decoding step of the chosen hypothesis, the eos
+    step included; shape (steps, 0) for a decoder without attention).
+    The network is put in eval mode for the call and restored afterwards.
+    """
+    if not isinstance(net, EncoderDecoder):
+        raise TypeError(f"net must be an EncoderDecoder, got {type(net).__name__}")
+    src = _source(src_tokens)
+    if not src:
+        raise ValueError("src_tokens must hold at least one token")
+    vocab = net.decoder.vocab_size
+    bos, eos = _int(bos, "bos", 0), _int(eos, "eos", 0)
+    for name, v in (("bos", bos), ("eos", eos)):
+        if v >= vocab:
+            raise ValueError(f"{name} must be a target token id in [0, {vocab}), got {v}")
+    num_steps = _int(num_steps, "num_steps")
+    beam_size = _int(beam_size, "beam_size")
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
+        raise TypeError("length_penalty must be a float")
+    if device is None:
+        device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        return _beam_search(net, src, bos, eos, num_steps, beam_size, float(length_penalty),
+                            torch.device(device))
+    finally:
+        net.train(was_training)
+
+
+predict_seq2seq = predict
+
+
+def _beam_search(net, src, bos, eos, num_steps, k, alpha, device):
+    enc_X = torch.tensor([src], dtype=torch.long, device=device)
+    enc_len = torch.tensor([len(src)], dtype=torch.long, device=device)
+    enc_outputs = net.encoder(enc_X, enc_len)
+    state = net.decoder.init_state(enc_outputs, enc_len)
+    S = len(src)
+    # live hypotheses: tokens, score, attention rows; all start from bos
+    live_tokens: List[List[int]] = [[]]
+    live_scores = torch.zeros(1, dtype=torch.float64)
+    live_attn: List[List[torch.Tensor]] = [[]]
+    last = torch.tensor([[bos]], dtype=torch.long, device=device)
+    finished = []                                          # (normalised score, tokens, attn)
+    for step in range(num_steps):
+        logits, state = net.decoder(last, state)
+        logp = F.log_softmax(logits[:, -1].double(), dim=-1).cpu()         # (B, V)
+        weights = net.decoder.attention_weights
+        rows = (weights[:, -1].float().cpu() if weights is not None
+                else torch.zeros(logp.shape[0], 0))
+        cand = (live_scores[:, None] + logp).reshape(-1)
+        V = logp.shape[1]
+        top = torch.topk(cand, min(2 * k, cand.numel()))
+        new_tokens, new_scores, new_attn, parents = [], [], [], []
+        for score, flat in zip(top.values.tolist(), top.indices.tolist()):
+            b, tok = divmod(flat, V)
+            attn = live_attn[b] + [rows[b]]
+            if tok == eos:
+                if len(finished) < k:
+                    L = len(live_tokens[b]) + 1
+                    finished.append((score / L ** alpha, live_tokens[b], attn))
+            else:
+                new_tokens.append(live_tokens[b] + [tok])
+                new_scores.append(score)
+                new_attn.append(attn)
+                parents.append(b)
+                if len(new_tokens) == k:
+                    break
+        if len(finished) >= k or not new_tokens:
+            break
+        if step == num_steps - 1:
+            for toks, score, attn in zip(new_tokens, new_scores, new_attn):
+                finished.append((score / len(toks) ** alpha, toks, attn))
+            break
+        index = torch.tensor(parents, dtype=torch.long, device=device)
+        state = net.decoder.reorder_state(state, index)
+        live_tokens, live_attn = new_tokens, new_attn
+        live_scores = torch.tensor(new_scores, dtype=torch.float64)
+        last = torch.tensor([[t[-1]] for t in new_tokens], dtype=torch.long, device=device)
+    best = max(finished, key=lambda f: f[0])
+    attn = torch.stack(best[2]) if best[2] else torch.zeros(0, S)
+    return best[1], attn
+
+
+def bleu(pred_seq: Union[str, Sequence], label_seq: Union[str, Sequence], k: int) -> float:
+    """BLEU as in d2l: exp(min(0, 1 - len_label / len_pred)) * prod_n p_n ** (1 / 2**n).
+
+    pred_seq, label_seq: space-separated strings or sequences of tokens. k: the largest n-gram
+    order (>= 1). p_n is the clipped n-gram precision; orders n longer than the prediction are
+    skipped (the brevity penalty already charges a short prediction). An empty prediction scores
+    0 (1 if the label is empty too). Returns a float in [0, 1].
+    """
+    k = _int(k, "k")
+
+    def split(seq, name):
+        if isinstance(seq, str):
+            return seq.split()
+        if isinstance(seq, torch.Tensor):
+            return seq.tolist()
+        if isinstance(seq, (list, tuple)):
+            return list(seq)
+        raise TypeError(f"{name} must be a string or a sequence of tokens, got "
+                        f"{type(seq).__name__}")
+
+    pred, label = split(pred_seq, "pred_seq"), split(label_seq, "label_seq")
+    len_pred, len_label = len(pred), len(label)
+    if len_pred == 0:
+        return 1.0 if len_label == 0 else 0.0
+    score = math.exp(min(0.0, 1.0 - len_label / len_pred))
+    for n in range(1, min(k, len_pred) + 1):
+        label_grams = Counter(tuple(label[i:i + n]) for i in range(len_label - n + 1))
+        matches = 0
+        for i in range(len_pred - n + 1):
+            gram = tuple(pred[i:i + n])
+            if label_grams[gram] > 0:
+                matches += 1
+                label_grams[gram] -= 1
+        score *= math.pow(matches / (len_pred - n + 1), math.pow(0.5, n))
+    return score
