@@ -112,7 +112,8 @@ def _bench(argv: List[str]):
     if root not in sys.path:
         sys.path.insert(0, root)
     report = importlib.import_module("benchmarks.report")
-    return report.main(argv)
+    report.main(argv)
+    return 0
 
 
 def _seq2seq(argv: List[str]):
@@ -123,7 +124,8 @@ def _seq2seq(argv: List[str]):
             raise SystemExit("error: the Seq2Seq demo (fastcrnn.demos.seq2seq) is not part of "
                              "this installation") from None
         raise
-    return mod.main(argv)
+    rc = mod.main(argv)
+    return rc if isinstance(rc, int) else 0
 
 
 def main(argv: Optional[List[str]] = None):

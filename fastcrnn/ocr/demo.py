@@ -40,17 +40,30 @@ class PreparedLines(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def render_dataset(ds: SyntheticTextLines, collate: AlignCollate, desc: str,
-                   progress: bool = True) -> PreparedLines:
-    """Renders every sample of ``ds`` once and keeps the prepared tensors in memory."""
-    it = range(len(ds))
+class _Prepare:
+    """collate_fn rendering a list of (PIL image, text) into prepared (tensor, text) pairs."""
+
+    def __init__(self, collate: AlignCollate):
+        self.collate = collate
+
+    def __call__(self, samples):
+        # numpy arrays travel from worker processes by pickling (no shared-memory handle each)
+        return [(self.collate.prepare(img)[0].numpy(), text) for img, text in samples]
+
+
+def render_dataset(ds, collate: AlignCollate, desc: str, progress: bool = True,
+                   workers: int = 0) -> PreparedLines:
+    """Renders every sample of ``ds`` once (in ``workers`` processes; order kept) and keeps the
+    prepared tensors in memory."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=64, num_workers=workers,
+                                         collate_fn=_Prepare(collate))
+    it = loader
     if progress:
         from tqdm import tqdm
-        it = tqdm(it, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+        it = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
     items = []
-    for i in it:
-        img, text = ds[i]
-        items.append((collate.prepare(img)[0], text))
+    for chunk in it:
+        items.extend((torch.from_numpy(arr), text) for arr, text in chunk)
     return PreparedLines(items)
 
 
@@ -95,6 +108,8 @@ def add_demo_args(p: argparse.ArgumentParser):
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--cuda", action="store_true", help="train on the GPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--render_workers", type=int, default=min(os.cpu_count() or 1, 4),
+                   help="processes rendering the synthetic lines")
     p.add_argument("--backend", default=None, choices=["fused", "torch"])
     p.add_argument("--no_progress", action="store_true")
 
@@ -180,7 +195,8 @@ def demo_main(args) -> Dict[str, Any]:
                                    seed=args.seed, **look)
     test_src = SyntheticTextLines(charset, args.test_samples, args.min_len, args.max_len,
                                   seed=args.seed + 7919, **look)
-    train_set = render_dataset(train_src, collate, "render train", progress)
+    train_set = render_dataset(train_src, collate, "render train", progress,
+                               workers=args.render_workers)
     test_images = [test_src[i][0] for i in range(len(test_src))]
     test_set = PreparedLines([(collate.prepare(im)[0], test_src.text(i))
                               for i, im in enumerate(test_images)])

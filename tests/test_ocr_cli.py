@@ -1,0 +1,254 @@
+"""`python -m fastcrnn ...` end to end on tiny data (in process through fastcrnn.ocr.cli.main,
+plus real `python -m fastcrnn` subprocesses for the entry point itself)."""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("PIL")
+pytest.importorskip("lmdb")
+pytest.importorskip("rapidfuzz")
+pytest.importorskip("tqdm")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--nh", "16", "--channels", "8,8,16,16,16,16,16"]
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli(*args, check=True):
+    """Runs `fastcrnn ARGS` in this process (as the console script would) and captures it."""
+    from fastcrnn.ocr.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in args]) or 0
+        except SystemExit as exc:  # argparse errors and SystemExit("error: ...")
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+                rc = 1
+            else:
+                rc = exc.code or 0
+        finally:
+            torch.set_num_threads(threads)
+    proc = Result(rc, out.getvalue(), err.getvalue())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fastcrnn {args} failed ({proc.returncode}):\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc
+
+
+def cli_subprocess(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "fastcrnn", *map(str, args)], cwd=cwd or ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models on a shared CI machine: one thread avoids OpenMP oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def lmdbs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    cli("make-lmdb", "--output", d / "train", "--synthetic", 64, "--alphabet", "0123456789",
+        "--min_len", 1, "--max_len", 4, "--seed", 1, "--no_progress")
+    # the validation set from a folder of images plus a path<TAB>label file
+    from fastcrnn.ocr.data import SyntheticTextLines
+    ds = SyntheticTextLines("0123456789", 12, 1, 4, seed=2)
+    os.makedirs(d / "imgs")
+    lines = []
+    for i in range(len(ds)):
+        img, label = ds[i]
+        img.save(d / "imgs" / f"{i}.png")
+        lines.append(f"{i}.png\t{label}")
+    (d / "imgs" / "labels.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cli("make-lmdb", "--output", d / "val", "--labels", d / "imgs" / "labels.txt",
+        "--no_progress")
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(lmdbs):
+    expr = lmdbs / "expr"
+    p = cli("train", "--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val", "--alphabet",
+            "0123456789", "--expr_dir", expr, "--batchSize", 16, "--nepoch", 2, "--adam",
+            "--lr", "1e-3", "--displayInterval", 2, "--valInterval", 3, "--saveInterval", 3,
+            "--workers", 1, "--keep_ratio", "--no_progress", *TINY)
+    assert "validation: word accuracy" in p.stderr + p.stdout
+    return expr
+
+
+def test_make_lmdb_and_train_checkpoints(lmdbs, trained):
+    from fastcrnn.ocr.checkpoint import load_checkpoint
+    from fastcrnn.ocr.data import LmdbDataset
+    assert len(LmdbDataset(lmdbs / "train")) == 64 and len(LmdbDataset(lmdbs / "val")) == 12
+    last = torch.load(trained / "last.pth", weights_only=True)
+    assert last["charset"] == "0123456789" and last["step"] == 8 and last["epoch"] == 2
+    assert last["config"]["keep_ratio"] is True and last["config"]["channels"][0] == 8
+    assert set(last) >= {"model", "optimizer", "epoch", "charset", "config"}
+    load_checkpoint(trained / "best.pth", expected_charset="0123456789")
+    assert not [f for f in os.listdir(trained) if f.endswith(".tmp")]
+
+
+def test_eval_json_matches_predictions(lmdbs, trained):
+    p = cli("eval", "--checkpoint", trained / "last.pth", "--valRoot", lmdbs / "val",
+            "--show", 12, "--no_progress")
+    out = p.stdout.strip().splitlines()
+    result = json.loads(out[-1])
+    assert set(result) == {"word_accuracy", "cer", "norm_edit_distance", "num_samples"}
+    assert result["num_samples"] == 12
+    assert "word accuracy" in p.stdout
+    # recompute from the predictions listed in the table
+    from fastcrnn.ocr.metrics import recognition_metrics
+    rows = [l for l in out[1:13]]
+    preds = [r[:28].strip() for r in rows]
+    refs = [r[29:57].strip() for r in rows]
+    m = recognition_metrics(preds, refs)
+    for k in ("word_accuracy", "cer", "norm_edit_distance"):
+        assert result[k] == pytest.approx(m[k])
+
+
+def test_predict(lmdbs, trained):
+    from fastcrnn.ocr.evaluate import load_recognizer
+    imgs = [lmdbs / "imgs" / "0.png", lmdbs / "imgs" / "1.png"]
+    p = cli("predict", "--checkpoint", trained / "best.pth", *imgs)
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 2
+    rec = load_recognizer(str(trained / "best.pth"))
+    from PIL import Image
+    for line, path in zip(lines, imgs):
+        name, text, conf = line.split("\t")
+        assert name == str(path)
+        exp_text, exp_conf = rec.read([Image.open(path)])[0]
+        assert text == exp_text and float(conf) == pytest.approx(exp_conf, abs=1e-4)
+        assert 0.0 <= float(conf) <= 1.0
+    bad = cli("predict", "--checkpoint", trained / "best.pth", lmdbs / "nope.png", check=False)
+    assert bad.returncode != 0 and "not found" in bad.stderr
+
+
+def test_resume_and_errors(lmdbs, trained, tmp_path):
+    import shutil
+    expr = tmp_path / "expr"
+    shutil.copytree(trained, expr)
+    common = ["--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val", "--expr_dir", expr,
+              "--batchSize", 16, "--adam", "--lr", "1e-3", "--workers", 0, "--keep_ratio",
+              "--no_progress", *TINY]
+    p = cli("train", *common, "--alphabet", "0123456789", "--nepoch", 3, "--resume")
+    assert "resuming" in p.stderr + p.stdout
+    assert torch.load(expr / "last.pth", weights_only=True)["step"] == 12
+    # another charset
+    p = cli("train", *common, "--alphabet", "0123456789x", "--nepoch", 4, "--resume", check=False)
+    assert p.returncode != 0 and "charset" in p.stderr
+    # a truncated checkpoint
+    data = (expr / "last.pth").read_bytes()
+    (expr / "last.pth").write_bytes(data[:100])
+    p = cli("train", *common, "--alphabet", "0123456789", "--nepoch", 4, "--resume", check=False)
+    assert p.returncode != 0 and "truncated or corrupt" in p.stderr
+    # labels outside the alphabet are reported with the sample
+    p = cli("train", *common, "--alphabet", "01234", "--nepoch", 1, check=False)
+    assert p.returncode != 0 and "not in the alphabet" in p.stderr
+
+
+def test_pretrained_with_module_prefix(lmdbs, trained, tmp_path):
+    sd = torch.load(trained / "last.pth", weights_only=True)["model"]
+    torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "ddp.pth")
+    p = cli("train", "--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val",
+            "--alphabet", "0123456789", "--expr_dir", tmp_path / "e", "--batchSize", 16,
+            "--nepoch", 1, "--max_steps", 1, "--pretrained", tmp_path / "ddp.pth", "--workers",
+            0, "--keep_ratio", "--no_progress", "--lr", "1e-12", "--adam", *TINY)
+    assert "loaded pretrained" in p.stderr + p.stdout
+    p = cli("train", "--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val",
+            "--expr_dir", tmp_path / "f", "--nepoch", 1, "--pretrained", tmp_path / "ddp.pth",
+            "--no_progress", "--nh", "8", "--channels", "8,8,16,16,16,16,16", check=False)
+    assert p.returncode != 0 and "does not fit" in p.stderr
+
+
+def test_finetune_adds_characters(lmdbs, trained, tmp_path):
+    out = tmp_path / "ft"
+    cli("finetune", "--checkpoint", trained / "last.pth", "--add-chars", "xy", "--synthetic",
+        32, "--max_steps", 2, "--batchSize", 8, "--expr_dir", out, "--valInterval", 2,
+        "--no_progress")
+    ck = torch.load(out / "last.pth", weights_only=True)
+    assert ck["charset"] == "0123456789xy"
+    old = torch.load(trained / "last.pth", weights_only=True)["model"]
+    w_new, w_old = ck["model"]["rnn.1.embedding.weight"], old["rnn.1.embedding.weight"]
+    assert w_new.shape[0] == w_old.shape[0] + 2
+    # only the new rows trained: the old classes' weights and the rest are unchanged
+    assert torch.equal(w_new[: w_old.shape[0]], w_old)
+    assert torch.equal(ck["model"]["cnn.conv0.weight"], old["cnn.conv0.weight"])
+    assert not torch.equal(w_new[w_old.shape[0]:], torch.zeros_like(w_new[w_old.shape[0]:]))
+    p = cli("predict", "--checkpoint", out / "last.pth", lmdbs / "imgs" / "0.png")
+    assert p.stdout.count("\t") == 2
+    p = cli("finetune", "--checkpoint", trained / "last.pth", "--add-chars", "1", "--synthetic",
+            8, check=False)
+    assert p.returncode != 0 and "already in the charset" in p.stderr
+
+
+def test_demo_tiny(tmp_path):
+    out = tmp_path / "demo"
+    p = cli("demo", "--output", out, "--train_samples", 48, "--test_samples", 16, "--steps", 3,
+            "--batchSize", 16, "--valInterval", 2, "--val_subset", 8, "--displayInterval", 1,
+            "--nh", 16, "--channels", "8,8,16,16,16,16,16", "--threads", 1, "--no_progress")
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["num_samples"] == 16 and summary["steps"] == 3
+    for f in ("demo.pth", "curve.png", "samples.png", "metrics.json"):
+        assert (out / f).stat().st_size > 0, f
+    from PIL import Image
+    assert Image.open(out / "samples.png").size[0] > 100
+    ck = torch.load(out / "demo.pth", weights_only=True)
+    assert ck["charset"] == "0123456789abcdefghijklmnopqrstuvwxyz"
+    sample = [f for f in os.listdir(out) if f.startswith("sample_0_")][0]
+    p = cli("predict", "--checkpoint", out / "demo.pth", out / sample)
+    assert p.stdout.count("\t") == 2
+
+
+def test_bench_and_seq2seq_dispatch(tmp_path):
+    p = cli("bench", "--only", "no-such-family", "--out", tmp_path / "b")
+    assert "fastcrnn" in p.stdout and (tmp_path / "b" / "report-cpu.json").exists()
+    # seq2seq-demo dispatches to fastcrnn.demos.seq2seq (its own --help)
+    p = cli("seq2seq-demo", "--help", check=False)
+    try:
+        import fastcrnn.demos.seq2seq  # noqa: F401
+        assert p.returncode == 0
+    except ImportError:
+        assert p.returncode != 0 and "not part of this installation" in p.stderr
+
+
+def test_bench_outside_a_checkout(tmp_path):
+    """The bench command needs benchmarks/ next to the package: a clear error otherwise."""
+    import shutil
+    pkg = tmp_path / "site" / "fastcrnn"
+    shutil.copytree(os.path.join(ROOT, "fastcrnn"), pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    p = subprocess.run([sys.executable, "-m", "fastcrnn", "bench"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "source checkout" in p.stderr
+
+
+def test_cli_usage_errors():
+    p = cli_subprocess("train")  # the real entry point
+    assert p.returncode == 2 and "--trainRoot" in p.stderr
+    p = cli_subprocess("--help")
+    assert p.returncode == 0 and "make-lmdb" in p.stdout and "seq2seq-demo" in p.stdout
+    p = cli("nonsense", check=False)
+    assert p.returncode == 2
+    p = cli("train", "--trainRoot", "x", "--valRoot", "y", "--amp", check=False)
+    assert p.returncode != 0 and "--amp" in p.stderr
+    p = cli("eval", "--checkpoint", "nope.pth", "--valRoot", "x", check=False)
+    assert p.returncode != 0 and "nope.pth" in p.stderr
