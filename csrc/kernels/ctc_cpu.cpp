@@ -237,7 +237,7 @@ acc_t alpha_sample(const CtcParams& p, int64_t n, const Sample& s, Scratch<acc_t
       lse3_add<acc_t>(prev + lo + 2, prev + lo + 1, prev + lo, w.skip.data() + lo + 2,
                       w.emit.data() + lo, cur + lo + 2, hi - lo + 1);
     }
-    std::copy(cur + 2, cur + 2 + S, out + t * p.W);
+    if (lo <= hi) std::copy(cur + 2 + lo, cur + 3 + hi, out + t * p.W + lo);
     std::swap(prev, cur);
   }
   const acc_t ll = S > 1 ? static_cast<acc_t>(log_add(prev[S + 1], prev[S])) : prev[S + 1];
@@ -251,7 +251,12 @@ void forward(const CtcParams& p) {
   at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
     Scratch<acc_t> w;
     w.reserve(p.W);
-    for (int64_t n = begin; n < end; ++n) nll[n] = alpha_sample<acc_t>(p, n, sample_of(p, n), w);
+    for (int64_t n = begin; n < end; ++n) {
+      // every entry of log_alpha is defined: -inf outside what the recursion writes
+      acc_t* block = static_cast<acc_t*>(p.log_alpha) + n * p.T * p.W;
+      std::fill(block, block + p.T * p.W, kNegInf<acc_t>);
+      nll[n] = alpha_sample<acc_t>(p, n, sample_of(p, n), w);
+    }
   });
 }
 

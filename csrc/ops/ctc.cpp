@@ -50,7 +50,31 @@ void prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
     offsets = at::cumsum(tgt_len, 0).sub_(tgt_len);
   }
 
-  if (validate || log_probs.is_cpu()) {
+  if (log_probs.is_cpu()) {
+    // free on the CPU: plain loops over the (small) lengths and targets
+    const int64_t* il = in_len.data_ptr<int64_t>();
+    const int64_t* tl = tgt_len.data_ptr<int64_t>();
+    const int64_t* lab = tgt.data_ptr<int64_t>();
+    int64_t total = 0;
+    for (int64_t n = 0; n < p.N; ++n) {
+      TORCH_CHECK_VALUE(il[n] >= 0 && il[n] <= p.T, "input_lengths must lie in [0, T=", p.T,
+                        "], got ", il[n], " at index ", n);
+      TORCH_CHECK_VALUE(tl[n] >= 0 && tl[n] <= bound, "target_lengths must lie in [0, ",
+                        padded ? "S=" : "len(targets)=", bound, "], got ", tl[n], " at index ",
+                        n);
+      const int64_t off = padded ? n * bound : total;
+      total += tl[n];
+      TORCH_CHECK_VALUE(padded || total <= bound, "concatenated targets hold ", bound,
+                        " labels, fewer than the sum of target_lengths");
+      for (int64_t i = 0; i < tl[n]; ++i) {
+        const int64_t c = lab[off + i];
+        TORCH_CHECK_VALUE(c >= 0 && c < p.C && c != blank, "targets must lie in [0, C=", p.C,
+                          ") and differ from blank=", blank, ", got ", c, " for batch element ",
+                          n, " (fastcrnn rejects what torch.nn.functional.ctc_loss silently "
+                          "mis-computes)");
+      }
+    }
+  } else if (validate) {
     TORCH_CHECK_VALUE(all_within(in_len, 0, p.T), "input_lengths must lie in [0, T=", p.T, "]");
     if (padded) {
       TORCH_CHECK_VALUE(all_within(tgt_len, 0, bound),

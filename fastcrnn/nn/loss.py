@@ -40,9 +40,8 @@ class CTCLoss(nn.Module):
     def forward(self, input: torch.Tensor, targets: torch.Tensor, input_lengths,
                 target_lengths) -> torch.Tensor:
         if self.backend == "torch":
-            log_probs = input.float().log_softmax(-1) if self.from_logits else input
-            if log_probs.dtype in (torch.float16, torch.bfloat16):
-                log_probs = log_probs.float()
+            x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
+            log_probs = x.log_softmax(-1) if self.from_logits else x
             return torch.nn.functional.ctc_loss(log_probs, targets, input_lengths, target_lengths,
                                                 self.blank, self.reduction, self.zero_infinity)
         fn = ctc_loss_from_logits if self.from_logits else ctc_loss
