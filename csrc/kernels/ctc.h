@@ -40,7 +40,12 @@ struct CtcParams {
 
   // Backward only.
   const void* grad_nll = nullptr;  // (N,) incoming gradient of each loss
-  void* gamma = nullptr;           // (N, T, W) workspace: grad_nll * posterior of each state
+  // (N, T, W) accumulation-typed workspace: on the CPU grad_nll * the posterior of each state,
+  // on CUDA log_beta.
+  void* gamma = nullptr;
+  // CUDA only: (N, 2 W + 1) int32 workspace: per state the next state with the same label and
+  // whether it is the label's first state; then the sample's gradient kind.
+  int32_t* label_links = nullptr;
   void* grad = nullptr;            // (T, N, C) contiguous out, dtype of scores
   bool zero_infinity = false;
 };
