@@ -147,7 +147,7 @@ __global__ void alpha_kernel(CtcParams p) {
       nll[n] = s.bad ? acc_t(NAN) : (s.Tn == 0 && s.L == 0 ? acc_t(0) : acc_t(INFINITY));
     return;
   }
-  for (int64_t st = threadIdx.x; st < 2 && st < s.S; st += blockDim.x)
+  for (int64_t st = window_lo(s, 0) + threadIdx.x; st <= window_hi(s, 0); st += blockDim.x)
     alpha[st] = emission<scalar_t, acc_t>(p, 0, n, label_of(s, st, p.blank));
   __syncthreads();
   for (int64_t t = 1; t < s.Tn; ++t) {
@@ -201,8 +201,9 @@ __global__ void beta_kernel(CtcParams p) {
   __syncthreads();
   {
     const int64_t t = s.Tn - 1;
-    for (int64_t st = s.S - 2 + threadIdx.x; st < s.S; st += blockDim.x)
-      if (st >= 0) beta[t * p.W + st] = emission<scalar_t, acc_t>(p, t, n, label_of(s, st, p.blank));
+    const int64_t lo = window_lo(s, t), hi = window_hi(s, t);
+    for (int64_t st = lo + threadIdx.x; st <= hi; st += blockDim.x)
+      beta[t * p.W + st] = emission<scalar_t, acc_t>(p, t, n, label_of(s, st, p.blank));
   }
   __syncthreads();
   for (int64_t t = s.Tn - 2; t >= 0; --t) {
