@@ -16,6 +16,14 @@ TORCH_LIBRARY(fastcrnn, m) {
       "bool validate) -> (Tensor tokens, Tensor lengths, Tensor token_probs, "
       "Tensor token_frames)");
   // ---- CTC loss (ops/ctc.cpp) ----
+  m.def(
+      "ctc_loss_forward(Tensor log_probs, Tensor targets, Tensor input_lengths, "
+      "Tensor target_lengths, int blank, bool from_logits, bool zero_infinity, bool validate) -> "
+      "(Tensor nll, Tensor log_alpha, Tensor norms)");
+  m.def(
+      "ctc_loss_backward(Tensor grad, Tensor log_probs, Tensor targets, Tensor input_lengths, "
+      "Tensor target_lengths, Tensor nll, Tensor log_alpha, Tensor norms, int blank, "
+      "bool from_logits, bool zero_infinity) -> Tensor");
   // ---- LSTM (ops/lstm.cpp) ----
 }
 

@@ -1,5 +1,6 @@
 """Modules built on the fused ops (each with a `backend="torch"` path for export)."""
 # ---- loss (CTC) ----
+from fastcrnn.nn.loss import CTCLoss  # noqa: F401
 # ---- LSTM ----
 # ---- networks: RNN, attention, Seq2Seq, CRNN, fine-tuning ----
 from fastcrnn.nn.rnn import RNN, make_lstm, fused_lstm_available  # noqa: F401

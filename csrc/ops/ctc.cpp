@@ -1,0 +1,206 @@
+#include "ops/ctc.h"
+
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "ops/common.h"
+
+namespace fastcrnn::ops {
+
+void prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
+                 const at::Tensor& input_lengths, const at::Tensor& target_lengths, int64_t blank,
+                 bool from_logits, bool validate, CtcParams& p, std::vector<at::Tensor>& keep) {
+  const char* name = from_logits ? "logits" : "log_probs";
+  TORCH_CHECK_VALUE(log_probs.dim() == 3, name, " must have shape (T, N, C), got ",
+                    log_probs.sizes());
+  p.dtype = kernel_dtype(log_probs, name);
+  TORCH_CHECK_TYPE(!log_probs.is_cpu() || p.dtype == Dtype::kFloat32 || p.dtype == Dtype::kFloat64,
+                   name, " on the CPU must be float32 or float64, got ", log_probs.scalar_type());
+  p.T = log_probs.size(0);
+  p.N = log_probs.size(1);
+  p.C = log_probs.size(2);
+  TORCH_CHECK_VALUE(p.C > 0, name, " must have at least one class (C > 0)");
+  TORCH_CHECK_VALUE(blank >= 0 && blank < p.C, "blank must be in [0, ", p.C, "), got ", blank);
+  TORCH_CHECK_VALUE(p.T < (int64_t(1) << 30) && p.C < (int64_t(1) << 31),
+                    name, ": T must be below 2^30 and C below 2^31");
+  const at::Device device = log_probs.device();
+  at::Tensor scores = log_probs.stride(2) == 1 || p.C == 1 ? log_probs : log_probs.contiguous();
+
+  TORCH_CHECK_TYPE(targets.scalar_type() == at::kLong || targets.scalar_type() == at::kInt,
+                   "targets must be an int32 or int64 tensor, got ", targets.scalar_type());
+  TORCH_CHECK_VALUE(targets.dim() == 1 || targets.dim() == 2,
+                    "targets must be (N, S) padded or 1-D concatenated, got shape ",
+                    targets.sizes());
+  TORCH_CHECK_VALUE(targets.device() == device, "targets must be on ", device, ", got ",
+                    targets.device());
+  const bool padded = targets.dim() == 2;
+  if (padded) {
+    TORCH_CHECK_VALUE(targets.size(0) == p.N, "targets must have one row per batch element (",
+                      p.N, "), got ", targets.size(0));
+  }
+  at::Tensor in_len = checked_lengths(input_lengths, p.N, device, "input_lengths");
+  at::Tensor tgt_len = checked_lengths(target_lengths, p.N, device, "target_lengths");
+  at::Tensor tgt = targets.to(at::kLong).contiguous();
+  const int64_t bound = padded ? tgt.size(1) : tgt.numel();
+  at::Tensor offsets;
+  if (padded) {
+    offsets = at::arange(p.N, tgt_len.options()).mul_(bound);
+  } else {
+    offsets = at::cumsum(tgt_len, 0).sub_(tgt_len);
+  }
+
+  if (log_probs.is_cpu()) {
+    // free on the CPU: plain loops over the (small) lengths and targets
+    const int64_t* il = in_len.data_ptr<int64_t>();
+    const int64_t* tl = tgt_len.data_ptr<int64_t>();
+    const int64_t* lab = tgt.data_ptr<int64_t>();
+    int64_t total = 0;
+    for (int64_t n = 0; n < p.N; ++n) {
+      TORCH_CHECK_VALUE(il[n] >= 0 && il[n] <= p.T, "input_lengths must lie in [0, T=", p.T,
+                        "], got ", il[n], " at index ", n);
+      TORCH_CHECK_VALUE(tl[n] >= 0 && tl[n] <= bound, "target_lengths must lie in [0, ",
+                        padded ? "S=" : "len(targets)=", bound, "], got ", tl[n], " at index ",
+                        n);
+      const int64_t off = padded ? n * bound : total;
+      total += tl[n];
+      TORCH_CHECK_VALUE(padded || total <= bound, "concatenated targets hold ", bound,
+                        " labels, fewer than the sum of target_lengths");
+      for (int64_t i = 0; i < tl[n]; ++i) {
+        const int64_t c = lab[off + i];
+        TORCH_CHECK_VALUE(c >= 0 && c < p.C && c != blank, "targets must lie in [0, C=", p.C,
+                          ") and differ from blank=", blank, ", got ", c, " for batch element ",
+                          n, " (fastcrnn rejects what torch.nn.functional.ctc_loss silently "
+                          "mis-computes)");
+      }
+    }
+  } else if (validate) {
+    TORCH_CHECK_VALUE(all_within(in_len, 0, p.T), "input_lengths must lie in [0, T=", p.T, "]");
+    if (padded) {
+      TORCH_CHECK_VALUE(all_within(tgt_len, 0, bound),
+                        "target_lengths must lie in [0, S=", bound,
+                        "] (S: the padded targets' width)");
+    } else {
+      TORCH_CHECK_VALUE(all_within(tgt_len, 0, bound), "target_lengths must be >= 0");
+      TORCH_CHECK_VALUE(p.N == 0 || tgt_len.sum().item<int64_t>() <= bound,
+                        "concatenated targets hold ", bound,
+                        " labels, fewer than the sum of target_lengths");
+    }
+    if (tgt.numel() > 0) {
+      at::Tensor used;
+      if (padded) {
+        used = at::arange(bound, tgt_len.options()).unsqueeze(0).lt(tgt_len.unsqueeze(1));
+      } else {
+        used = at::arange(bound, tgt_len.options()).lt(tgt_len.sum());
+      }
+      const at::Tensor wrong = tgt.lt(0).logical_or_(tgt.ge(p.C)).logical_or_(tgt.eq(blank));
+      TORCH_CHECK_VALUE(!wrong.logical_and_(used).any().item<bool>(),
+                        "targets must lie in [0, C=", p.C, ") and differ from blank=", blank,
+                        " (fastcrnn rejects what torch.nn.functional.ctc_loss silently "
+                        "mis-computes)");
+    }
+  }
+  const int64_t lcap = std::min(bound, p.T);
+  keep = {scores, tgt, in_len, tgt_len, offsets};
+  p.scores = scores.data_ptr();
+  p.stride_t = scores.stride(0);
+  p.stride_n = scores.stride(1);
+  p.from_logits = from_logits;
+  p.blank = blank;
+  p.targets = tgt.data_ptr<int64_t>();
+  p.targets_numel = tgt.numel();
+  p.target_offsets = offsets.data_ptr<int64_t>();
+  p.input_lengths = in_len.data_ptr<int64_t>();
+  p.target_lengths = tgt_len.data_ptr<int64_t>();
+  p.max_target_length = bound;
+  p.W = 2 * lcap + 1;
+}
+
+static at::ScalarType acc_type(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+CtcForwardOutputs allocate_ctc_forward(const at::Tensor& log_probs, CtcParams& p) {
+  const auto opts = log_probs.options().dtype(acc_type(log_probs));
+  at::Tensor nll = at::empty({p.N}, opts);
+  at::Tensor log_alpha = at::empty({p.N, p.T, p.W}, opts);
+  at::Tensor norms = p.from_logits ? at::empty({p.T, p.N}, opts) : at::empty({0}, opts);
+  p.nll = nll.data_ptr();
+  p.log_alpha = log_alpha.data_ptr();
+  p.norms = p.from_logits ? norms.data_ptr() : nullptr;
+  return {nll, log_alpha, norms};
+}
+
+at::Tensor prepare_ctc_backward(const at::Tensor& grad_nll, const at::Tensor& log_probs,
+                                const at::Tensor& nll, const at::Tensor& log_alpha,
+                                const at::Tensor& norms, bool zero_infinity, CtcParams& p,
+                                std::vector<at::Tensor>& keep) {
+  const auto acc = acc_type(log_probs);
+  const auto check = [&](const at::Tensor& t, at::IntArrayRef shape, const char* arg) {
+    TORCH_CHECK_VALUE(t.sizes() == shape, arg, " must have shape ", shape, ", got ", t.sizes());
+    TORCH_CHECK_VALUE(t.device() == log_probs.device(), arg, " must be on ", log_probs.device());
+  };
+  check(grad_nll, {p.N}, "grad");
+  check(nll, {p.N}, "nll");
+  check(log_alpha, {p.N, p.T, p.W}, "log_alpha");
+  if (p.from_logits) check(norms, {p.T, p.N}, "norms");
+  TORCH_CHECK_TYPE(nll.scalar_type() == acc && log_alpha.scalar_type() == acc &&
+                       (!p.from_logits || norms.scalar_type() == acc),
+                   "saved CTC tensors must be ", acc);
+  at::Tensor g = grad_nll.to(acc).contiguous();
+  at::Tensor nll_c = nll.contiguous(), alpha_c = log_alpha.contiguous(), norms_c = norms.contiguous();
+  at::Tensor gamma = at::empty({p.N, p.T, p.W}, log_alpha.options().dtype(acc));
+  at::Tensor grad = at::empty({p.T, p.N, p.C}, log_probs.options());
+  keep.insert(keep.end(), {g, nll_c, alpha_c, norms_c, gamma});
+  p.grad_nll = g.data_ptr();
+  p.nll = nll_c.data_ptr();
+  p.log_alpha = alpha_c.data_ptr();
+  p.norms = p.from_logits ? norms_c.data_ptr() : nullptr;
+  p.gamma = gamma.data_ptr();
+  p.grad = grad.data_ptr();
+  p.zero_infinity = zero_infinity;
+  return grad;
+}
+
+namespace {
+
+void forward_cpu(const CtcParams& p) { FASTCRNN_CPU_DISPATCH(ctc_loss_forward_cpu, p); }
+void backward_cpu(const CtcParams& p) { FASTCRNN_CPU_DISPATCH(ctc_loss_backward_cpu, p); }
+
+CtcForwardOutputs ctc_loss_forward_cpu_op(const at::Tensor& log_probs, const at::Tensor& targets,
+                                          const at::Tensor& input_lengths,
+                                          const at::Tensor& target_lengths, int64_t blank,
+                                          bool from_logits, bool /*zero_infinity: backward*/,
+                                          bool validate) {
+  CtcParams p;
+  std::vector<at::Tensor> keep;
+  prepare_ctc(log_probs, targets, input_lengths, target_lengths, blank, from_logits, validate, p,
+              keep);
+  CtcForwardOutputs out = allocate_ctc_forward(log_probs, p);
+  forward_cpu(p);
+  return out;
+}
+
+at::Tensor ctc_loss_backward_cpu_op(const at::Tensor& grad_nll, const at::Tensor& log_probs,
+                                    const at::Tensor& targets, const at::Tensor& input_lengths,
+                                    const at::Tensor& target_lengths, const at::Tensor& nll,
+                                    const at::Tensor& log_alpha, const at::Tensor& norms,
+                                    int64_t blank, bool from_logits, bool zero_infinity) {
+  CtcParams p;
+  std::vector<at::Tensor> keep;
+  prepare_ctc(log_probs, targets, input_lengths, target_lengths, blank, from_logits, false, p,
+              keep);
+  at::Tensor grad =
+      prepare_ctc_backward(grad_nll, log_probs, nll, log_alpha, norms, zero_infinity, p, keep);
+  backward_cpu(p);
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastcrnn, CPU, m) {
+  m.impl("ctc_loss_forward", &ctc_loss_forward_cpu_op);
+  m.impl("ctc_loss_backward", &ctc_loss_backward_cpu_op);
+}
+
+}  // namespace fastcrnn::ops

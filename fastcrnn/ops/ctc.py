@@ -1,0 +1,213 @@
+"""CTC loss over torch.ops.fastcrnn.ctc_loss_forward / ctc_loss_backward.
+
+Two public functions with the semantics of torch.nn.functional.ctc_loss:
+:func:`ctc_loss` (from log-probabilities) and :func:`ctc_loss_from_logits` (the log_softmax fused
+in: neither pass materialises log-probabilities, only one normaliser per frame).
+"""
+from numbers import Integral
+
+import torch
+
+from fastcrnn.ops._checks import (lengths_tensor, require_float, require_int, require_tensor,
+                                  skip_value_checks)
+
+_REDUCTIONS = ("none", "sum", "mean")
+
+
+@torch.library.register_fake("fastcrnn::ctc_loss_forward")
+def _ctc_forward_fake(log_probs, targets, input_lengths, target_lengths, blank, from_logits,
+                      zero_infinity, validate):
+    T, N, _ = log_probs.shape
+    acc = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
+    bound = targets.shape[1] if targets.dim() == 2 else targets.numel()
+    W = 2 * torch.sym_min(bound, T) + 1
+    return (log_probs.new_empty((N,), dtype=acc),
+            log_probs.new_empty((N, T, W), dtype=acc),
+            log_probs.new_empty((T, N) if from_logits else (0,), dtype=acc))
+
+
+@torch.library.register_fake("fastcrnn::ctc_loss_backward")
+def _ctc_backward_fake(grad, log_probs, targets, input_lengths, target_lengths, nll, log_alpha,
+                       norms, blank, from_logits, zero_infinity):
+    return log_probs.new_empty(log_probs.shape, dtype=log_probs.dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    log_probs, targets, input_lengths, target_lengths, blank, from_logits, zero_infinity, _ = inputs
+    nll, log_alpha, norms = output
+    ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms)
+    ctx.blank = blank
+    ctx.from_logits = from_logits
+    ctx.zero_infinity = zero_infinity
+    ctx.mark_non_differentiable(log_alpha, norms)
+
+
+def _backward(ctx, grad_nll, _grad_alpha, _grad_norms):
+    if grad_nll is None or not ctx.needs_input_grad[0]:
+        return None, None, None, None, None, None, None, None
+    log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms = ctx.saved_tensors
+    grad = torch.ops.fastcrnn.ctc_loss_backward(
+        grad_nll, log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms,
+        ctx.blank, ctx.from_logits, ctx.zero_infinity)
+    return grad, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("fastcrnn::ctc_loss_forward", _backward,
+                                setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, grad):
+    raise NotImplementedError(
+        "fastcrnn.ctc_loss does not support double backward (a gradient of its gradient); "
+        "use torch.nn.functional.ctc_loss for that")
+
+
+def _setup_backward_context(ctx, inputs, output):
+    pass
+
+
+torch.library.register_autograd("fastcrnn::ctc_loss_backward", _no_double_backward,
+                                setup_context=_setup_backward_context)
+
+
+def _pad_concatenated(targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+    """1-D concatenated CPU targets to (N, max length) padded (lengths already validated)."""
+    N = target_lengths.numel()
+    width = int(target_lengths.max()) if N else 0
+    offsets = torch.cumsum(target_lengths, 0) - target_lengths
+    index = offsets.unsqueeze(1) + torch.arange(width, dtype=torch.int64)
+    used = torch.arange(width, dtype=torch.int64).unsqueeze(0) < target_lengths.unsqueeze(1)
+    index = torch.where(used, index, torch.zeros_like(index))
+    safe = targets if targets.numel() else targets.new_zeros(1)
+    return torch.where(used, safe[index.clamp(max=max(targets.numel() - 1, 0))],
+                       torch.zeros_like(index, dtype=targets.dtype))
+
+
+def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
+         from_logits):
+    name = "logits" if from_logits else "log_probs"
+    require_tensor(scores, name)
+    require_float(scores, name)
+    if scores.dim() not in (2, 3):
+        raise ValueError(f"{name} must have shape (T, N, C) or unbatched (T, C), got "
+                         f"{tuple(scores.shape)}")
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not isinstance(zero_infinity, bool):
+        raise TypeError(f"zero_infinity must be a bool, got {type(zero_infinity).__name__}")
+    blank = require_int(blank, "blank")
+    require_tensor(targets, "targets")
+    if targets.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"targets must be an int32 or int64 tensor, got {targets.dtype}")
+    unbatched = scores.dim() == 2
+    device = scores.device
+    if unbatched:
+        if targets.dim() != 1:
+            raise ValueError(f"unbatched {name} (T, C) needs 1-D targets (S,), got shape "
+                             f"{tuple(targets.shape)}")
+        scores = scores.unsqueeze(1)
+        targets = targets.unsqueeze(0)
+    elif targets.dim() not in (1, 2):
+        raise ValueError("targets must be (N, S) padded or 1-D concatenated, got shape "
+                         f"{tuple(targets.shape)}")
+    T, N, C = scores.shape
+    if C == 0:
+        raise ValueError(f"{name} must have at least one class (C > 0)")
+    if not 0 <= blank < C:
+        raise ValueError(f"blank must be in [0, {C}), got {blank}")
+    if targets.device != device:
+        if targets.device.type == "cpu":
+            targets = targets.to(device)
+        else:
+            raise ValueError(f"targets is on {targets.device} but {name} is on {device}")
+    padded = targets.dim() == 2
+    if padded and targets.shape[0] != N:
+        raise ValueError(f"targets must have one row per batch element ({N}), got "
+                         f"{targets.shape[0]}")
+    bound = targets.shape[1] if padded else targets.numel()
+    if input_lengths is None or target_lengths is None:
+        raise TypeError("input_lengths and target_lengths are required")
+    input_lengths = lengths_tensor(input_lengths, N, T, device, "input_lengths",
+                                   unbatched=unbatched)
+    given_list = isinstance(target_lengths, (list, tuple))
+    target_lengths = lengths_tensor(target_lengths, N, bound, device, "target_lengths",
+                                    unbatched=unbatched)
+    if given_list and not padded and int(target_lengths.sum()) > bound:
+        raise ValueError(f"concatenated targets hold {bound} labels, fewer than the sum of "
+                         "target_lengths")
+
+    # compute in float32 like F.ctc_loss: under autocast, and for half / bfloat16 on the CPU
+    low = scores.dtype in (torch.float16, torch.bfloat16)
+    if low and (scores.device.type == "cpu" or torch.is_autocast_enabled(scores.device.type)):
+        scores = scores.float()
+    compiling = torch.compiler.is_compiling()
+    validate = not skip_value_checks(scores)
+    if not padded and scores.device.type == "cpu" and not compiling:
+        if bool((target_lengths < 0).any()):
+            raise ValueError("target_lengths must be >= 0")
+        if int(target_lengths.sum()) > bound:
+            raise ValueError(f"concatenated targets hold {bound} labels, fewer than the sum "
+                             "of target_lengths")
+        targets = _pad_concatenated(targets, target_lengths)
+
+    nll, _, _ = torch.ops.fastcrnn.ctc_loss_forward(scores, targets, input_lengths,
+                                                    target_lengths, blank, from_logits,
+                                                    zero_infinity, validate)
+    losses = nll
+    if zero_infinity:
+        losses = torch.where(nll == float("inf"), torch.zeros_like(nll), nll)
+    if reduction == "none":
+        return losses[0] if unbatched else losses
+    if reduction == "sum":
+        return losses.sum()
+    return (losses / target_lengths.clamp(min=1).to(losses.dtype)).mean()
+
+
+def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths, target_lengths,
+             blank: int = 0, reduction: str = "mean", zero_infinity: bool = False) -> torch.Tensor:
+    """Connectionist Temporal Classification loss: a drop-in for
+    ``torch.nn.functional.ctc_loss`` (same arguments, values and gradient).
+
+    Args:
+        log_probs: (T, N, C) or unbatched (T, C) log-probabilities (normally a log_softmax
+            output), float32 or float64 (float16 / bfloat16: computed in float32; on CUDA they are
+            read directly). Any strides.
+        targets: (N, S) padded or 1-D concatenated (sum(target_lengths),) class indices, int32 or
+            int64 (unbatched: (S,)). A CPU tensor is accepted with CUDA log_probs.
+        input_lengths: (N,) int32/int64 tensor, list or tuple of lengths in [0, T].
+        target_lengths: (N,) int32/int64 tensor, list or tuple of lengths in [0, S].
+        blank: the blank class, in [0, C).
+        reduction: 'none' (per-sample losses, (N,)), 'sum', or 'mean' (each loss divided by its
+            target length clamped to >= 1, then the mean over the batch).
+        zero_infinity: an impossible alignment (loss +inf) gives loss 0 and zero gradient.
+
+    Returns the loss in float32 (float64 for float64 input). Its gradient with respect to
+    log_probs is torch's: ``exp(log_probs) - posterior`` on frames t < input_length, 0 beyond
+    (exactly the logits gradient when a log_softmax sits upstream). An impossible alignment
+    without zero_infinity gives loss inf and a NaN gradient on its frames, as torch.
+
+    Deviation from torch: a target value < 0, >= C or equal to blank raises ValueError (torch
+    silently computes garbage). Value checks of CUDA tensors need a host sync; they are skipped
+    under torch.compile and CUDA-graph capture, where an invalid row gets a NaN loss and NaN
+    gradient instead (never an out-of-bounds access). NaN in log_probs at a frame t <
+    input_length gives that sample a NaN loss and gradient; NaN beyond input_length is ignored.
+    Double backward raises NotImplementedError.
+    """
+    return _ctc(log_probs, targets, input_lengths, target_lengths, blank, reduction,
+                zero_infinity, from_logits=False)
+
+
+def ctc_loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, input_lengths,
+                         target_lengths, blank: int = 0, reduction: str = "mean",
+                         zero_infinity: bool = False) -> torch.Tensor:
+    """CTC loss with the log_softmax fused in: equals
+    ``F.ctc_loss(logits.log_softmax(-1), ...)`` in value and in gradient with respect to logits,
+    without materialising the log-probabilities (only one log-sum-exp per frame is kept).
+
+    Args are those of :func:`ctc_loss`, with ``logits`` (T, N, C) / (T, C) unnormalised scores.
+    The gradient is ``softmax(logits) - posterior`` on frames t < input_length, 0 beyond.
+    A frame whose logits hold NaN or +inf, or are all -inf, has NaN log-probabilities (as
+    log_softmax), which gives its sample a NaN loss.
+    """
+    return _ctc(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
+                from_logits=True)

@@ -1,0 +1,468 @@
+"""fastcrnn.ctc_loss / ctc_loss_from_logits / nn.CTCLoss against torch.nn.functional.ctc_loss."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+import fastcrnn
+import fastcrnn.nn
+from fastcrnn import reference
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (none present)")
+HSET = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def make_case(T, N, C, blank=0, max_len=None, gen=None, repeats=False, dtype=torch.float64,
+              device="cpu", min_il=0, impossible_ok=True):
+    """Random log_probs (from random logits, never constant), padded targets, lengths."""
+    g = gen or torch.Generator().manual_seed(0)
+    max_len = T if max_len is None else max_len
+    logits = torch.randn(T, N, C, generator=g, dtype=torch.float64) * 2
+    labels = [c for c in range(C) if c != blank]
+    pool = torch.tensor(labels[:2] if repeats else labels)
+    S = max(max_len, 1)
+    targets = pool[torch.randint(0, len(pool), (N, S), generator=g)]
+    il = torch.randint(min_il, T + 1, (N,), generator=g)
+    tl = torch.randint(0, max_len + 1, (N,), generator=g)
+    if not impossible_ok:
+        tl = torch.minimum(tl, il // 2)
+    return (logits.to(device=device, dtype=dtype), targets.to(device), il.to(device),
+            tl.to(device))
+
+
+def concat(targets, tl):
+    return torch.cat([targets[n, :int(tl[n])] for n in range(targets.shape[0])]) \
+        if targets.shape[0] else targets.new_zeros(0)
+
+
+def grads(fn, x, *args, **kw):
+    x = x.detach().clone().requires_grad_()
+    out = fn(x, *args, **kw)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    return out.detach(), g
+
+
+def assert_close(a, b, rtol, atol):
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol, equal_nan=True)
+
+
+# ---------------------------------------------------------------- values and gradients vs torch
+
+@HSET
+@given(data=st.data())
+def test_matches_torch_float64_hypothesis(data):
+    T = data.draw(st.integers(1, 200), label="T")
+    N = data.draw(st.integers(1, 16), label="N")
+    C = data.draw(st.integers(2, 100), label="C")
+    blank = data.draw(st.integers(0, C - 1), label="blank")
+    max_len = data.draw(st.integers(0, min(T, 60)), label="max_len")
+    repeats = data.draw(st.booleans(), label="repeats")
+    reduction = data.draw(st.sampled_from(["none", "sum", "mean"]), label="reduction")
+    zero_inf = data.draw(st.booleans(), label="zero_infinity")
+    layout = data.draw(st.sampled_from(["padded", "concat"]), label="layout")
+    itype = data.draw(st.sampled_from([torch.int32, torch.int64]), label="int dtype")
+    as_list = data.draw(st.booleans(), label="lengths as lists")
+    noncontig = data.draw(st.booleans(), label="non-contiguous")
+    seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
+    logits, targets, il, tl = make_case(T, N, C, blank, max_len,
+                                        torch.Generator().manual_seed(seed), repeats)
+    lp = logits.log_softmax(-1)
+    if noncontig:
+        lp = lp.transpose(0, 1).contiguous().transpose(0, 1)  # (T, N, C) with n outermost
+    tg = (concat(targets, tl) if layout == "concat" else targets).to(itype)
+    il_, tl_ = (il.tolist(), tl.tolist()) if as_list else (il.to(itype), tl.to(itype))
+    kw = dict(blank=blank, reduction=reduction, zero_infinity=zero_inf)
+    ours, g_ours = grads(fastcrnn.ctc_loss, lp, tg, il_, tl_, **kw)
+    ref, g_ref = grads(F.ctc_loss, lp, tg, il_, tl_, **kw)
+    assert ours.dtype == torch.float64
+    assert_close(ours, ref, 1e-9, 1e-9)
+    assert_close(g_ours, g_ref, 1e-8, 1e-9)
+    # the fused variant from the logits themselves
+    ours_l, g_ours_l = grads(fastcrnn.ctc_loss_from_logits, logits, tg, il_, tl_, **kw)
+    ref_l, g_ref_l = grads(lambda x, *a, **k: F.ctc_loss(x.log_softmax(-1), *a, **k), logits, tg,
+                           il_, tl_, **kw)
+    assert_close(ours_l, ref_l, 1e-9, 1e-9)
+    assert_close(g_ours_l, g_ref_l, 1e-8, 1e-9)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("shape", [(26, 8, 37, 20), (50, 4, 600, 20), (120, 3, 10, 40)])
+def test_matches_torch_float32(shape, reduction):
+    """float32 against torch's float64 result; float32 torch itself is held to the same bound."""
+    T, N, C, L = shape
+    logits, targets, il, tl = make_case(T, N, C, 0, L, dtype=torch.float32, min_il=T // 2)
+    lp = logits.log_softmax(-1)
+    kw = dict(reduction=reduction)
+    ours, g_ours = grads(fastcrnn.ctc_loss, lp, targets, il, tl, **kw)
+    ref32, g_ref32 = grads(F.ctc_loss, lp, targets, il, tl, **kw)
+    ref, g_ref = grads(F.ctc_loss, lp.double(), targets, il, tl, **kw)
+    assert ours.dtype == torch.float32
+    for value, grad in ((ours, g_ours), (ref32, g_ref32)):
+        assert_close(value.double(), ref, 1e-5, 1e-5)
+        assert_close(grad.double(), g_ref, 1e-3, 4e-4)
+    ours_l, g_l = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl, **kw)
+    _, g_ref_l = grads(lambda x, *a, **k: F.ctc_loss(x.log_softmax(-1), *a, **k),
+                       logits.double(), targets, il, tl, **kw)
+    assert_close(ours_l.double(), ref, 1e-5, 1e-4)
+    assert_close(g_l.double(), g_ref_l, 1e-3, 4e-4)
+
+
+def test_matches_readable_reference():
+    logits, targets, il, tl = make_case(12, 3, 6, blank=2, max_len=5, repeats=True)
+    lp = logits.log_softmax(-1)
+    for red in ("none", "sum", "mean"):
+        assert_close(fastcrnn.ctc_loss(lp, targets, il, tl, blank=2, reduction=red),
+                     reference.ctc_loss(lp, targets, il, tl, blank=2, reduction=red), 1e-9, 1e-9)
+
+
+def test_edge_cases_against_torch():
+    g = torch.Generator().manual_seed(3)
+    lp = torch.randn(6, 5, 4, generator=g, dtype=torch.float64).log_softmax(-1)
+    targets = torch.tensor([[1, 1, 2], [1, 2, 3], [3, 3, 3], [1, 2, 1], [2, 2, 2]])
+    il = torch.tensor([0, 6, 5, 2, 6])      # empty input, full, repeats need blanks, too short
+    tl = torch.tensor([0, 3, 3, 3, 0])      # empty target(s)
+    for zi in (False, True):
+        ours, g1 = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none",
+                         zero_infinity=zi)
+        ref, g2 = grads(F.ctc_loss, lp, targets, il, tl, reduction="none", zero_infinity=zi)
+        assert_close(ours, ref, 1e-10, 1e-10)
+        assert_close(g1, g2, 1e-10, 1e-10)
+        assert torch.isinf(ours[3]) != zi and (ours[3] == 0) == zi
+    # impossible without zero_infinity: inf loss and NaN gradient on the valid frames, like torch
+    _, g1 = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none")
+    assert torch.isnan(g1[:2, 3]).all() and (g1[2:, 3] == 0).all()
+
+
+def test_frames_beyond_input_length_get_zero_gradient_and_are_ignored():
+    logits, targets, il, tl = make_case(20, 4, 7, max_len=4, min_il=10)
+    il = torch.tensor([10, 20, 15, 12])
+    lp = logits.log_softmax(-1)
+    base, g = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none")
+    for n in range(4):
+        assert (g[il[n]:, n] == 0).all()
+        assert (g[:il[n], n] != 0).any()
+    poisoned = lp.clone()
+    for n in range(4):
+        poisoned[il[n]:, n] = float("nan")
+    assert_close(fastcrnn.ctc_loss(poisoned, targets, il, tl, reduction="none"), base, 0, 0)
+
+
+def test_nan_inside_input_length_gives_nan_for_that_sample():
+    logits, targets, il, tl = make_case(10, 3, 5, max_len=3, min_il=10)
+    lp = logits.log_softmax(-1)
+    lp[2, 1, 0] = float("nan")
+    loss = fastcrnn.ctc_loss(lp, targets, il, tl, reduction="none")
+    assert torch.isnan(loss[1]) and torch.isfinite(loss[[0, 2]]).all()
+
+
+def test_long_sequence_float32_accuracy():
+    g = torch.Generator().manual_seed(7)
+    T, L, C = 2000, 500, 30
+    lp = torch.randn(T, 1, C, generator=g, dtype=torch.float64).log_softmax(-1)
+    targets = torch.randint(1, C, (1, L), generator=g)
+    il, tl = torch.tensor([T]), torch.tensor([L])
+    ref = F.ctc_loss(lp, targets, il, tl, reduction="sum")
+    ours32, g32 = grads(fastcrnn.ctc_loss, lp.float(), targets, il, tl, reduction="sum")
+    assert abs(ours32.double() - ref) / ref < 1e-4
+    # the gradient is exp(alpha + beta + nll - lp): at |nll| ~ 5e3 float32 rounding of the
+    # exponent costs ~1e-3 relative, for torch's float32 kernel just as for ours
+    _, g64 = grads(F.ctc_loss, lp, targets, il, tl, reduction="sum")
+    _, g_torch32 = grads(F.ctc_loss, lp.float(), targets, il, tl, reduction="sum")
+    torch_err = (g_torch32.double() - g64).abs().max()
+    assert (g32.double() - g64).abs().max() <= 1.5 * torch_err + 1e-4
+
+
+def test_unbatched_and_lists():
+    logits, targets, il, tl = make_case(15, 1, 6, max_len=5, min_il=15)
+    lp = logits.log_softmax(-1)
+    for red in ("none", "sum", "mean"):
+        ours = fastcrnn.ctc_loss(lp[:, 0], targets[0, :int(tl[0])], int(il[0]), int(tl[0]),
+                                 reduction=red)
+        ref = F.ctc_loss(lp[:, 0], targets[0, :int(tl[0])], il[0], tl[0], reduction=red)
+        assert ours.shape == ref.shape == ()
+        assert_close(ours, ref, 1e-10, 1e-10)
+    ours = fastcrnn.ctc_loss(lp, targets, tuple(il.tolist()), tuple(tl.tolist()))
+    assert_close(ours, F.ctc_loss(lp, targets, il, tl), 1e-10, 1e-10)
+
+
+def test_strided_class_axis():
+    logits, targets, il, tl = make_case(12, 3, 9, max_len=4, min_il=8)
+    lp = logits.log_softmax(-1)
+    wide = torch.zeros(12, 3, 18, dtype=lp.dtype)
+    wide[..., ::2] = lp
+    view = wide[..., ::2]
+    assert view.stride(2) == 2
+    ours, g1 = grads(fastcrnn.ctc_loss, view, targets, il, tl)
+    ref, g2 = grads(F.ctc_loss, lp, targets, il, tl)
+    assert_close(ours, ref, 1e-10, 1e-10)
+    assert_close(g1, g2, 1e-10, 1e-10)
+
+
+def test_half_and_bfloat16_on_cpu_compute_in_float32():
+    logits, targets, il, tl = make_case(20, 4, 8, max_len=5, dtype=torch.float32, min_il=12)
+    for dt in (torch.float16, torch.bfloat16):
+        lp = logits.log_softmax(-1).to(dt)
+        ours, g = grads(fastcrnn.ctc_loss, lp, targets, il, tl)
+        assert ours.dtype == torch.float32 and g.dtype == dt
+        ref = F.ctc_loss(lp.float(), targets, il, tl)
+        assert_close(ours, ref, 1e-5, 1e-5)
+
+
+def test_autocast_computes_in_float32():
+    logits, targets, il, tl = make_case(20, 4, 8, max_len=5, dtype=torch.float32, min_il=12)
+    lin = torch.nn.Linear(8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lp = lin(logits).log_softmax(-1)
+        ours = fastcrnn.ctc_loss(lp, targets, il, tl)
+        ref = F.ctc_loss(lp, targets, il, tl)
+        h = lin(logits)
+        assert h.dtype == torch.bfloat16
+        ours_l = fastcrnn.ctc_loss_from_logits(h, targets, il, tl)
+    assert ours.dtype == ref.dtype == torch.float32
+    assert_close(ours, ref, 1e-5, 1e-5)
+    ref_l = F.ctc_loss(h.float().log_softmax(-1), targets, il, tl)
+    assert ours_l.dtype == torch.float32
+    assert_close(ours_l, ref_l, 1e-4, 1e-4)
+    ours.backward()
+
+
+# ---------------------------------------------------------------- autograd machinery
+
+def test_gradcheck_composite_and_from_logits():
+    logits, targets, il, tl = make_case(7, 3, 5, max_len=3, min_il=5, impossible_ok=False)
+    x = logits.detach().requires_grad_()
+    for red in ("none", "mean"):
+        assert torch.autograd.gradcheck(
+            lambda v: fastcrnn.ctc_loss(v.log_softmax(-1), targets, il, tl, reduction=red), (x,))
+        assert torch.autograd.gradcheck(
+            lambda v: fastcrnn.ctc_loss_from_logits(v, targets, il, tl, reduction=red), (x,))
+
+
+def test_double_backward_raises():
+    logits, targets, il, tl = make_case(6, 2, 4, max_len=2, min_il=6)
+    x = logits.detach().requires_grad_()
+    loss = fastcrnn.ctc_loss_from_logits(x, targets, il, tl)
+    (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        g.sum().backward()
+
+
+def test_deterministic():
+    logits, targets, il, tl = make_case(40, 16, 50, max_len=15, dtype=torch.float32,
+                                        impossible_ok=False)
+    a = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
+    b = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_opcheck(device, from_logits):
+    logits, targets, il, tl = make_case(9, 3, 6, max_len=4, dtype=torch.float32, device=device,
+                                        min_il=5)
+    x = logits if from_logits else logits.log_softmax(-1)
+    x = x.detach().requires_grad_()
+    torch.library.opcheck(torch.ops.fastcrnn.ctc_loss_forward,
+                          (x, targets, il, tl, 0, from_logits, False, True))
+    nll, alpha, norms = torch.ops.fastcrnn.ctc_loss_forward(x.detach(), targets, il, tl, 0,
+                                                            from_logits, False, True)
+    torch.library.opcheck(torch.ops.fastcrnn.ctc_loss_backward,
+                          (torch.rand(3, device=device), x.detach(), targets, il, tl, nll, alpha,
+                           norms, 0, from_logits, True),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_torch_compile_fullgraph():
+    logits, targets, il, tl = make_case(16, 4, 7, max_len=5, dtype=torch.float32, min_il=10)
+
+    def f(x):
+        return (fastcrnn.ctc_loss(x.log_softmax(-1), targets, il, tl)
+                + fastcrnn.ctc_loss_from_logits(x, targets, il, tl, reduction="sum"))
+
+    x1 = logits.detach().requires_grad_()
+    x2 = logits.detach().requires_grad_()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(x1)
+    out.backward()
+    ref = f(x2)
+    ref.backward()
+    assert_close(out, ref, 1e-6, 1e-6)
+    assert_close(x1.grad, x2.grad, 1e-6, 1e-6)
+
+
+def test_module_matches_torch_module():
+    logits, targets, il, tl = make_case(20, 5, 9, blank=3, max_len=6, dtype=torch.float64)
+    lp = logits.log_softmax(-1)
+    for red in ("none", "sum", "mean"):
+        ours = fastcrnn.nn.CTCLoss(blank=3, reduction=red, zero_infinity=True)
+        ref = torch.nn.CTCLoss(blank=3, reduction=red, zero_infinity=True)
+        assert_close(ours(lp, targets, il, tl), ref(lp, targets, il, tl), 1e-10, 1e-10)
+        fused = fastcrnn.nn.CTCLoss(blank=3, reduction=red, zero_infinity=True, from_logits=True)
+        backend = fastcrnn.nn.CTCLoss(blank=3, reduction=red, zero_infinity=True,
+                                      from_logits=True, backend="torch")
+        assert_close(fused(logits, targets, il, tl), backend(logits, targets, il, tl), 1e-10,
+                     1e-10)
+    assert "from_logits=True" in repr(fused)
+
+
+def test_cpu_isa_variants_agree():
+    code = ("import torch, fastcrnn, torch.nn.functional as F\n"
+            "g = torch.Generator().manual_seed(1)\n"
+            "x = torch.randn(30, 5, 40, generator=g)\n"
+            "t = torch.randint(1, 40, (5, 10), generator=g)\n"
+            "il = torch.full((5,), 30); tl = torch.randint(0, 11, (5,), generator=g)\n"
+            "x.requires_grad_()\n"
+            "a = fastcrnn.ctc_loss_from_logits(x, t, il, tl, reduction='sum'); a.backward()\n"
+            "y = x.detach().requires_grad_()\n"
+            "b = F.ctc_loss(y.log_softmax(-1), t, il, tl, reduction='sum'); b.backward()\n"
+            "assert fastcrnn.build_info()['cpu_isa'] == 'default'\n"
+            "torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)\n"
+            "torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-5)\n")
+    env = dict(os.environ, FASTCRNN_CPU_ISA="default")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)
+
+
+# ---------------------------------------------------------------- bad input
+
+def _bad_cases():
+    lp = torch.randn(10, 2, 5).log_softmax(-1)
+    t = torch.tensor([[1, 2, 3], [1, 1, 4]])
+    il = torch.tensor([10, 8])
+    tl = torch.tensor([3, 2])
+    f = fastcrnn.ctc_loss
+    return [
+        ("negative input length", lambda: f(lp, t, torch.tensor([-1, 8]), tl), "input_lengths"),
+        ("input length > T", lambda: f(lp, t, torch.tensor([11, 8]), tl), "input_lengths"),
+        ("input length > T list", lambda: f(lp, t, [11, 8], tl), "input_lengths"),
+        ("negative target length", lambda: f(lp, t, il, torch.tensor([-1, 2])), "target_lengths"),
+        ("target length > S", lambda: f(lp, t, il, torch.tensor([4, 2])), "target_lengths"),
+        ("target < 0", lambda: f(lp, torch.tensor([[1, -2, 3], [1, 1, 4]]), il, tl), "targets"),
+        ("target >= C", lambda: f(lp, torch.tensor([[1, 5, 3], [1, 1, 4]]), il, tl), "targets"),
+        ("target == blank", lambda: f(lp, torch.tensor([[1, 0, 3], [1, 1, 4]]), il, tl),
+         "targets"),
+        ("target == blank 2", lambda: f(lp, t, il, tl, blank=3), "targets"),
+        ("wrong dims", lambda: f(lp[0, 0], t, il, tl), "log_probs"),
+        ("wrong target dims", lambda: f(lp, t[None], il, tl), "targets"),
+        ("batch mismatch input_lengths", lambda: f(lp, t, torch.tensor([10]), tl),
+         "input_lengths"),
+        ("batch mismatch target_lengths", lambda: f(lp, t, il, [3, 2, 1]), "target_lengths"),
+        ("batch mismatch targets", lambda: f(lp, t[:1], il, tl), "targets"),
+        ("short concatenated", lambda: f(lp, torch.tensor([1, 2, 3, 1]), il, tl), "targets"),
+        ("short concatenated list", lambda: f(lp, torch.tensor([1, 2, 3, 1]), il, [3, 2]),
+         "targets"),
+        ("int log_probs", lambda: f(lp.long(), t, il, tl), "log_probs"),
+        ("float targets", lambda: f(lp, t.float(), il, tl), "targets"),
+        ("float lengths", lambda: f(lp, t, il.float(), tl), "input_lengths"),
+        ("unknown reduction", lambda: f(lp, t, il, tl, reduction="avg"), "reduction"),
+        ("blank out of range", lambda: f(lp, t, il, tl, blank=5), "blank"),
+        ("non-tensor", lambda: f(lp.tolist(), t, il, tl), "log_probs"),
+        ("meta targets", lambda: f(lp, t.to("meta"), il, tl), "targets"),
+        ("logits variant", lambda: fastcrnn.ctc_loss_from_logits(lp, t, il, [4, 2]),
+         "target_lengths"),
+    ]
+
+
+@pytest.mark.parametrize("name,call,arg", _bad_cases(), ids=[c[0] for c in _bad_cases()])
+def test_bad_input_raises(name, call, arg):
+    with pytest.raises((ValueError, TypeError, RuntimeError), match=arg):
+        call()
+
+
+def test_bad_module_arguments():
+    with pytest.raises(ValueError, match="backend"):
+        fastcrnn.nn.CTCLoss(backend="cudnn")
+    with pytest.raises(ValueError, match="reduction"):
+        fastcrnn.nn.CTCLoss(reduction="avg")
+
+
+# ---------------------------------------------------------------- CUDA
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_cuda_matches_cpu(dtype, from_logits):
+    for shape in [(26, 16, 37, 20), (50, 8, 5990, 20), (300, 4, 60, 120), (5, 3, 4, 5)]:
+        T, N, C, L = shape
+        logits, targets, il, tl = make_case(T, N, C, blank=1, max_len=L, dtype=torch.float64,
+                                            repeats=(C == 4))
+        x = logits if from_logits else logits.log_softmax(-1)
+        x = x.to(dtype)
+        fn = fastcrnn.ctc_loss_from_logits if from_logits else fastcrnn.ctc_loss
+        for zi in (False, True):
+            kw = dict(blank=1, reduction="none", zero_infinity=zi)
+            cpu, g_cpu = grads(fn, x.double(), targets, il, tl, **kw)
+            gpu, g_gpu = grads(fn, x.cuda(), targets.cuda(), il.cuda(), tl.cuda(), **kw)
+            assert gpu.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+            assert g_gpu.dtype == dtype
+            tol = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2,
+                   torch.bfloat16: 2e-2}[dtype]
+            assert_close(gpu.double().cpu(), cpu, tol, tol * 10)
+            assert_close(g_gpu.double().cpu(), g_cpu, tol, tol)
+
+
+@needs_cuda
+def test_cuda_matches_torch_and_is_deterministic():
+    logits, targets, il, tl = make_case(100, 64, 600, max_len=30, dtype=torch.float32,
+                                        device="cuda")
+    lp = logits.log_softmax(-1)
+    for red in ("none", "sum", "mean"):
+        ours, g1 = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction=red)
+        ref, g2 = grads(F.ctc_loss, lp, targets, il, tl, reduction=red)
+        assert_close(ours, ref, 1e-4, 1e-4)
+        assert_close(g1, g2, 1e-4, 1e-5)
+    a = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
+    b = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@needs_cuda
+def test_cuda_long_labels_and_concatenated_and_cpu_targets():
+    g = torch.Generator().manual_seed(5)
+    T, L, C = 2000, 700, 50   # beyond warp-ctc's 639 and cuDNN's 256 label limits
+    lp = torch.randn(T, 2, C, generator=g, dtype=torch.float64).log_softmax(-1)
+    targets = torch.randint(1, C, (2, L), generator=g)
+    il, tl = torch.tensor([T, T - 100]), torch.tensor([L, L - 50])
+    ref = F.ctc_loss(lp, targets, il, tl, reduction="none")
+    ours = fastcrnn.ctc_loss(lp.float().cuda(), concat(targets, tl), il.cuda(), tl.cuda(),
+                             reduction="none")
+    assert ((ours.double().cpu() - ref).abs() / ref).max() < 1e-4
+    ours_cpu_t = fastcrnn.ctc_loss(lp.cuda(), targets, il, tl, reduction="none")
+    assert_close(ours_cpu_t.cpu(), ref, 1e-9, 1e-9)
+
+
+@needs_cuda
+def test_cuda_validation_and_unvalidated_bad_rows():
+    lp = torch.randn(10, 2, 5, device="cuda").log_softmax(-1)
+    t = torch.tensor([[1, 2, 3], [1, 0, 4]], device="cuda")
+    il = torch.tensor([10, 8], device="cuda")
+    tl = torch.tensor([3, 2], device="cuda")
+    with pytest.raises(ValueError, match="targets"):
+        fastcrnn.ctc_loss(lp, t, il, tl)
+    with pytest.raises(ValueError, match="input_lengths"):
+        fastcrnn.ctc_loss(lp, t.clamp(min=1), torch.tensor([11, 8], device="cuda"), tl)
+    with pytest.raises(ValueError, match="targets"):
+        fastcrnn.ctc_loss(lp, t.cpu(), il.cpu(), tl.cpu())
+    nll, _, _ = torch.ops.fastcrnn.ctc_loss_forward(lp, t, torch.tensor([12, 8], device="cuda"),
+                                                    tl, 0, False, False, False)
+    assert torch.isnan(nll).all()  # row 0: bad input length, row 1: target equal to blank
+
+
+@needs_cuda
+def test_cuda_compile_and_autocast():
+    logits, targets, il, tl = make_case(16, 4, 7, max_len=5, dtype=torch.float32, device="cuda",
+                                        min_il=10)
+    compiled = torch.compile(lambda x: fastcrnn.ctc_loss_from_logits(x, targets, il, tl),
+                             fullgraph=True)
+    assert_close(compiled(logits), fastcrnn.ctc_loss_from_logits(logits, targets, il, tl),
+                 1e-6, 1e-6)
+    with torch.autocast("cuda", dtype=torch.float16):
+        lp = torch.nn.functional.linear(logits, torch.eye(7, device="cuda")).log_softmax(-1)
+        ours = fastcrnn.ctc_loss(lp, targets, il, tl)
+    assert ours.dtype == torch.float32
