@@ -202,3 +202,21 @@ def test_collate_lengths_make_ctc_ignore_padding():
     da = fastcrnn.ctc_greedy_decode(lp, lengths)
     db = fastcrnn.ctc_greedy_decode(padded, lengths)
     assert torch.equal(da.tokens[:, :T], db.tokens[:, :T]) and torch.equal(da.lengths, db.lengths)
+
+
+def test_synthetic_fonts_and_polarity():
+    ds = SyntheticTextLines(ALPHA, 12, seed=0, max_fonts=1, light_on_dark=1.0)
+    assert len(ds.fonts) == 1
+    dark = SyntheticTextLines(ALPHA, 12, seed=0, max_fonts=1, light_on_dark=0.0)
+    for i in range(12):
+        # border (background) vs. the whole image mean: text is lighter / darker
+        for d, lighter_text in ((ds, True), (dark, False)):
+            arr = np.asarray(d[i][0], dtype=np.float32)
+            bg = np.median(np.concatenate([arr[0], arr[-1]]))
+            assert (arr.max() - bg > 40) if lighter_text else (bg - arr.min() > 40)
+    with pytest.raises(ValueError, match="max_fonts"):
+        SyntheticTextLines(ALPHA, 3, max_fonts=0)
+    with pytest.raises(ValueError, match="light_on_dark"):
+        SyntheticTextLines(ALPHA, 3, light_on_dark=2.0)
+    with pytest.raises(TypeError):
+        SyntheticTextLines(ALPHA, 3, no_such_option=1)

@@ -126,8 +126,10 @@ class SyntheticTextLines:
         num_samples: dataset length (>= 0).
         min_len, max_len: text length range (inclusive), 0 <= min_len <= max_len.
         seed: sample ``i`` is generated from ``(seed, i)`` only.
-        fonts: font specs ("default" or TTF paths); default: :func:`find_fonts` restricted to
-            fonts that cover the charset.
+        fonts: font specs ("default" or TTF paths); default: Pillow's built-in font plus up to
+            ``max_fonts - 1`` upright regular/bold TTFs found by :func:`find_fonts` that cover the
+            charset (italic, oblique, light and symbol faces only when nothing else is found).
+        max_fonts: how many fonts the default choice takes (>= 1).
         texts: optional fixed list of texts (then ``num_samples`` defaults to its length and the
             lengths/charset only serve validation).
         **render_kwargs: passed to :func:`render_text_line` (size_range, max_rotation, noise,
@@ -139,7 +141,7 @@ class SyntheticTextLines:
     def __init__(self, charset: Union[Charset, str], num_samples: Optional[int] = None,
                  min_len: int = 4, max_len: int = 10, seed: int = 0,
                  fonts: Optional[Sequence[str]] = None, texts: Optional[Sequence[str]] = None,
-                 **render_kwargs):
+                 max_fonts: int = 4, **render_kwargs):
         self.charset = Charset.load(charset)
         for name, v in (("min_len", min_len), ("max_len", max_len), ("seed", seed)):
             if isinstance(v, bool) or not isinstance(v, int):
@@ -162,10 +164,14 @@ class SyntheticTextLines:
             raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
         self.num_samples, self.min_len, self.max_len, self.seed = num_samples, min_len, max_len, seed
         self.texts = texts
+        if isinstance(max_fonts, bool) or not isinstance(max_fonts, int) or max_fonts < 1:
+            raise ValueError(f"max_fonts must be an int >= 1, got {max_fonts!r}")
         if fonts is None:
-            fonts = [f for f in find_fonts() if _covers(f, self.charset.chars)]
-            # prefer a handful of fonts: the built-in one plus a few distinct TTFs
-            fonts = fonts[:6]
+            found = find_fonts()
+            odd = ("italic", "oblique", "light", "thin", "math", "symbol", "condensed")
+            plain = [f for f in found if not any(w in os.path.basename(f).lower() for w in odd)]
+            fonts = [f for f in plain + [f for f in found if f not in plain]
+                     if _covers(f, self.charset.chars)][:max_fonts]
         else:
             fonts = list(fonts)
         if not fonts:
