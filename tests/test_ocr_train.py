@@ -37,14 +37,14 @@ def test_short_training_run_learns():
     loader = torch.utils.data.DataLoader(test, batch_size=128, collate_fn=collate)
     before = evaluate(net, loader, conv)["metrics"]
     hist = fit(trainer, train, None, nepoch=100, batch_size=32, collate=collate, expr_dir=None,
-               seed=0, display_interval=20, val_interval=0, save_interval=0, max_steps=400,
+               seed=0, display_interval=35, val_interval=0, save_interval=0, max_steps=700,
                progress=False, log=lambda s: None)
     after = evaluate(net, loader, conv)["metrics"]
-    assert hist["step"] == 400 and len(hist["losses"]) == 20
+    assert hist["step"] == 700 and len(hist["losses"]) == 20
     # past the CTC "all blank" plateau (mean loss ~3 here): characters are being read
     assert hist["losses"][-1] < 0.5 * hist["losses"][0], hist["losses"]
-    assert hist["losses"][-1] < 0.85 * hist["losses"][1], hist["losses"]
-    assert after["cer"] < before["cer"], (before, after)
+    assert hist["losses"][-1] < 0.8 * hist["losses"][1], hist["losses"]
+    assert after["cer"] < 0.9 * before["cer"] and after["word_accuracy"] > 0.02, (before, after)
 
 
 def test_step_passes_each_samples_length_to_ctc():
