@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import fastcrnn
-from fastcrnn.ocr.checkpoint import load_checkpoint, plain_config, save_checkpoint
+from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint, plain_config, save_checkpoint
 from fastcrnn.ocr.data.collate import AlignCollate, Batch
 from fastcrnn.ocr.metrics import recognition_metrics
 from fastcrnn.ocr.model import FULL_CHANNELS, build_model, model_config, unwrap
@@ -424,7 +424,7 @@ def load_pretrained(net: nn.Module, path: str, log=print) -> None:
     try:
         net.load_state_dict(ck["model"], strict=True)
     except RuntimeError as exc:
-        raise RuntimeError(f"--pretrained {path!r} does not fit this model (check --nh, "
+        raise CheckpointError(f"--pretrained {path!r} does not fit this model (check --nh, "
                            f"--channels, --variant, --alphabet): {str(exc)[:500]}") from None
     log(f"loaded pretrained weights from {path}")
 
