@@ -257,10 +257,10 @@ def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int
 
     def validate(epoch_i, batch_i):
         nonlocal best
-        if val_loader is None or last_val[0] == step:
+        if last_val[0] == step:
             return
         last_val[0] = step
-        if is_main:
+        if is_main and val_loader is not None:
             res = evaluate(trainer.net, val_loader, trainer.converter, trainer.amp,
                            progress=progress, desc="validate")
             m = res["metrics"]
