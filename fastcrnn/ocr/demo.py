@@ -89,25 +89,29 @@ def add_demo_args(p: argparse.ArgumentParser):
     p.add_argument("--train_samples", type=int, default=16000,
                    help="distinct synthetic training lines (rendered once)")
     p.add_argument("--test_samples", type=int, default=1000, help="held-out lines")
-    p.add_argument("--steps", type=int, default=2400, help="optimizer steps")
-    p.add_argument("--max_minutes", type=float, default=None,
-                   help="stop training after this many minutes even if --steps is not reached")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    p.add_argument("--max_minutes", type=float, default=8.0,
+                   help="stop training after this many minutes even if --steps is not reached "
+                        "(a guard for slow machines; 0 = no limit)")
     p.add_argument("--batchSize", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate")
+    p.add_argument("--lr", type=float, default=1.5e-3, help="peak Adam learning rate")
     p.add_argument("--imgH", type=int, default=32)
     p.add_argument("--imgW", type=int, default=100)
     p.add_argument("--keep_ratio", action="store_true",
                    help="keep aspect ratios (variable widths) instead of a fixed imgW")
-    p.add_argument("--nh", type=int, default=96, help="LSTM hidden size per direction")
+    p.add_argument("--nh", type=int, default=64, help="LSTM hidden size per direction")
     p.add_argument("--channels", default=",".join(map(str, DEMO_CHANNELS)),
                    help="7 comma-separated conv widths")
-    p.add_argument("--valInterval", type=int, default=400,
+    p.add_argument("--valInterval", type=int, default=250,
                    help="held-out accuracy every this many steps (on --val_subset lines)")
     p.add_argument("--val_subset", type=int, default=300)
     p.add_argument("--displayInterval", type=int, default=50)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--cuda", action="store_true", help="train on the GPU")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: for this small model a second thread "
+                        "gains little, and OpenMP spin-waiting makes several threads collapse "
+                        "when other processes share the CPU; 0 = torch's default)")
     p.add_argument("--render_workers", type=int, default=min(os.cpu_count() or 1, 4),
                    help="processes rendering the synthetic lines")
     p.add_argument("--backend", default=None, choices=["fused", "torch"])
@@ -222,7 +226,7 @@ def demo_main(args) -> Dict[str, Any]:
                collate=collate, expr_dir=None, seed=args.seed, workers=0,
                display_interval=args.displayInterval, val_interval=args.valInterval,
                save_interval=0, max_steps=args.steps,
-               max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+               max_seconds=60 * args.max_minutes if args.max_minutes else None,
                log=log, progress=progress)
     t_train = time.time() - t1
     log(f"trained {hist['step']} steps in {t_train:.1f} s "

@@ -7,7 +7,7 @@ from torch import nn
 __all__ = ["build_model", "unwrap", "model_config", "DEMO_CHANNELS", "FULL_CHANNELS"]
 
 FULL_CHANNELS = (64, 128, 256, 256, 512, 512, 512)   # crnn.pytorch
-DEMO_CHANNELS = (32, 64, 96, 96, 128, 128, 128)      # the demo's CPU-sized model
+DEMO_CHANNELS = (16, 32, 48, 48, 64, 64, 64)         # the demo's CPU-sized model
 
 
 def model_config(imgH: int = 32, nh: int = 256, variant: str = "crnn.pytorch",
