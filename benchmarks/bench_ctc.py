@@ -116,16 +116,29 @@ def _peak_mb(fn, device):
 
 
 def report_rows(device):
+    """Rows at the default thread count and, on the CPU, also single-threaded (robust to a
+    loaded machine: both sides then run without OpenMP barriers)."""
     rows = []
-    for name in CTC_BENCH_WORKLOADS:
-        if not applicable(CTC_WORKLOADS[name], device):
-            continue
-        for case, ours, baseline, ref in _cases(name, device):
-            ours_ms = median_ms(ours, device, repeat=10, min_time_s=0.3)
-            ref_ms = median_ms(ref, device, repeat=10, min_time_s=0.3)
-            extra = dict(thp=THP, threads=torch.get_num_threads())
-            peak, ref_peak = _peak_mb(ours, device), _peak_mb(ref, device)
-            if peak is not None:
-                extra.update(peak_mb=round(peak, 2), baseline_peak_mb=round(ref_peak, 2))
-            rows.append(row("ctc", name, case, device, ours_ms, baseline, ref_ms, **extra))
+    default_threads = torch.get_num_threads()
+    thread_counts = [default_threads]
+    if torch.device(device).type == "cpu" and default_threads != 1:
+        thread_counts.append(1)
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        try:
+            for name in CTC_BENCH_WORKLOADS:
+                if not applicable(CTC_WORKLOADS[name], device):
+                    continue
+                for case, ours, baseline, ref in _cases(name, device):
+                    ours_ms = median_ms(ours, device, repeat=10, min_time_s=0.3)
+                    ref_ms = median_ms(ref, device, repeat=10, min_time_s=0.3)
+                    extra = dict(thp=THP, threads=threads)
+                    peak, ref_peak = _peak_mb(ours, device), _peak_mb(ref, device)
+                    if peak is not None:
+                        extra.update(peak_mb=round(peak, 2), baseline_peak_mb=round(ref_peak, 2))
+                    label = case if threads == default_threads else f"{case} ({threads} thr)"
+                    rows.append(row("ctc", name, label, device, ours_ms, baseline, ref_ms,
+                                    **extra))
+        finally:
+            torch.set_num_threads(default_threads)
     return rows
