@@ -5,5 +5,6 @@ from fastcrnn import reference  # noqa: F401
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode  # noqa: F401
 # ---- CTC loss ----
 # ---- LSTM ----
+from fastcrnn.ops.lstm import lstm_cell, lstm_layer  # noqa: F401
 
 __version__ = build_info()["version"]

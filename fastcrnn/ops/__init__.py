@@ -3,3 +3,4 @@
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode  # noqa: F401
 # ---- CTC loss ----
 # ---- LSTM ----
+from fastcrnn.ops.lstm import lstm_cell, lstm_layer  # noqa: F401
