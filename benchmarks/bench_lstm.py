@@ -181,3 +181,53 @@ def report_rows(device):
     rows.append(row("lstm", "seq2seq", "decoder cell step fwd+bwd", device, c_ours,
                     "nn.LSTMCell", c_ref))
     return rows
+
+
+def paired_ab(threads: int = 2, rounds: int = 8, device="cpu"):
+    """Interleaved A/B vs nn.LSTM / nn.LSTMCell: each round times fastcrnn then the reference
+    back to back; prints per-case medians and the median of the per-round ratios (less
+    sensitive to drifting background load than two separate medians)."""
+    import statistics
+    import time
+
+    torch.set_num_threads(threads)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def timed(fn):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return (time.perf_counter() - t0) * 1e3
+
+    def paired(a, b, n):
+        a(), b()
+        ra, rb, rr = [], [], []
+        for _ in range(n):
+            x, y = timed(a), timed(b)
+            ra.append(x)
+            rb.append(y)
+            rr.append(y / x)
+        return statistics.median(ra), statistics.median(rb), statistics.median(rr)
+
+    print(f"threads={torch.get_num_threads()} rounds={rounds} device={device}")
+    for name, models, x in _cases(device):
+        xg = x.clone().requires_grad_(True)
+        ours, ref = models["fastcrnn"], models["nn.LSTM"]
+        for case, fn in (("forward", lambda m: _fwd(m, x)),
+                         ("fwd+bwd", lambda m: _fwd_bwd(m, xg))):
+            a, b, r = paired(lambda: fn(ours), lambda: fn(ref), rounds)
+            print(f"{name:12s} {case:8s} fastcrnn {a:9.2f} ms  nn.LSTM {b:9.2f} ms  "
+                  f"median ratio {r:.2f}x")
+    ours, ref, args = _cell_models(device)
+    a, b, r = paired(lambda: _cell_step(ours, *args), lambda: _cell_step(ref, *args), rounds * 5)
+    print(f"{'cell step':12s} fwd+bwd  fastcrnn {a:9.2f} ms  nn.LSTMCell {b:9.2f} ms  "
+          f"median ratio {r:.2f}x")
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paired_ab(*(int(a) for a in sys.argv[1:3]))
