@@ -7,7 +7,7 @@ THP figures:       THP_MEM_ALLOC_ENABLE=1 python benchmarks/report.py --only ctc
 
 Cases per workload (DESIGN.md: ocr-en, ocr-zh, long; gpu-big on CUDA):
   forward            fastcrnn.ctc_loss(log_probs)               vs F.ctc_loss(log_probs)
-  forward+backward   the same with .backward()
+  forward+backward   the same plus the gradient (torch.autograd.grad: a fresh gradient each step, as after zero_grad)
   logits fwd[+bwd]   fastcrnn.ctc_loss_from_logits(logits)      vs F.ctc_loss(log_softmax(logits))
 On CUDA also against torch's cuDNN path (blank 0, float32, int32 concatenated CPU targets, list
 lengths, all input lengths = T, target lengths <= 256), and peak memory (max_memory_allocated)
@@ -49,10 +49,10 @@ def _cases(name, device):
         return F.ctc_loss(lp, targets, il, tl)
 
     def fb_ours():
-        fastcrnn.ctc_loss(lp_g, targets, il, tl).backward()
+        torch.autograd.grad(fastcrnn.ctc_loss(lp_g, targets, il, tl), lp_g)
 
     def fb_ref():
-        F.ctc_loss(lp_g, targets, il, tl).backward()
+        torch.autograd.grad(F.ctc_loss(lp_g, targets, il, tl), lp_g)
 
     def lfwd_ours():
         return fastcrnn.ctc_loss_from_logits(logits, targets, il, tl)
@@ -61,10 +61,10 @@ def _cases(name, device):
         return F.ctc_loss(logits.log_softmax(-1), targets, il, tl)
 
     def lfb_ours():
-        fastcrnn.ctc_loss_from_logits(x_g, targets, il, tl).backward()
+        torch.autograd.grad(fastcrnn.ctc_loss_from_logits(x_g, targets, il, tl), x_g)
 
     def lfb_ref():
-        F.ctc_loss(x_g.log_softmax(-1), targets, il, tl).backward()
+        torch.autograd.grad(F.ctc_loss(x_g.log_softmax(-1), targets, il, tl), x_g)
 
     cases = [("forward", fwd_ours, "F.ctc_loss", fwd_ref),
              ("forward+backward", fb_ours, "F.ctc_loss", fb_ref),
@@ -77,7 +77,7 @@ def _cases(name, device):
         il_list, tl_list = il.cpu().tolist(), tl_cpu.tolist()
 
         def fb_cudnn():
-            F.ctc_loss(lp_g, concat_cpu, il_list, tl_list).backward()
+            torch.autograd.grad(F.ctc_loss(lp_g, concat_cpu, il_list, tl_list), lp_g)
 
         def native(fn):
             def run():
@@ -116,16 +116,29 @@ def _peak_mb(fn, device):
 
 
 def report_rows(device):
+    """Rows at the default thread count and, on the CPU, also single-threaded (robust to a
+    loaded machine: both sides then run without OpenMP barriers)."""
     rows = []
-    for name in CTC_BENCH_WORKLOADS:
-        if not applicable(CTC_WORKLOADS[name], device):
-            continue
-        for case, ours, baseline, ref in _cases(name, device):
-            ours_ms = median_ms(ours, device, repeat=10, min_time_s=0.3)
-            ref_ms = median_ms(ref, device, repeat=10, min_time_s=0.3)
-            extra = dict(thp=THP, threads=torch.get_num_threads())
-            peak, ref_peak = _peak_mb(ours, device), _peak_mb(ref, device)
-            if peak is not None:
-                extra.update(peak_mb=round(peak, 2), baseline_peak_mb=round(ref_peak, 2))
-            rows.append(row("ctc", name, case, device, ours_ms, baseline, ref_ms, **extra))
+    default_threads = torch.get_num_threads()
+    thread_counts = [default_threads]
+    if torch.device(device).type == "cpu" and default_threads != 1:
+        thread_counts.append(1)
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        try:
+            for name in CTC_BENCH_WORKLOADS:
+                if not applicable(CTC_WORKLOADS[name], device):
+                    continue
+                for case, ours, baseline, ref in _cases(name, device):
+                    ours_ms = median_ms(ours, device, repeat=10, min_time_s=0.3)
+                    ref_ms = median_ms(ref, device, repeat=10, min_time_s=0.3)
+                    extra = dict(thp=THP, threads=threads)
+                    peak, ref_peak = _peak_mb(ours, device), _peak_mb(ref, device)
+                    if peak is not None:
+                        extra.update(peak_mb=round(peak, 2), baseline_peak_mb=round(ref_peak, 2))
+                    label = case if threads == default_threads else f"{case} ({threads} thr)"
+                    rows.append(row("ctc", name, label, device, ours_ms, baseline, ref_ms,
+                                    **extra))
+        finally:
+            torch.set_num_threads(default_threads)
     return rows

@@ -6,5 +6,6 @@ from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode  # noqa: F401
 # ---- CTC loss ----
 from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits  # noqa: F401
 # ---- LSTM ----
+from fastcrnn.ops.lstm import lstm_cell, lstm_layer  # noqa: F401
 
 __version__ = build_info()["version"]

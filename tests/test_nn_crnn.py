@@ -15,14 +15,6 @@ FUSED = pytest.param("fused", marks=pytest.mark.skipif(
 SMALL = (8, 16, 16, 16, 24, 24, 24)
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---- crnn.pytorch, as published (meijieru/crnn.pytorch models/crnn.py), for comparison ------
 
 class _PubBidirectionalLSTM(nn.Module):

@@ -19,14 +19,6 @@ SMALL = (8, 16, 16, 16, 24, 24, 24)
 C, K = 7, 3
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _trained_like_crnn(variant="crnn.pytorch", output="logits"):
     torch.manual_seed(0)
     model = CRNN(32, 1, C, 16, variant=variant, output=output, channels=SMALL)

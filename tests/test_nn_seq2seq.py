@@ -16,14 +16,6 @@ FUSED = pytest.param("fused", marks=pytest.mark.skipif(
     not fused_lstm_available(), reason="fastcrnn.nn.lstm (fused LSTM) is not in this tree"))
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _lstm_params(rnn):
     return dict(rnn.named_parameters())
 

@@ -295,7 +295,18 @@ void beta_sample(const CtcParams& p, int64_t n, const Sample& s, acc_t nll, acc_
       }
       const acc_t* a = alpha + t * p.W;
       acc_t* gm = gamma + t * p.W;
-      for (int64_t st = lo; st <= hi; ++st) gm[st] = g * std::exp(a[st] + cur[st] - w.emit[st] + nll);
+      int64_t st = lo;
+      if constexpr (std::is_same_v<acc_t, float>) {
+        using V = at::vec::Vectorized<float>;
+        constexpr int64_t K = V::size();
+        const V vnll(nll), vg(g);
+        for (; st + K <= hi + 1; st += K) {
+          const V v = V::loadu(a + st) + V::loadu(cur + st) - V::loadu(w.emit.data() + st) + vnll;
+          const V e = V::blendv(v.exp_u20(), v, v != v);  // keep NaN (exp_u20 would not)
+          (e * vg).store(gm + st);
+        }
+      }
+      for (; st <= hi; ++st) gm[st] = g * std::exp(a[st] + cur[st] - w.emit[st] + nll);
     }
     std::swap(next, cur);
   }

@@ -30,6 +30,47 @@ struct GreedyDecodeParams {
 
 void greedy_decode_cuda(const GreedyDecodeParams& p, void* cuda_stream);
 
+#if defined(__CUDACC__)
+#define FASTCRNN_HOST_DEVICE __host__ __device__
+#else
+#define FASTCRNN_HOST_DEVICE
+#endif
+
+// Phase 2 for one sequence n, shared by the CPU loop and the CUDA thread-per-sequence kernel.
+inline FASTCRNN_HOST_DEVICE void collapse_sequence(const GreedyDecodeParams& p, int64_t n) {
+  int64_t* tokens = p.tokens + n * p.T;
+  float* probs = p.token_probs + n * p.T;
+  int64_t* frames = p.token_frames + n * p.T;
+  const int64_t len = p.input_lengths[n];
+  int64_t count = 0;
+  if (len < 0 || len > p.T) {
+    p.lengths[n] = -1;
+  } else {
+    int32_t prev = -1;
+    for (int64_t t = 0; t < len; ++t) {
+      const int32_t label = p.frame_label[t * p.N + n];
+      const float prob = p.frame_prob[t * p.N + n];
+      if (label != prev) {
+        if (label != p.blank) {
+          tokens[count] = label;
+          probs[count] = prob;
+          frames[count] = t;
+          ++count;
+        }
+      } else if (label != p.blank && (prob > probs[count - 1] || prob != prob)) {
+        probs[count - 1] = prob;  // a run's probability is its highest (NaN wins, as torch.max)
+      }
+      prev = label;
+    }
+    p.lengths[n] = count;
+  }
+  for (int64_t k = count; k < p.T; ++k) {
+    tokens[k] = -1;
+    probs[k] = 0.f;
+    frames[k] = -1;
+  }
+}
+
 }  // namespace fastcrnn
 
 FASTCRNN_DECLARE_CPU_KERNEL(void, greedy_decode_cpu, (const ::fastcrnn::GreedyDecodeParams& p))

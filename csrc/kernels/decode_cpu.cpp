@@ -153,37 +153,7 @@ void best_path_frames(const GreedyDecodeParams& p) {
 
 void collapse_runs(const GreedyDecodeParams& p) {
   at::parallel_for(0, p.N, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      int64_t* tokens = p.tokens + n * p.T;
-      float* probs = p.token_probs + n * p.T;
-      int64_t* frames = p.token_frames + n * p.T;
-      const int64_t len = p.input_lengths[n];
-      int64_t count = 0;
-      if (len < 0 || len > p.T) {
-        p.lengths[n] = -1;
-      } else {
-        int32_t prev = -1;
-        for (int64_t t = 0; t < len; ++t) {
-          const int32_t label = p.frame_label[t * p.N + n];
-          const float prob = p.frame_prob[t * p.N + n];
-          if (label != prev) {
-            if (label != p.blank) {
-              tokens[count] = label;
-              probs[count] = prob;
-              frames[count] = t;
-              ++count;
-            }
-          } else if (label != p.blank && (prob > probs[count - 1] || std::isnan(prob))) {
-            probs[count - 1] = prob;
-          }
-          prev = label;
-        }
-        p.lengths[n] = count;
-      }
-      std::fill(tokens + count, tokens + p.T, int64_t(-1));
-      std::fill(probs + count, probs + p.T, 0.f);
-      std::fill(frames + count, frames + p.T, int64_t(-1));
-    }
+    for (int64_t n = begin; n < end; ++n) collapse_sequence(p, n);
   });
 }
 

@@ -114,38 +114,7 @@ __global__ void best_path_frames_kernel(GreedyDecodeParams p, bool vector_loads)
 
 __global__ void collapse_runs_kernel(GreedyDecodeParams p) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (n >= p.N) return;
-  int64_t* tokens = p.tokens + n * p.T;
-  float* probs = p.token_probs + n * p.T;
-  int64_t* frames = p.token_frames + n * p.T;
-  const int64_t len = p.input_lengths[n];
-  int64_t count = 0;
-  if (len < 0 || len > p.T) {
-    p.lengths[n] = -1;
-  } else {
-    int prev = -1;
-    for (int64_t t = 0; t < len; ++t) {
-      const int label = p.frame_label[t * p.N + n];
-      const float prob = p.frame_prob[t * p.N + n];
-      if (label != prev) {
-        if (label != p.blank) {
-          tokens[count] = label;
-          probs[count] = prob;
-          frames[count] = t;
-          ++count;
-        }
-      } else if (label != p.blank && (prob > probs[count - 1] || isnan(prob))) {
-        probs[count - 1] = prob;
-      }
-      prev = label;
-    }
-    p.lengths[n] = count;
-  }
-  for (int64_t k = count; k < p.T; ++k) {
-    tokens[k] = -1;
-    probs[k] = 0.f;
-    frames[k] = -1;
-  }
+  if (n < p.N) collapse_sequence(p, n);
 }
 
 }  // namespace

@@ -25,6 +25,24 @@ TORCH_LIBRARY(fastcrnn, m) {
       "Tensor target_lengths, Tensor nll, Tensor log_alpha, Tensor norms, int blank, "
       "bool from_logits, bool zero_infinity) -> Tensor");
   // ---- LSTM (ops/lstm.cpp) ----
+  // One layer, one (D=1) or both (D=2) directions; see ops/lstm.h for shapes. The last three
+  // outputs are the saved activations / states that lstm_layer_backward needs.
+  m.def(
+      "lstm_layer(Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, "
+      "Tensor? bias, Tensor? lengths) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor acts, "
+      "Tensor hs, Tensor cs)");
+  m.def(
+      "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
+      "Tensor weight_ih, Tensor weight_hh, Tensor? lengths, Tensor acts, Tensor hs, Tensor cs) "
+      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, "
+      "Tensor grad_weight_hh, Tensor grad_bias)");
+  m.def(
+      "lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, "
+      "Tensor? bias) -> (Tensor h, Tensor c, Tensor acts)");
+  m.def(
+      "lstm_cell_backward(Tensor grad_h, Tensor grad_c, Tensor input, Tensor hx, Tensor cx, "
+      "Tensor weight_ih, Tensor weight_hh, Tensor acts) -> (Tensor grad_input, Tensor grad_hx, "
+      "Tensor grad_cx, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias)");
 }
 
 namespace {

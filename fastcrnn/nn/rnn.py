@@ -14,9 +14,9 @@ __all__ = ["BACKENDS", "DEFAULT_BACKEND", "check_backend", "fused_lstm_available
            "RNN"]
 
 BACKENDS = ("fused", "torch")
-#: The backend modules use when none is given. "torch" until fastcrnn.nn.lstm (the fused LSTM)
-#: is merged; then "fused". "torch" stays the ONNX / TorchScript export path.
-DEFAULT_BACKEND = "torch"
+#: The backend modules use when none is given: our fused LSTM. "torch" (torch.nn.LSTM on the same
+#: parameters) stays the ONNX / TorchScript export path.
+DEFAULT_BACKEND = "fused"
 
 
 def check_backend(backend) -> str:

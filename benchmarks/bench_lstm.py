@@ -1,0 +1,233 @@
+"""Fused LSTM: fastcrnn.nn.LSTM / LSTMCell vs torch.nn.LSTM / LSTMCell and a Python LSTMCell
+loop, on the DESIGN.md workloads bilstm-2, crnn-blocks and seq2seq.
+
+pytest-benchmark:  pytest benchmarks/bench_lstm.py --benchmark-only
+report rows:       python benchmarks/report.py --only lstm   (ratios measured in the same run)
+"""
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.timing import median_ms, row
+from benchmarks.workloads import BILSTM_2, CRNN_BLOCKS, SEQ2SEQ
+from fastcrnn.nn import LSTM, LSTMCell
+
+
+class CellLoopLSTM(nn.Module):
+    """nn.LSTM's maths as a Python loop over nn.LSTMCell steps (the tutorial's way)."""
+
+    def __init__(self, lstm: nn.Module):
+        super().__init__()
+        self.num_layers = lstm.num_layers
+        self.dirs = 2 if lstm.bidirectional else 1
+        self.cells = nn.ModuleList()
+        for layer in range(self.num_layers):
+            for d in range(self.dirs):
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                w_ih = getattr(lstm, f"weight_ih{sfx}")
+                cell = nn.LSTMCell(w_ih.shape[1], lstm.hidden_size).to(w_ih.device, w_ih.dtype)
+                with torch.no_grad():
+                    cell.weight_ih.copy_(w_ih)
+                    cell.weight_hh.copy_(getattr(lstm, f"weight_hh{sfx}"))
+                    cell.bias_ih.copy_(getattr(lstm, f"bias_ih{sfx}"))
+                    cell.bias_hh.copy_(getattr(lstm, f"bias_hh{sfx}"))
+                self.cells.append(cell)
+
+    def forward(self, x):
+        T = x.shape[0]
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(self.dirs):
+                cell = self.cells[layer * self.dirs + d]
+                state = None
+                steps = [None] * T
+                for t in (range(T - 1, -1, -1) if d else range(T)):
+                    state = cell(x[t], state)
+                    steps[t] = state[0]
+                outs.append(torch.stack(steps))
+            x = torch.cat(outs, -1) if self.dirs == 2 else outs[0]
+        return x, None
+
+
+class Block(nn.Module):
+    """One CRNN head block: bidirectional LSTM then Linear(2H -> out)."""
+
+    def __init__(self, lstm_cls, n_in, hidden, n_out):
+        super().__init__()
+        self.rnn = lstm_cls(n_in, hidden, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, n_out)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(y)
+
+
+def _lstm_models(w, device):
+    torch.manual_seed(0)
+    ref = nn.LSTM(w["input_size"], w["hidden_size"], w["num_layers"],
+                  bidirectional=w.get("bidirectional", False)).to(device)
+    ours = LSTM(w["input_size"], w["hidden_size"], w["num_layers"],
+                bidirectional=w.get("bidirectional", False)).to(device)
+    ours.load_state_dict(ref.state_dict())
+    return {"fastcrnn": ours, "nn.LSTM": ref, "python LSTMCell loop": CellLoopLSTM(ref)}
+
+
+def _crnn_models(device):
+    torch.manual_seed(0)
+    ref = nn.Sequential(*[Block(nn.LSTM, *b) for b in CRNN_BLOCKS["blocks"]]).to(device)
+    ours = nn.Sequential(*[Block(LSTM, *b) for b in CRNN_BLOCKS["blocks"]]).to(device)
+    ours.load_state_dict(ref.state_dict())
+    return {"fastcrnn": ours, "nn.LSTM": ref}
+
+
+def _input(T, N, I, device):
+    return torch.randn(T, N, I, device=device, generator=None)
+
+
+def _fwd(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def _fwd_bwd(model, x, grad=None):
+    out = model(x)
+    out = out[0] if isinstance(out, tuple) else out
+    leaves = [x] + [p for p in model.parameters()]
+    return torch.autograd.grad(out, leaves, grad if grad is not None else torch.ones_like(out),
+                               allow_unused=True)
+
+
+def _cases(device):
+    """(workload, models, x) for the sequence workloads."""
+    out = []
+    w = BILSTM_2
+    out.append(("bilstm-2", _lstm_models(w, device),
+                _input(w["T"], w["N"], w["input_size"], device)))
+    out.append(("crnn-blocks", _crnn_models(device),
+                _input(CRNN_BLOCKS["T"], CRNN_BLOCKS["N"], CRNN_BLOCKS["blocks"][0][0], device)))
+    w = SEQ2SEQ
+    out.append(("seq2seq", _lstm_models(w, device),
+                _input(w["T"], w["N"], w["input_size"], device)))
+    return out
+
+
+def _cell_models(device):
+    torch.manual_seed(0)
+    H = SEQ2SEQ["hidden_size"]
+    ref = nn.LSTMCell(H, H).to(device)
+    ours = LSTMCell(H, H).to(device)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(SEQ2SEQ["N"], H, device=device, requires_grad=True)
+    h = torch.randn(SEQ2SEQ["N"], H, device=device, requires_grad=True)
+    c = torch.randn(SEQ2SEQ["N"], H, device=device, requires_grad=True)
+    return ours, ref, (x, h, c)
+
+
+def _cell_step(cell, x, h, c):
+    h1, c1 = cell(x, (h, c))
+    return torch.autograd.grad((h1, c1), [x, h, c] + list(cell.parameters()),
+                               (torch.ones_like(h1), torch.ones_like(c1)))
+
+
+def _devices():
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("impl", ["fastcrnn", "nn.LSTM"])
+@pytest.mark.parametrize("case", ["forward", "forward+backward"])
+@pytest.mark.parametrize("workload", ["bilstm-2", "crnn-blocks", "seq2seq"])
+def test_lstm(benchmark, workload, case, impl, device):
+    name, models, x = [c for c in _cases(device) if c[0] == workload][0]
+    model = models[impl]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if case == "forward":
+        benchmark(lambda: (_fwd(model, x), sync()))
+    else:
+        xg = x.clone().requires_grad_(True)
+        benchmark(lambda: (_fwd_bwd(model, xg), sync()))
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("impl", ["fastcrnn", "nn.LSTMCell"])
+def test_lstm_cell_step(benchmark, impl, device):
+    ours, ref, args = _cell_models(device)
+    cell = ours if impl == "fastcrnn" else ref
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    benchmark(lambda: (_cell_step(cell, *args), sync()))
+
+
+def report_rows(device):
+    cpu = torch.device(device).type == "cpu"
+    rows = []
+    for name, models, x in _cases(device):
+        xg = x.clone().requires_grad_(True)
+        ours = models["fastcrnn"]
+        f_ours = median_ms(lambda: _fwd(ours, x), device, repeat=10)
+        fb_ours = median_ms(lambda: _fwd_bwd(ours, xg), device, repeat=10)
+        for base_name, base in models.items():
+            if base_name == "fastcrnn":
+                continue
+            slow = base_name.startswith("python")
+            kw = dict(warmup=1, repeat=3, min_time_s=0) if slow and cpu else dict(repeat=10)
+            f_base = median_ms(lambda: _fwd(base, x), device, **kw)
+            fb_base = median_ms(lambda: _fwd_bwd(base, xg), device, **kw)
+            rows.append(row("lstm", name, "forward (no grad)", device, f_ours, base_name, f_base))
+            rows.append(row("lstm", name, "forward+backward", device, fb_ours, base_name,
+                            fb_base))
+    ours, ref, args = _cell_models(device)
+    c_ours = median_ms(lambda: _cell_step(ours, *args), device, repeat=50)
+    c_ref = median_ms(lambda: _cell_step(ref, *args), device, repeat=50)
+    rows.append(row("lstm", "seq2seq", "decoder cell step fwd+bwd", device, c_ours,
+                    "nn.LSTMCell", c_ref))
+    return rows
+
+
+def paired_ab(threads: int = 2, rounds: int = 8, device="cpu"):
+    """Interleaved A/B vs nn.LSTM / nn.LSTMCell: each round times fastcrnn then the reference
+    back to back; prints per-case medians and the median of the per-round ratios (less
+    sensitive to drifting background load than two separate medians)."""
+    import statistics
+    import time
+
+    torch.set_num_threads(threads)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def timed(fn):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return (time.perf_counter() - t0) * 1e3
+
+    def paired(a, b, n):
+        a(), b()
+        ra, rb, rr = [], [], []
+        for _ in range(n):
+            x, y = timed(a), timed(b)
+            ra.append(x)
+            rb.append(y)
+            rr.append(y / x)
+        return statistics.median(ra), statistics.median(rb), statistics.median(rr)
+
+    print(f"threads={torch.get_num_threads()} rounds={rounds} device={device}")
+    for name, models, x in _cases(device):
+        xg = x.clone().requires_grad_(True)
+        ours, ref = models["fastcrnn"], models["nn.LSTM"]
+        for case, fn in (("forward", lambda m: _fwd(m, x)),
+                         ("fwd+bwd", lambda m: _fwd_bwd(m, xg))):
+            a, b, r = paired(lambda: fn(ours), lambda: fn(ref), rounds)
+            print(f"{name:12s} {case:8s} fastcrnn {a:9.2f} ms  nn.LSTM {b:9.2f} ms  "
+                  f"median ratio {r:.2f}x")
+    ours, ref, args = _cell_models(device)
+    a, b, r = paired(lambda: _cell_step(ours, *args), lambda: _cell_step(ref, *args), rounds * 5)
+    print(f"{'cell step':12s} fwd+bwd  fastcrnn {a:9.2f} ms  nn.LSTMCell {b:9.2f} ms  "
+          f"median ratio {r:.2f}x")
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paired_ab(*(int(a) for a in sys.argv[1:3]))

@@ -1,0 +1,366 @@
+// Fused LSTM ops: checks, the time loop and the ATen GEMMs, shared by CPU and CUDA; the CPU
+// registrations. Per step forward: one recurrent GEMM per direction (addmm into the gates
+// buffer, which already holds x·W_ihᵀ + b from ONE GEMM over all T and both directions) and
+// ONE pointwise kernel for both directions. Per step backward: ONE pointwise kernel and one
+// GEMM per direction (dgates·W_hh); then dx, dW_ih, dW_hh (one per direction) and dbias each
+// one GEMM / reduction over the whole sequence.
+#include "ops/lstm.h"
+
+#include <torch/library.h>
+
+#include "ops/common.h"
+
+namespace fastcrnn::ops {
+namespace {
+
+at::ScalarType acc_type(at::ScalarType st) {
+  return st == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_like(const at::Tensor& t, const at::Tensor& ref, const char* name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " must have the input's dtype ",
+                   ref.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " must be on the input's device ",
+                    ref.device(), ", got ", t.device());
+}
+
+void check_shape(const at::Tensor& t, at::IntArrayRef expected, const char* name) {
+  TORCH_CHECK_VALUE(t.sizes() == expected, name, " must have shape ", expected, ", got ",
+                    t.sizes());
+}
+
+// Pointer to element `offset` of a tensor, in bytes of its dtype.
+inline void* at_offset(const at::Tensor& t, int64_t offset) {
+  return static_cast<char*>(t.data_ptr()) + offset * static_cast<int64_t>(t.element_size());
+}
+
+}  // namespace
+
+Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const at::Tensor& c0,
+                           const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+                           const std::optional<at::Tensor>& bias,
+                           const std::optional<at::Tensor>& lengths, const LstmForwardStep& step) {
+  TORCH_CHECK_VALUE(x_in.dim() == 3, "input must have shape (T, N, input_size), got ",
+                    x_in.sizes());
+  const Dtype dtype = kernel_dtype(x_in, "input");
+  TORCH_CHECK_VALUE(w_hh_in.dim() == 3 && (w_hh_in.size(0) == 1 || w_hh_in.size(0) == 2),
+                    "weight_hh must have shape (D, 4*hidden_size, hidden_size) with D in {1, 2}, got ",
+                    w_hh_in.sizes());
+  const int64_t T = x_in.size(0), N = x_in.size(1), I = x_in.size(2);
+  const int64_t D = w_hh_in.size(0), H = w_hh_in.size(2);
+  TORCH_CHECK_VALUE(H > 0 && w_hh_in.size(1) == 4 * H, "weight_hh must have shape (D, 4*H, H), got ",
+                    w_hh_in.sizes());
+  check_like(w_hh_in, x_in, "weight_hh");
+  check_like(w_ih_in, x_in, "weight_ih");
+  check_shape(w_ih_in, {D * 4 * H, I}, "weight_ih");
+  check_like(h0, x_in, "h0");
+  check_shape(h0, {D, N, H}, "h0");
+  check_like(c0, x_in, "c0");
+  check_shape(c0, {D, N, H}, "c0");
+  if (bias.has_value()) {
+    check_like(*bias, x_in, "bias");
+    check_shape(*bias, {D * 4 * H}, "bias");
+  }
+  at::Tensor len;
+  if (lengths.has_value()) {
+    len = checked_lengths(*lengths, N, x_in.device(), "lengths");
+    if (x_in.is_cpu()) {
+      TORCH_CHECK_VALUE(all_within(len, 0, T), "lengths must lie in [0, T=", T, "]");
+    }
+  }
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor w_ih = w_ih_in.contiguous();
+  const at::Tensor w_hh = w_hh_in.contiguous();
+  const auto opts = x.options();
+  const auto acc_opts = opts.dtype(acc_type(x.scalar_type()));
+  const int64_t G = D * 4 * H;  // gates per (t, n)
+
+  at::Tensor gates = at::empty({T, N, G}, opts);
+  at::Tensor hs = at::empty({D, T + 1, N, H}, opts);
+  at::Tensor cs = at::empty({D, T + 1, N, H}, acc_opts);
+  at::Tensor output = at::empty({T, N, D * H}, opts);
+  if (T * N > 0) {
+    at::Tensor gates2d = gates.view({T * N, G});
+    const at::Tensor x2d = x.view({T * N, I});
+    if (bias.has_value()) at::addmm_out(gates2d, *bias, x2d, w_ih.t());
+    else at::mm_out(gates2d, x2d, w_ih.t());
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    const int64_t s0 = d == 0 ? 0 : T;
+    hs[d][s0].copy_(h0[d]);
+    cs[d][s0].copy_(c0[d]);
+  }
+
+  if (N > 0) {
+    std::vector<at::Tensor> w_hh_t;
+    for (int64_t d = 0; d < D; ++d) w_hh_t.push_back(w_hh[d].t());
+    LstmForwardParams p;
+    p.dtype = dtype;
+    p.N = N;
+    p.H = H;
+    p.D = D;
+    p.gates_stride = G;
+    p.out_stride = D * H;
+    p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
+    p.save_acts = true;
+    for (int64_t s = 0; s < T; ++s) {
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t t = d == 0 ? s : T - 1 - s;
+        const int64_t s_in = d == 0 ? t : t + 1, s_out = d == 0 ? t + 1 : t;
+        at::Tensor g = gates[t].narrow(1, d * 4 * H, 4 * H);
+        at::addmm_out(g, g, hs[d][s_in], w_hh_t[d]);
+        const int64_t state_in = (d * (T + 1) + s_in) * N * H;
+        const int64_t state_out = (d * (T + 1) + s_out) * N * H;
+        p.t[d] = t;
+        p.gates[d] = at_offset(gates, t * N * G + d * 4 * H);
+        p.h_prev[d] = at_offset(hs, state_in);
+        p.h_next[d] = at_offset(hs, state_out);
+        p.c_prev[d] = at_offset(cs, state_in);
+        p.c_next[d] = at_offset(cs, state_out);
+        p.out[d] = at_offset(output, t * N * D * H + d * H);
+      }
+      step(p);
+    }
+  }
+  at::Tensor h_n = at::empty({D, N, H}, opts);
+  at::Tensor c_n = at::empty({D, N, H}, opts);
+  for (int64_t d = 0; d < D; ++d) {
+    const int64_t s_last = d == 0 ? T : 0;
+    h_n[d].copy_(hs[d][s_last]);
+    c_n[d].copy_(cs[d][s_last]);
+  }
+  return {output, h_n, c_n, gates, hs, cs};
+}
+
+Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn,
+                            const at::Tensor& grad_cn, const at::Tensor& x_in,
+                            const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+                            const std::optional<at::Tensor>& lengths, const at::Tensor& acts,
+                            const at::Tensor& hs, const at::Tensor& cs,
+                            const LstmBackwardStep& step) {
+  TORCH_CHECK_VALUE(x_in.dim() == 3 && w_hh_in.dim() == 3, "lstm_layer_backward: bad shapes");
+  const Dtype dtype = kernel_dtype(x_in, "input");
+  const int64_t T = x_in.size(0), N = x_in.size(1), I = x_in.size(2);
+  const int64_t D = w_hh_in.size(0), H = w_hh_in.size(2);
+  const int64_t G = D * 4 * H;
+  check_shape(grad_output, {T, N, D * H}, "grad_output");
+  check_shape(grad_hn, {D, N, H}, "grad_h_n");
+  check_shape(grad_cn, {D, N, H}, "grad_c_n");
+  check_shape(acts, {T, N, G}, "acts");
+  check_shape(hs, {D, T + 1, N, H}, "hs");
+  check_shape(cs, {D, T + 1, N, H}, "cs");
+  check_like(grad_output, x_in, "grad_output");
+  check_like(acts, x_in, "acts");
+  check_like(hs, x_in, "hs");
+  const auto opts = x_in.options();
+  const auto acc = acc_type(x_in.scalar_type());
+  TORCH_CHECK_VALUE(cs.scalar_type() == acc && cs.device() == x_in.device(),
+                    "cs must be ", acc, " on ", x_in.device());
+  at::Tensor len;
+  if (lengths.has_value()) len = checked_lengths(*lengths, N, x_in.device(), "lengths");
+
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor w_ih = w_ih_in.contiguous();
+  const at::Tensor w_hh = w_hh_in.contiguous();
+  const at::Tensor dout = grad_output.to(x.scalar_type()).contiguous();
+  const at::Tensor acts_c = acts.contiguous();
+  const at::Tensor cs_c = cs.contiguous();
+  at::Tensor dh_carry = grad_hn.to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  at::Tensor dc = grad_cn.to(acc, false, true).contiguous();
+  at::Tensor dgates = at::empty({T, N, G}, opts);
+  at::Tensor dh_rec = at::empty({D, N, H}, opts);
+  bool have_rec = false;
+
+  if (N > 0 && T > 0) {
+    LstmBackwardParams p;
+    p.dtype = dtype;
+    p.N = N;
+    p.H = H;
+    p.D = D;
+    p.acts_stride = G;
+    p.dout_stride = D * H;
+    p.dgates_stride = G;
+    p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
+    for (int64_t d = 0; d < D; ++d) {
+      p.dh_carry[d] = at_offset(dh_carry, d * N * H);
+      p.dc[d] = at_offset(dc, d * N * H);
+    }
+    for (int64_t s = T - 1; s >= 0; --s) {
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t t = d == 0 ? s : T - 1 - s;
+        const int64_t s_in = d == 0 ? t : t + 1;
+        p.t[d] = t;
+        p.acts[d] = at_offset(acts_c, t * N * G + d * 4 * H);
+        p.c_prev[d] = at_offset(cs_c, (d * (T + 1) + s_in) * N * H);
+        p.dout[d] = at_offset(dout, t * N * D * H + d * H);
+        p.dh_rec[d] = have_rec ? at_offset(dh_rec, d * N * H) : nullptr;
+        p.dgates[d] = at_offset(dgates, t * N * G + d * 4 * H);
+      }
+      step(p);
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t t = d == 0 ? s : T - 1 - s;
+        at::Tensor dh_rec_d = dh_rec[d];
+        at::mm_out(dh_rec_d, dgates[t].narrow(1, d * 4 * H, 4 * H), w_hh[d]);
+      }
+      have_rec = true;
+    }
+  }
+  at::Tensor dh0 = have_rec ? dh_carry.add_(dh_rec.to(acc)).to(x.scalar_type())
+                            : dh_carry.to(x.scalar_type());
+  at::Tensor dc0 = dc.to(x.scalar_type());
+
+  const at::Tensor dg2d = dgates.view({T * N, G});
+  at::Tensor dx = at::empty({T, N, I}, opts);
+  at::Tensor dw_ih = at::empty({G, I}, opts);
+  at::Tensor dw_hh = at::empty({D, 4 * H, H}, opts);
+  at::Tensor dbias = at::empty({G}, opts);
+  at::Tensor dx2d = dx.view({T * N, I});
+  at::mm_out(dx2d, dg2d, w_ih);
+  at::mm_out(dw_ih, dg2d.t(), x.view({T * N, I}));
+  for (int64_t d = 0; d < D; ++d) {
+    const at::Tensor h_prev = hs[d].narrow(0, d == 0 ? 0 : 1, T).reshape({T * N, H});
+    at::Tensor dw_hh_d = dw_hh[d];
+    at::mm_out(dw_hh_d, dg2d.narrow(1, d * 4 * H, 4 * H).t(), h_prev);
+  }
+  at::sum_out(dbias, dg2d, {0});
+  return {dx, dh0, dc0, dw_ih, dw_hh, dbias};
+}
+
+Tensor3 lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
+                          const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+                          const std::optional<at::Tensor>& bias, const LstmForwardStep& step) {
+  TORCH_CHECK_VALUE(x.dim() == 2, "input must have shape (N, input_size), got ", x.sizes());
+  const Dtype dtype = kernel_dtype(x, "input");
+  TORCH_CHECK_VALUE(w_hh_in.dim() == 2 && w_hh_in.size(1) > 0 &&
+                        w_hh_in.size(0) == 4 * w_hh_in.size(1),
+                    "weight_hh must have shape (4*hidden_size, hidden_size), got ",
+                    w_hh_in.sizes());
+  const int64_t N = x.size(0), I = x.size(1), H = w_hh_in.size(1);
+  check_like(w_ih_in, x, "weight_ih");
+  check_shape(w_ih_in, {4 * H, I}, "weight_ih");
+  check_like(w_hh_in, x, "weight_hh");
+  check_like(h, x, "hx");
+  check_shape(h, {N, H}, "hx");
+  check_like(c, x, "cx");
+  check_shape(c, {N, H}, "cx");
+  if (bias.has_value()) {
+    check_like(*bias, x, "bias");
+    check_shape(*bias, {4 * H}, "bias");
+  }
+  const auto opts = x.options();
+  const auto acc = acc_type(x.scalar_type());
+  at::Tensor gates = at::empty({N, 4 * H}, opts);
+  if (bias.has_value()) at::addmm_out(gates, *bias, x, w_ih_in.t());
+  else at::mm_out(gates, x, w_ih_in.t());
+  at::addmm_out(gates, gates, h, w_hh_in.t());
+  const at::Tensor c_acc = c.to(acc).contiguous();
+  const at::Tensor h_c = h.contiguous();
+  at::Tensor c_next = at::empty({N, H}, opts.dtype(acc));
+  at::Tensor h_next = at::empty({N, H}, opts);
+  if (N > 0) {
+    LstmForwardParams p;
+    p.dtype = dtype;
+    p.N = N;
+    p.H = H;
+    p.D = 1;
+    p.gates[0] = gates.data_ptr();
+    p.gates_stride = 4 * H;
+    p.h_prev[0] = h_c.data_ptr();
+    p.h_next[0] = h_next.data_ptr();
+    p.c_prev[0] = c_acc.data_ptr();
+    p.c_next[0] = c_next.data_ptr();
+    p.save_acts = true;
+    step(p);
+  }
+  return {h_next, c_next.to(x.scalar_type()), gates};
+}
+
+Tensor6 lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
+                           const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
+                           const at::Tensor& w_ih, const at::Tensor& w_hh,
+                           const at::Tensor& acts, const LstmBackwardStep& step) {
+  TORCH_CHECK_VALUE(x.dim() == 2 && w_hh.dim() == 2, "lstm_cell_backward: bad shapes");
+  const Dtype dtype = kernel_dtype(x, "input");
+  const int64_t N = x.size(0), H = w_hh.size(1);
+  check_shape(grad_h, {N, H}, "grad_h");
+  check_shape(grad_c, {N, H}, "grad_c");
+  check_shape(acts, {N, 4 * H}, "acts");
+  check_like(acts, x, "acts");
+  const auto opts = x.options();
+  const auto acc = acc_type(x.scalar_type());
+  at::Tensor dh_carry = grad_h.to(acc, false, true).contiguous();
+  at::Tensor dc = grad_c.to(acc, false, true).contiguous();
+  const at::Tensor c_acc = c.to(acc).contiguous();
+  const at::Tensor acts_c = acts.contiguous();
+  at::Tensor dgates = at::empty({N, 4 * H}, opts);
+  if (N > 0) {
+    LstmBackwardParams p;
+    p.dtype = dtype;
+    p.N = N;
+    p.H = H;
+    p.D = 1;
+    p.acts[0] = acts_c.data_ptr();
+    p.acts_stride = 4 * H;
+    p.c_prev[0] = c_acc.data_ptr();
+    p.dh_carry[0] = dh_carry.data_ptr();
+    p.dc[0] = dc.data_ptr();
+    p.dgates[0] = dgates.data_ptr();
+    p.dgates_stride = 4 * H;
+    step(p);
+  }
+  at::Tensor dx = at::empty({N, x.size(1)}, opts);
+  at::Tensor dh = at::empty({N, H}, opts);
+  at::Tensor dw_ih = at::empty(w_ih.sizes(), opts);
+  at::Tensor dw_hh = at::empty(w_hh.sizes(), opts);
+  at::Tensor dbias = at::empty({4 * H}, opts);
+  at::mm_out(dx, dgates, w_ih);
+  at::mm_out(dh, dgates, w_hh);
+  at::mm_out(dw_ih, dgates.t(), x);
+  at::mm_out(dw_hh, dgates.t(), h);
+  at::sum_out(dbias, dgates, {0});
+  return {dx, dh, dc.to(x.scalar_type()), dw_ih, dw_hh, dbias};
+}
+
+namespace {
+
+void cpu_forward_step(const LstmForwardParams& p) { FASTCRNN_CPU_DISPATCH(lstm_forward_step_cpu, p); }
+void cpu_backward_step(const LstmBackwardParams& p) {
+  FASTCRNN_CPU_DISPATCH(lstm_backward_step_cpu, p);
+}
+
+Tensor6 layer_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                  const at::Tensor& w_ih, const at::Tensor& w_hh,
+                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& lengths) {
+  return lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, lengths, cpu_forward_step);
+}
+
+Tensor6 layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_hn,
+                           const at::Tensor& grad_cn, const at::Tensor& x, const at::Tensor& w_ih,
+                           const at::Tensor& w_hh, const std::optional<at::Tensor>& lengths,
+                           const at::Tensor& acts, const at::Tensor& hs, const at::Tensor& cs) {
+  return lstm_layer_backward(grad_output, grad_hn, grad_cn, x, w_ih, w_hh, lengths, acts, hs, cs,
+                             cpu_backward_step);
+}
+
+Tensor3 cell_cpu(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
+                 const at::Tensor& w_ih, const at::Tensor& w_hh,
+                 const std::optional<at::Tensor>& bias) {
+  return lstm_cell_forward(x, h, c, w_ih, w_hh, bias, cpu_forward_step);
+}
+
+Tensor6 cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& x,
+                          const at::Tensor& h, const at::Tensor& c, const at::Tensor& w_ih,
+                          const at::Tensor& w_hh, const at::Tensor& acts) {
+  return lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, acts, cpu_backward_step);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastcrnn, CPU, m) {
+  m.impl("lstm_layer", &layer_cpu);
+  m.impl("lstm_layer_backward", &layer_backward_cpu);
+  m.impl("lstm_cell", &cell_cpu);
+  m.impl("lstm_cell_backward", &cell_backward_cpu);
+}
+
+}  // namespace fastcrnn::ops

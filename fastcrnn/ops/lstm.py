@@ -1,0 +1,255 @@
+"""Fused LSTM ops over torch.ops.fastcrnn.lstm_layer / lstm_cell: fake kernels, autograd, checks.
+
+``lstm_layer`` runs one layer over a whole sequence, one direction or both in one call;
+``lstm_cell`` runs one step. Both match nn.LSTM / nn.LSTMCell (gates i, f, g, o).
+The multi-layer / bidirectional / PackedSequence module lives in fastcrnn.nn.lstm.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+from fastcrnn.ops._checks import require_float, require_tensor, skip_value_checks
+
+__all__ = ["lstm_layer", "lstm_cell"]
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# fake (meta) kernels: shapes for torch.compile
+# ---------------------------------------------------------------------------------------------
+
+@torch.library.register_fake("fastcrnn::lstm_layer")
+def _lstm_layer_fake(input, h0, c0, weight_ih, weight_hh, bias, lengths):
+    T, N, _ = input.shape
+    D, _, H = weight_hh.shape
+    return (input.new_empty((T, N, D * H)), input.new_empty((D, N, H)),
+            input.new_empty((D, N, H)), input.new_empty((T, N, D * 4 * H)),
+            input.new_empty((D, T + 1, N, H)),
+            input.new_empty((D, T + 1, N, H), dtype=_acc_dtype(input.dtype)))
+
+
+@torch.library.register_fake("fastcrnn::lstm_layer_backward")
+def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh,
+                              lengths, acts, hs, cs):
+    D = weight_hh.shape[0]
+    return (input.new_empty(input.shape), grad_h_n.new_empty(grad_h_n.shape, dtype=input.dtype),
+            grad_c_n.new_empty(grad_c_n.shape, dtype=input.dtype),
+            input.new_empty(weight_ih.shape), input.new_empty(weight_hh.shape),
+            input.new_empty((D * weight_hh.shape[1],)))
+
+
+@torch.library.register_fake("fastcrnn::lstm_cell")
+def _lstm_cell_fake(input, hx, cx, weight_ih, weight_hh, bias):
+    N = input.shape[0]
+    H = weight_hh.shape[1]
+    return input.new_empty((N, H)), input.new_empty((N, H)), input.new_empty((N, 4 * H))
+
+
+@torch.library.register_fake("fastcrnn::lstm_cell_backward")
+def _lstm_cell_backward_fake(grad_h, grad_c, input, hx, cx, weight_ih, weight_hh, acts):
+    return (input.new_empty(input.shape), input.new_empty(hx.shape), input.new_empty(cx.shape),
+            input.new_empty(weight_ih.shape), input.new_empty(weight_hh.shape),
+            input.new_empty((weight_hh.shape[0],)))
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd
+# ---------------------------------------------------------------------------------------------
+
+def _zeros_if_none(grad, like):
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def _layer_setup_context(ctx, inputs, output):
+    input, h0, c0, weight_ih, weight_hh, bias, lengths = inputs
+    _, _, _, acts, hs, cs = output
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight_ih, weight_hh, lengths, acts, hs, cs)
+    ctx.shapes = (h0.shape, c0.shape)
+
+
+def _layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _g_acts, _g_hs, _g_cs):
+    input, weight_ih, weight_hh, lengths, acts, hs, cs = ctx.saved_tensors
+    T, N, _ = input.shape
+    D, _, H = weight_hh.shape
+    if grad_output is None:
+        grad_output = input.new_zeros((T, N, D * H))
+    if grad_h_n is None:
+        grad_h_n = input.new_zeros((D, N, H))
+    if grad_c_n is None:
+        grad_c_n = input.new_zeros((D, N, H))
+    dx, dh0, dc0, dw_ih, dw_hh, db = torch.ops.fastcrnn.lstm_layer_backward(
+        grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, lengths, acts, hs, cs)
+    return dx, dh0, dc0, dw_ih, dw_hh, (db if ctx.has_bias else None), None
+
+
+torch.library.register_autograd("fastcrnn::lstm_layer", _layer_backward,
+                                setup_context=_layer_setup_context)
+
+
+def _cell_setup_context(ctx, inputs, output):
+    input, hx, cx, weight_ih, weight_hh, bias = inputs
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, output[2])
+
+
+def _cell_backward(ctx, grad_h, grad_c, _g_acts):
+    input, hx, cx, weight_ih, weight_hh, acts = ctx.saved_tensors
+    grad_h = _zeros_if_none(grad_h, hx)
+    grad_c = _zeros_if_none(grad_c, cx)
+    dx, dh, dc, dw_ih, dw_hh, db = torch.ops.fastcrnn.lstm_cell_backward(
+        grad_h, grad_c, input, hx, cx, weight_ih, weight_hh, acts)
+    return dx, dh, dc, dw_ih, dw_hh, (db if ctx.has_bias else None)
+
+
+torch.library.register_autograd("fastcrnn::lstm_cell", _cell_backward,
+                                setup_context=_cell_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# public wrappers
+# ---------------------------------------------------------------------------------------------
+
+def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """The dtype an LSTM runs in under torch.autocast on `device`, or None when not autocasting."""
+    dev = device.type
+    if dev not in ("cpu", "cuda"):
+        return None
+    if not torch.is_autocast_enabled(dev):
+        return None
+    return torch.get_autocast_dtype(dev)
+
+
+def _same(t: torch.Tensor, ref: torch.Tensor, name: str) -> None:
+    require_tensor(t, name)
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the input's dtype {ref.dtype}, got {t.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} must be on the input's device {ref.device}, got {t.device}")
+
+
+def _check_lengths_values(lengths: torch.Tensor, T: int, validate: bool) -> None:
+    """CPU lengths are always checked by the op; CUDA ones here (a host sync) when validating."""
+    if lengths.is_cuda and validate and not skip_value_checks(lengths):
+        if bool(((lengths < 0) | (lengths > T)).any()):
+            raise ValueError(f"lengths must lie in [0, T={T}]")
+
+
+WeightArg = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def lstm_layer(input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_ih: WeightArg,
+               weight_hh: WeightArg, bias: Optional[WeightArg] = None,
+               lengths: Optional[torch.Tensor] = None, validate: bool = True
+               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One LSTM layer over a whole sequence, one direction or both (D = 1 or 2) in one call.
+
+    Args:
+        input: (T, N, I) time-major, float32/float64 (CPU also float16/bfloat16; CUDA
+            float32/float16/bfloat16/float64). Any strides.
+        h0, c0: (D, N, H), the input's dtype and device.
+        weight_ih: (D*4H, I) or a sequence of D (4H, I) tensors (forward, then reverse).
+        weight_hh: (D, 4H, H) or a sequence of D (4H, H) tensors.
+        bias: None, (D*4H,) or a sequence of D (4H,) tensors: the combined bias_ih + bias_hh.
+        lengths: None or (N,) int32/int64 on the input's device: steps t >= lengths[n] leave
+            sequence n's state unchanged and output zeros; the reverse direction starts at each
+            sequence's own last valid step. Values must lie in [0, T] (checked for CPU tensors,
+            and for CUDA tensors when ``validate`` outside torch.compile / graph capture; an
+            unchecked length < 0 acts as 0 and one > T as T).
+
+    Returns (output (T, N, D*H), h_n (D, N, H), c_n (D, N, H)) in the input's dtype. Cell state
+    and accumulation are float32 (float64 for float64 input). Under torch.autocast the layer runs
+    in the autocast dtype. Differentiable in input, h0, c0, weights and bias.
+    """
+    require_tensor(input, "input")
+    require_float(input, "input")
+    if input.dim() != 3:
+        raise ValueError(f"input must have shape (T, N, I), got {tuple(input.shape)}")
+    if not isinstance(weight_ih, torch.Tensor):
+        weight_ih = torch.cat(list(weight_ih), 0)
+    if not isinstance(weight_hh, torch.Tensor):
+        weight_hh = torch.stack(list(weight_hh), 0)
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        bias = torch.cat(list(bias), 0)
+    require_tensor(weight_hh, "weight_hh")
+    if weight_hh.dim() != 3 or weight_hh.shape[0] not in (1, 2) or weight_hh.shape[2] == 0 \
+            or weight_hh.shape[1] != 4 * weight_hh.shape[2]:
+        raise ValueError(f"weight_hh must have shape (D, 4*H, H) with D in (1, 2), got "
+                         f"{tuple(weight_hh.shape)}")
+    D, _, H = weight_hh.shape
+    T, N, I = input.shape
+    cast = autocast_dtype(input.device)
+    if cast is not None:
+        input, h0, c0, weight_ih, weight_hh = (
+            t.to(cast) if isinstance(t, torch.Tensor) else t
+            for t in (input, h0, c0, weight_ih, weight_hh))
+        bias = bias.to(cast) if isinstance(bias, torch.Tensor) else bias
+    for t, name, shape in ((weight_ih, "weight_ih", (D * 4 * H, I)), (h0, "h0", (D, N, H)),
+                           (c0, "c0", (D, N, H)), (weight_hh, "weight_hh", None),
+                           (bias, "bias", (D * 4 * H,))):
+        if t is None:
+            continue
+        _same(t, input, name)
+        if shape is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    if lengths is not None:
+        require_tensor(lengths, "lengths")
+        if lengths.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"lengths must be an int32 or int64 tensor, got {lengths.dtype}")
+        if lengths.dim() != 1 or lengths.shape[0] != N:
+            raise ValueError(f"lengths must have shape ({N},), got {tuple(lengths.shape)}")
+        if lengths.device != input.device:
+            raise ValueError(f"lengths must be on the input's device {input.device}, got "
+                             f"{lengths.device}")
+        lengths = lengths.to(torch.int64)
+        _check_lengths_values(lengths, T, validate)
+    if cast is not None:
+        with torch.autocast(input.device.type, enabled=False):
+            out = torch.ops.fastcrnn.lstm_layer(input, h0, c0, weight_ih, weight_hh, bias, lengths)
+    else:
+        out = torch.ops.fastcrnn.lstm_layer(input, h0, c0, weight_ih, weight_hh, bias, lengths)
+    return out[0], out[1], out[2]
+
+
+def lstm_cell(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih: torch.Tensor,
+              weight_hh: torch.Tensor, bias: Optional[torch.Tensor] = None
+              ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One fused LSTM step, as nn.LSTMCell: returns (h', c'), each (N, H).
+
+    input (N, I); hx, cx (N, H); weight_ih (4H, I); weight_hh (4H, H); bias None or (4H,) (the
+    combined bias_ih + bias_hh). All one dtype and device (see :func:`lstm_layer` for dtypes);
+    under torch.autocast the step runs in the autocast dtype. The gates come from two GEMMs,
+    then ONE pointwise kernel applies the activations and the c/h update; backward is one
+    pointwise kernel, then the GEMMs.
+    """
+    require_tensor(input, "input")
+    require_float(input, "input")
+    if input.dim() != 2:
+        raise ValueError(f"input must have shape (N, I), got {tuple(input.shape)}")
+    require_tensor(weight_hh, "weight_hh")
+    if weight_hh.dim() != 2 or weight_hh.shape[1] == 0 or \
+            weight_hh.shape[0] != 4 * weight_hh.shape[1]:
+        raise ValueError(f"weight_hh must have shape (4*H, H), got {tuple(weight_hh.shape)}")
+    N, I = input.shape
+    H = weight_hh.shape[1]
+    cast = autocast_dtype(input.device)
+    if cast is not None:
+        input, hx, cx, weight_ih, weight_hh = (t.to(cast) if isinstance(t, torch.Tensor) else t
+                                               for t in (input, hx, cx, weight_ih, weight_hh))
+        bias = bias.to(cast) if isinstance(bias, torch.Tensor) else bias
+    for t, name, shape in ((weight_ih, "weight_ih", (4 * H, I)), (weight_hh, "weight_hh", None),
+                           (hx, "hx", (N, H)), (cx, "cx", (N, H)), (bias, "bias", (4 * H,))):
+        if t is None:
+            continue
+        _same(t, input, name)
+        if shape is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    if cast is not None:
+        with torch.autocast(input.device.type, enabled=False):
+            h, c, _ = torch.ops.fastcrnn.lstm_cell(input, hx, cx, weight_ih, weight_hh, bias)
+    else:
+        h, c, _ = torch.ops.fastcrnn.lstm_cell(input, hx, cx, weight_ih, weight_hh, bias)
+    return h, c

@@ -1,0 +1,562 @@
+"""Fused LSTM: fastcrnn.nn.LSTM / LSTMCell and the lstm_layer / lstm_cell ops against torch's
+nn.LSTM / nn.LSTMCell (identical weights) and fastcrnn.reference."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import fastcrnn
+from fastcrnn import reference
+from fastcrnn.nn import LSTM, LSTMCell
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pair(I, H, layers=1, bidirectional=False, batch_first=False, bias=True, dtype=torch.float64,
+          device="cpu", dropout=0.0):
+    ref = torch.nn.LSTM(I, H, num_layers=layers, bidirectional=bidirectional,
+                        batch_first=batch_first, bias=bias, dropout=dropout).to(device, dtype)
+    ours = LSTM(I, H, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
+                bias=bias, dropout=dropout).to(device, dtype)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def _grads(outputs, inputs, grads, retain=False):
+    return torch.autograd.grad(outputs, inputs, grads, retain_graph=retain, allow_unused=True)
+
+
+def _close(a, b, atol, rtol=0.0, what=""):
+    assert a.shape == b.shape, (what, a.shape, b.shape)
+    torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+
+
+# ---------------------------------------------------------------------------------------------
+# nn.LSTM drop-in: values and every gradient
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_lstm_matches_torch(device, layers, bidirectional, batch_first, with_state):
+    T, N, I, H = 7, 5, 6, 9
+    ref, ours = _pair(I, H, layers, bidirectional, batch_first, device=device)
+    D = 2 if bidirectional else 1
+    shape = (N, T, I) if batch_first else (T, N, I)
+    x = torch.randn(shape, dtype=torch.float64, device=device, requires_grad=True)
+    leaves = [x]
+    hx = None
+    if with_state:
+        h0 = torch.randn(layers * D, N, H, dtype=torch.float64, device=device, requires_grad=True)
+        c0 = torch.randn(layers * D, N, H, dtype=torch.float64, device=device, requires_grad=True)
+        hx = (h0, c0)
+        leaves += [h0, c0]
+    o1, (h1, c1) = ref(x, hx)
+    o2, (h2, c2) = ours(x, hx)
+    for a, b, name in ((o1, o2, "output"), (h1, h2, "h_n"), (c1, c2, "c_n")):
+        _close(b, a, 1e-12, what=name)
+    g = [torch.randn_like(t) for t in (o1, h1, c1)]
+    ga = _grads((o1, h1, c1), leaves + list(ref.parameters()), g)
+    gb = _grads((o2, h2, c2), leaves + list(ours.parameters()), g)
+    names = ["x", "h0", "c0"][:len(leaves)] + [n for n, _ in ref.named_parameters()]
+    for a, b, name in zip(ga, gb, names):
+        _close(b, a, 1e-11, what=f"grad {name}")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_float32_and_no_bias(device, bias):
+    ref, ours = _pair(16, 32, 2, True, bias=bias, dtype=torch.float32, device=device)
+    x = torch.randn(11, 4, 16, device=device, requires_grad=True)
+    o1, (h1, c1) = ref(x)
+    o2, (h2, c2) = ours(x)
+    _close(o2, o1, 2e-5, what="output")
+    _close(c2, c1, 2e-5, what="c_n")
+    ga = _grads(o1.sum() + h1.sum() + c1.sum(), [x] + list(ref.parameters()), None)
+    gb = _grads(o2.sum() + h2.sum() + c2.sum(), [x] + list(ours.parameters()), None)
+    for a, b in zip(ga, gb):
+        _close(b, a, 1e-4, 1e-4)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("enforce_sorted", [False, True])
+def test_packed_sequence_matches_torch(device, bidirectional, enforce_sorted):
+    T, N, I, H, layers = 8, 5, 4, 6, 2
+    ref, ours = _pair(I, H, layers, bidirectional, device=device)
+    D = 2 if bidirectional else 1
+    lengths = torch.tensor([8, 6, 6, 3, 1]) if enforce_sorted else torch.tensor([3, 8, 1, 6, 5])
+    x = torch.randn(T, N, I, dtype=torch.float64, device=device, requires_grad=True)
+    h0 = torch.randn(layers * D, N, H, dtype=torch.float64, device=device, requires_grad=True)
+    c0 = torch.randn(layers * D, N, H, dtype=torch.float64, device=device, requires_grad=True)
+    leaves = [x, h0, c0]
+    outs = []
+    for mod in (ref, ours):
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
+        out, (h, c) = mod(packed, (h0, c0))
+        outs.append((out, h, c))
+    (p1, h1, c1), (p2, h2, c2) = outs
+    assert isinstance(p2, torch.nn.utils.rnn.PackedSequence)
+    assert torch.equal(p2.batch_sizes, p1.batch_sizes)
+    for a, b in ((p1.sorted_indices, p2.sorted_indices), (p1.unsorted_indices, p2.unsorted_indices)):
+        assert (a is None and b is None) or torch.equal(a, b)
+    _close(p2.data, p1.data, 1e-12, what="packed output")
+    _close(h2, h1, 1e-12, what="h_n")
+    _close(c2, c1, 1e-12, what="c_n")
+    g = [torch.randn_like(t) for t in (p1.data, h1, c1)]
+    ga = _grads((p1.data, h1, c1), leaves + list(ref.parameters()), g)
+    gb = _grads((p2.data, h2, c2), leaves + list(ours.parameters()), g)
+    for a, b in zip(ga, gb):
+        _close(b, a, 1e-11)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lengths_argument_matches_packed_torch(device, bidirectional):
+    T, N, I, H = 9, 4, 5, 7
+    ref, ours = _pair(I, H, 2, bidirectional, batch_first=True, device=device)
+    lengths = torch.tensor([4, 9, 1, 6])
+    x = torch.randn(N, T, I, dtype=torch.float64, device=device, requires_grad=True)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    p1, (h1, c1) = ref(packed)
+    o1, _ = pad_packed_sequence(p1, batch_first=True, total_length=T)
+    o2, (h2, c2) = ours(x, lengths=lengths.to(device))
+    _close(o2, o1, 1e-12, what="padded output")
+    for n in range(N):  # padded steps output exactly zero
+        assert torch.count_nonzero(o2[n, lengths[n]:]) == 0
+    _close(h2, h1, 1e-12)
+    _close(c2, c1, 1e-12)
+    g = [torch.randn_like(t) for t in (o1, h1, c1)]
+    ga = _grads((o1, h1, c1), [x] + list(ref.parameters()), g)
+    gb = _grads((o2, h2, c2), [x] + list(ours.parameters()), g)
+    for a, b in zip(ga, gb):
+        _close(b, a, 1e-11)
+    # a list works too
+    o3, _ = ours(x, lengths=lengths.tolist())
+    _close(o3, o2, 0.0)
+
+
+def test_zero_lengths_keep_state_against_reference(device):
+    T, N, I, H = 5, 4, 3, 4
+    _, ours = _pair(I, H, 1, True, device=device)
+    lengths = torch.tensor([0, 5, 2, 0], device=device)
+    x = torch.randn(T, N, I, dtype=torch.float64, device=device)
+    h0 = torch.randn(2, N, H, dtype=torch.float64, device=device)
+    c0 = torch.randn(2, N, H, dtype=torch.float64, device=device)
+    out, (h, c) = ours(x, (h0, c0), lengths=lengths)
+    params = dict(ours.named_parameters())
+    ro, (rh, rc) = reference.lstm(x, params, 1, True, (h0, c0), lengths)
+    _close(out, ro, 1e-12)
+    _close(h, rh, 1e-12)
+    _close(c, rc, 1e-12)
+    for n in (0, 3):
+        assert torch.count_nonzero(out[:, n]) == 0
+        _close(h[:, n], h0[:, n], 0.0)
+        _close(c[:, n], c0[:, n], 0.0)
+
+
+def test_unbatched_input(device):
+    ref, ours = _pair(4, 5, 2, True, device=device)
+    x = torch.randn(6, 4, dtype=torch.float64, device=device, requires_grad=True)
+    h0 = torch.randn(4, 5, dtype=torch.float64, device=device)
+    c0 = torch.randn(4, 5, dtype=torch.float64, device=device)
+    o1, (h1, c1) = ref(x, (h0, c0))
+    o2, (h2, c2) = ours(x, (h0, c0))
+    assert o2.shape == o1.shape == (6, 10) and h2.shape == h1.shape == (4, 5)
+    _close(o2, o1, 1e-12)
+    _close(h2, h1, 1e-12)
+    _close(c2, c1, 1e-12)
+    ga, = _grads(o1.sum(), [x], None)
+    gb, = _grads(o2.sum(), [x], None)
+    _close(gb, ga, 1e-12)
+
+
+def test_non_contiguous_input(device):
+    ref, ours = _pair(6, 5, 1, True, device=device)
+    base = torch.randn(12, 3, 13, dtype=torch.float64, device=device, requires_grad=True)
+    x = base[::2, :, 1::2]  # strided in time and features
+    assert not x.is_contiguous()
+    o1, _ = ref(x)
+    o2, _ = ours(x)
+    _close(o2, o1, 1e-12)
+    ga, = _grads(o1.square().sum(), [base], None)
+    gb, = _grads(o2.square().sum(), [base], None)
+    _close(gb, ga, 1e-12)
+
+
+def test_dropout_only_between_layers_and_in_training(device):
+    T, N, I, H = 6, 3, 4, 5
+    _, ours = _pair(I, H, 2, True, dropout=0.5, device=device)
+    x = torch.randn(T, N, I, dtype=torch.float64, device=device)
+    ours.eval()
+    o_eval, _ = ours(x)
+    ours.train()
+    torch.manual_seed(123)
+    o_train, (h_train, _) = ours(x)
+    assert not torch.allclose(o_train, o_eval)
+    # by hand: layer 0, dropout with the same RNG state, layer 1
+    l0 = torch.nn.LSTM(I, H, bidirectional=True).to(device, torch.float64)
+    l1 = torch.nn.LSTM(2 * H, H, bidirectional=True).to(device, torch.float64)
+    sd = ours.state_dict()
+    l0.load_state_dict({k.replace("_l0", "_l0"): v for k, v in sd.items() if "_l0" in k})
+    l1.load_state_dict({k.replace("_l1", "_l0"): v for k, v in sd.items() if "_l1" in k})
+    torch.manual_seed(123)
+    y0, (h0, _) = l0(x)
+    y1, (h1, _) = l1(F.dropout(y0, 0.5, True))
+    _close(o_train, y1, 1e-12)
+    _close(h_train, torch.cat([h0, h1]), 1e-12)
+    # a single layer never drops out (torch warns about dropout there; we just apply none)
+    _, single = _pair(I, H, 1, False, device=device)
+    single.dropout = 0.5
+    single.train()
+    a, _ = single(x)
+    single.eval()
+    b, _ = single(x)
+    _close(a, b, 0.0)
+
+
+def test_state_dict_both_ways_and_names():
+    ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    ours = LSTM(3, 4, num_layers=2, bidirectional=True)
+    assert [n for n, _ in ref.named_parameters()] == [n for n, _ in ours.named_parameters()]
+    assert all(a.shape == b.shape for a, b in zip(ref.parameters(), ours.parameters()))
+    ours.load_state_dict(ref.state_dict())
+    ref2 = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    ref2.load_state_dict(ours.state_dict())
+    for a, b in zip(ref.parameters(), ref2.parameters()):
+        assert torch.equal(a, b)
+    ours.flatten_parameters()
+    torch.manual_seed(5)
+    a = torch.nn.LSTM(3, 4, 2)
+    torch.manual_seed(5)
+    b = LSTM(3, 4, 2)
+    for p, q in zip(a.parameters(), b.parameters()):  # same initialisation
+        assert torch.equal(p, q)
+
+
+def test_backend_torch_agrees(device):
+    _, fused = _pair(5, 6, 2, True, device=device)
+    torch_backend = LSTM(5, 6, 2, bidirectional=True, backend="torch").to(device, torch.float64)
+    torch_backend.load_state_dict(fused.state_dict())
+    x = torch.randn(7, 3, 5, dtype=torch.float64, device=device)
+    lengths = torch.tensor([7, 2, 5], device=device)
+    for kw in ({}, {"lengths": lengths}):
+        a = fused(x, **kw)
+        b = torch_backend(x, **kw)
+        _close(a[0], b[0], 1e-12)
+        _close(a[1][0], b[1][0], 1e-12)
+        _close(a[1][1], b[1][1], 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTMCell drop-in
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_lstm_cell_matches_torch(device, bias, with_state):
+    N, I, H = 6, 7, 5
+    ref = torch.nn.LSTMCell(I, H, bias=bias).to(device, torch.float64)
+    ours = LSTMCell(I, H, bias=bias).to(device, torch.float64)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(N, I, dtype=torch.float64, device=device, requires_grad=True)
+    leaves = [x]
+    hx = None
+    if with_state:
+        hx = (torch.randn(N, H, dtype=torch.float64, device=device, requires_grad=True),
+              torch.randn(N, H, dtype=torch.float64, device=device, requires_grad=True))
+        leaves += list(hx)
+    h1, c1 = ref(x, hx)
+    h2, c2 = ours(x, hx)
+    _close(h2, h1, 1e-12)
+    _close(c2, c1, 1e-12)
+    g = [torch.randn_like(h1), torch.randn_like(c1)]
+    ga = _grads((h1, c1), leaves + list(ref.parameters()), g)
+    gb = _grads((h2, c2), leaves + list(ours.parameters()), g)
+    for a, b in zip(ga, gb):
+        _close(b, a, 1e-12)
+    # only h used: c's gradient is None and must be treated as zeros
+    ga = _grads(ref(x, hx)[0].sum(), [x], None)
+    gb = _grads(ours(x, hx)[0].sum(), [x], None)
+    _close(gb[0], ga[0], 1e-12)
+
+
+def test_lstm_cell_unbatched_and_float32(device):
+    ref = torch.nn.LSTMCell(8, 16).to(device)
+    ours = LSTMCell(8, 16).to(device)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(8, device=device)
+    hx = (torch.randn(16, device=device), torch.randn(16, device=device))
+    a, b = ref(x, hx), ours(x, hx)
+    assert b[0].shape == (16,)
+    _close(b[0], a[0], 1e-6, 1e-5)
+    _close(b[1], a[1], 1e-6, 1e-5)
+    xb = torch.randn(33, 8, device=device)  # odd H multiples / tails of the vector loop
+    a, b = ref(xb), ours(xb)
+    _close(b[0], a[0], 1e-6, 1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# ops: gradcheck, opcheck, compile
+# ---------------------------------------------------------------------------------------------
+
+def _layer_args(T, N, I, H, D, device="cpu", dtype=torch.float64, lengths=None, bias=True):
+    g = lambda *s: torch.randn(*s, dtype=dtype, device=device) * 0.5  # noqa: E731
+    args = [g(T, N, I), g(D, N, H), g(D, N, H), g(D * 4 * H, I), g(D, 4 * H, H),
+            g(D * 4 * H) if bias else None,
+            None if lengths is None else torch.tensor(lengths, device=device)]
+    return args
+
+
+@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("lengths", [None, [4, 1, 3]])
+def test_layer_gradcheck(D, lengths):
+    args = _layer_args(4, 3, 3, 2, D, lengths=lengths)
+    for a in args[:6]:
+        a.requires_grad_(True)
+    fn = lambda *a: fastcrnn.lstm_layer(*a[:6], lengths=args[6])  # noqa: E731
+    assert torch.autograd.gradcheck(fn, tuple(args[:6]))
+
+
+def test_cell_gradcheck():
+    g = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    assert torch.autograd.gradcheck(fastcrnn.lstm_cell,
+                                    (g(3, 4), g(3, 2), g(3, 2), g(8, 4), g(8, 2), g(8)))
+
+
+@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("lengths", [None, [3, 1]])
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_opcheck(D, lengths, bias):
+    args = _layer_args(3, 2, 3, 4, D, lengths=lengths, bias=bias)
+    for a in args[:6]:
+        if a is not None:
+            a.requires_grad_(True)
+    torch.library.opcheck(torch.ops.fastcrnn.lstm_layer.default, tuple(args))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_opcheck(bias):
+    g = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    torch.library.opcheck(torch.ops.fastcrnn.lstm_cell.default,
+                          (g(3, 4), g(3, 2), g(3, 2), g(8, 4), g(8, 2), g(8) if bias else None))
+
+
+def test_compile_fullgraph_padded_with_lengths():
+    torch._dynamo.reset()
+    ref, ours = _pair(4, 5, 2, True, batch_first=True, dtype=torch.float32)
+    x = torch.randn(3, 6, 4, requires_grad=True)
+    lengths = torch.tensor([6, 2, 4])
+
+    def run(x, lengths):
+        out, (h, c) = ours(x, lengths=lengths)
+        return out, h, c
+
+    compiled = torch.compile(run, fullgraph=True, backend="aot_eager")
+    o1, h1, c1 = compiled(x, lengths)
+    o2, h2, c2 = run(x, lengths)
+    _close(o1, o2, 1e-6)
+    _close(h1, h2, 1e-6)
+    ga, = _grads(o1.sum() + c1.sum(), [x], None)
+    gb, = _grads(o2.sum() + c2.sum(), [x], None)
+    _close(ga, gb, 1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# dtypes, autocast, instruction sets, random shapes
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_reduced_precision_layer(dtype):
+    ref64, ours = _pair(8, 16, 1, True)
+    ours = ours.to(dtype)
+    x = torch.randn(5, 3, 8, dtype=torch.float64)
+    o, (h, c) = ours(x.to(dtype))
+    assert o.dtype == h.dtype == c.dtype == dtype
+    ref = LSTM(8, 16, bidirectional=True).double()
+    ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
+    ro, (rh, rc) = ref(x.to(dtype).double())
+    tol = 3e-2 if dtype == torch.bfloat16 else 5e-3
+    _close(o.double(), ro, tol)
+    _close(c.double(), rc, tol)
+
+
+def test_cpu_autocast_runs_in_bfloat16():
+    _, ours = _pair(8, 16, 2, True, dtype=torch.float32)
+    x = torch.randn(5, 3, 8, requires_grad=True)
+    # (nn.LSTM itself runs CPU autocast through oneDNN's bf16 LSTM, which this CPU's oneDNN
+    # rejects; we compare against our own float32 result instead)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        o, (h, c) = ours(x)
+    assert o.dtype == h.dtype == c.dtype == torch.bfloat16
+    full, _ = ours(x)
+    _close(o.float(), full, 3e-2)
+    o.float().sum().backward()  # gradients reach the float32 leaves
+    assert x.grad is not None and x.grad.dtype == torch.float32
+    assert ours.weight_ih_l0.grad is not None
+    cell = LSTMCell(8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h1, c1 = cell(x[0])
+    assert h1.dtype == torch.bfloat16
+
+
+def test_default_isa_kernels_agree():
+    """The scalar / generic-vector (baseline ISA) kernels, in a fresh process."""
+    code = ("import torch, fastcrnn\n"
+            "from fastcrnn.nn import LSTM, LSTMCell\n"
+            "assert fastcrnn.build_info()['cpu_isa'] == 'default'\n"
+            "torch.manual_seed(0)\n"
+            "ref = torch.nn.LSTM(5, 11, 2, bidirectional=True)\n"
+            "m = LSTM(5, 11, 2, bidirectional=True); m.load_state_dict(ref.state_dict())\n"
+            "x = torch.randn(6, 3, 5, requires_grad=True)\n"
+            "a, b = ref(x)[0], m(x)[0]\n"
+            "torch.testing.assert_close(b, a, atol=2e-5, rtol=0)\n"
+            "ga, = torch.autograd.grad(a.sum(), [x]); gb, = torch.autograd.grad(b.sum(), [x])\n"
+            "torch.testing.assert_close(gb, ga, atol=2e-5, rtol=0)\n")
+    env = dict(os.environ, FASTCRNN_CPU_ISA="default")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+
+@settings(max_examples=12, deadline=None)
+@given(T=st.integers(1, 6), N=st.integers(1, 4), I=st.integers(1, 5), H=st.integers(1, 9),
+       layers=st.integers(1, 2), bidirectional=st.booleans(), seed=st.integers(0, 1000))
+def test_random_shapes_with_lengths(T, N, I, H, layers, bidirectional, seed):
+    torch.manual_seed(seed)
+    _, ours = _pair(I, H, layers, bidirectional)
+    D = 2 if bidirectional else 1
+    x = torch.randn(T, N, I, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(layers * D, N, H, dtype=torch.float64)
+    c0 = torch.randn(layers * D, N, H, dtype=torch.float64)
+    lengths = torch.randint(0, T + 1, (N,))
+    out, (h, c) = ours(x, (h0, c0), lengths=lengths)
+    params = dict(ours.named_parameters())
+    ro, (rh, rc) = reference.lstm(x, params, layers, bidirectional, (h0, c0), lengths)
+    _close(out, ro, 1e-12)
+    _close(h, rh, 1e-12)
+    _close(c, rc, 1e-12)
+    ga = _grads(out.sum() + c.sum(), [x] + list(params.values()), None)
+    gb = _grads(ro.sum() + rc.sum(), [x] + list(params.values()), None)
+    for a, b in zip(ga, gb):
+        _close(a, b, 1e-11)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none present)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_matches_cpu(dtype):
+    T, N, I, H = 10, 7, 24, 32
+    torch.manual_seed(1)
+    cpu = LSTM(I, H, 2, bidirectional=True).double()
+    gpu = LSTM(I, H, 2, bidirectional=True).to("cuda", dtype)
+    gpu.load_state_dict(cpu.state_dict())
+    x = torch.randn(T, N, I, dtype=torch.float64)
+    lengths = torch.tensor([10, 3, 7, 1, 10, 0, 5])
+    xg = x.to("cuda", dtype).requires_grad_(True)
+    xc = xg.detach().double().cpu().requires_grad_(True)
+    oc, (hc, cc) = cpu(xc, lengths=lengths)
+    og, (hg, cg) = gpu(xg, lengths=lengths.cuda())
+    tol = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
+    assert og.dtype == cg.dtype == dtype
+    _close(og.double().cpu(), oc, tol)
+    _close(cg.double().cpu(), cc, tol)
+    (oc.sum() + cc.sum()).backward()
+    (og.float().sum() + cg.float().sum()).backward()
+    _close(xg.grad.double().cpu(), xc.grad, tol * 10)
+    for a, b in zip(cpu.parameters(), gpu.parameters()):
+        _close(b.grad.double().cpu(), a.grad, tol * 20 * max(1.0, a.grad.abs().max().item()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none present)")
+def test_cuda_autocast_and_cell():
+    ref, ours = _pair(16, 32, 2, True, dtype=torch.float32, device="cuda")
+    x = torch.randn(9, 4, 16, device="cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        o, (h, c) = ours(x)
+        ro, _ = ref(x)
+    assert o.dtype == ro.dtype == torch.float16
+    _close(o.float(), ro.float(), 1e-2)
+    cref = torch.nn.LSTMCell(16, 32).cuda()
+    cell = LSTMCell(16, 32).cuda()
+    cell.load_state_dict(cref.state_dict())
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a, b = cref(x[0]), cell(x[0])
+    assert b[0].dtype == torch.bfloat16
+    _close(b[0].float(), a[0].float(), 3e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+
+def test_bad_input_raises():
+    m = LSTM(4, 5, 2, bidirectional=True)
+    x = torch.randn(6, 3, 4)
+    with pytest.raises(ValueError, match="input_size"):
+        m(torch.randn(6, 3, 7))
+    with pytest.raises(ValueError, match="input"):
+        m(torch.randn(2, 6, 3, 4))
+    with pytest.raises(ValueError, match="h0"):
+        m(x, (torch.zeros(4, 2, 5), torch.zeros(4, 3, 5)))
+    with pytest.raises(ValueError, match="c0"):
+        m(x, (torch.zeros(4, 3, 5), torch.zeros(2, 3, 5)))
+    with pytest.raises(TypeError, match="h0"):
+        m(x, (torch.zeros(4, 3, 5, dtype=torch.float64), torch.zeros(4, 3, 5)))
+    with pytest.raises(ValueError, match="h0"):
+        m(x, (torch.zeros(4, 3, 5, device="meta"), torch.zeros(4, 3, 5)))
+    with pytest.raises(TypeError, match="dtype"):
+        m(x.double())
+    with pytest.raises(TypeError, match="input"):
+        m(x.long())
+    with pytest.raises(ValueError, match="lengths"):
+        m(x, lengths=[7, 1, 1])
+    with pytest.raises(ValueError, match="lengths"):
+        m(x, lengths=torch.tensor([7, 1, 1]))
+    with pytest.raises(ValueError, match="lengths"):
+        m(x, lengths=torch.tensor([-1, 1, 1]))
+    with pytest.raises(ValueError, match="lengths"):
+        m(x, lengths=torch.tensor([1, 1]))
+    with pytest.raises(TypeError, match="lengths"):
+        m(x, lengths=torch.tensor([1.0, 1.0, 1.0]))
+    packed = pack_padded_sequence(x, torch.tensor([6, 2, 1]))
+    with pytest.raises(ValueError, match="lengths"):
+        m(packed, lengths=[6, 2, 1])
+    with pytest.raises(NotImplementedError, match="proj_size"):
+        LSTM(4, 5, proj_size=2)
+    with pytest.raises(ValueError, match="dropout"):
+        LSTM(4, 5, dropout=1.5)
+    with pytest.raises(ValueError, match="hidden_size"):
+        LSTM(4, 0)
+    with pytest.raises(ValueError, match="backend"):
+        LSTM(4, 5, backend="cudnn")
+
+
+def test_bad_op_and_cell_input_raises():
+    args = _layer_args(3, 2, 3, 4, 2, dtype=torch.float32)
+    with pytest.raises(ValueError, match="weight_ih"):
+        fastcrnn.lstm_layer(args[0], args[1], args[2], args[3][:, :2], args[4], args[5])
+    with pytest.raises(ValueError, match="weight_hh"):
+        fastcrnn.lstm_layer(args[0], args[1], args[2], args[3], args[4][:, :, :3], args[5])
+    with pytest.raises(ValueError, match="bias"):
+        fastcrnn.lstm_layer(args[0], args[1], args[2], args[3], args[4], args[5][:3])
+    with pytest.raises(TypeError, match="weight_ih"):
+        fastcrnn.lstm_layer(args[0], args[1], args[2], args[3].double(), args[4], args[5])
+    # the C++ op checks too (what the Python wrapper relies on)
+    with pytest.raises(ValueError, match="lengths"):
+        torch.ops.fastcrnn.lstm_layer(*args[:6], torch.tensor([4, 1]))
+    with pytest.raises(ValueError, match="h0"):
+        torch.ops.fastcrnn.lstm_layer(args[0], args[1][:, :1], *args[2:6], None)
+    with pytest.raises(TypeError, match="input"):
+        torch.ops.fastcrnn.lstm_layer(args[0].long(), *args[1:6], None)
+    cell = LSTMCell(4, 5)
+    with pytest.raises(ValueError, match="input_size"):
+        cell(torch.randn(3, 6))
+    with pytest.raises(ValueError, match="hx"):
+        cell(torch.randn(3, 4), (torch.randn(2, 5), torch.randn(3, 5)))
+    with pytest.raises(TypeError, match="dtype"):
+        cell(torch.randn(3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="1-D or 2-D"):
+        cell(torch.randn(2, 3, 4))
