@@ -67,20 +67,13 @@ def render_dataset(ds, collate: AlignCollate, desc: str, progress: bool = True,
     return PreparedLines(items)
 
 
-def warmup_cosine(optimizer, total_steps: int, warmup: int, max_seconds=None):
+def warmup_cosine(optimizer, total_steps: int, warmup: int):
     """Linear warm-up for ``warmup`` steps, then cosine decay to 2% of the peak at
-    ``total_steps`` — or earlier when a time budget ``max_seconds`` (counted from this call) runs
-    out first: the decay follows whichever of steps and time is further along, so a run cut
-    short by the budget still ends at a low learning rate."""
-    start = time.time()
-
+    ``total_steps``."""
     def factor(step):
         if step < warmup:
             return (step + 1) / warmup
-        t = (step - warmup) / max(total_steps - warmup, 1)
-        if max_seconds:
-            t = max(t, (time.time() - start) / max_seconds)
-        t = min(t, 1.0)
+        t = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
         return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -218,9 +211,7 @@ def demo_main(args) -> Dict[str, Any]:
 
     net = build_model(cfg, charset.num_classes, backend=args.backend).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-    max_seconds = 60 * args.max_minutes if args.max_minutes else None
-    scheduler = warmup_cosine(optimizer, args.steps, warmup=min(200, args.steps // 10 + 1),
-                              max_seconds=max_seconds)
+    scheduler = warmup_cosine(optimizer, args.steps, warmup=min(200, args.steps // 10 + 1))
     trainer = Trainer(net, converter, optimizer, amp=False, scheduler=scheduler)
     nparams = sum(p.numel() for p in net.parameters())
     log(f"training a CRNN ({nparams} parameters, channels {channels}, nh {args.nh}) on "
@@ -235,7 +226,7 @@ def demo_main(args) -> Dict[str, Any]:
                collate=collate, expr_dir=None, seed=args.seed, workers=0,
                display_interval=args.displayInterval, val_interval=args.valInterval,
                save_interval=0, max_steps=args.steps,
-               max_seconds=max_seconds,
+               max_seconds=60 * args.max_minutes if args.max_minutes else None,
                log=log, progress=progress)
     t_train = time.time() - t1
     log(f"trained {hist['step']} steps in {t_train:.1f} s "
