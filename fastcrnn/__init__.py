@@ -8,4 +8,6 @@ from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits  # noqa: F401
 # ---- LSTM ----
 from fastcrnn.ops.lstm import lstm_cell, lstm_layer  # noqa: F401
 
+from fastcrnn import functional, nn  # noqa: F401,E402  (modules; the application is fastcrnn.ocr)
+
 __version__ = build_info()["version"]
