@@ -8,10 +8,8 @@ from torch import nn
 import fastcrnn
 from fastcrnn import reference
 from fastcrnn.nn import CRNN, BiLSTM, BidirectionalLSTM
-from fastcrnn.nn.rnn import fused_lstm_available
 
-FUSED = pytest.param("fused", marks=pytest.mark.skipif(
-    not fused_lstm_available(), reason="fastcrnn.nn.lstm (fused LSTM) is not in this tree"))
+FUSED = "fused"
 SMALL = (8, 16, 16, 16, 24, 24, 24)
 
 

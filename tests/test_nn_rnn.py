@@ -11,10 +11,9 @@ import fastcrnn
 import fastcrnn.functional as FF
 from fastcrnn import reference
 from fastcrnn.nn import RNN
-from fastcrnn.nn.rnn import fused_lstm_available, make_lstm
+from fastcrnn.nn.rnn import make_lstm
 
-FUSED = pytest.param("fused", marks=pytest.mark.skipif(
-    not fused_lstm_available(), reason="fastcrnn.nn.lstm (fused LSTM) is not in this tree"))
+FUSED = "fused"
 
 
 # ---- one_hot / to_onehot ---------------------------------------------------------------------
@@ -210,9 +209,6 @@ def test_make_lstm_torch_and_errors():
         make_lstm("cudnn", 4, 5)
     with pytest.raises(TypeError, match="backend"):
         make_lstm(3, 4, 5)
-    if not fused_lstm_available():
-        with pytest.raises(RuntimeError, match="fused"):
-            make_lstm("fused", 4, 5)
 
 
 @pytest.mark.parametrize("backend", [FUSED])

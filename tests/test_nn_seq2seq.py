@@ -10,10 +10,8 @@ from fastcrnn import reference
 from fastcrnn.demos import seq2seq as demo
 from fastcrnn.nn import (EncoderDecoder, MaskedSoftmaxCELoss, Seq2SeqAttentionDecoder,
                          Seq2SeqDecoder, Seq2SeqEncoder, bleu, predict)
-from fastcrnn.nn.rnn import fused_lstm_available
 
-FUSED = pytest.param("fused", marks=pytest.mark.skipif(
-    not fused_lstm_available(), reason="fastcrnn.nn.lstm (fused LSTM) is not in this tree"))
+FUSED = "fused"
 
 
 def _lstm_params(rnn):

@@ -4,7 +4,7 @@ from fastcrnn.nn.loss import CTCLoss  # noqa: F401
 # ---- LSTM ----
 from fastcrnn.nn.lstm import LSTM, LSTMCell  # noqa: F401
 # ---- networks: RNN, attention, Seq2Seq, CRNN, fine-tuning ----
-from fastcrnn.nn.rnn import RNN, make_lstm, fused_lstm_available  # noqa: F401
+from fastcrnn.nn.rnn import RNN, make_lstm  # noqa: F401
 from fastcrnn.nn.attention import MLPAttention, AdditiveAttention, DotProductAttention  # noqa: F401,E501
 from fastcrnn.nn.seq2seq import (Encoder, Decoder, Seq2SeqEncoder, Seq2SeqDecoder,  # noqa: F401
                                  Seq2SeqAttentionDecoder, EncoderDecoder, MaskedSoftmaxCELoss,

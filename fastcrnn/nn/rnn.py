@@ -1,6 +1,4 @@
 """Recurrent building blocks: the LSTM backend switch and a vanilla RNN from its step equations."""
-import importlib
-import importlib.util
 import math
 from numbers import Integral
 from typing import Optional
@@ -10,7 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "check_backend", "fused_lstm_available", "make_lstm",
+from fastcrnn.nn.lstm import LSTM
+
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "check_backend", "make_lstm",
            "RNN"]
 
 BACKENDS = ("fused", "torch")
@@ -30,14 +30,6 @@ def check_backend(backend) -> str:
     return backend
 
 
-def fused_lstm_available() -> bool:
-    """Whether fastcrnn.nn.lstm (the fused LSTM layer) is part of this installation."""
-    try:
-        return importlib.util.find_spec("fastcrnn.nn.lstm") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def make_lstm(backend: Optional[str], *args, **kwargs) -> nn.Module:
     """Builds an LSTM layer: ``fastcrnn.nn.lstm.LSTM`` for "fused", ``torch.nn.LSTM`` for "torch".
 
@@ -47,11 +39,7 @@ def make_lstm(backend: Optional[str], *args, **kwargs) -> nn.Module:
     backend = check_backend(backend)
     if backend == "torch":
         return nn.LSTM(*args, **kwargs)
-    if not fused_lstm_available():
-        raise RuntimeError("backend='fused' needs fastcrnn.nn.lstm (the fused LSTM layer), which "
-                           "this build does not have; use backend='torch'")
-    module = importlib.import_module("fastcrnn.nn.lstm")
-    return module.LSTM(*args, **kwargs)
+    return LSTM(*args, **kwargs)
 
 
 def _positive_int(value, name: str, allow_zero: bool = False) -> int:
