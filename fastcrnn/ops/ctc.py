@@ -132,9 +132,6 @@ def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_
     given_list = isinstance(target_lengths, (list, tuple))
     target_lengths = lengths_tensor(target_lengths, N, bound, device, "target_lengths",
                                     unbatched=unbatched)
-    if given_list and not padded and int(target_lengths.sum()) > bound:
-        raise ValueError(f"concatenated targets hold {bound} labels, fewer than the sum of "
-                         "target_lengths")
 
     # compute in float32 like F.ctc_loss: under autocast, and for half / bfloat16 on the CPU
     low = scores.dtype in (torch.float16, torch.bfloat16)
@@ -142,12 +139,14 @@ def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_
         scores = scores.float()
     compiling = torch.compiler.is_compiling()
     validate = not skip_value_checks(scores)
-    if not padded and scores.device.type == "cpu" and not compiling:
+    on_cpu = scores.device.type == "cpu" and not compiling
+    if not padded and (given_list or on_cpu):   # free here: lists, or CPU tensors
         if bool((target_lengths < 0).any()):
             raise ValueError("target_lengths must be >= 0")
         if int(target_lengths.sum()) > bound:
             raise ValueError(f"concatenated targets hold {bound} labels, fewer than the sum "
                              "of target_lengths")
+    if not padded and on_cpu:
         targets = _pad_concatenated(targets, target_lengths)
 
     nll, _, _ = torch.ops.fastcrnn.ctc_loss_forward(scores, targets, input_lengths,
