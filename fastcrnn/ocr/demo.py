@@ -89,12 +89,12 @@ def add_demo_args(p: argparse.ArgumentParser):
     p.add_argument("--train_samples", type=int, default=16000,
                    help="distinct synthetic training lines (rendered once)")
     p.add_argument("--test_samples", type=int, default=1000, help="held-out lines")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps")
     p.add_argument("--max_minutes", type=float, default=8.0,
                    help="stop training after this many minutes even if --steps is not reached "
                         "(a guard for slow machines; 0 = no limit)")
-    p.add_argument("--batchSize", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1.5e-3, help="peak Adam learning rate")
+    p.add_argument("--batchSize", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate")
     p.add_argument("--imgH", type=int, default=32)
     p.add_argument("--imgW", type=int, default=100)
     p.add_argument("--keep_ratio", action="store_true",
@@ -211,7 +211,7 @@ def demo_main(args) -> Dict[str, Any]:
 
     net = build_model(cfg, charset.num_classes, backend=args.backend).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-    scheduler = warmup_cosine(optimizer, args.steps, warmup=min(200, args.steps // 10 + 1))
+    scheduler = warmup_cosine(optimizer, args.steps, warmup=min(100, args.steps // 10 + 1))
     trainer = Trainer(net, converter, optimizer, amp=False, scheduler=scheduler)
     nparams = sum(p.numel() for p in net.parameters())
     log(f"training a CRNN ({nparams} parameters, channels {channels}, nh {args.nh}) on "
