@@ -1,0 +1,162 @@
+// Autograd of the CTC loss ops, and the fastcrnn::ctc_loss composite (forward + zero_infinity +
+// reduction). Device-independent: one Autograd kernel serves the CPU and CUDA implementations.
+// Kept in C++ because at the workloads we measure the kernels take tens of microseconds and a
+// Python autograd.Function (plus its materialised zero gradients for log_alpha and norms) cost
+// more than the kernels themselves.
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "ops/ctc.h"
+
+namespace fastcrnn::ops {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+using ForwardSig = CtcForwardOutputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                     const at::Tensor&, int64_t, bool, bool, bool);
+using BackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                               const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                               const at::Tensor&, const at::Tensor&, int64_t, bool, bool);
+
+const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastcrnn::ctc_loss_forward", "")
+                             .typed<ForwardSig>();
+  return op;
+}
+
+const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastcrnn::ctc_loss_backward", "")
+                             .typed<BackwardSig>();
+  return op;
+}
+
+class CtcForwardFunction : public torch::autograd::Function<CtcForwardFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& log_probs,
+                               const at::Tensor& targets, const at::Tensor& input_lengths,
+                               const at::Tensor& target_lengths, int64_t blank, bool from_logits,
+                               bool zero_infinity, bool validate) {
+    at::AutoDispatchBelowADInplaceOrView below;
+    auto [nll, log_alpha, norms] =
+        forward_op().call(log_probs, targets, input_lengths, target_lengths, blank, from_logits,
+                          zero_infinity, validate);
+    ctx->save_for_backward(
+        {log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms});
+    ctx->saved_data["blank"] = blank;
+    ctx->saved_data["from_logits"] = from_logits;
+    ctx->saved_data["zero_infinity"] = zero_infinity;
+    ctx->mark_non_differentiable({log_alpha, norms});
+    // log_alpha and norms never receive a gradient: do not allocate zeros for them
+    ctx->set_materialize_grads(false);
+    return {nll, log_alpha, norms};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(8);
+    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return out;
+    const variable_list s = ctx->get_saved_variables();
+    out[0] = backward_op().call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
+                                ctx->saved_data["blank"].toInt(),
+                                ctx->saved_data["from_logits"].toBool(),
+                                ctx->saved_data["zero_infinity"].toBool());
+    return out;
+  }
+};
+
+class CtcBackwardFunction : public torch::autograd::Function<CtcBackwardFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* /*ctx*/, const at::Tensor& grad,
+                            const at::Tensor& log_probs, const at::Tensor& targets,
+                            const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                            const at::Tensor& nll, const at::Tensor& log_alpha,
+                            const at::Tensor& norms, int64_t blank, bool from_logits,
+                            bool zero_infinity) {
+    at::AutoDispatchBelowADInplaceOrView below;
+    return backward_op().call(grad, log_probs, targets, input_lengths, target_lengths, nll,
+                              log_alpha, norms, blank, from_logits, zero_infinity);
+  }
+
+  static variable_list backward(AutogradContext* /*ctx*/, variable_list /*grads*/) {
+    C10_THROW_ERROR(
+        NotImplementedError,
+        "fastcrnn.ctc_loss does not support double backward (a gradient of its gradient); "
+        "use torch.nn.functional.ctc_loss for that");
+  }
+};
+
+bool records_grad(std::initializer_list<const at::Tensor*> inputs) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::Tensor* t : inputs)
+    if (t->requires_grad()) return true;
+  return false;
+}
+
+CtcForwardOutputs ctc_loss_forward_autograd(const at::Tensor& log_probs,
+                                            const at::Tensor& targets,
+                                            const at::Tensor& input_lengths,
+                                            const at::Tensor& target_lengths, int64_t blank,
+                                            bool from_logits, bool zero_infinity, bool validate) {
+  if (!records_grad({&log_probs})) {
+    // no graph to record: skip the autograd node and the saved tensors
+    at::AutoDispatchBelowADInplaceOrView below;
+    return forward_op().call(log_probs, targets, input_lengths, target_lengths, blank,
+                             from_logits, zero_infinity, validate);
+  }
+  variable_list out = CtcForwardFunction::apply(log_probs, targets, input_lengths,
+                                                target_lengths, blank, from_logits,
+                                                zero_infinity, validate);
+  return {out[0], out[1], out[2]};
+}
+
+at::Tensor ctc_loss_backward_autograd(const at::Tensor& grad, const at::Tensor& log_probs,
+                                      const at::Tensor& targets, const at::Tensor& input_lengths,
+                                      const at::Tensor& target_lengths, const at::Tensor& nll,
+                                      const at::Tensor& log_alpha, const at::Tensor& norms,
+                                      int64_t blank, bool from_logits, bool zero_infinity) {
+  if (!records_grad({&grad, &log_probs, &nll, &log_alpha, &norms})) {
+    at::AutoDispatchBelowADInplaceOrView below;
+    return backward_op().call(grad, log_probs, targets, input_lengths, target_lengths, nll,
+                              log_alpha, norms, blank, from_logits, zero_infinity);
+  }
+  return CtcBackwardFunction::apply(grad, log_probs, targets, input_lengths, target_lengths, nll,
+                                    log_alpha, norms, blank, from_logits, zero_infinity);
+}
+
+// The whole loss in one dispatcher call. reduction follows at::Reduction (0 none, 1 mean,
+// 2 sum); 'mean' divides each loss by its target length clamped to >= 1, as torch.
+at::Tensor ctc_loss_composite(const at::Tensor& log_probs, const at::Tensor& targets,
+                              const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                              int64_t blank, int64_t reduction, bool zero_infinity,
+                              bool from_logits, bool validate) {
+  TORCH_CHECK_VALUE(reduction >= 0 && reduction <= 2,
+                    "reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
+  at::Tensor losses = std::get<0>(forward_op().call(log_probs, targets, input_lengths,
+                                                    target_lengths, blank, from_logits,
+                                                    zero_infinity, validate));
+  if (zero_infinity) {
+    losses = at::where(losses.eq(std::numeric_limits<double>::infinity()),
+                       at::zeros_like(losses), losses);
+  }
+  if (reduction == 0) return losses;
+  if (reduction == 2) return losses.sum();
+  return losses.div(target_lengths.clamp_min(1).to(losses.scalar_type())).mean();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastcrnn, Autograd, m) {
+  m.impl("ctc_loss_forward", &ctc_loss_forward_autograd);
+  m.impl("ctc_loss_backward", &ctc_loss_backward_autograd);
+}
+
+TORCH_LIBRARY_IMPL(fastcrnn, CompositeImplicitAutograd, m) {
+  m.impl("ctc_loss", &ctc_loss_composite);
+}
+
+}  // namespace fastcrnn::ops
