@@ -69,6 +69,62 @@ class CtcForwardFunction : public torch::autograd::Function<CtcForwardFunction> 
   }
 };
 
+// Per-sample losses to the loss: zero_infinity, then reduction (at::Reduction: 0 none, 1 mean
+// dividing each loss by its target length clamped to >= 1 as torch, 2 sum).
+at::Tensor reduce_losses(at::Tensor losses, const at::Tensor& target_lengths, int64_t reduction,
+                         bool zero_infinity) {
+  if (zero_infinity) {
+    losses = at::where(losses.eq(std::numeric_limits<double>::infinity()),
+                       at::zeros_like(losses), losses);
+  }
+  if (reduction == 0) return losses;
+  if (reduction == 2) return losses.sum();
+  return losses.div(target_lengths.clamp_min(1).to(losses.scalar_type())).mean();
+}
+
+// The whole loss (forward, zero_infinity, reduction) as one autograd node: at small sizes each
+// recorded op (where, div, mean, and their backward nodes) costs about as much as a kernel.
+class CtcLossFunction : public torch::autograd::Function<CtcLossFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& log_probs,
+                            const at::Tensor& targets, const at::Tensor& input_lengths,
+                            const at::Tensor& target_lengths, int64_t blank, int64_t reduction,
+                            bool zero_infinity, bool from_logits, bool validate) {
+    at::AutoDispatchBelowADInplaceOrView below;
+    auto [nll, log_alpha, norms] =
+        forward_op().call(log_probs, targets, input_lengths, target_lengths, blank, from_logits,
+                          zero_infinity, validate);
+    ctx->save_for_backward(
+        {log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms});
+    ctx->saved_data["blank"] = blank;
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["from_logits"] = from_logits;
+    ctx->saved_data["zero_infinity"] = zero_infinity;
+    return reduce_losses(nll, target_lengths, reduction, zero_infinity);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(9);
+    if (!ctx->needs_input_grad(0)) return out;
+    const variable_list s = ctx->get_saved_variables();
+    const at::Tensor& nll = s[4];
+    // the gradient of each sample's loss; a loss zeroed by zero_infinity gets a zero gradient
+    // from the kernel
+    at::Tensor grad_nll = grads[0];
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    if (reduction == 2) {
+      grad_nll = grad_nll.expand(nll.sizes());
+    } else if (reduction == 1) {
+      grad_nll = grad_nll.div(s[3].clamp_min(1).to(nll.scalar_type())).div_(nll.numel());
+    }
+    out[0] = backward_op().call(grad_nll, s[0], s[1], s[2], s[3], nll, s[5], s[6],
+                                ctx->saved_data["blank"].toInt(),
+                                ctx->saved_data["from_logits"].toBool(),
+                                ctx->saved_data["zero_infinity"].toBool());
+    return out;
+  }
+};
+
 class CtcBackwardFunction : public torch::autograd::Function<CtcBackwardFunction> {
  public:
   static at::Tensor forward(AutogradContext* /*ctx*/, const at::Tensor& grad,
@@ -128,24 +184,21 @@ at::Tensor ctc_loss_backward_autograd(const at::Tensor& grad, const at::Tensor& 
                                     log_alpha, norms, blank, from_logits, zero_infinity);
 }
 
-// The whole loss in one dispatcher call. reduction follows at::Reduction (0 none, 1 mean,
-// 2 sum); 'mean' divides each loss by its target length clamped to >= 1, as torch.
+// The whole loss in one dispatcher call.
 at::Tensor ctc_loss_composite(const at::Tensor& log_probs, const at::Tensor& targets,
                               const at::Tensor& input_lengths, const at::Tensor& target_lengths,
                               int64_t blank, int64_t reduction, bool zero_infinity,
                               bool from_logits, bool validate) {
   TORCH_CHECK_VALUE(reduction >= 0 && reduction <= 2,
                     "reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
-  at::Tensor losses = std::get<0>(forward_op().call(log_probs, targets, input_lengths,
-                                                    target_lengths, blank, from_logits,
-                                                    zero_infinity, validate));
-  if (zero_infinity) {
-    losses = at::where(losses.eq(std::numeric_limits<double>::infinity()),
-                       at::zeros_like(losses), losses);
+  if (records_grad({&log_probs})) {
+    return CtcLossFunction::apply(log_probs, targets, input_lengths, target_lengths, blank,
+                                  reduction, zero_infinity, from_logits, validate);
   }
-  if (reduction == 0) return losses;
-  if (reduction == 2) return losses.sum();
-  return losses.div(target_lengths.clamp_min(1).to(losses.scalar_type())).mean();
+  at::Tensor nll = std::get<0>(forward_op().call(log_probs, targets, input_lengths,
+                                                 target_lengths, blank, from_logits,
+                                                 zero_infinity, validate));
+  return reduce_losses(nll, target_lengths, reduction, zero_infinity);
 }
 
 }  // namespace
