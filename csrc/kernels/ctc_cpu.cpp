@@ -102,10 +102,13 @@ void lse3_add(const acc_t* a, const acc_t* b, const acc_t* c, const acc_t* cadd,
     const auto lanes = [&](int64_t j, int64_t n) {
       const V va = V::loadu(a + j, n), vb = V::loadu(b + j, n);
       const V vc = V::loadu(c + j, n) + V::loadu(cadd + j, n);
-      const V m = at::vec::maximum(at::vec::maximum(va, vb), vc);
+      // the largest term is exp(0) = 1: two exponentials for the other two
+      const V hi_ab = at::vec::maximum(va, vb);
+      const V m = at::vec::maximum(hi_ab, vc);
       const V empty = m == ninf;
       const V ms = V::blendv(m, V(0.f), empty);
-      const V sum = (va - ms).exp_u20() + (vb - ms).exp_u20() + (vc - ms).exp_u20();
+      const V mid = at::vec::minimum(hi_ab, vc), low = at::vec::minimum(va, vb);
+      const V sum = V(1.f) + (mid - ms).exp_u20() + (low - ms).exp_u20();
       V r = V::blendv(ms + log_1_to_3(sum), ninf, empty);
       r = r + V::loadu(e + j, n);
       r.store(out + j, n);

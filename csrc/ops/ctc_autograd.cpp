@@ -3,9 +3,12 @@
 // Kept in C++ because at the workloads we measure the kernels take tens of microseconds and a
 // Python autograd.Function (plus its materialised zero gradients for log_alpha and norms) cost
 // more than the kernels themselves.
+#include <ATen/Dispatch.h>
+#include <ATen/TensorSubclassLikeUtils.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "ops/ctc.h"
@@ -69,17 +72,64 @@ class CtcForwardFunction : public torch::autograd::Function<CtcForwardFunction> 
   }
 };
 
+// Plain CPU tensors (not fake, functional or batched ones being traced): the reduction and its
+// gradient are loops over N entries, cheaper than the three or four tensor ops they replace.
+bool plain_cpu(const at::Tensor& losses, const at::Tensor& target_lengths) {
+  return losses.is_cpu() && target_lengths.is_cpu() && !at::isTensorSubclassLike(losses) &&
+         !at::isTensorSubclassLike(target_lengths);
+}
+
 // Per-sample losses to the loss: zero_infinity, then reduction (at::Reduction: 0 none, 1 mean
 // dividing each loss by its target length clamped to >= 1 as torch, 2 sum).
 at::Tensor reduce_losses(at::Tensor losses, const at::Tensor& target_lengths, int64_t reduction,
                          bool zero_infinity) {
-  if (zero_infinity) {
-    losses = at::where(losses.eq(std::numeric_limits<double>::infinity()),
-                       at::zeros_like(losses), losses);
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  if (reduction != 0 && plain_cpu(losses, target_lengths)) {
+    const at::Tensor tl = target_lengths.to(at::kLong).contiguous();
+    const int64_t* len = tl.data_ptr<int64_t>();
+    const at::Tensor v = losses.contiguous();
+    at::Tensor out = at::empty({}, losses.options());
+    AT_DISPATCH_FLOATING_TYPES(losses.scalar_type(), "ctc_loss_reduce", [&] {
+      const scalar_t* x = v.data_ptr<scalar_t>();
+      double acc = 0;
+      for (int64_t n = 0; n < v.numel(); ++n) {
+        const double loss = zero_infinity && x[n] == inf ? 0.0 : double(x[n]);
+        acc += reduction == 1 ? loss / double(std::max<int64_t>(len[n], 1)) : loss;
+      }
+      // mean of an empty batch: 0 / 0 = NaN, as torch
+      *out.data_ptr<scalar_t>() =
+          static_cast<scalar_t>(reduction == 1 ? acc / double(v.numel()) : acc);
+    });
+    return out;
   }
+  if (zero_infinity) losses = at::where(losses.eq(inf), at::zeros_like(losses), losses);
   if (reduction == 0) return losses;
   if (reduction == 2) return losses.sum();
   return losses.div(target_lengths.clamp_min(1).to(losses.scalar_type())).mean();
+}
+
+// The gradient of each sample's loss from the gradient of the reduced loss (a loss zeroed by
+// zero_infinity gets its zero gradient from the kernel).
+at::Tensor per_sample_grad(const at::Tensor& grad, const at::Tensor& nll,
+                           const at::Tensor& target_lengths, int64_t reduction) {
+  if (reduction == 0) return grad;
+  const int64_t N = nll.numel();
+  if (plain_cpu(grad, target_lengths) && !grad.requires_grad()) {
+    const at::Tensor tl = target_lengths.to(at::kLong).contiguous();
+    const int64_t* len = tl.data_ptr<int64_t>();
+    at::Tensor out = at::empty({N}, nll.options());
+    AT_DISPATCH_FLOATING_TYPES(nll.scalar_type(), "ctc_loss_reduce_backward", [&] {
+      const double g = grad.item<double>();
+      scalar_t* o = out.data_ptr<scalar_t>();
+      for (int64_t n = 0; n < N; ++n) {
+        o[n] = static_cast<scalar_t>(
+            reduction == 1 ? g / double(std::max<int64_t>(len[n], 1)) / double(N) : g);
+      }
+    });
+    return out;
+  }
+  if (reduction == 2) return grad.expand({N});
+  return grad.div(target_lengths.clamp_min(1).to(nll.scalar_type())).div_(N);
 }
 
 // The whole loss (forward, zero_infinity, reduction) as one autograd node: at small sizes each
@@ -107,17 +157,9 @@ class CtcLossFunction : public torch::autograd::Function<CtcLossFunction> {
     variable_list out(9);
     if (!ctx->needs_input_grad(0)) return out;
     const variable_list s = ctx->get_saved_variables();
-    const at::Tensor& nll = s[4];
-    // the gradient of each sample's loss; a loss zeroed by zero_infinity gets a zero gradient
-    // from the kernel
-    at::Tensor grad_nll = grads[0];
-    const int64_t reduction = ctx->saved_data["reduction"].toInt();
-    if (reduction == 2) {
-      grad_nll = grad_nll.expand(nll.sizes());
-    } else if (reduction == 1) {
-      grad_nll = grad_nll.div(s[3].clamp_min(1).to(nll.scalar_type())).div_(nll.numel());
-    }
-    out[0] = backward_op().call(grad_nll, s[0], s[1], s[2], s[3], nll, s[5], s[6],
+    const at::Tensor grad_nll =
+        per_sample_grad(grads[0], s[4], s[3], ctx->saved_data["reduction"].toInt());
+    out[0] = backward_op().call(grad_nll, s[0], s[1], s[2], s[3], s[4], s[5], s[6],
                                 ctx->saved_data["blank"].toInt(),
                                 ctx->saved_data["from_logits"].toBool(),
                                 ctx->saved_data["zero_infinity"].toBool());
