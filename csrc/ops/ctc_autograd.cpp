@@ -113,8 +113,8 @@ at::Tensor reduce_losses(at::Tensor losses, const at::Tensor& target_lengths, in
 at::Tensor per_sample_grad(const at::Tensor& grad, const at::Tensor& nll,
                            const at::Tensor& target_lengths, int64_t reduction) {
   if (reduction == 0) return grad;
-  const int64_t N = nll.numel();
   if (plain_cpu(grad, target_lengths) && !grad.requires_grad()) {
+    const int64_t N = nll.numel();
     const at::Tensor tl = target_lengths.to(at::kLong).contiguous();
     const int64_t* len = tl.data_ptr<int64_t>();
     at::Tensor out = at::empty({N}, nll.options());
@@ -128,8 +128,11 @@ at::Tensor per_sample_grad(const at::Tensor& grad, const at::Tensor& nll,
     });
     return out;
   }
-  if (reduction == 2) return grad.expand({N});
-  return grad.div(target_lengths.clamp_min(1).to(nll.scalar_type())).div_(N);
+  // sizes may be symbolic here (torch.compile traces this backward)
+  const at::Tensor each = grad.expand_symint(nll.sym_sizes());
+  if (reduction == 2) return each;
+  return each.div(target_lengths.clamp_min(1).to(nll.scalar_type()))
+      .div_(c10::Scalar(nll.sym_numel()));
 }
 
 // The whole loss (forward, zero_infinity, reduction) as one autograd node: at small sizes each
