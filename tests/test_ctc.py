@@ -237,20 +237,91 @@ def test_autocast_computes_in_float32():
 def test_gradcheck_composite_and_from_logits():
     logits, targets, il, tl = make_case(7, 3, 5, max_len=3, min_il=5, impossible_ok=False)
     x = logits.detach().requires_grad_()
-    for red in ("none", "mean"):
+    for red in ("none", "mean", "sum"):
         assert torch.autograd.gradcheck(
             lambda v: fastcrnn.ctc_loss(v.log_softmax(-1), targets, il, tl, reduction=red), (x,))
         assert torch.autograd.gradcheck(
             lambda v: fastcrnn.ctc_loss_from_logits(v, targets, il, tl, reduction=red), (x,))
 
 
-def test_double_backward_raises():
+def test_gradcheck_zero_infinity_int32_lengths_and_concatenated():
+    logits, targets, il, tl = make_case(7, 4, 5, max_len=4, min_il=2)
+    il, tl = il.to(torch.int32), tl.to(torch.int32)
+    tl[0], il[0] = 4, 2                                 # impossible: zeroed by zero_infinity
+    x = logits.detach().requires_grad_()
+    for red in ("none", "mean", "sum"):
+        for tg in (targets, concat(targets, tl)):
+            assert torch.autograd.gradcheck(
+                lambda v: fastcrnn.ctc_loss_from_logits(v, tg, il, tl, reduction=red,
+                                                        zero_infinity=True), (x,))
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_double_backward_raises(reduction, from_logits):
     logits, targets, il, tl = make_case(6, 2, 4, max_len=2, min_il=6)
     x = logits.detach().requires_grad_()
-    loss = fastcrnn.ctc_loss_from_logits(x, targets, il, tl)
-    (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    fn = fastcrnn.ctc_loss_from_logits if from_logits else fastcrnn.ctc_loss
+    loss = fn(x if from_logits else x.log_softmax(-1), targets, il, tl, reduction=reduction)
+    (g,) = torch.autograd.grad(loss.sum(), x, create_graph=True)
     with pytest.raises(NotImplementedError, match="double backward"):
         g.sum().backward()
+
+
+def test_autograd_node_reaches_log_probs_only():
+    logits, targets, il, tl = make_case(8, 3, 5, max_len=3, min_il=6)
+    lp = logits.log_softmax(-1).detach().requires_grad_()
+    loss = fastcrnn.ctc_loss(lp, targets, il, tl)
+    # one node for forward, zero_infinity and reduction, with one edge: to log_probs
+    assert loss.grad_fn is not None and "CtcLossFunction" in loss.grad_fn.name()
+    edges = [fn for fn, _ in loss.grad_fn.next_functions if fn is not None]
+    assert len(edges) == 1 and edges[0].variable is lp
+    (g,) = torch.autograd.grad(loss, lp)
+    assert g.shape == lp.shape and g.dtype == lp.dtype
+
+
+def test_no_grad_paths_record_nothing():
+    logits, targets, il, tl = make_case(8, 3, 5, max_len=3, dtype=torch.float32, min_il=6)
+    lp = logits.log_softmax(-1)
+    ref = F.ctc_loss(lp, targets, il, tl)
+    plain = fastcrnn.ctc_loss(lp, targets, il, tl)           # requires_grad=False input
+    assert plain.grad_fn is None and not plain.requires_grad
+    lp_g = lp.detach().requires_grad_()
+    with torch.no_grad():
+        quiet = fastcrnn.ctc_loss(lp_g, targets, il, tl)
+        outs = torch.ops.fastcrnn.ctc_loss_forward(lp_g, targets, il, tl, 0, False, False, True)
+    assert quiet.grad_fn is None and all(o.grad_fn is None for o in outs)
+    assert_close(plain, ref, 1e-6, 1e-6)
+    assert_close(quiet, ref, 1e-6, 1e-6)
+    with torch.inference_mode():
+        assert_close(fastcrnn.ctc_loss(lp_g, targets, il, tl), ref, 1e-6, 1e-6)
+
+
+def test_forward_op_autograd_matches_loss():
+    """torch.ops.fastcrnn.ctc_loss_forward keeps its own autograd (nll differentiable only)."""
+    logits, targets, il, tl = make_case(9, 3, 6, max_len=4, min_il=5)
+    x = logits.detach().requires_grad_()
+    nll, alpha, norms = torch.ops.fastcrnn.ctc_loss_forward(x, targets, il, tl, 0, True, False,
+                                                            True)
+    assert not alpha.requires_grad and not norms.requires_grad
+    (g_op,) = torch.autograd.grad(nll.sum(), x)
+    _, g_loss = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl, reduction="sum")
+    assert_close(g_op, g_loss, 0, 0)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_reductions_match_torch_with_zero_infinity(reduction):
+    logits, targets, il, tl = make_case(10, 6, 5, max_len=6, min_il=3)
+    for dtype, tol, gtol in ((torch.float64, 1e-10, 1e-10), (torch.float32, 1e-5, 1e-4)):
+        lp = logits.to(dtype).log_softmax(-1)
+        for zi in (False, True):
+            ours, g1 = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction=reduction,
+                             zero_infinity=zi)
+            ref, g2 = grads(F.ctc_loss, lp, targets, il, tl, reduction=reduction,
+                            zero_infinity=zi)
+            assert ours.dtype == dtype and ours.shape == ref.shape
+            assert_close(ours, ref, tol, tol)
+            assert_close(g1, g2, gtol, gtol)
 
 
 def test_deterministic():
@@ -275,6 +346,11 @@ def test_opcheck(device, from_logits):
                           (torch.rand(3, device=device), x.detach(), targets, il, tl, nll, alpha,
                            norms, 0, from_logits, True),
                           test_utils=("test_schema", "test_faketensor"))
+    for reduction in (0, 1, 2):     # the composite: at::Reduction none, mean, sum
+        for zero_infinity in (False, True):
+            torch.library.opcheck(torch.ops.fastcrnn.ctc_loss,
+                                  (x, targets, il, tl, 0, reduction, zero_infinity, from_logits,
+                                   True))
 
 
 def test_torch_compile_fullgraph():

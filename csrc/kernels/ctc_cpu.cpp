@@ -90,6 +90,7 @@ inline at::vec::Vectorized<float> log_1_to_3(at::vec::Vectorized<float> x) {
 
 // out[i] = logsumexp(a[i], b[i], c[i] + cadd[i]) + e[i] for i < count.
 // -inf everywhere gives -inf; NaN anywhere gives NaN.
+// `out` must not overlap the inputs: the last vector may recompute lanes already written.
 template <typename acc_t>
 void lse3_add(const acc_t* a, const acc_t* b, const acc_t* c, const acc_t* cadd, const acc_t* e,
               acc_t* out, int64_t count) {
@@ -98,18 +99,27 @@ void lse3_add(const acc_t* a, const acc_t* b, const acc_t* c, const acc_t* cadd,
     using V = at::vec::Vectorized<float>;
     constexpr int64_t K = V::size();
     const V ninf(kNegInf<float>);
-    for (; i < count; i += K) {
-      const int64_t m_count = std::min<int64_t>(K, count - i);
-      const V va = V::loadu(a + i, m_count), vb = V::loadu(b + i, m_count);
-      const V vc = V::loadu(c + i, m_count) + V::loadu(cadd + i, m_count);
-      const V m = at::vec::maximum(at::vec::maximum(va, vb), vc);
+    const auto lanes = [&](int64_t j, int64_t n) {
+      const V va = V::loadu(a + j, n), vb = V::loadu(b + j, n);
+      const V vc = V::loadu(c + j, n) + V::loadu(cadd + j, n);
+      // the largest term is exp(0) = 1: two exponentials for the other two
+      const V hi_ab = at::vec::maximum(va, vb);
+      const V m = at::vec::maximum(hi_ab, vc);
       const V empty = m == ninf;
       const V ms = V::blendv(m, V(0.f), empty);
-      const V sum = (va - ms).exp_u20() + (vb - ms).exp_u20() + (vc - ms).exp_u20();
+      const V mid = at::vec::minimum(hi_ab, vc), low = at::vec::minimum(va, vb);
+      const V sum = V(1.f) + (mid - ms).exp_u20() + (low - ms).exp_u20();
       V r = V::blendv(ms + log_1_to_3(sum), ninf, empty);
-      r = r + V::loadu(e + i, m_count);
-      r.store(out + i, m_count);
+      r = r + V::loadu(e + j, n);
+      r.store(out + j, n);
+    };
+    // partial loads / stores go through memcpy: only for windows narrower than a vector
+    if (count < K) {
+      if (count > 0) lanes(0, count);
+      return;
     }
+    for (; i + K <= count; i += K) lanes(i, K);
+    if (i < count) lanes(count - K, K);
   } else {
     for (; i < count; ++i) {
       const acc_t x = a[i], y = b[i], z = c[i] + cadd[i];
@@ -207,6 +217,18 @@ inline acc_t emission(const CtcParams& p, const acc_t* x, const acc_t* norms, in
   return p.from_logits ? v - norms[t * p.N + n] : v;
 }
 
+// Prefetches the emissions of frame t's window: each frame's row lies elsewhere in memory, and
+// its cache misses would otherwise stall the (serial) recursion once per frame.
+template <typename acc_t>
+inline void prefetch_emissions(const CtcParams& p, const acc_t* x, const Sample& s, int64_t t,
+                               int64_t n) {
+  if (t < 0 || t >= s.Tn) return;
+  const acc_t* row = x + t * p.stride_t + n * p.stride_n;
+  __builtin_prefetch(row + p.blank);
+  for (int64_t st = window_lo(s, t) | 1; st <= window_hi(s, t); st += 2)
+    __builtin_prefetch(row + s.labels[st >> 1]);
+}
+
 // alpha recursion of sample n into log_alpha (N, T, W); returns the negative log-likelihood.
 template <typename acc_t>
 acc_t alpha_sample(const CtcParams& p, int64_t n, const Sample& s, Scratch<acc_t>& w) {
@@ -225,6 +247,7 @@ acc_t alpha_sample(const CtcParams& p, int64_t n, const Sample& s, Scratch<acc_t
   acc_t* cur = w.rows[1].data();
   std::fill(prev, prev + S + 4, kNegInf<acc_t>);
   for (int64_t t = 0; t < s.Tn; ++t) {
+    prefetch_emissions(p, x, s, t + 1, n);
     const int64_t lo = window_lo(s, t), hi = window_hi(s, t);
     std::fill(cur, cur + S + 4, kNegInf<acc_t>);
     if (t == 0) {
@@ -281,6 +304,7 @@ void beta_sample(const CtcParams& p, int64_t n, const Sample& s, acc_t nll, acc_
   acc_t* cur = w.rows[1].data();
   std::fill(next, next + S + 4, kNegInf<acc_t>);
   for (int64_t t = s.Tn - 1; t >= 0; --t) {
+    prefetch_emissions(p, x, s, t - 1, n);
     const int64_t lo = window_lo(s, t), hi = window_hi(s, t);
     std::fill(cur, cur + S + 4, kNegInf<acc_t>);
     if (lo <= hi) {
@@ -300,10 +324,16 @@ void beta_sample(const CtcParams& p, int64_t n, const Sample& s, acc_t nll, acc_
         using V = at::vec::Vectorized<float>;
         constexpr int64_t K = V::size();
         const V vnll(nll), vg(g);
-        for (; st + K <= hi + 1; st += K) {
-          const V v = V::loadu(a + st) + V::loadu(cur + st) - V::loadu(w.emit.data() + st) + vnll;
+        const auto lanes = [&](int64_t j) {
+          const V v = V::loadu(a + j) + V::loadu(cur + j) - V::loadu(w.emit.data() + j) + vnll;
           const V e = V::blendv(v.exp_u20(), v, v != v);  // keep NaN (exp_u20 would not)
-          (e * vg).store(gm + st);
+          (e * vg).store(gm + j);
+        };
+        for (; st + K <= hi + 1; st += K) lanes(st);
+        // the tail as one vector overlapping the previous one (rewrites equal values)
+        if (st <= hi && hi + 1 - lo >= K) {
+          lanes(hi + 1 - K);
+          st = hi + 1;
         }
       }
       for (; st <= hi; ++st) gm[st] = g * std::exp(a[st] + cur[st] - w.emit[st] + nll);
@@ -320,11 +350,17 @@ void write_row(const acc_t* row, acc_t norm, acc_t g, acc_t* out, int64_t C) {
     using V = at::vec::Vectorized<float>;
     constexpr int64_t K = V::size();
     const V vn(norm), vg(g), pinf(std::numeric_limits<float>::infinity());
-    for (; c + K <= C; c += K) {
-      const V v = V::loadu(row + c) - vn;
+    const auto lanes = [&](int64_t j) {
+      const V v = V::loadu(row + j) - vn;
       V e = v.exp_u20();
       e = V::blendv(e, v, (v != v) | (v == pinf));  // exp_u20 maps NaN / +inf to finite values
-      (e * vg).store(out + c);
+      (e * vg).store(out + j);
+    };
+    for (; c + K <= C; c += K) lanes(c);
+    // the tail as one vector overlapping the previous one (rewrites equal values), no libm exp
+    if (c < C && C >= K) {
+      lanes(C - K);
+      c = C;
     }
   }
   for (; c < C; ++c) out[c] = g * std::exp(row[c] - norm);
@@ -375,7 +411,12 @@ void backward(const CtcParams& p) {
       write_row<acc_t>(x + t * p.stride_t + n * p.stride_n, norm, g, out, p.C);
       const int64_t lo = window_lo(s, t), hi = window_hi(s, t);
       const acc_t* gm = gamma_all + (n * p.T + t) * p.W;
-      for (int64_t st = lo; st <= hi; ++st) out[label_of(s, st, p.blank)] -= gm[st];
+      // every other state is a blank: summing those in a register avoids a chain of
+      // read-modify-writes of out[blank] through memory (the order stays fixed: deterministic)
+      acc_t blank_sum = 0;
+      for (int64_t st = lo + (lo & 1); st <= hi; st += 2) blank_sum += gm[st];
+      for (int64_t st = lo | 1; st <= hi; st += 2) out[s.labels[st >> 1]] -= gm[st];
+      out[p.blank] -= blank_sum;
     }
   });
 }

@@ -44,14 +44,11 @@ void prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
   at::Tensor tgt = targets.to(at::kLong).contiguous();
   const int64_t bound = padded ? tgt.size(1) : tgt.numel();
   at::Tensor offsets;
-  if (padded) {
-    offsets = at::arange(p.N, tgt_len.options()).mul_(bound);
-  } else {
-    offsets = at::cumsum(tgt_len, 0).sub_(tgt_len);
-  }
-
   if (log_probs.is_cpu()) {
-    // free on the CPU: plain loops over the (small) lengths and targets
+    // free on the CPU: plain loops over the (small) lengths and targets, which also fill the
+    // offsets (tensor ops here would cost more than the kernels of a small batch)
+    offsets = at::empty({p.N}, tgt_len.options());
+    int64_t* offs = offsets.data_ptr<int64_t>();
     const int64_t* il = in_len.data_ptr<int64_t>();
     const int64_t* tl = tgt_len.data_ptr<int64_t>();
     const int64_t* lab = tgt.data_ptr<int64_t>();
@@ -63,6 +60,7 @@ void prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
                         padded ? "S=" : "len(targets)=", bound, "], got ", tl[n], " at index ",
                         n);
       const int64_t off = padded ? n * bound : total;
+      offs[n] = off;
       total += tl[n];
       TORCH_CHECK_VALUE(padded || total <= bound, "concatenated targets hold ", bound,
                         " labels, fewer than the sum of target_lengths");
@@ -74,7 +72,11 @@ void prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
                           "mis-computes)");
       }
     }
-  } else if (validate) {
+  } else {
+    offsets = padded ? at::arange(p.N, tgt_len.options()).mul_(bound)
+                     : at::cumsum(tgt_len, 0).sub_(tgt_len);
+  }
+  if (!log_probs.is_cpu() && validate) {
     TORCH_CHECK_VALUE(all_within(in_len, 0, p.T), "input_lengths must lie in [0, T=", p.T, "]");
     if (padded) {
       TORCH_CHECK_VALUE(all_within(tgt_len, 0, bound),

@@ -15,7 +15,11 @@ TORCH_LIBRARY(fastcrnn, m) {
       "greedy_decode(Tensor log_probs, Tensor input_lengths, int blank, bool logits, "
       "bool validate) -> (Tensor tokens, Tensor lengths, Tensor token_probs, "
       "Tensor token_frames)");
-  // ---- CTC loss (ops/ctc.cpp) ----
+  // ---- CTC loss (ops/ctc.cpp; autograd and the ctc_loss composite: ops/ctc_autograd.cpp) ----
+  // ctc_loss: the whole loss in one call; reduction as at::Reduction (0 none, 1 mean, 2 sum).
+  m.def(
+      "ctc_loss(Tensor log_probs, Tensor targets, Tensor input_lengths, Tensor target_lengths, "
+      "int blank, int reduction, bool zero_infinity, bool from_logits, bool validate) -> Tensor");
   m.def(
       "ctc_loss_forward(Tensor log_probs, Tensor targets, Tensor input_lengths, "
       "Tensor target_lengths, int blank, bool from_logits, bool zero_infinity, bool validate) -> "

@@ -1,17 +1,16 @@
-"""CTC loss over torch.ops.fastcrnn.ctc_loss_forward / ctc_loss_backward.
+"""CTC loss over torch.ops.fastcrnn.ctc_loss (one call: ctc_loss_forward, zero_infinity and the
+reduction, with its autograd in C++; ctc_loss_backward computes the gradient).
 
 Two public functions with the semantics of torch.nn.functional.ctc_loss:
 :func:`ctc_loss` (from log-probabilities) and :func:`ctc_loss_from_logits` (the log_softmax fused
 in: neither pass materialises log-probabilities, only one normaliser per frame).
 """
-from numbers import Integral
-
 import torch
 
 from fastcrnn.ops._checks import (lengths_tensor, require_float, require_int, require_tensor,
                                   skip_value_checks)
 
-_REDUCTIONS = ("none", "sum", "mean")
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}   # at::Reduction, as the op takes it
 
 
 @torch.library.register_fake("fastcrnn::ctc_loss_forward")
@@ -32,55 +31,9 @@ def _ctc_backward_fake(grad, log_probs, targets, input_lengths, target_lengths, 
     return log_probs.new_empty(log_probs.shape, dtype=log_probs.dtype)
 
 
-def _setup_context(ctx, inputs, output):
-    log_probs, targets, input_lengths, target_lengths, blank, from_logits, zero_infinity, _ = inputs
-    nll, log_alpha, norms = output
-    ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms)
-    ctx.blank = blank
-    ctx.from_logits = from_logits
-    ctx.zero_infinity = zero_infinity
-    ctx.mark_non_differentiable(log_alpha, norms)
-
-
-def _backward(ctx, grad_nll, _grad_alpha, _grad_norms):
-    if grad_nll is None or not ctx.needs_input_grad[0]:
-        return None, None, None, None, None, None, None, None
-    log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms = ctx.saved_tensors
-    grad = torch.ops.fastcrnn.ctc_loss_backward(
-        grad_nll, log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms,
-        ctx.blank, ctx.from_logits, ctx.zero_infinity)
-    return grad, None, None, None, None, None, None, None
-
-
-torch.library.register_autograd("fastcrnn::ctc_loss_forward", _backward,
-                                setup_context=_setup_context)
-
-
-def _no_double_backward(ctx, grad):
-    raise NotImplementedError(
-        "fastcrnn.ctc_loss does not support double backward (a gradient of its gradient); "
-        "use torch.nn.functional.ctc_loss for that")
-
-
-def _setup_backward_context(ctx, inputs, output):
-    pass
-
-
-torch.library.register_autograd("fastcrnn::ctc_loss_backward", _no_double_backward,
-                                setup_context=_setup_backward_context)
-
-
-def _pad_concatenated(targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
-    """1-D concatenated CPU targets to (N, max length) padded (lengths already validated)."""
-    N = target_lengths.numel()
-    width = int(target_lengths.max()) if N else 0
-    offsets = torch.cumsum(target_lengths, 0) - target_lengths
-    index = offsets.unsqueeze(1) + torch.arange(width, dtype=torch.int64)
-    used = torch.arange(width, dtype=torch.int64).unsqueeze(0) < target_lengths.unsqueeze(1)
-    index = torch.where(used, index, torch.zeros_like(index))
-    safe = targets if targets.numel() else targets.new_zeros(1)
-    return torch.where(used, safe[index.clamp(max=max(targets.numel() - 1, 0))],
-                       torch.zeros_like(index, dtype=targets.dtype))
+# Autograd of ctc_loss_forward / ctc_loss_backward (double backward raises) and the composite
+# fastcrnn::ctc_loss (forward, zero_infinity, reduction) live in C++: csrc/ops/ctc_autograd.cpp.
+_ctc_loss_op = torch.ops.fastcrnn.ctc_loss.default
 
 
 def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
@@ -92,7 +45,7 @@ def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_
         raise ValueError(f"{name} must have shape (T, N, C) or unbatched (T, C), got "
                          f"{tuple(scores.shape)}")
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        raise ValueError(f"reduction must be one of {tuple(_REDUCTIONS)}, got {reduction!r}")
     if not isinstance(zero_infinity, bool):
         raise TypeError(f"zero_infinity must be a bool, got {type(zero_infinity).__name__}")
     blank = require_int(blank, "blank")
@@ -129,7 +82,8 @@ def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_
         raise TypeError("input_lengths and target_lengths are required")
     input_lengths = lengths_tensor(input_lengths, N, T, device, "input_lengths",
                                    unbatched=unbatched)
-    given_list = isinstance(target_lengths, (list, tuple))
+    target_lengths_list = target_lengths if isinstance(target_lengths, (list, tuple)) else None
+    given_list = target_lengths_list is not None
     target_lengths = lengths_tensor(target_lengths, N, bound, device, "target_lengths",
                                     unbatched=unbatched)
 
@@ -137,29 +91,14 @@ def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_
     low = scores.dtype in (torch.float16, torch.bfloat16)
     if low and (scores.device.type == "cpu" or torch.is_autocast_enabled(scores.device.type)):
         scores = scores.float()
-    compiling = torch.compiler.is_compiling()
-    validate = not skip_value_checks(scores)
-    on_cpu = scores.device.type == "cpu" and not compiling
-    if not padded and (given_list or on_cpu):   # free here: lists, or CPU tensors
-        if bool((target_lengths < 0).any()):
-            raise ValueError("target_lengths must be >= 0")
-        if int(target_lengths.sum()) > bound:
-            raise ValueError(f"concatenated targets hold {bound} labels, fewer than the sum "
-                             "of target_lengths")
-    if not padded and on_cpu:
-        targets = _pad_concatenated(targets, target_lengths)
-
-    nll, _, _ = torch.ops.fastcrnn.ctc_loss_forward(scores, targets, input_lengths,
-                                                    target_lengths, blank, from_logits,
-                                                    zero_infinity, validate)
-    losses = nll
-    if zero_infinity:
-        losses = torch.where(nll == float("inf"), torch.zeros_like(nll), nll)
-    if reduction == "none":
-        return losses[0] if unbatched else losses
-    if reduction == "sum":
-        return losses.sum()
-    return (losses / target_lengths.clamp(min=1).to(losses.dtype)).mean()
+    if given_list and not padded and sum(target_lengths_list) > bound:
+        raise ValueError(f"concatenated targets hold {bound} labels, fewer than the sum of "
+                         "target_lengths")
+    # CPU tensors are value-checked by the op (plain loops, free); CUDA ones when validating
+    losses = _ctc_loss_op(scores, targets, input_lengths, target_lengths, blank,
+                          _REDUCTIONS[reduction], zero_infinity, from_logits,
+                          not skip_value_checks(scores))
+    return losses[0] if unbatched and reduction == "none" else losses
 
 
 def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths, target_lengths,
