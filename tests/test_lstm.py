@@ -416,6 +416,31 @@ def test_layer_without_saving_matches_and_opcheck(D, lengths):
         torch.ops.fastcrnn.lstm_layer(*args, False)[0].sum().backward()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bidirectional_on_one_or_two_threads(threads):
+    """Two threads run the directions side by side (with inference mode's thread state), one
+    thread runs them in turn: both match torch, values and gradients, with lengths."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ref, ours = _pair(5, 6, 2, True)
+        x = torch.randn(7, 4, 5, dtype=torch.float64, requires_grad=True)
+        lengths = torch.tensor([7, 3, 5, 1])
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        a, _ = pad_packed_sequence(ref(packed)[0], total_length=7)
+        b, (bh, bc) = ours(x, lengths=lengths)
+        _close(b, a, 1e-12)
+        g = torch.randn_like(a)
+        ga = _grads(a, [x] + list(ref.parameters()), g)
+        gb = _grads(b, [x] + list(ours.parameters()), g)
+        for u, v in zip(ga, gb):
+            _close(v, u, 1e-10)
+        with torch.inference_mode():
+            c, _ = ours(x, lengths=lengths)
+        _close(c, b.detach(), 0.0)
+    finally:
+        torch.set_num_threads(n)
+
 def _cell_pair(dtype=torch.float64):
     ref = torch.nn.LSTMCell(4, 3).to(dtype)
     ours = LSTMCell(4, 3).to(dtype)

@@ -6,6 +6,8 @@
 // one GEMM / reduction over the whole sequence.
 #include "ops/lstm.h"
 
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include "ops/common.h"
@@ -34,6 +36,51 @@ void check_shape(const at::Tensor& t, at::IntArrayRef expected, const char* name
 void check_weight_cat(const at::Tensor& w_cat, const at::Tensor& x, int64_t I, int64_t H) {
   check_like(w_cat, x, "weight_cat");
   check_shape(w_cat, {4 * H, I + H}, "weight_cat");
+}
+
+// Both directions on a multi-threaded CPU: each direction's recurrent GEMM and pointwise step
+// run side by side on their own thread (the GEMM single-threaded inside the parallel region).
+// Splitting each small per-step GEMM over the threads instead pays a synchronisation per call.
+bool directions_in_parallel(const at::Tensor& x, int64_t D) {
+  return D == 2 && x.is_cpu() && at::get_num_threads() >= 2 && !at::in_parallel_region();
+}
+
+// Runs fn(d) for d = 0, 1 on two threads, each with the caller's thread-local state (grad and
+// inference modes, dispatch keys), which ATen's parallel_for does not carry over.
+template <typename Fn>
+void for_both_directions(const Fn& fn) {
+  const at::ThreadLocalState tls;
+  at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard guard(tls);
+    for (int64_t d = begin; d < end; ++d) fn(d);
+  });
+}
+
+LstmForwardParams one_direction(const LstmForwardParams& p, int64_t d) {
+  LstmForwardParams q = p;
+  q.D = 1;
+  q.gates[0] = p.gates[d];
+  q.h_prev[0] = p.h_prev[d];
+  q.h_next[0] = p.h_next[d];
+  q.c_prev[0] = p.c_prev[d];
+  q.c_next[0] = p.c_next[d];
+  q.out[0] = p.out[d];
+  q.t[0] = p.t[d];
+  return q;
+}
+
+LstmBackwardParams one_direction(const LstmBackwardParams& p, int64_t d) {
+  LstmBackwardParams q = p;
+  q.D = 1;
+  q.acts[0] = p.acts[d];
+  q.c_prev[0] = p.c_prev[d];
+  q.dout[0] = p.dout[d];
+  q.dh_rec[0] = p.dh_rec[d];
+  q.dh_carry[0] = p.dh_carry[d];
+  q.dc[0] = p.dc[d];
+  q.dgates[0] = p.dgates[d];
+  q.t[0] = p.t[d];
+  return q;
 }
 
 // Pointer to element `offset` of a tensor, in bytes of its dtype.
@@ -115,13 +162,18 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
     p.out_stride = D * H;
     p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
     p.save_acts = save;
+    const bool split = directions_in_parallel(x, D);
+    int64_t s_in[kLstmMaxDirs];
+    const auto recurrent_gemm = [&](int64_t d) {
+      at::Tensor g = gates[p.t[d]].narrow(1, d * 4 * H, 4 * H);
+      at::addmm_out(g, g, hs[d][s_in[d]], w_hh_t[d]);
+    };
     for (int64_t s = 0; s < T; ++s) {
       for (int64_t d = 0; d < D; ++d) {
         const int64_t t = d == 0 ? s : T - 1 - s;
-        const int64_t s_in = slot(d == 0 ? t : t + 1), s_out = slot(d == 0 ? t + 1 : t);
-        at::Tensor g = gates[t].narrow(1, d * 4 * H, 4 * H);
-        at::addmm_out(g, g, hs[d][s_in], w_hh_t[d]);
-        const int64_t state_in = (d * slots + s_in) * N * H;
+        s_in[d] = slot(d == 0 ? t : t + 1);
+        const int64_t s_out = slot(d == 0 ? t + 1 : t);
+        const int64_t state_in = (d * slots + s_in[d]) * N * H;
         const int64_t state_out = (d * slots + s_out) * N * H;
         p.t[d] = t;
         p.gates[d] = at_offset(gates, t * N * G + d * 4 * H);
@@ -131,7 +183,15 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
         p.c_next[d] = at_offset(cs, state_out);
         p.out[d] = at_offset(output, t * N * D * H + d * H);
       }
-      step(p);
+      if (split) {
+        for_both_directions([&](int64_t d) {
+          recurrent_gemm(d);
+          step(one_direction(p, d));
+        });
+      } else {
+        for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
+        step(p);
+      }
     }
   }
   at::Tensor h_n = at::empty({D, N, H}, opts);
@@ -201,6 +261,11 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
       p.dh_carry[d] = at_offset(dh_carry, d * N * H);
       p.dc[d] = at_offset(dc, d * N * H);
     }
+    const bool split = directions_in_parallel(x, D);
+    const auto recurrent_gemm = [&](int64_t d) {
+      at::Tensor dh_rec_d = dh_rec[d];
+      at::mm_out(dh_rec_d, dgates[p.t[d]].narrow(1, d * 4 * H, 4 * H), w_hh[d]);
+    };
     for (int64_t s = T - 1; s >= 0; --s) {
       for (int64_t d = 0; d < D; ++d) {
         const int64_t t = d == 0 ? s : T - 1 - s;
@@ -212,11 +277,14 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
         p.dh_rec[d] = have_rec ? at_offset(dh_rec, d * N * H) : nullptr;
         p.dgates[d] = at_offset(dgates, t * N * G + d * 4 * H);
       }
-      step(p);
-      for (int64_t d = 0; d < D; ++d) {
-        const int64_t t = d == 0 ? s : T - 1 - s;
-        at::Tensor dh_rec_d = dh_rec[d];
-        at::mm_out(dh_rec_d, dgates[t].narrow(1, d * 4 * H, 4 * H), w_hh[d]);
+      if (split) {
+        for_both_directions([&](int64_t d) {
+          step(one_direction(p, d));
+          recurrent_gemm(d);
+        });
+      } else {
+        step(p);
+        for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
       }
       have_rec = true;
     }
