@@ -3,7 +3,9 @@
 // buffer, which already holds x·W_ihᵀ + b from ONE GEMM over all T and both directions) and
 // ONE pointwise kernel for both directions. Per step backward: ONE pointwise kernel and one
 // GEMM per direction (dgates·W_hh); then dx, dW_ih, dW_hh (one per direction) and dbias each
-// one GEMM / reduction over the whole sequence.
+// one GEMM / reduction over the whole sequence. On a multi-threaded CPU the two directions'
+// per-step work runs side by side instead (see side_by_side_pays). Without backward the layer
+// keeps two states per direction and no activations.
 #include "ops/lstm.h"
 
 #include <ATen/Parallel.h>
@@ -38,21 +40,22 @@ void check_weight_cat(const at::Tensor& w_cat, const at::Tensor& x, int64_t I, i
   check_shape(w_cat, {4 * H, I + H}, "weight_cat");
 }
 
-// Both directions on a multi-threaded CPU: each direction's recurrent GEMM and pointwise step
-// run side by side on their own thread (the GEMM single-threaded inside the parallel region).
-// Splitting each small per-step GEMM over the threads instead pays a synchronisation per call.
-bool directions_in_parallel(const at::Tensor& x, int64_t D) {
-  return D == 2 && x.is_cpu() && at::get_num_threads() >= 2 && !at::in_parallel_region();
+// On a multi-threaded CPU two independent pieces of work (the two directions' per-step GEMM +
+// pointwise step; a cell's input and weight gradients) run side by side, one per thread, each
+// GEMM single-threaded inside the parallel region. Splitting every small GEMM over the threads
+// instead pays a synchronisation per call and partitions a 64-row problem poorly.
+bool side_by_side_pays(const at::Tensor& x) {
+  return x.is_cpu() && at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
-// Runs fn(d) for d = 0, 1 on two threads, each with the caller's thread-local state (grad and
+// Runs fn(0) and fn(1) on two threads, each with the caller's thread-local state (grad and
 // inference modes, dispatch keys), which ATen's parallel_for does not carry over.
 template <typename Fn>
-void for_both_directions(const Fn& fn) {
+void side_by_side(const Fn& fn) {
   const at::ThreadLocalState tls;
   at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
     const at::ThreadLocalStateGuard guard(tls);
-    for (int64_t d = begin; d < end; ++d) fn(d);
+    for (int64_t i = begin; i < end; ++i) fn(i);
   });
 }
 
@@ -162,7 +165,7 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
     p.out_stride = D * H;
     p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
     p.save_acts = save;
-    const bool split = directions_in_parallel(x, D);
+    const bool split = D == 2 && side_by_side_pays(x);
     int64_t s_in[kLstmMaxDirs];
     const auto recurrent_gemm = [&](int64_t d) {
       at::Tensor g = gates[p.t[d]].narrow(1, d * 4 * H, 4 * H);
@@ -184,7 +187,7 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
         p.out[d] = at_offset(output, t * N * D * H + d * H);
       }
       if (split) {
-        for_both_directions([&](int64_t d) {
+        side_by_side([&](int64_t d) {
           recurrent_gemm(d);
           step(one_direction(p, d));
         });
@@ -261,7 +264,7 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
       p.dh_carry[d] = at_offset(dh_carry, d * N * H);
       p.dc[d] = at_offset(dc, d * N * H);
     }
-    const bool split = directions_in_parallel(x, D);
+    const bool split = D == 2 && side_by_side_pays(x);
     const auto recurrent_gemm = [&](int64_t d) {
       at::Tensor dh_rec_d = dh_rec[d];
       at::mm_out(dh_rec_d, dgates[p.t[d]].narrow(1, d * 4 * H, 4 * H), w_hh[d]);
@@ -278,7 +281,7 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
         p.dgates[d] = at_offset(dgates, t * N * G + d * 4 * H);
       }
       if (split) {
-        for_both_directions([&](int64_t d) {
+        side_by_side([&](int64_t d) {
           step(one_direction(p, d));
           recurrent_gemm(d);
         });
@@ -407,19 +410,29 @@ Tensor6 lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
   at::Tensor dw_ih = at::empty(w_ih.sizes(), opts);
   at::Tensor dw_hh = at::empty(w_hh.sizes(), opts);
   at::Tensor dbias = at::empty({4 * H}, opts);
-  if (w_cat.has_value()) {
-    // One GEMM for d[x|h]; the two small copies out keep the outputs unaliased. dW stays two
-    // GEMMs: splitting one (4H, I+H) product would copy far more than it saves.
-    const at::Tensor dxh = at::mm(dgates, *w_cat);
-    dx.copy_(dxh.narrow(1, 0, I));
-    dh.copy_(dxh.narrow(1, I, H));
+  const auto input_grads = [&] {
+    if (w_cat.has_value()) {
+      // One GEMM for d[x|h]; the two small copies out keep the outputs unaliased. dW stays
+      // two GEMMs: splitting one (4H, I+H) product would copy far more than it saves.
+      const at::Tensor dxh = at::mm(dgates, *w_cat);
+      dx.copy_(dxh.narrow(1, 0, I));
+      dh.copy_(dxh.narrow(1, I, H));
+    } else {
+      at::mm_out(dx, dgates, w_ih);
+      at::mm_out(dh, dgates, w_hh);
+    }
+  };
+  const auto weight_grads = [&] {
+    at::mm_out(dw_ih, dgates.t(), x);
+    at::mm_out(dw_hh, dgates.t(), h);
+    at::sum_out(dbias, dgates, {0});
+  };
+  if (side_by_side_pays(x)) {
+    side_by_side([&](int64_t i) { i == 0 ? input_grads() : weight_grads(); });
   } else {
-    at::mm_out(dx, dgates, w_ih);
-    at::mm_out(dh, dgates, w_hh);
+    input_grads();
+    weight_grads();
   }
-  at::mm_out(dw_ih, dgates.t(), x);
-  at::mm_out(dw_hh, dgates.t(), h);
-  at::sum_out(dbias, dgates, {0});
   return {dx, dh, dc.to(x.scalar_type()), dw_ih, dw_hh, dbias};
 }
 
