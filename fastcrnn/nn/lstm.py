@@ -36,7 +36,8 @@ class _DerivedWeights:
     (``.to()``, ``w.data = ...``) moves the data pointer: the old tensors are held (detached) so
     that no new one can take their address while the key still names it. Writes through
     ``w.data`` are invisible to autograd's version counter and so to this cache too.
-    Never used while torch.compile traces (data_ptr / _version are not traceable); not pickled.
+    Never used while torch.compile or torch.jit.trace traces (a trace would freeze the cached
+    value as a constant); not pickled.
     """
 
     def __init__(self):
@@ -71,7 +72,7 @@ class _CachedWeightsModule(nn.Module):
         self._derived = _DerivedWeights()
 
     def _use_cache(self) -> bool:
-        return not torch.compiler.is_compiling()
+        return not (torch.compiler.is_compiling() or torch.jit.is_tracing())
 
 
 class LSTM(_CachedWeightsModule):
