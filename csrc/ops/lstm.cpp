@@ -40,10 +40,10 @@ void check_weight_cat(const at::Tensor& w_cat, const at::Tensor& x, int64_t I, i
   check_shape(w_cat, {4 * H, I + H}, "weight_cat");
 }
 
-// On a multi-threaded CPU two independent pieces of work (the two directions' per-step GEMM +
-// pointwise step; a cell's input and weight gradients) run side by side, one per thread, each
-// GEMM single-threaded inside the parallel region. Splitting every small GEMM over the threads
-// instead pays a synchronisation per call and partitions a 64-row problem poorly.
+// On a multi-threaded CPU the two directions' per-step GEMM + pointwise step run side by side,
+// one per thread, each GEMM single-threaded inside the parallel region. Splitting every small
+// GEMM over the threads instead pays a synchronisation per call and partitions a 64-row
+// problem poorly.
 bool side_by_side_pays(const at::Tensor& x) {
   return x.is_cpu() && at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
@@ -410,29 +410,19 @@ Tensor6 lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
   at::Tensor dw_ih = at::empty(w_ih.sizes(), opts);
   at::Tensor dw_hh = at::empty(w_hh.sizes(), opts);
   at::Tensor dbias = at::empty({4 * H}, opts);
-  const auto input_grads = [&] {
-    if (w_cat.has_value()) {
-      // One GEMM for d[x|h]; the two small copies out keep the outputs unaliased. dW stays
-      // two GEMMs: splitting one (4H, I+H) product would copy far more than it saves.
-      const at::Tensor dxh = at::mm(dgates, *w_cat);
-      dx.copy_(dxh.narrow(1, 0, I));
-      dh.copy_(dxh.narrow(1, I, H));
-    } else {
-      at::mm_out(dx, dgates, w_ih);
-      at::mm_out(dh, dgates, w_hh);
-    }
-  };
-  const auto weight_grads = [&] {
-    at::mm_out(dw_ih, dgates.t(), x);
-    at::mm_out(dw_hh, dgates.t(), h);
-    at::sum_out(dbias, dgates, {0});
-  };
-  if (side_by_side_pays(x)) {
-    side_by_side([&](int64_t i) { i == 0 ? input_grads() : weight_grads(); });
+  if (w_cat.has_value()) {
+    // One GEMM for d[x|h]; the two small copies out keep the outputs unaliased. dW stays two
+    // GEMMs: splitting one (4H, I+H) product would copy far more than it saves.
+    const at::Tensor dxh = at::mm(dgates, *w_cat);
+    dx.copy_(dxh.narrow(1, 0, I));
+    dh.copy_(dxh.narrow(1, I, H));
   } else {
-    input_grads();
-    weight_grads();
+    at::mm_out(dx, dgates, w_ih);
+    at::mm_out(dh, dgates, w_hh);
   }
+  at::mm_out(dw_ih, dgates.t(), x);
+  at::mm_out(dw_hh, dgates.t(), h);
+  at::sum_out(dbias, dgates, {0});
   return {dx, dh, dc.to(x.scalar_type()), dw_ih, dw_hh, dbias};
 }
 
