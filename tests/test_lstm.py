@@ -365,6 +365,191 @@ def test_compile_fullgraph_padded_with_lengths():
     _close(ga, gb, 1e-5)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_weight_cat_matches_two_gemms(bias):
+    g = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    args = [g(5, 4), g(5, 3), g(5, 3), g(12, 4), g(12, 3), g(12) if bias else None]
+    w_cat = torch.cat([args[3], args[4]], 1).detach()
+    h1, c1 = fastcrnn.lstm_cell(*args)
+    h2, c2 = fastcrnn.lstm_cell(*args, weight_cat=w_cat)
+    _close(h2, h1, 1e-12)
+    _close(c2, c1, 1e-12)
+    leaves = [a for a in args if a is not None]
+    gr = [torch.randn_like(h1), torch.randn_like(c1)]
+    for a, b in zip(_grads((h1, c1), leaves, gr), _grads((h2, c2), leaves, gr)):
+        _close(b, a, 1e-12)
+
+
+def test_cell_weight_cat_gradcheck_and_opcheck():
+    g = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    args = (g(3, 4), g(3, 2), g(3, 2), g(8, 4), g(8, 2), g(8))
+
+    def fn(x, h, c, w_ih, w_hh, b):  # the cache follows gradcheck's perturbed weights
+        return fastcrnn.lstm_cell(x, h, c, w_ih, w_hh, b,
+                                  weight_cat=torch.cat([w_ih, w_hh], 1).detach())
+
+    assert torch.autograd.gradcheck(fn, args)
+    w_cat = torch.cat([args[3], args[4]], 1).detach()
+    torch.library.opcheck(torch.ops.fastcrnn.lstm_cell.default, args + (w_cat,))
+
+
+@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("lengths", [None, [3, 1]])
+def test_layer_without_saving_matches_and_opcheck(D, lengths):
+    args = _layer_args(3, 2, 3, 4, D, lengths=lengths)
+    full = torch.ops.fastcrnn.lstm_layer(*args)
+    lean = torch.ops.fastcrnn.lstm_layer(*args, False)
+    for a, b in zip(full[:3], lean[:3]):
+        _close(b, a, 0.0)
+    assert all(t.numel() == 0 for t in lean[3:])
+    torch.library.opcheck(torch.ops.fastcrnn.lstm_layer.default, tuple(args) + (False,))
+    # the public wrapper saves exactly when a gradient may be needed
+    for a in args[:6]:
+        a.requires_grad_(True)
+    out, _, _ = fastcrnn.lstm_layer(*args[:6], lengths=args[6])
+    _close(_grads(out.sum(), [args[0]], None)[0],
+           _grads(torch.ops.fastcrnn.lstm_layer(*args)[0].sum(), [args[0]], None)[0], 1e-12)
+    with torch.no_grad():
+        out2, _, _ = fastcrnn.lstm_layer(*args[:6], lengths=args[6])
+    _close(out2, out.detach(), 0.0)
+    with pytest.raises(RuntimeError, match="save_for_backward"):
+        torch.ops.fastcrnn.lstm_layer(*args, False)[0].sum().backward()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bidirectional_on_one_or_two_threads(threads):
+    """Two threads run the directions side by side (with inference mode's thread state), one
+    thread runs them in turn: both match torch, values and gradients, with lengths."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ref, ours = _pair(5, 6, 2, True)
+        x = torch.randn(7, 4, 5, dtype=torch.float64, requires_grad=True)
+        lengths = torch.tensor([7, 3, 5, 1])
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        a, _ = pad_packed_sequence(ref(packed)[0], total_length=7)
+        b, (bh, bc) = ours(x, lengths=lengths)
+        _close(b, a, 1e-12)
+        g = torch.randn_like(a)
+        ga = _grads(a, [x] + list(ref.parameters()), g)
+        gb = _grads(b, [x] + list(ours.parameters()), g)
+        for u, v in zip(ga, gb):
+            _close(v, u, 1e-10)
+        with torch.inference_mode():
+            c, _ = ours(x, lengths=lengths)
+        _close(c, b.detach(), 0.0)
+    finally:
+        torch.set_num_threads(n)
+
+def _cell_pair(dtype=torch.float64):
+    ref = torch.nn.LSTMCell(4, 3).to(dtype)
+    ours = LSTMCell(4, 3).to(dtype)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def _check_cell(ref, ours, atol=1e-12):
+    x = torch.randn(5, 4, dtype=ref.weight_ih.dtype)
+    hx = (torch.randn(5, 3, dtype=x.dtype), torch.randn(5, 3, dtype=x.dtype))
+    for a, b in zip(ref(x, hx), ours(x, hx)):
+        _close(b, a, atol)
+
+
+def _check_lstm(ref, ours, atol=1e-12):
+    x = torch.randn(4, 2, ref.input_size, dtype=ref.weight_ih_l0.dtype)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            a, (ah, ac) = ref(x)
+            b, (bh, bc) = ours(x)
+        _close(b, a, atol)
+        _close(bc, ac, atol)
+
+
+@pytest.mark.parametrize("kind", ["cell", "lstm"])
+def test_weight_caches_follow_in_place_updates(kind):
+    if kind == "cell":
+        ref, ours = _cell_pair()
+        check = _check_cell
+    else:
+        ref, ours = _pair(3, 4, 2, True)
+        check = _check_lstm
+    check(ref, ours)  # fills the caches
+    assert set(ours.state_dict()) == set(ref.state_dict())
+    # optimizer.step() on both (same gradients: the fused grads match torch's)
+    opt_r = torch.optim.SGD(ref.parameters(), lr=0.5)
+    opt_o = torch.optim.SGD(ours.parameters(), lr=0.5)
+    for m, opt in ((ref, opt_r), (ours, opt_o)):
+        torch.manual_seed(1)
+        x = torch.randn(5, 4, dtype=torch.float64) if kind == "cell" else             torch.randn(4, 2, 3, dtype=torch.float64)
+        out = m(x)[0]
+        out.pow(2).sum().backward()
+        opt.step()
+    check(ref, ours)
+    # no_grad in-place edits, then load_state_dict
+    with torch.no_grad():
+        for p, q in zip(ref.parameters(), ours.parameters()):
+            p.add_(0.25)
+            q.add_(0.25)
+    check(ref, ours)
+    ref2 = _cell_pair()[0] if kind == "cell" else _pair(3, 4, 2, True)[0]
+    ref.load_state_dict(ref2.state_dict())
+    ours.load_state_dict(ref2.state_dict())
+    check(ref, ours)
+    # rebinding the data (what .to() does) and dtype moves
+    for p, q in zip(ref.parameters(), ours.parameters()):
+        p.data = p.data * 0.5
+        q.data = q.data * 0.5
+    check(ref, ours)
+    ref, ours = ref.float(), ours.float()
+    check(ref, ours, 1e-5)
+
+
+@pytest.mark.parametrize("kind", ["cell", "lstm"])
+def test_weight_caches_deepcopy_and_pickle(kind):
+    import copy
+    import io
+
+    ref, ours = _cell_pair() if kind == "cell" else _pair(3, 4, 2, True)
+    check = _check_cell if kind == "cell" else _check_lstm
+    check(ref, ours)
+    clone = copy.deepcopy(ours)
+    buf = io.BytesIO()
+    torch.save(ours, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.mul_(-1)
+    check(ref, clone)  # the copies have their own parameters and caches
+    check(ref, loaded)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.mul_(-1)
+    check(ref, ours)
+
+
+def test_cell_cache_under_compile_fullgraph():
+    torch._dynamo.reset()
+    ref, ours = _cell_pair(torch.float32)
+    x = torch.randn(5, 4, requires_grad=True)
+    hx = (torch.randn(5, 3), torch.randn(5, 3))
+    compiled = torch.compile(lambda x, hx: ours(x, hx), fullgraph=True, backend="aot_eager")
+    for _ in range(2):  # the second call after an update: no stale cache in or out of the graph
+        h1, c1 = compiled(x, hx)
+        h2, c2 = ref(x, hx)
+        _close(h1, h2, 1e-6)
+        _close(c1, c2, 1e-6)
+        ga = _grads(h1.sum() + c1.sum(), [x] + list(ours.parameters()), None)
+        gb = _grads(h2.sum() + c2.sum(), [x] + list(ref.parameters()), None)
+        for a, b in zip(ga, gb):
+            _close(a, b, 1e-5)
+        with torch.no_grad():
+            for p, q in zip(ref.parameters(), ours.parameters()):
+                p.add_(0.1)
+                q.add_(0.1)
+        _check_cell(ref, ours, 1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # dtypes, autocast, instruction sets, random shapes
 # ---------------------------------------------------------------------------------------------

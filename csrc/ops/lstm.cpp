@@ -3,9 +3,13 @@
 // buffer, which already holds x·W_ihᵀ + b from ONE GEMM over all T and both directions) and
 // ONE pointwise kernel for both directions. Per step backward: ONE pointwise kernel and one
 // GEMM per direction (dgates·W_hh); then dx, dW_ih, dW_hh (one per direction) and dbias each
-// one GEMM / reduction over the whole sequence.
+// one GEMM / reduction over the whole sequence. On a multi-threaded CPU the two directions'
+// per-step work runs side by side instead (see side_by_side_pays). Without backward the layer
+// keeps two states per direction and no activations.
 #include "ops/lstm.h"
 
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include "ops/common.h"
@@ -29,6 +33,59 @@ void check_shape(const at::Tensor& t, at::IntArrayRef expected, const char* name
                     t.sizes());
 }
 
+// The cached [weight_ih | weight_hh] of the cell: read instead of the two weights, so it must
+// hold their current values (the Python module guarantees that).
+void check_weight_cat(const at::Tensor& w_cat, const at::Tensor& x, int64_t I, int64_t H) {
+  check_like(w_cat, x, "weight_cat");
+  check_shape(w_cat, {4 * H, I + H}, "weight_cat");
+}
+
+// On a multi-threaded CPU the two directions' per-step GEMM + pointwise step run side by side,
+// one per thread, each GEMM single-threaded inside the parallel region. Splitting every small
+// GEMM over the threads instead pays a synchronisation per call and partitions a 64-row
+// problem poorly.
+bool side_by_side_pays(const at::Tensor& x) {
+  return x.is_cpu() && at::get_num_threads() >= 2 && !at::in_parallel_region();
+}
+
+// Runs fn(0) and fn(1) on two threads, each with the caller's thread-local state (grad and
+// inference modes, dispatch keys), which ATen's parallel_for does not carry over.
+template <typename Fn>
+void side_by_side(const Fn& fn) {
+  const at::ThreadLocalState tls;
+  at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard guard(tls);
+    for (int64_t i = begin; i < end; ++i) fn(i);
+  });
+}
+
+LstmForwardParams one_direction(const LstmForwardParams& p, int64_t d) {
+  LstmForwardParams q = p;
+  q.D = 1;
+  q.gates[0] = p.gates[d];
+  q.h_prev[0] = p.h_prev[d];
+  q.h_next[0] = p.h_next[d];
+  q.c_prev[0] = p.c_prev[d];
+  q.c_next[0] = p.c_next[d];
+  q.out[0] = p.out[d];
+  q.t[0] = p.t[d];
+  return q;
+}
+
+LstmBackwardParams one_direction(const LstmBackwardParams& p, int64_t d) {
+  LstmBackwardParams q = p;
+  q.D = 1;
+  q.acts[0] = p.acts[d];
+  q.c_prev[0] = p.c_prev[d];
+  q.dout[0] = p.dout[d];
+  q.dh_rec[0] = p.dh_rec[d];
+  q.dh_carry[0] = p.dh_carry[d];
+  q.dc[0] = p.dc[d];
+  q.dgates[0] = p.dgates[d];
+  q.t[0] = p.t[d];
+  return q;
+}
+
 // Pointer to element `offset` of a tensor, in bytes of its dtype.
 inline void* at_offset(const at::Tensor& t, int64_t offset) {
   return static_cast<char*>(t.data_ptr()) + offset * static_cast<int64_t>(t.element_size());
@@ -39,7 +96,8 @@ inline void* at_offset(const at::Tensor& t, int64_t offset) {
 Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const at::Tensor& c0,
                            const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
                            const std::optional<at::Tensor>& bias,
-                           const std::optional<at::Tensor>& lengths, const LstmForwardStep& step) {
+                           const std::optional<at::Tensor>& lengths, bool save,
+                           const LstmForwardStep& step) {
   TORCH_CHECK_VALUE(x_in.dim() == 3, "input must have shape (T, N, input_size), got ",
                     x_in.sizes());
   const Dtype dtype = kernel_dtype(x_in, "input");
@@ -75,9 +133,13 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
   const auto acc_opts = opts.dtype(acc_type(x.scalar_type()));
   const int64_t G = D * 4 * H;  // gates per (t, n)
 
+  // Without backward only the two latest states of each direction are kept: state s lives in
+  // slot s % 2 (each step reads one parity and writes the other, in both directions).
+  const int64_t slots = save ? T + 1 : 2;
+  const auto slot = [&](int64_t s) { return save ? s : s % 2; };
   at::Tensor gates = at::empty({T, N, G}, opts);
-  at::Tensor hs = at::empty({D, T + 1, N, H}, opts);
-  at::Tensor cs = at::empty({D, T + 1, N, H}, acc_opts);
+  at::Tensor hs = at::empty({D, slots, N, H}, opts);
+  at::Tensor cs = at::empty({D, slots, N, H}, acc_opts);
   at::Tensor output = at::empty({T, N, D * H}, opts);
   if (T * N > 0) {
     at::Tensor gates2d = gates.view({T * N, G});
@@ -87,8 +149,8 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
   }
   for (int64_t d = 0; d < D; ++d) {
     const int64_t s0 = d == 0 ? 0 : T;
-    hs[d][s0].copy_(h0[d]);
-    cs[d][s0].copy_(c0[d]);
+    hs[d][slot(s0)].copy_(h0[d]);
+    cs[d][slot(s0)].copy_(c0[d]);
   }
 
   if (N > 0) {
@@ -102,15 +164,20 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
     p.gates_stride = G;
     p.out_stride = D * H;
     p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
-    p.save_acts = true;
+    p.save_acts = save;
+    const bool split = D == 2 && side_by_side_pays(x);
+    int64_t s_in[kLstmMaxDirs];
+    const auto recurrent_gemm = [&](int64_t d) {
+      at::Tensor g = gates[p.t[d]].narrow(1, d * 4 * H, 4 * H);
+      at::addmm_out(g, g, hs[d][s_in[d]], w_hh_t[d]);
+    };
     for (int64_t s = 0; s < T; ++s) {
       for (int64_t d = 0; d < D; ++d) {
         const int64_t t = d == 0 ? s : T - 1 - s;
-        const int64_t s_in = d == 0 ? t : t + 1, s_out = d == 0 ? t + 1 : t;
-        at::Tensor g = gates[t].narrow(1, d * 4 * H, 4 * H);
-        at::addmm_out(g, g, hs[d][s_in], w_hh_t[d]);
-        const int64_t state_in = (d * (T + 1) + s_in) * N * H;
-        const int64_t state_out = (d * (T + 1) + s_out) * N * H;
+        s_in[d] = slot(d == 0 ? t : t + 1);
+        const int64_t s_out = slot(d == 0 ? t + 1 : t);
+        const int64_t state_in = (d * slots + s_in[d]) * N * H;
+        const int64_t state_out = (d * slots + s_out) * N * H;
         p.t[d] = t;
         p.gates[d] = at_offset(gates, t * N * G + d * 4 * H);
         p.h_prev[d] = at_offset(hs, state_in);
@@ -119,15 +186,27 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
         p.c_next[d] = at_offset(cs, state_out);
         p.out[d] = at_offset(output, t * N * D * H + d * H);
       }
-      step(p);
+      if (split) {
+        side_by_side([&](int64_t d) {
+          recurrent_gemm(d);
+          step(one_direction(p, d));
+        });
+      } else {
+        for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
+        step(p);
+      }
     }
   }
   at::Tensor h_n = at::empty({D, N, H}, opts);
   at::Tensor c_n = at::empty({D, N, H}, opts);
   for (int64_t d = 0; d < D; ++d) {
-    const int64_t s_last = d == 0 ? T : 0;
+    const int64_t s_last = slot(d == 0 ? T : 0);
     h_n[d].copy_(hs[d][s_last]);
     c_n[d].copy_(cs[d][s_last]);
+  }
+  if (!save) {
+    return {output, h_n, c_n, at::empty({0}, opts), at::empty({0}, opts),
+            at::empty({0}, acc_opts)};
   }
   return {output, h_n, c_n, gates, hs, cs};
 }
@@ -185,6 +264,11 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
       p.dh_carry[d] = at_offset(dh_carry, d * N * H);
       p.dc[d] = at_offset(dc, d * N * H);
     }
+    const bool split = D == 2 && side_by_side_pays(x);
+    const auto recurrent_gemm = [&](int64_t d) {
+      at::Tensor dh_rec_d = dh_rec[d];
+      at::mm_out(dh_rec_d, dgates[p.t[d]].narrow(1, d * 4 * H, 4 * H), w_hh[d]);
+    };
     for (int64_t s = T - 1; s >= 0; --s) {
       for (int64_t d = 0; d < D; ++d) {
         const int64_t t = d == 0 ? s : T - 1 - s;
@@ -196,11 +280,14 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
         p.dh_rec[d] = have_rec ? at_offset(dh_rec, d * N * H) : nullptr;
         p.dgates[d] = at_offset(dgates, t * N * G + d * 4 * H);
       }
-      step(p);
-      for (int64_t d = 0; d < D; ++d) {
-        const int64_t t = d == 0 ? s : T - 1 - s;
-        at::Tensor dh_rec_d = dh_rec[d];
-        at::mm_out(dh_rec_d, dgates[t].narrow(1, d * 4 * H, 4 * H), w_hh[d]);
+      if (split) {
+        side_by_side([&](int64_t d) {
+          step(one_direction(p, d));
+          recurrent_gemm(d);
+        });
+      } else {
+        step(p);
+        for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
       }
       have_rec = true;
     }
@@ -228,7 +315,8 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
 
 Tensor3 lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
                           const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
-                          const std::optional<at::Tensor>& bias, const LstmForwardStep& step) {
+                          const std::optional<at::Tensor>& bias,
+                          const std::optional<at::Tensor>& w_cat, const LstmForwardStep& step) {
   TORCH_CHECK_VALUE(x.dim() == 2, "input must have shape (N, input_size), got ", x.sizes());
   const Dtype dtype = kernel_dtype(x, "input");
   TORCH_CHECK_VALUE(w_hh_in.dim() == 2 && w_hh_in.size(1) > 0 &&
@@ -247,12 +335,19 @@ Tensor3 lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Te
     check_like(*bias, x, "bias");
     check_shape(*bias, {4 * H}, "bias");
   }
+  if (w_cat.has_value()) check_weight_cat(*w_cat, x, I, H);
   const auto opts = x.options();
   const auto acc = acc_type(x.scalar_type());
   at::Tensor gates = at::empty({N, 4 * H}, opts);
-  if (bias.has_value()) at::addmm_out(gates, *bias, x, w_ih_in.t());
-  else at::mm_out(gates, x, w_ih_in.t());
-  at::addmm_out(gates, gates, h, w_hh_in.t());
+  if (w_cat.has_value()) {
+    const at::Tensor xh = at::cat({x, h}, 1);
+    if (bias.has_value()) at::addmm_out(gates, *bias, xh, w_cat->t());
+    else at::mm_out(gates, xh, w_cat->t());
+  } else {
+    if (bias.has_value()) at::addmm_out(gates, *bias, x, w_ih_in.t());
+    else at::mm_out(gates, x, w_ih_in.t());
+    at::addmm_out(gates, gates, h, w_hh_in.t());
+  }
   const at::Tensor c_acc = c.to(acc).contiguous();
   const at::Tensor h_c = h.contiguous();
   at::Tensor c_next = at::empty({N, H}, opts.dtype(acc));
@@ -278,10 +373,12 @@ Tensor3 lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Te
 Tensor6 lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
                            const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
                            const at::Tensor& w_ih, const at::Tensor& w_hh,
-                           const at::Tensor& acts, const LstmBackwardStep& step) {
+                           const at::Tensor& acts, const std::optional<at::Tensor>& w_cat,
+                           const LstmBackwardStep& step) {
   TORCH_CHECK_VALUE(x.dim() == 2 && w_hh.dim() == 2, "lstm_cell_backward: bad shapes");
   const Dtype dtype = kernel_dtype(x, "input");
-  const int64_t N = x.size(0), H = w_hh.size(1);
+  const int64_t N = x.size(0), I = x.size(1), H = w_hh.size(1);
+  if (w_cat.has_value()) check_weight_cat(*w_cat, x, I, H);
   check_shape(grad_h, {N, H}, "grad_h");
   check_shape(grad_c, {N, H}, "grad_c");
   check_shape(acts, {N, 4 * H}, "acts");
@@ -308,13 +405,21 @@ Tensor6 lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
     p.dgates_stride = 4 * H;
     step(p);
   }
-  at::Tensor dx = at::empty({N, x.size(1)}, opts);
+  at::Tensor dx = at::empty({N, I}, opts);
   at::Tensor dh = at::empty({N, H}, opts);
   at::Tensor dw_ih = at::empty(w_ih.sizes(), opts);
   at::Tensor dw_hh = at::empty(w_hh.sizes(), opts);
   at::Tensor dbias = at::empty({4 * H}, opts);
-  at::mm_out(dx, dgates, w_ih);
-  at::mm_out(dh, dgates, w_hh);
+  if (w_cat.has_value()) {
+    // One GEMM for d[x|h]; the two small copies out keep the outputs unaliased. dW stays two
+    // GEMMs: splitting one (4H, I+H) product would copy far more than it saves.
+    const at::Tensor dxh = at::mm(dgates, *w_cat);
+    dx.copy_(dxh.narrow(1, 0, I));
+    dh.copy_(dxh.narrow(1, I, H));
+  } else {
+    at::mm_out(dx, dgates, w_ih);
+    at::mm_out(dh, dgates, w_hh);
+  }
   at::mm_out(dw_ih, dgates.t(), x);
   at::mm_out(dw_hh, dgates.t(), h);
   at::sum_out(dbias, dgates, {0});
@@ -330,8 +435,9 @@ void cpu_backward_step(const LstmBackwardParams& p) {
 
 Tensor6 layer_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                   const at::Tensor& w_ih, const at::Tensor& w_hh,
-                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& lengths) {
-  return lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, lengths, cpu_forward_step);
+                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& lengths,
+                  bool save) {
+  return lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, lengths, save, cpu_forward_step);
 }
 
 Tensor6 layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_hn,
@@ -344,14 +450,15 @@ Tensor6 layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad
 
 Tensor3 cell_cpu(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
                  const at::Tensor& w_ih, const at::Tensor& w_hh,
-                 const std::optional<at::Tensor>& bias) {
-  return lstm_cell_forward(x, h, c, w_ih, w_hh, bias, cpu_forward_step);
+                 const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& w_cat) {
+  return lstm_cell_forward(x, h, c, w_ih, w_hh, bias, w_cat, cpu_forward_step);
 }
 
 Tensor6 cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& x,
                           const at::Tensor& h, const at::Tensor& c, const at::Tensor& w_ih,
-                          const at::Tensor& w_hh, const at::Tensor& acts) {
-  return lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, acts, cpu_backward_step);
+                          const at::Tensor& w_hh, const at::Tensor& acts,
+                          const std::optional<at::Tensor>& w_cat) {
+  return lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, acts, w_cat, cpu_backward_step);
 }
 
 }  // namespace

@@ -36,9 +36,11 @@ LstmBackwardStep backward_step(void* stream) {
 
 Tensor6 layer_cuda(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                    const at::Tensor& w_ih, const at::Tensor& w_hh,
-                   const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& lengths) {
+                   const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& lengths,
+                   bool save) {
   const c10::cuda::CUDAGuard guard(x.device());
-  return lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, lengths, forward_step(current_stream(x)));
+  return lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, lengths, save,
+                            forward_step(current_stream(x)));
 }
 
 Tensor6 layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_hn,
@@ -53,17 +55,17 @@ Tensor6 layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& gra
 
 Tensor3 cell_cuda(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
                   const at::Tensor& w_ih, const at::Tensor& w_hh,
-                  const std::optional<at::Tensor>& bias) {
+                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& w_cat) {
   const c10::cuda::CUDAGuard guard(x.device());
-  return lstm_cell_forward(x, h, c, w_ih, w_hh, bias, forward_step(current_stream(x)));
+  return lstm_cell_forward(x, h, c, w_ih, w_hh, bias, w_cat, forward_step(current_stream(x)));
 }
 
 Tensor6 cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& grad_c,
                            const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
                            const at::Tensor& w_ih, const at::Tensor& w_hh,
-                           const at::Tensor& acts) {
+                           const at::Tensor& acts, const std::optional<at::Tensor>& w_cat) {
   const c10::cuda::CUDAGuard guard(x.device());
-  return lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, acts,
+  return lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, acts, w_cat,
                             backward_step(current_stream(x)));
 }
 

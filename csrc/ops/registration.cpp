@@ -30,11 +30,12 @@ TORCH_LIBRARY(fastcrnn, m) {
       "bool from_logits, bool zero_infinity) -> Tensor");
   // ---- LSTM (ops/lstm.cpp) ----
   // One layer, one (D=1) or both (D=2) directions; see ops/lstm.h for shapes. The last three
-  // outputs are the saved activations / states that lstm_layer_backward needs.
+  // outputs are the saved activations / states that lstm_layer_backward needs (empty when
+  // save_for_backward is false). weight_cat: the cell's cached [weight_ih | weight_hh].
   m.def(
       "lstm_layer(Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, "
-      "Tensor? bias, Tensor? lengths) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor acts, "
-      "Tensor hs, Tensor cs)");
+      "Tensor? bias, Tensor? lengths, bool save_for_backward=True) -> (Tensor output, "
+      "Tensor h_n, Tensor c_n, Tensor acts, Tensor hs, Tensor cs)");
   m.def(
       "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
       "Tensor weight_ih, Tensor weight_hh, Tensor? lengths, Tensor acts, Tensor hs, Tensor cs) "
@@ -42,11 +43,12 @@ TORCH_LIBRARY(fastcrnn, m) {
       "Tensor grad_weight_hh, Tensor grad_bias)");
   m.def(
       "lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, "
-      "Tensor? bias) -> (Tensor h, Tensor c, Tensor acts)");
+      "Tensor? bias, Tensor? weight_cat=None) -> (Tensor h, Tensor c, Tensor acts)");
   m.def(
       "lstm_cell_backward(Tensor grad_h, Tensor grad_c, Tensor input, Tensor hx, Tensor cx, "
-      "Tensor weight_ih, Tensor weight_hh, Tensor acts) -> (Tensor grad_input, Tensor grad_hx, "
-      "Tensor grad_cx, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias)");
+      "Tensor weight_ih, Tensor weight_hh, Tensor acts, Tensor? weight_cat=None) -> "
+      "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_weight_ih, "
+      "Tensor grad_weight_hh, Tensor grad_bias)");
 }
 
 namespace {

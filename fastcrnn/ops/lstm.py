@@ -22,9 +22,13 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 # ---------------------------------------------------------------------------------------------
 
 @torch.library.register_fake("fastcrnn::lstm_layer")
-def _lstm_layer_fake(input, h0, c0, weight_ih, weight_hh, bias, lengths):
+def _lstm_layer_fake(input, h0, c0, weight_ih, weight_hh, bias, lengths, save_for_backward=True):
     T, N, _ = input.shape
     D, _, H = weight_hh.shape
+    if not save_for_backward:
+        return (input.new_empty((T, N, D * H)), input.new_empty((D, N, H)),
+                input.new_empty((D, N, H)), input.new_empty((0,)), input.new_empty((0,)),
+                input.new_empty((0,), dtype=_acc_dtype(input.dtype)))
     return (input.new_empty((T, N, D * H)), input.new_empty((D, N, H)),
             input.new_empty((D, N, H)), input.new_empty((T, N, D * 4 * H)),
             input.new_empty((D, T + 1, N, H)),
@@ -42,14 +46,15 @@ def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, weight_ih,
 
 
 @torch.library.register_fake("fastcrnn::lstm_cell")
-def _lstm_cell_fake(input, hx, cx, weight_ih, weight_hh, bias):
+def _lstm_cell_fake(input, hx, cx, weight_ih, weight_hh, bias, weight_cat=None):
     N = input.shape[0]
     H = weight_hh.shape[1]
     return input.new_empty((N, H)), input.new_empty((N, H)), input.new_empty((N, 4 * H))
 
 
 @torch.library.register_fake("fastcrnn::lstm_cell_backward")
-def _lstm_cell_backward_fake(grad_h, grad_c, input, hx, cx, weight_ih, weight_hh, acts):
+def _lstm_cell_backward_fake(grad_h, grad_c, input, hx, cx, weight_ih, weight_hh, acts,
+                             weight_cat=None):
     return (input.new_empty(input.shape), input.new_empty(hx.shape), input.new_empty(cx.shape),
             input.new_empty(weight_ih.shape), input.new_empty(weight_hh.shape),
             input.new_empty((weight_hh.shape[0],)))
@@ -64,14 +69,18 @@ def _zeros_if_none(grad, like):
 
 
 def _layer_setup_context(ctx, inputs, output):
-    input, h0, c0, weight_ih, weight_hh, bias, lengths = inputs
+    input, h0, c0, weight_ih, weight_hh, bias, lengths = inputs[:7]
     _, _, _, acts, hs, cs = output
     ctx.has_bias = bias is not None
+    ctx.saved_states = len(inputs) < 8 or bool(inputs[7])
     ctx.save_for_backward(input, weight_ih, weight_hh, lengths, acts, hs, cs)
     ctx.shapes = (h0.shape, c0.shape)
 
 
 def _layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _g_acts, _g_hs, _g_cs):
+    if not ctx.saved_states:
+        raise RuntimeError("lstm_layer was called with save_for_backward=False: it kept no "
+                           "states to differentiate through")
     input, weight_ih, weight_hh, lengths, acts, hs, cs = ctx.saved_tensors
     T, N, _ = input.shape
     D, _, H = weight_hh.shape
@@ -83,7 +92,7 @@ def _layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _g_acts, _g_hs, _g_cs)
         grad_c_n = input.new_zeros((D, N, H))
     dx, dh0, dc0, dw_ih, dw_hh, db = torch.ops.fastcrnn.lstm_layer_backward(
         grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, lengths, acts, hs, cs)
-    return dx, dh0, dc0, dw_ih, dw_hh, (db if ctx.has_bias else None), None
+    return dx, dh0, dc0, dw_ih, dw_hh, (db if ctx.has_bias else None), None, None
 
 
 torch.library.register_autograd("fastcrnn::lstm_layer", _layer_backward,
@@ -91,18 +100,19 @@ torch.library.register_autograd("fastcrnn::lstm_layer", _layer_backward,
 
 
 def _cell_setup_context(ctx, inputs, output):
-    input, hx, cx, weight_ih, weight_hh, bias = inputs
+    input, hx, cx, weight_ih, weight_hh, bias = inputs[:6]
+    weight_cat = inputs[6] if len(inputs) > 6 else None
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, output[2])
+    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, output[2], weight_cat)
 
 
 def _cell_backward(ctx, grad_h, grad_c, _g_acts):
-    input, hx, cx, weight_ih, weight_hh, acts = ctx.saved_tensors
+    input, hx, cx, weight_ih, weight_hh, acts, weight_cat = ctx.saved_tensors
     grad_h = _zeros_if_none(grad_h, hx)
     grad_c = _zeros_if_none(grad_c, cx)
     dx, dh, dc, dw_ih, dw_hh, db = torch.ops.fastcrnn.lstm_cell_backward(
-        grad_h, grad_c, input, hx, cx, weight_ih, weight_hh, acts)
-    return dx, dh, dc, dw_ih, dw_hh, (db if ctx.has_bias else None)
+        grad_h, grad_c, input, hx, cx, weight_ih, weight_hh, acts, weight_cat)
+    return dx, dh, dc, dw_ih, dw_hh, (db if ctx.has_bias else None), None
 
 
 torch.library.register_autograd("fastcrnn::lstm_cell", _cell_backward,
@@ -206,24 +216,34 @@ def lstm_layer(input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_i
                              f"{lengths.device}")
         lengths = lengths.to(torch.int64)
         _check_lengths_values(lengths, T, validate)
+    # Without a backward to come the op keeps no per-step activations or state history.
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, h0, c0, weight_ih, weight_hh, bias))
     if cast is not None:
         with torch.autocast(input.device.type, enabled=False):
-            out = torch.ops.fastcrnn.lstm_layer(input, h0, c0, weight_ih, weight_hh, bias, lengths)
+            out = torch.ops.fastcrnn.lstm_layer(input, h0, c0, weight_ih, weight_hh, bias,
+                                                lengths, save)
     else:
-        out = torch.ops.fastcrnn.lstm_layer(input, h0, c0, weight_ih, weight_hh, bias, lengths)
+        out = torch.ops.fastcrnn.lstm_layer(input, h0, c0, weight_ih, weight_hh, bias, lengths,
+                                            save)
     return out[0], out[1], out[2]
 
 
 def lstm_cell(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih: torch.Tensor,
-              weight_hh: torch.Tensor, bias: Optional[torch.Tensor] = None
-              ) -> Tuple[torch.Tensor, torch.Tensor]:
+              weight_hh: torch.Tensor, bias: Optional[torch.Tensor] = None,
+              weight_cat: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """One fused LSTM step, as nn.LSTMCell: returns (h', c'), each (N, H).
 
     input (N, I); hx, cx (N, H); weight_ih (4H, I); weight_hh (4H, H); bias None or (4H,) (the
     combined bias_ih + bias_hh). All one dtype and device (see :func:`lstm_layer` for dtypes);
-    under torch.autocast the step runs in the autocast dtype. The gates come from two GEMMs,
-    then ONE pointwise kernel applies the activations and the c/h update; backward is one
-    pointwise kernel, then the GEMMs.
+    under torch.autocast the step runs in the autocast dtype.
+
+    weight_cat: None, or (4H, I+H) holding ``torch.cat([weight_ih, weight_hh], 1)`` (a cache the
+    caller keeps up to date: it is read instead of the two weights and gets no gradient, which
+    still flows to weight_ih / weight_hh). With it the
+    gates are ONE GEMM on [input | hx], and backward gets d[input | hx] from one GEMM.
+    Without it the gates come from two GEMMs. Either way ONE pointwise kernel applies the
+    activations and the c/h update; backward is one pointwise kernel, then the GEMMs.
     """
     require_tensor(input, "input")
     require_float(input, "input")
@@ -240,8 +260,10 @@ def lstm_cell(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih
         input, hx, cx, weight_ih, weight_hh = (t.to(cast) if isinstance(t, torch.Tensor) else t
                                                for t in (input, hx, cx, weight_ih, weight_hh))
         bias = bias.to(cast) if isinstance(bias, torch.Tensor) else bias
+        weight_cat = weight_cat.to(cast) if isinstance(weight_cat, torch.Tensor) else weight_cat
     for t, name, shape in ((weight_ih, "weight_ih", (4 * H, I)), (weight_hh, "weight_hh", None),
-                           (hx, "hx", (N, H)), (cx, "cx", (N, H)), (bias, "bias", (4 * H,))):
+                           (hx, "hx", (N, H)), (cx, "cx", (N, H)), (bias, "bias", (4 * H,)),
+                           (weight_cat, "weight_cat", (4 * H, I + H))):
         if t is None:
             continue
         _same(t, input, name)
@@ -249,7 +271,9 @@ def lstm_cell(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih
             raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
     if cast is not None:
         with torch.autocast(input.device.type, enabled=False):
-            h, c, _ = torch.ops.fastcrnn.lstm_cell(input, hx, cx, weight_ih, weight_hh, bias)
+            h, c, _ = torch.ops.fastcrnn.lstm_cell(input, hx, cx, weight_ih, weight_hh, bias,
+                                                   weight_cat)
     else:
-        h, c, _ = torch.ops.fastcrnn.lstm_cell(input, hx, cx, weight_ih, weight_hh, bias)
+        h, c, _ = torch.ops.fastcrnn.lstm_cell(input, hx, cx, weight_ih, weight_hh, bias,
+                                               weight_cat)
     return h, c
