@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import fastcrnn
-from benchmarks.timing import median_ms, row
+from benchmarks.timing import paired_ms, row
 from benchmarks.workloads import CTC_WORKLOADS, applicable, ctc_inputs
 
 CTC_BENCH_WORKLOADS = ("ocr-en", "ocr-zh", "long", "gpu-big")
@@ -130,9 +130,9 @@ def report_rows(device):
                 if not applicable(CTC_WORKLOADS[name], device):
                     continue
                 for case, ours, baseline, ref in _cases(name, device):
-                    ours_ms = median_ms(ours, device, repeat=10, min_time_s=0.3)
-                    ref_ms = median_ms(ref, device, repeat=10, min_time_s=0.3)
-                    extra = dict(thp=THP, threads=threads)
+                    ours_ms, ref_ms, ratio = paired_ms(ours, ref, device, rounds=5, repeat=5,
+                                                       min_time_s=0.06)
+                    extra = dict(thp=THP, threads=threads, ratio=ratio)
                     peak, ref_peak = _peak_mb(ours, device), _peak_mb(ref, device)
                     if peak is not None:
                         extra.update(peak_mb=round(peak, 2), baseline_peak_mb=round(ref_peak, 2))

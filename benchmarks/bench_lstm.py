@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.timing import median_ms, row
+from benchmarks.timing import paired_ms, row
 from benchmarks.workloads import BILSTM_2, CRNN_BLOCKS, SEQ2SEQ
 from fastcrnn.nn import LSTM, LSTMCell
 
@@ -163,71 +163,20 @@ def report_rows(device):
     for name, models, x in _cases(device):
         xg = x.clone().requires_grad_(True)
         ours = models["fastcrnn"]
-        f_ours = median_ms(lambda: _fwd(ours, x), device, repeat=10)
-        fb_ours = median_ms(lambda: _fwd_bwd(ours, xg), device, repeat=10)
         for base_name, base in models.items():
             if base_name == "fastcrnn":
                 continue
             slow = base_name.startswith("python")
-            kw = dict(warmup=1, repeat=3, min_time_s=0) if slow and cpu else dict(repeat=10)
-            f_base = median_ms(lambda: _fwd(base, x), device, **kw)
-            fb_base = median_ms(lambda: _fwd_bwd(base, xg), device, **kw)
-            rows.append(row("lstm", name, "forward (no grad)", device, f_ours, base_name, f_base))
-            rows.append(row("lstm", name, "forward+backward", device, fb_ours, base_name,
-                            fb_base))
+            kw = dict(rounds=3, warmup=1, repeat=1, min_time_s=0) if slow and cpu else \
+                dict(rounds=5, warmup=1, repeat=3, min_time_s=0)
+            for case, fn in (("forward (no grad)", lambda m: _fwd(m, x)),
+                             ("forward+backward", lambda m: _fwd_bwd(m, xg))):
+                a, b, ratio = paired_ms(lambda: fn(ours), lambda: fn(base), device, **kw)
+                rows.append(row("lstm", name, case, device, a, base_name, b, ratio=ratio))
     ours, ref, args = _cell_models(device)
-    c_ours = median_ms(lambda: _cell_step(ours, *args), device, repeat=50)
-    c_ref = median_ms(lambda: _cell_step(ref, *args), device, repeat=50)
-    rows.append(row("lstm", "seq2seq", "decoder cell step fwd+bwd", device, c_ours,
-                    "nn.LSTMCell", c_ref))
+    a, b, ratio = paired_ms(lambda: _cell_step(ours, *args), lambda: _cell_step(ref, *args),
+                            device, rounds=7, repeat=10, min_time_s=0.05)
+    rows.append(row("lstm", "seq2seq", "decoder cell step fwd+bwd", device, a, "nn.LSTMCell", b,
+                    ratio=ratio))
     return rows
 
-
-def paired_ab(threads: int = 2, rounds: int = 8, device="cpu"):
-    """Interleaved A/B vs nn.LSTM / nn.LSTMCell: each round times fastcrnn then the reference
-    back to back; prints per-case medians and the median of the per-round ratios (less
-    sensitive to drifting background load than two separate medians)."""
-    import statistics
-    import time
-
-    torch.set_num_threads(threads)
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-
-    def timed(fn):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        return (time.perf_counter() - t0) * 1e3
-
-    def paired(a, b, n):
-        a(), b()
-        ra, rb, rr = [], [], []
-        for _ in range(n):
-            x, y = timed(a), timed(b)
-            ra.append(x)
-            rb.append(y)
-            rr.append(y / x)
-        return statistics.median(ra), statistics.median(rb), statistics.median(rr)
-
-    print(f"threads={torch.get_num_threads()} rounds={rounds} device={device}")
-    for name, models, x in _cases(device):
-        xg = x.clone().requires_grad_(True)
-        ours, ref = models["fastcrnn"], models["nn.LSTM"]
-        for case, fn in (("forward", lambda m: _fwd(m, x)),
-                         ("fwd+bwd", lambda m: _fwd_bwd(m, xg))):
-            a, b, r = paired(lambda: fn(ours), lambda: fn(ref), rounds)
-            print(f"{name:12s} {case:8s} fastcrnn {a:9.2f} ms  nn.LSTM {b:9.2f} ms  "
-                  f"median ratio {r:.2f}x")
-    ours, ref, args = _cell_models(device)
-    a, b, r = paired(lambda: _cell_step(ours, *args), lambda: _cell_step(ref, *args), rounds * 5)
-    print(f"{'cell step':12s} fwd+bwd  fastcrnn {a:9.2f} ms  nn.LSTMCell {b:9.2f} ms  "
-          f"median ratio {r:.2f}x")
-
-
-if __name__ == "__main__":
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    paired_ab(*(int(a) for a in sys.argv[1:3]))

@@ -3,7 +3,9 @@
     python benchmarks/report.py [--device cpu|cuda] [--only decode,ctc,lstm] [--out DIR]
 
 Collects `report_rows(device)` from each benchmarks/bench_*.py, prints a ratio table
-(ratio = reference time / fastcrnn time; > 1 means fastcrnn is faster), and writes
+(ratio = reference time / fastcrnn time; > 1 means fastcrnn is faster: CTC and LSTM rows
+time both sides in alternating rounds and report the median of the per-round ratios, see
+benchmarks.timing.paired_ms), and writes
 DIR/report-<device>.json and DIR/report-<device>.png.
 """
 import argparse

@@ -1,7 +1,7 @@
 """Timing helpers shared by the benchmark modules and the report."""
 import statistics
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Tuple
 
 import torch
 
@@ -34,9 +34,33 @@ def median_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3,
     return statistics.median(times)
 
 
+def paired_ms(ours: Callable[[], object], ref: Callable[[], object], device: torch.device,
+              rounds: int = 5, **median_kw) -> Tuple[float, float, float]:
+    """Times `ours` and `ref` in `rounds` rounds of back-to-back blocks, alternating which goes
+    first; returns (our median, reference median, median of the per-round ratios ref / ours).
+
+    This VM's speed drifts within seconds (the same command's ratios swung by 1.7x between runs
+    when each side was timed once, one after the other); interleaved rounds expose both sides
+    to the same drift. ``median_kw`` goes to :func:`median_ms` for each block.
+    """
+    ours_t, ref_t, ratios = [], [], []
+    for r in range(rounds):
+        if r % 2 == 0:
+            a = median_ms(ours, device, **median_kw)
+            b = median_ms(ref, device, **median_kw)
+        else:
+            b = median_ms(ref, device, **median_kw)
+            a = median_ms(ours, device, **median_kw)
+        ours_t.append(a)
+        ref_t.append(b)
+        ratios.append(b / a)
+    return statistics.median(ours_t), statistics.median(ref_t), statistics.median(ratios)
+
+
 def row(family: str, workload: str, case: str, device, ours_ms: float, baseline: str,
         baseline_ms: float, **extra) -> Dict:
-    """One report row: `ratio` is baseline time / our time (> 1 means fastcrnn is faster)."""
+    """One report row: `ratio` is baseline time / our time (> 1 means fastcrnn is faster), or
+    the median of paired per-round ratios when given in ``extra``."""
     out = dict(family=family, workload=workload, case=case, device=str(device), ours_ms=ours_ms,
                baseline=baseline, baseline_ms=baseline_ms, ratio=baseline_ms / ours_ms)
     out.update(extra)
