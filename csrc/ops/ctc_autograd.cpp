@@ -39,21 +39,41 @@ const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
   return op;
 }
 
+// Runs the forward op below autograd and saves what ctc_loss_backward needs.
+CtcForwardOutputs forward_and_save(AutogradContext* ctx, const at::Tensor& log_probs,
+                                   const at::Tensor& targets, const at::Tensor& input_lengths,
+                                   const at::Tensor& target_lengths, int64_t blank,
+                                   bool from_logits, bool zero_infinity, bool validate) {
+  at::AutoDispatchBelowADInplaceOrView below;
+  auto out = forward_op().call(log_probs, targets, input_lengths, target_lengths, blank,
+                               from_logits, zero_infinity, validate);
+  const auto& [nll, log_alpha, norms] = out;
+  ctx->save_for_backward(
+      {log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms});
+  ctx->saved_data["blank"] = blank;
+  ctx->saved_data["from_logits"] = from_logits;
+  ctx->saved_data["zero_infinity"] = zero_infinity;
+  return out;
+}
+
+// d loss / d log_probs from the per-sample gradient, with what forward_and_save kept.
+at::Tensor saved_backward(AutogradContext* ctx, const at::Tensor& grad_nll) {
+  const variable_list s = ctx->get_saved_variables();
+  return backward_op().call(grad_nll, s[0], s[1], s[2], s[3], s[4], s[5], s[6],
+                            ctx->saved_data["blank"].toInt(),
+                            ctx->saved_data["from_logits"].toBool(),
+                            ctx->saved_data["zero_infinity"].toBool());
+}
+
 class CtcForwardFunction : public torch::autograd::Function<CtcForwardFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& log_probs,
                                const at::Tensor& targets, const at::Tensor& input_lengths,
                                const at::Tensor& target_lengths, int64_t blank, bool from_logits,
                                bool zero_infinity, bool validate) {
-    at::AutoDispatchBelowADInplaceOrView below;
     auto [nll, log_alpha, norms] =
-        forward_op().call(log_probs, targets, input_lengths, target_lengths, blank, from_logits,
-                          zero_infinity, validate);
-    ctx->save_for_backward(
-        {log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms});
-    ctx->saved_data["blank"] = blank;
-    ctx->saved_data["from_logits"] = from_logits;
-    ctx->saved_data["zero_infinity"] = zero_infinity;
+        forward_and_save(ctx, log_probs, targets, input_lengths, target_lengths, blank,
+                         from_logits, zero_infinity, validate);
     ctx->mark_non_differentiable({log_alpha, norms});
     // log_alpha and norms never receive a gradient: do not allocate zeros for them
     ctx->set_materialize_grads(false);
@@ -63,11 +83,7 @@ class CtcForwardFunction : public torch::autograd::Function<CtcForwardFunction> 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     variable_list out(8);
     if (!grads[0].defined() || !ctx->needs_input_grad(0)) return out;
-    const variable_list s = ctx->get_saved_variables();
-    out[0] = backward_op().call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-                                ctx->saved_data["blank"].toInt(),
-                                ctx->saved_data["from_logits"].toBool(),
-                                ctx->saved_data["zero_infinity"].toBool());
+    out[0] = saved_backward(ctx, grads[0]);
     return out;
   }
 };
@@ -143,16 +159,11 @@ class CtcLossFunction : public torch::autograd::Function<CtcLossFunction> {
                             const at::Tensor& targets, const at::Tensor& input_lengths,
                             const at::Tensor& target_lengths, int64_t blank, int64_t reduction,
                             bool zero_infinity, bool from_logits, bool validate) {
-    at::AutoDispatchBelowADInplaceOrView below;
-    auto [nll, log_alpha, norms] =
-        forward_op().call(log_probs, targets, input_lengths, target_lengths, blank, from_logits,
-                          zero_infinity, validate);
-    ctx->save_for_backward(
-        {log_probs, targets, input_lengths, target_lengths, nll, log_alpha, norms});
-    ctx->saved_data["blank"] = blank;
+    const at::Tensor nll = std::get<0>(forward_and_save(ctx, log_probs, targets, input_lengths,
+                                                        target_lengths, blank, from_logits,
+                                                        zero_infinity, validate));
     ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["from_logits"] = from_logits;
-    ctx->saved_data["zero_infinity"] = zero_infinity;
+    at::AutoDispatchBelowADInplaceOrView below;
     return reduce_losses(nll, target_lengths, reduction, zero_infinity);
   }
 
@@ -160,12 +171,8 @@ class CtcLossFunction : public torch::autograd::Function<CtcLossFunction> {
     variable_list out(9);
     if (!ctx->needs_input_grad(0)) return out;
     const variable_list s = ctx->get_saved_variables();
-    const at::Tensor grad_nll =
-        per_sample_grad(grads[0], s[4], s[3], ctx->saved_data["reduction"].toInt());
-    out[0] = backward_op().call(grad_nll, s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-                                ctx->saved_data["blank"].toInt(),
-                                ctx->saved_data["from_logits"].toBool(),
-                                ctx->saved_data["zero_infinity"].toBool());
+    out[0] = saved_backward(
+        ctx, per_sample_grad(grads[0], s[4], s[3], ctx->saved_data["reduction"].toInt()));
     return out;
   }
 };

@@ -27,6 +27,29 @@ def _check_backend(backend):
     return backend
 
 
+def recurrent_repr(m: nn.Module, extra: List[str]) -> str:
+    """nn.LSTM's extra_repr (sizes, then the non-default options) plus `extra` entries."""
+    s = f"{m.input_size}, {m.hidden_size}"
+    if m.num_layers != 1:
+        s += f", num_layers={m.num_layers}"
+    if not m.bias:
+        s += ", bias=False"
+    if m.batch_first:
+        s += ", batch_first=True"
+    if m.dropout:
+        s += f", dropout={m.dropout}"
+    if m.bidirectional:
+        s += ", bidirectional=True"
+    return "".join([s] + [", " + e for e in extra])
+
+
+def uniform_reset(m: nn.Module) -> None:
+    """torch's recurrent initialisation: every parameter uniform in ±1/sqrt(hidden_size)."""
+    stdv = 1.0 / math.sqrt(m.hidden_size)
+    for weight in m.parameters():
+        nn.init.uniform_(weight, -stdv, stdv)
+
+
 class _DerivedWeights:
     """Detached tensors built from parameters (concatenations), rebuilt whenever one of the
     parameters changed.
@@ -150,9 +173,7 @@ class LSTM(_CachedWeightsModule):
 
     def reset_parameters(self) -> None:
         """uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, in nn.LSTM's order."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+        uniform_reset(self)
 
     def flatten_parameters(self) -> None:
         """No-op (kept for nn.LSTM compatibility: the fused kernels need no flat buffer)."""
@@ -166,20 +187,8 @@ class LSTM(_CachedWeightsModule):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        if self.backend != "fused":
-            s += f", backend={self.backend!r}"
-        return s
+        return recurrent_repr(self, [f"backend={self.backend!r}"] if self.backend != "fused"
+                              else [])
 
     # -----------------------------------------------------------------------------------------
 
@@ -367,9 +376,8 @@ class LSTMCell(_CachedWeightsModule):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+        """uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, as nn.LSTMCell."""
+        uniform_reset(self)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from fastcrnn.nn.lstm import LSTM
+from fastcrnn.nn.lstm import LSTM, recurrent_repr
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "check_backend", "make_lstm",
            "RNN"]
@@ -127,20 +127,8 @@ class RNN(nn.Module):
             self.output.reset_parameters()
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if self.nonlinearity != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        return s
+        return recurrent_repr(self, [f"nonlinearity={self.nonlinearity!r}"]
+                              if self.nonlinearity != "tanh" else [])
 
     def begin_state(self, batch_size: int, device=None, dtype=None) -> torch.Tensor:
         """Zero initial state (num_layers * dirs, batch_size, hidden_size)."""

@@ -141,6 +141,34 @@ def _same(t: torch.Tensor, ref: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be on the input's device {ref.device}, got {t.device}")
 
 
+def _to_autocast(cast: Optional[torch.dtype], *tensors):
+    """The tensors in the autocast dtype (non-tensors, left for the checks to reject, as they
+    are); unchanged when not autocasting."""
+    if cast is None:
+        return tensors
+    return tuple(t.to(cast) if isinstance(t, torch.Tensor) else t for t in tensors)
+
+
+def _check_like_input(input: torch.Tensor, specs) -> None:
+    """Each (tensor or None, name, expected shape or None) has the input's dtype and device and
+    the expected shape."""
+    for t, name, shape in specs:
+        if t is None:
+            continue
+        _same(t, input, name)
+        if shape is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+
+
+def _call_op(op, cast: Optional[torch.dtype], device: torch.device, *args):
+    """Calls the op with autocast off when the arguments were already cast for it: autocast
+    would otherwise see our op's float16 inputs again."""
+    if cast is None:
+        return op(*args)
+    with torch.autocast(device.type, enabled=False):
+        return op(*args)
+
+
 def _check_lengths_values(lengths: torch.Tensor, T: int, validate: bool) -> None:
     """CPU lengths are always checked by the op; CUDA ones here (a host sync) when validating."""
     if lengths.is_cuda and validate and not skip_value_checks(lengths):
@@ -192,19 +220,11 @@ def lstm_layer(input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_i
     D, _, H = weight_hh.shape
     T, N, I = input.shape
     cast = autocast_dtype(input.device)
-    if cast is not None:
-        input, h0, c0, weight_ih, weight_hh = (
-            t.to(cast) if isinstance(t, torch.Tensor) else t
-            for t in (input, h0, c0, weight_ih, weight_hh))
-        bias = bias.to(cast) if isinstance(bias, torch.Tensor) else bias
-    for t, name, shape in ((weight_ih, "weight_ih", (D * 4 * H, I)), (h0, "h0", (D, N, H)),
-                           (c0, "c0", (D, N, H)), (weight_hh, "weight_hh", None),
-                           (bias, "bias", (D * 4 * H,))):
-        if t is None:
-            continue
-        _same(t, input, name)
-        if shape is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    input, h0, c0, weight_ih, weight_hh, bias = _to_autocast(
+        cast, input, h0, c0, weight_ih, weight_hh, bias)
+    _check_like_input(input, ((weight_ih, "weight_ih", (D * 4 * H, I)), (h0, "h0", (D, N, H)),
+                              (c0, "c0", (D, N, H)), (weight_hh, "weight_hh", None),
+                              (bias, "bias", (D * 4 * H,))))
     if lengths is not None:
         require_tensor(lengths, "lengths")
         if lengths.dtype not in (torch.int32, torch.int64):
@@ -219,13 +239,8 @@ def lstm_layer(input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_i
     # Without a backward to come the op keeps no per-step activations or state history.
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, h0, c0, weight_ih, weight_hh, bias))
-    if cast is not None:
-        with torch.autocast(input.device.type, enabled=False):
-            out = torch.ops.fastcrnn.lstm_layer(input, h0, c0, weight_ih, weight_hh, bias,
-                                                lengths, save)
-    else:
-        out = torch.ops.fastcrnn.lstm_layer(input, h0, c0, weight_ih, weight_hh, bias, lengths,
-                                            save)
+    out = _call_op(torch.ops.fastcrnn.lstm_layer, cast, input.device, input, h0, c0, weight_ih,
+                   weight_hh, bias, lengths, save)
     return out[0], out[1], out[2]
 
 
@@ -256,24 +271,12 @@ def lstm_cell(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih
     N, I = input.shape
     H = weight_hh.shape[1]
     cast = autocast_dtype(input.device)
-    if cast is not None:
-        input, hx, cx, weight_ih, weight_hh = (t.to(cast) if isinstance(t, torch.Tensor) else t
-                                               for t in (input, hx, cx, weight_ih, weight_hh))
-        bias = bias.to(cast) if isinstance(bias, torch.Tensor) else bias
-        weight_cat = weight_cat.to(cast) if isinstance(weight_cat, torch.Tensor) else weight_cat
-    for t, name, shape in ((weight_ih, "weight_ih", (4 * H, I)), (weight_hh, "weight_hh", None),
-                           (hx, "hx", (N, H)), (cx, "cx", (N, H)), (bias, "bias", (4 * H,)),
-                           (weight_cat, "weight_cat", (4 * H, I + H))):
-        if t is None:
-            continue
-        _same(t, input, name)
-        if shape is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-    if cast is not None:
-        with torch.autocast(input.device.type, enabled=False):
-            h, c, _ = torch.ops.fastcrnn.lstm_cell(input, hx, cx, weight_ih, weight_hh, bias,
-                                                   weight_cat)
-    else:
-        h, c, _ = torch.ops.fastcrnn.lstm_cell(input, hx, cx, weight_ih, weight_hh, bias,
-                                               weight_cat)
+    input, hx, cx, weight_ih, weight_hh, bias, weight_cat = _to_autocast(
+        cast, input, hx, cx, weight_ih, weight_hh, bias, weight_cat)
+    _check_like_input(input, ((weight_ih, "weight_ih", (4 * H, I)),
+                              (weight_hh, "weight_hh", None), (hx, "hx", (N, H)),
+                              (cx, "cx", (N, H)), (bias, "bias", (4 * H,)),
+                              (weight_cat, "weight_cat", (4 * H, I + H))))
+    h, c, _ = _call_op(torch.ops.fastcrnn.lstm_cell, cast, input.device, input, hx, cx,
+                       weight_ih, weight_hh, bias, weight_cat)
     return h, c
