@@ -35,13 +35,14 @@ struct CtcParams {
 
   // Accumulation-typed buffers (float, or double for float64 scores).
   void* nll = nullptr;        // (N,) out: -log p(target | input); +inf impossible, NaN bad row
-  void* log_alpha = nullptr;  // (N, T, W) forward out / backward in
+  // N * T * W forward out / backward in. CUDA: (N, T, W). CPU: lane-major blocks of sorted
+  // sample groups (kernels/ctc_cpu.cpp); only the backward of the same build reads it.
+  void* log_alpha = nullptr;
   void* norms = nullptr;      // (T, N) log-sum-exp of each logits row (from_logits only)
 
   // Backward only.
   const void* grad_nll = nullptr;  // (N,) incoming gradient of each loss
-  // (N, T, W) accumulation-typed workspace: on the CPU grad_nll * the posterior of each state,
-  // on CUDA log_beta.
+  // CUDA only: (N, T, W) accumulation-typed workspace for log_beta.
   void* gamma = nullptr;
   // CUDA only: (N, 2 W + 1) int32 workspace: per state the next state with the same label and
   // whether it is the label's first state; then the sample's gradient kind.
@@ -51,7 +52,7 @@ struct CtcParams {
 };
 
 // Forward: fills norms (from_logits), log_alpha and nll.
-// Backward: needs nll, log_alpha, norms of the forward; fills gamma and grad, where
+// Backward: needs nll, log_alpha, norms of the forward; fills grad (and gamma on CUDA), where
 //   grad[t, n, c] = grad_nll[n] * (p[t, n, c] - posterior[t, n, c])  for t < Tn, 0 beyond,
 // p = exp(log_probs) (or softmax(logits)): torch's ctc_loss gradient convention, which is the
 // exact gradient with respect to logits when from_logits. A sample with an infinite loss gets a

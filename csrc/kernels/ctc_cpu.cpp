@@ -1,19 +1,21 @@
 // CTC loss forward-backward on the CPU. Compiled once per instruction set (see cpu_isa.h).
 //
-// Forward (parallel over the batch): for from_logits, the log-sum-exp of every (t, n) row
-// (parallel over rows); then the log-space alpha recursion over the reachable window of states,
-// vectorized over states (a three-way log-sum-exp with at::vec exp_u20 and a polynomial log).
-// Backward: the beta recursion per sample (parallel over the batch) turns alpha * beta into the
-// scaled state posteriors (gamma workspace); then every (t, n) gradient row is written once,
-// parallel over rows: the dense term grad_nll * p over C, then the sparse correction on the
-// <= 2L + 1 label states (in state order, so repeated labels accumulate deterministically).
+// Forward: for from_logits, the log-sum-exp of every (t, n) row (parallel over rows); then the
+// log-space alpha recursion over the reachable window of states, kGroup samples at a time in
+// the lanes of SIMD vectors (a three-way log-sum-exp with at::vec exp_u20 and a polynomial log),
+// parallel over groups. Backward: every (t, n) gradient row's dense term grad_nll * p over C,
+// parallel over rows; then the beta recursion, grouped the same way, turns alpha * beta into
+// each frame's scaled state posteriors and subtracts them from the <= 2L + 1 label entries of
+// the frame's rows (in state order, so repeated labels accumulate deterministically).
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/ctc.h"
@@ -88,53 +90,6 @@ inline at::vec::Vectorized<float> log_1_to_3(at::vec::Vectorized<float> x) {
   return k + u * poly;
 }
 
-// out[i] = logsumexp(a[i], b[i], c[i] + cadd[i]) + e[i] for i < count.
-// -inf everywhere gives -inf; NaN anywhere gives NaN.
-// `out` must not overlap the inputs: the last vector may recompute lanes already written.
-template <typename acc_t>
-void lse3_add(const acc_t* a, const acc_t* b, const acc_t* c, const acc_t* cadd, const acc_t* e,
-              acc_t* out, int64_t count) {
-  int64_t i = 0;
-  if constexpr (std::is_same_v<acc_t, float>) {
-    using V = at::vec::Vectorized<float>;
-    constexpr int64_t K = V::size();
-    const V ninf(kNegInf<float>);
-    const auto lanes = [&](int64_t j, int64_t n) {
-      const V va = V::loadu(a + j, n), vb = V::loadu(b + j, n);
-      const V vc = V::loadu(c + j, n) + V::loadu(cadd + j, n);
-      // the largest term is exp(0) = 1: two exponentials for the other two
-      const V hi_ab = at::vec::maximum(va, vb);
-      const V m = at::vec::maximum(hi_ab, vc);
-      const V empty = m == ninf;
-      const V ms = V::blendv(m, V(0.f), empty);
-      const V mid = at::vec::minimum(hi_ab, vc), low = at::vec::minimum(va, vb);
-      const V sum = V(1.f) + (mid - ms).exp_u20() + (low - ms).exp_u20();
-      V r = V::blendv(ms + log_1_to_3(sum), ninf, empty);
-      r = r + V::loadu(e + j, n);
-      r.store(out + j, n);
-    };
-    // partial loads / stores go through memcpy: only for windows narrower than a vector
-    if (count < K) {
-      if (count > 0) lanes(0, count);
-      return;
-    }
-    for (; i + K <= count; i += K) lanes(i, K);
-    if (i < count) lanes(count - K, K);
-  } else {
-    for (; i < count; ++i) {
-      const acc_t x = a[i], y = b[i], z = c[i] + cadd[i];
-      if (std::isnan(x) || std::isnan(y) || std::isnan(z)) {
-        out[i] = kNaN<acc_t>;
-        continue;
-      }
-      const acc_t m = std::max(std::max(x, y), z);
-      out[i] = (m == kNegInf<acc_t>)
-                   ? kNegInf<acc_t>
-                   : m + std::log(std::exp(x - m) + std::exp(y - m) + std::exp(z - m)) + e[i];
-    }
-  }
-}
-
 inline double log_add(double a, double b) {
   if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<double>::quiet_NaN();
   const double m = std::max(a, b);
@@ -197,149 +152,328 @@ void row_norms(const CtcParams& p) {
   });
 }
 
-// Per-thread scratch for one sample's recursion.
+// A sample that needs a recursion: valid, non-empty and alignable.
+inline bool needs_recursion(const Sample& s) { return !s.bad && s.Tn > 0 && !s.impossible; }
+
+// nll of a sample without a recursion.
 template <typename acc_t>
-struct Scratch {
-  std::vector<acc_t> rows[2];  // rolling alpha / beta rows, padded by 2 on each side
-  std::vector<acc_t> skip;     // 0 where the skip transition is allowed, else -inf (padded)
-  std::vector<acc_t> emit;     // gathered emissions of the current window
-  void reserve(int64_t W) {
-    for (auto& r : rows) r.assign(W + 4, kNegInf<acc_t>);
-    skip.assign(W + 4, kNegInf<acc_t>);
-    emit.assign(W + 4, acc_t(0));
+acc_t trivial_nll(const Sample& s) {
+  if (s.bad) return kNaN<acc_t>;
+  if (s.Tn == 0) return s.L == 0 ? acc_t(0) : -kNegInf<acc_t>;
+  return -kNegInf<acc_t>;  // impossible
+}
+
+// ---------------------------------------------------------------- lane-major recursions
+//
+// The recursions run kGroup samples at once, one sample per SIMD lane: at OCR sizes a sample's
+// window is ~10 states, which vectorized over states leaves most lanes idle and every frame a
+// short dependent chain. Across samples, every state of a frame is an independent full-width
+// vector. Samples are sorted by state count before grouping, so a group's union of windows is
+// close to each lane's own. Lane-major blocks hold element (t, state, lane) at
+// (t * W + state) * width + lane; group k's block starts at k * kGroup * T * W in log_alpha, and
+// only the last group may be narrower than kGroup.
+//
+// Inside the union window a lane also computes states outside its own window. This is exact:
+// alpha of a state below the lane's window (it cannot reach the last states in time) only feeds
+// such states; a state past the lane's 2L + 1 states gets emission -inf, so it stays -inf;
+// alpha above 2t + 1 and beta below the window are -inf by construction. Only the lane's own
+// window is ever read back (nll and the posteriors).
+template <typename acc_t>
+using Vec = at::vec::Vectorized<acc_t>;
+constexpr int64_t kGroup = std::max<int64_t>(8, Vec<float>::size());
+static_assert(kGroup % Vec<float>::size() == 0 && kGroup % Vec<double>::size() == 0);
+
+// logsumexp(a, b, c); -inf everywhere gives -inf, NaN anywhere NaN.
+inline Vec<float> lse3(Vec<float> a, Vec<float> b, Vec<float> c) {
+  using V = Vec<float>;
+  const V ninf(kNegInf<float>);
+  // the largest term is exp(0) = 1: two exponentials for the other two
+  const V hi_ab = at::vec::maximum(a, b);
+  const V m = at::vec::maximum(hi_ab, c);
+  const V empty = m == ninf;
+  const V ms = V::blendv(m, V(0.f), empty);
+  const V mid = at::vec::minimum(hi_ab, c), low = at::vec::minimum(a, b);
+  const V sum = V(1.f) + (mid - ms).exp_u20() + (low - ms).exp_u20();
+  return V::blendv(ms + log_1_to_3(sum), ninf, empty);
+}
+inline Vec<double> lse3(Vec<double> a, Vec<double> b, Vec<double> c) {
+  using V = Vec<double>;
+  const V ninf(kNegInf<double>);
+  const V m = at::vec::maximum(at::vec::maximum(a, b), c);
+  const V empty = m == ninf;
+  const V ms = V::blendv(m, V(0.), empty);
+  const V sum = (a - ms).exp() + (b - ms).exp() + (c - ms).exp();
+  return V::blendv(ms + sum.log(), ninf, empty);
+}
+// exp(v), keeping NaN (exp_u20 maps NaN to a finite value).
+inline Vec<float> exp_keep_nan(Vec<float> v) { return Vec<float>::blendv(v.exp_u20(), v, v != v); }
+inline Vec<double> exp_keep_nan(Vec<double> v) { return v.exp(); }
+
+// Which samples share a group (lane j of group k: order[k * kGroup + j]); the same in forward
+// and backward.
+struct Layout {
+  std::vector<Sample> samples;
+  std::vector<int64_t> order;  // samples by descending (runs a recursion, S, Tn)
+  int64_t groups = 0;
+  int64_t T = 0, W = 0, N = 0;
+
+  explicit Layout(const CtcParams& p) : T(p.T), W(p.W), N(p.N) {
+    samples.resize(N);
+    order.resize(N);
+    for (int64_t n = 0; n < N; ++n) {
+      samples[n] = sample_of(p, n);
+      order[n] = n;
+    }
+    const auto key = [&](int64_t n) {
+      const Sample& s = samples[n];
+      return needs_recursion(s) ? std::pair<int64_t, int64_t>{s.S, s.Tn} : std::pair<int64_t, int64_t>{-1, -1};
+    };
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key(a) > key(b); });
+    groups = (N + kGroup - 1) / kGroup;
+  }
+  int64_t width(int64_t k) const { return std::min<int64_t>(kGroup, N - k * kGroup); }
+  int64_t block_offset(int64_t k) const { return k * kGroup * T * W; }
+};
+
+// Runs `fn(k)` for every group, parallel over threads. Group costs fall with k (sorted), so the
+// threads take the next unstarted group as they finish one (largest first), which balances
+// them; each group's result is independent of which thread ran it.
+template <typename Fn>
+void for_each_group(const Layout& layout, const Fn& fn) {
+  std::atomic<int64_t> next{0};
+  const int64_t slots = std::min<int64_t>(layout.groups, at::get_num_threads());
+  at::parallel_for(0, slots, 1, [&](int64_t, int64_t) {
+    for (int64_t k = next++; k < layout.groups; k = next++) fn(k);
+  });
+}
+
+// Copies rows x width lanes between a kGroup-wide block and a width-wide one.
+template <typename acc_t>
+void narrow_lanes(const acc_t* wide, acc_t* narrow, int64_t rows, int64_t width) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy(wide + r * kGroup, wide + r * kGroup + width, narrow + r * width);
+}
+template <typename acc_t>
+void widen_lanes(const acc_t* narrow, acc_t* wide, int64_t rows, int64_t width) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy(narrow + r * width, narrow + (r + 1) * width, wide + r * kGroup);
+}
+
+// One group's per-lane tables and per-thread buffers.
+template <typename acc_t>
+struct Group {
+  using V = Vec<acc_t>;
+  static constexpr int64_t K = V::size();
+  const CtcParams& p;
+  const Layout& layout;
+  int64_t k = 0, width = 0;
+  int64_t n[kGroup];
+  bool live[kGroup];                   // this lane runs a recursion
+  alignas(64) acc_t states[kGroup];    // S of each live lane, 0 otherwise
+  alignas(64) acc_t shift[kGroup];     // emission shift of the current frame (-norm)
+  std::vector<int64_t> offset;         // (W, kGroup): class element of each state in a frame
+  std::vector<acc_t> skip;             // (W + 2, kGroup): 0 where s - 2 -> s is allowed, -inf else
+  std::vector<acc_t> gathered;         // (W, kGroup): the current frame's emissions
+  std::vector<acc_t> wide;             // (T, W, kGroup) block for a narrow (last) group
+
+  Group(const CtcParams& p_, const Layout& l)
+      : p(p_), layout(l), offset(l.W * kGroup), skip((l.W + 2) * kGroup),
+        gathered(l.W * kGroup) {}
+
+  // Sets up group k; `runs(n)` says whether sample n runs a recursion in this pass.
+  template <typename Runs>
+  void start(int64_t group, const Runs& runs) {
+    k = group;
+    width = layout.width(k);
+    std::fill(skip.begin(), skip.end(), kNegInf<acc_t>);
+    for (int64_t j = 0; j < kGroup; ++j) {
+      n[j] = layout.order[k * kGroup + std::min(j, width - 1)];
+      const Sample& s = layout.samples[n[j]];
+      live[j] = j < width && runs(n[j]);
+      states[j] = live[j] ? acc_t(s.S) : acc_t(0);
+      const int64_t row = n[j] * p.stride_n;
+      for (int64_t st = 0; st < p.W; ++st)
+        offset[st * kGroup + j] = row + (live[j] && st < s.S ? label_of(s, st, p.blank) : p.blank);
+      if (!live[j]) continue;
+      for (int64_t st = 3; st < s.S; st += 2)
+        if (s.labels[st >> 1] != s.labels[(st >> 1) - 1]) skip[st * kGroup + j] = 0;
+    }
+  }
+  int64_t frames() const {
+    int64_t f = 0;
+    for (int64_t j = 0; j < kGroup; ++j)
+      if (live[j]) f = std::max(f, layout.samples[n[j]].Tn);
+    return f;
+  }
+  // The union of the live lanes' windows at frame t (lo > hi: none).
+  std::pair<int64_t, int64_t> window(int64_t t) const {
+    int64_t lo = p.W, hi = -1;
+    for (int64_t j = 0; j < kGroup; ++j) {
+      const Sample& s = layout.samples[n[j]];
+      if (!live[j] || t >= s.Tn) continue;
+      lo = std::min(lo, window_lo(s, t));
+      hi = std::max(hi, window_hi(s, t));
+    }
+    return {lo, hi};
+  }
+  // Gathers frame t's emissions of states lo..hi.
+  void gather(const acc_t* x, const acc_t* norms, int64_t t, int64_t lo, int64_t hi) {
+    const acc_t* frame = x + t * p.stride_t;
+    for (int64_t st = lo; st <= hi; ++st)
+      for (int64_t j = 0; j < kGroup; ++j)
+        gathered[st * kGroup + j] = frame[offset[st * kGroup + j]];
+    for (int64_t j = 0; j < kGroup; ++j)
+      shift[j] = p.from_logits ? -norms[t * p.N + n[j]] : acc_t(0);
+  }
+  // Lanes [j, j + K) of state st's emission: -inf where the lane has no such state.
+  V emission(int64_t st, int64_t j) const {
+    const V e = V::loadu(gathered.data() + st * kGroup + j) + V::loadu(shift + j);
+    return V::blendv(V(kNegInf<acc_t>), e, V(acc_t(st)) < V::loadu(states + j));
+  }
+  // The block the forward computes in: log_alpha itself for a full group, else `wide`.
+  acc_t* block(void* buffer) {
+    acc_t* own = static_cast<acc_t*>(buffer) + layout.block_offset(k);
+    if (width == kGroup) return own;
+    wide.resize(p.T * p.W * kGroup);
+    return wide.data();
   }
 };
 
 template <typename acc_t>
-inline acc_t emission(const CtcParams& p, const acc_t* x, const acc_t* norms, int64_t t, int64_t n,
-                      int64_t label) {
-  const acc_t v = x[t * p.stride_t + n * p.stride_n + label];
-  return p.from_logits ? v - norms[t * p.N + n] : v;
-}
-
-// Prefetches the emissions of frame t's window: each frame's row lies elsewhere in memory, and
-// its cache misses would otherwise stall the (serial) recursion once per frame.
-template <typename acc_t>
-inline void prefetch_emissions(const CtcParams& p, const acc_t* x, const Sample& s, int64_t t,
-                               int64_t n) {
-  if (t < 0 || t >= s.Tn) return;
-  const acc_t* row = x + t * p.stride_t + n * p.stride_n;
-  __builtin_prefetch(row + p.blank);
-  for (int64_t st = window_lo(s, t) | 1; st <= window_hi(s, t); st += 2)
-    __builtin_prefetch(row + s.labels[st >> 1]);
-}
-
-// alpha recursion of sample n into log_alpha (N, T, W); returns the negative log-likelihood.
-template <typename acc_t>
-acc_t alpha_sample(const CtcParams& p, int64_t n, const Sample& s, Scratch<acc_t>& w) {
+void forward(const CtcParams& p) {
+  using V = Vec<acc_t>;
+  constexpr int64_t K = V::size();
+  if (p.from_logits) row_norms<acc_t>(p);
   const auto* x = static_cast<const acc_t*>(p.scores);
   const auto* norms = static_cast<const acc_t*>(p.norms);
-  if (s.bad) return kNaN<acc_t>;
-  if (s.Tn == 0) return s.L == 0 ? acc_t(0) : -kNegInf<acc_t>;
-  if (s.impossible) return -kNegInf<acc_t>;
-  const int64_t S = s.S;
-  acc_t* out = static_cast<acc_t*>(p.log_alpha) + n * p.T * p.W;
-  // skip[s + 2] allows s-2 -> s (a label differing from the previous label)
-  std::fill(w.skip.begin(), w.skip.end(), kNegInf<acc_t>);
-  for (int64_t st = 3; st < S; st += 2)
-    if (s.labels[st >> 1] != s.labels[(st >> 1) - 1]) w.skip[st + 2] = 0;
-  acc_t* prev = w.rows[0].data();
-  acc_t* cur = w.rows[1].data();
-  std::fill(prev, prev + S + 4, kNegInf<acc_t>);
-  for (int64_t t = 0; t < s.Tn; ++t) {
-    prefetch_emissions(p, x, s, t + 1, n);
-    const int64_t lo = window_lo(s, t), hi = window_hi(s, t);
-    std::fill(cur, cur + S + 4, kNegInf<acc_t>);
-    if (t == 0) {
-      for (int64_t st = lo; st <= std::min<int64_t>(hi, 1); ++st)
-        cur[st + 2] = emission(p, x, norms, 0, n, label_of(s, st, p.blank));
-    } else if (lo <= hi) {
-      for (int64_t st = lo; st <= hi; ++st)
-        w.emit[st] = emission(p, x, norms, t, n, label_of(s, st, p.blank));
-      // padded index of state st is st + 2: prev[st], prev[st - 1], prev[st - 2]
-      lse3_add<acc_t>(prev + lo + 2, prev + lo + 1, prev + lo, w.skip.data() + lo + 2,
-                      w.emit.data() + lo, cur + lo + 2, hi - lo + 1);
-    }
-    if (lo <= hi) std::copy(cur + 2 + lo, cur + 3 + hi, out + t * p.W + lo);
-    std::swap(prev, cur);
-  }
-  const acc_t ll = S > 1 ? static_cast<acc_t>(log_add(prev[S + 1], prev[S])) : prev[S + 1];
-  return -ll;
-}
-
-template <typename acc_t>
-void forward(const CtcParams& p) {
-  if (p.from_logits) row_norms<acc_t>(p);
   auto* nll = static_cast<acc_t*>(p.nll);
-  at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
-    Scratch<acc_t> w;
-    w.reserve(p.W);
-    for (int64_t n = begin; n < end; ++n) {
-      // every entry of log_alpha is defined: -inf outside what the recursion writes
-      acc_t* block = static_cast<acc_t*>(p.log_alpha) + n * p.T * p.W;
-      std::fill(block, block + p.T * p.W, kNegInf<acc_t>);
-      nll[n] = alpha_sample<acc_t>(p, n, sample_of(p, n), w);
+  const Layout layout(p);
+  for (int64_t n = 0; n < p.N; ++n)
+    if (!needs_recursion(layout.samples[n])) nll[n] = trivial_nll<acc_t>(layout.samples[n]);
+  const V ninf(kNegInf<acc_t>);
+  const int64_t row = p.W * kGroup;
+  for_each_group(layout, [&](int64_t k) {
+    Group<acc_t> g(p, layout);
+    g.start(k, [&](int64_t n) { return needs_recursion(layout.samples[n]); });
+    // every entry of log_alpha is defined: -inf where no recursion writes
+    acc_t* block = g.block(p.log_alpha);
+    std::fill(block, block + p.T * row, kNegInf<acc_t>);
+    for (int64_t t = 0, frames = g.frames(); t < frames; ++t) {
+      const auto [lo, hi] = g.window(t);
+      if (lo > hi) continue;
+      g.gather(x, norms, t, lo, hi);
+      acc_t* cur = block + t * row;
+      const acc_t* prev = block + (t - 1) * row;
+      for (int64_t st = lo; st <= hi; ++st)
+        for (int64_t j = 0; j < kGroup; j += K) {
+          V v = g.emission(st, j);
+          if (t > 0) {
+            const V a = V::loadu(prev + st * kGroup + j);
+            const V b = st >= 1 ? V::loadu(prev + (st - 1) * kGroup + j) : ninf;
+            const V c = st >= 2 ? V::loadu(prev + (st - 2) * kGroup + j) +
+                                      V::loadu(g.skip.data() + st * kGroup + j)
+                                : ninf;
+            v = v + lse3(a, b, c);
+          }
+          v.store(cur + st * kGroup + j);
+        }
+      for (int64_t j = 0; j < kGroup; ++j) {
+        const Sample& s = layout.samples[g.n[j]];
+        if (!g.live[j] || t != s.Tn - 1) continue;
+        const acc_t last = cur[(s.S - 1) * kGroup + j];
+        nll[g.n[j]] =
+            s.S > 1 ? -static_cast<acc_t>(log_add(last, cur[(s.S - 2) * kGroup + j])) : -last;
+      }
     }
+    if (g.width < kGroup)
+      narrow_lanes(block, static_cast<acc_t*>(p.log_alpha) + layout.block_offset(k),
+                   p.T * p.W, g.width);
   });
 }
 
 enum class RowKind { kNormal, kZero, kNaN };
 
-inline bool finite_loss(double v) { return std::isfinite(v); }
-
-// beta recursion of sample n; writes gamma[n, t, s] = grad_nll * exp(alpha + beta - emit + nll).
+// The beta recursion of every group, for the samples with a finite loss; subtracts each label
+// state's scaled posterior g * exp(alpha + beta - emit + nll) from its gradient row (which
+// already holds the dense term). A row belongs to one group, so one thread writes it, in
+// state order: deterministic.
 template <typename acc_t>
-void beta_sample(const CtcParams& p, int64_t n, const Sample& s, acc_t nll, acc_t g,
-                 Scratch<acc_t>& w) {
+void subtract_posteriors(const CtcParams& p, const Layout& layout,
+                         const std::vector<RowKind>& kind) {
+  using V = Vec<acc_t>;
+  constexpr int64_t K = V::size();
   const auto* x = static_cast<const acc_t*>(p.scores);
   const auto* norms = static_cast<const acc_t*>(p.norms);
-  const acc_t* alpha = static_cast<const acc_t*>(p.log_alpha) + n * p.T * p.W;
-  acc_t* gamma = static_cast<acc_t*>(p.gamma) + n * p.T * p.W;
-  const int64_t S = s.S;
-  // skip[s] allows s + 2 -> s (backwards), i.e. the forward skip into s + 2
-  std::fill(w.skip.begin(), w.skip.end(), kNegInf<acc_t>);
-  for (int64_t st = 3; st < S; st += 2)
-    if (s.labels[st >> 1] != s.labels[(st >> 1) - 1]) w.skip[st - 2] = 0;
-  acc_t* next = w.rows[0].data();
-  acc_t* cur = w.rows[1].data();
-  std::fill(next, next + S + 4, kNegInf<acc_t>);
-  for (int64_t t = s.Tn - 1; t >= 0; --t) {
-    prefetch_emissions(p, x, s, t - 1, n);
-    const int64_t lo = window_lo(s, t), hi = window_hi(s, t);
-    std::fill(cur, cur + S + 4, kNegInf<acc_t>);
-    if (lo <= hi) {
-      for (int64_t st = lo; st <= hi; ++st)
-        w.emit[st] = emission(p, x, norms, t, n, label_of(s, st, p.blank));
-      if (t == s.Tn - 1) {
-        for (int64_t st = std::max<int64_t>(lo, S - 2); st <= hi; ++st) cur[st] = w.emit[st];
-      } else {
-        // unpadded index: next[st], next[st + 1], next[st + 2] (next[S], next[S + 1] are -inf)
-        lse3_add<acc_t>(next + lo, next + lo + 1, next + lo + 2, w.skip.data() + lo,
-                        w.emit.data() + lo, cur + lo, hi - lo + 1);
-      }
-      const acc_t* a = alpha + t * p.W;
-      acc_t* gm = gamma + t * p.W;
-      int64_t st = lo;
-      if constexpr (std::is_same_v<acc_t, float>) {
-        using V = at::vec::Vectorized<float>;
-        constexpr int64_t K = V::size();
-        const V vnll(nll), vg(g);
-        const auto lanes = [&](int64_t j) {
-          const V v = V::loadu(a + j) + V::loadu(cur + j) - V::loadu(w.emit.data() + j) + vnll;
-          const V e = V::blendv(v.exp_u20(), v, v != v);  // keep NaN (exp_u20 would not)
-          (e * vg).store(gm + j);
-        };
-        for (; st + K <= hi + 1; st += K) lanes(st);
-        // the tail as one vector overlapping the previous one (rewrites equal values)
-        if (st <= hi && hi + 1 - lo >= K) {
-          lanes(hi + 1 - K);
-          st = hi + 1;
-        }
-      }
-      for (; st <= hi; ++st) gm[st] = g * std::exp(a[st] + cur[st] - w.emit[st] + nll);
+  const auto* nll = static_cast<const acc_t*>(p.nll);
+  const auto* grad_nll = static_cast<const acc_t*>(p.grad_nll);
+  auto* grad = static_cast<acc_t*>(p.grad);
+  const int64_t row = p.W * kGroup;
+  const auto runs = [&](int64_t n) {
+    return kind[n] == RowKind::kNormal && needs_recursion(layout.samples[n]);
+  };
+  for_each_group(layout, [&](int64_t k) {
+    Group<acc_t> g(p, layout);
+    g.start(k, runs);
+    const int64_t frames = g.frames();
+    if (frames == 0) return;
+    const acc_t* alpha = static_cast<const acc_t*>(p.log_alpha) + layout.block_offset(k);
+    std::vector<acc_t> alpha_wide;
+    if (g.width < kGroup) {
+      alpha_wide.assign(p.T * row, kNegInf<acc_t>);
+      widen_lanes(alpha, alpha_wide.data(), p.T * p.W, g.width);
+      alpha = alpha_wide.data();
     }
-    std::swap(next, cur);
-  }
+    // per lane: the frame where its recursion starts (Tn - 1), its grad_nll and nll
+    alignas(64) acc_t last_frame[kGroup], scale[kGroup], loss[kGroup];
+    for (int64_t j = 0; j < kGroup; ++j) {
+      last_frame[j] = g.live[j] ? acc_t(layout.samples[g.n[j]].Tn - 1) : acc_t(-1);
+      scale[j] = g.live[j] ? grad_nll[g.n[j]] : acc_t(0);
+      loss[j] = g.live[j] ? nll[g.n[j]] : acc_t(0);
+    }
+    // two rolling beta rows of W + 2 states (the two past the last are -inf), and the current
+    // frame's posteriors
+    std::vector<acc_t> rows(2 * (p.W + 2) * kGroup, kNegInf<acc_t>);
+    std::vector<acc_t> gamma(row);
+    acc_t* next = rows.data();
+    acc_t* cur = rows.data() + (p.W + 2) * kGroup;
+    for (int64_t t = frames - 1; t >= 0; --t) {
+      const auto [lo, hi] = g.window(t);
+      if (lo > hi) continue;  // no live lane has reached its last frame yet
+      g.gather(x, norms, t, lo, hi);
+      const acc_t* a = alpha + t * row;
+      for (int64_t st = lo; st <= hi; ++st)
+        for (int64_t j = 0; j < kGroup; j += K) {
+          const V e = g.emission(st, j);
+          const int64_t at = st * kGroup + j;
+          V v = e + lse3(V::loadu(next + at), V::loadu(next + at + kGroup),
+                         V::loadu(next + at + 2 * kGroup) +
+                             V::loadu(g.skip.data() + at + 2 * kGroup));
+          // a lane's recursion starts at its last frame, on its last two states
+          const V starts = (V(acc_t(t)) == V::loadu(last_frame + j)) &
+                           (V(acc_t(st + 2)) >= V::loadu(g.states + j));
+          v = V::blendv(v, e, starts);
+          v.store(cur + at);
+          const V post = V::loadu(a + at) + v - e + V::loadu(loss + j);
+          (exp_keep_nan(post) * V::loadu(scale + j)).store(gamma.data() + at);
+        }
+      for (int64_t j = 0; j < kGroup; ++j) {
+        const Sample& s = layout.samples[g.n[j]];
+        if (!g.live[j] || t >= s.Tn) continue;
+        acc_t* out = grad + (t * p.N + g.n[j]) * p.C;
+        const int64_t lane_lo = window_lo(s, t), lane_hi = window_hi(s, t);
+        const acc_t* gm = gamma.data() + j;
+        // every other state is a blank: summing those in a register avoids a chain of
+        // read-modify-writes of out[blank] through memory (the order stays fixed)
+        acc_t blank_sum = 0;
+        for (int64_t st = lane_lo + (lane_lo & 1); st <= lane_hi; st += 2)
+          blank_sum += gm[st * kGroup];
+        for (int64_t st = lane_lo | 1; st <= lane_hi; st += 2)
+          out[s.labels[st >> 1]] -= gm[st * kGroup];
+        out[p.blank] -= blank_sum;
+      }
+      std::swap(next, cur);
+    }
+  });
 }
 
 // One gradient row: grad_nll * p over C, minus the label-state posteriors.
@@ -366,59 +500,38 @@ void write_row(const acc_t* row, acc_t norm, acc_t g, acc_t* out, int64_t C) {
   for (; c < C; ++c) out[c] = g * std::exp(row[c] - norm);
 }
 
-template <typename scalar_t>
+template <typename acc_t>
 void backward(const CtcParams& p) {
-  using acc_t = scalar_t;
   const auto* nll = static_cast<const acc_t*>(p.nll);
   const auto* grad_nll = static_cast<const acc_t*>(p.grad_nll);
+  const Layout layout(p);
   std::vector<RowKind> kind(p.N);
-  std::vector<Sample> samples(p.N);
   for (int64_t n = 0; n < p.N; ++n) {
-    samples[n] = sample_of(p, n);
     const acc_t v = nll[n];
-    if (samples[n].bad || std::isnan(v)) kind[n] = RowKind::kNaN;
-    else if (!finite_loss(v)) kind[n] = (p.zero_infinity && v > 0) ? RowKind::kZero : RowKind::kNaN;
+    if (layout.samples[n].bad || std::isnan(v)) kind[n] = RowKind::kNaN;
+    else if (!std::isfinite(v)) kind[n] = (p.zero_infinity && v > 0) ? RowKind::kZero : RowKind::kNaN;
     else kind[n] = RowKind::kNormal;
   }
-  at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
-    Scratch<acc_t> w;
-    w.reserve(p.W);
-    for (int64_t n = begin; n < end; ++n)
-      if (kind[n] == RowKind::kNormal && samples[n].Tn > 0)
-        beta_sample<acc_t>(p, n, samples[n], nll[n], grad_nll[n], w);
-  });
   const auto* x = static_cast<const acc_t*>(p.scores);
   const auto* norms = static_cast<const acc_t*>(p.norms);
   auto* grad = static_cast<acc_t*>(p.grad);
-  const acc_t* gamma_all = static_cast<const acc_t*>(p.gamma);
   const int64_t rows = p.T * p.N;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(p.C, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t t = r / p.N, n = r % p.N;
       acc_t* out = grad + r * p.C;
-      const Sample& s = samples[n];
-      if (t >= s.Tn || kind[n] == RowKind::kZero) {
+      if (t >= layout.samples[n].Tn || kind[n] == RowKind::kZero) {
         std::fill(out, out + p.C, acc_t(0));
-        continue;
-      }
-      if (kind[n] == RowKind::kNaN) {
+      } else if (kind[n] == RowKind::kNaN) {
         std::fill(out, out + p.C, kNaN<acc_t>);
-        continue;
+      } else {
+        const acc_t norm = p.from_logits ? norms[r] : acc_t(0);
+        write_row<acc_t>(x + t * p.stride_t + n * p.stride_n, norm, grad_nll[n], out, p.C);
       }
-      const acc_t g = grad_nll[n];
-      const acc_t norm = p.from_logits ? norms[r] : acc_t(0);
-      write_row<acc_t>(x + t * p.stride_t + n * p.stride_n, norm, g, out, p.C);
-      const int64_t lo = window_lo(s, t), hi = window_hi(s, t);
-      const acc_t* gm = gamma_all + (n * p.T + t) * p.W;
-      // every other state is a blank: summing those in a register avoids a chain of
-      // read-modify-writes of out[blank] through memory (the order stays fixed: deterministic)
-      acc_t blank_sum = 0;
-      for (int64_t st = lo + (lo & 1); st <= hi; st += 2) blank_sum += gm[st];
-      for (int64_t st = lo | 1; st <= hi; st += 2) out[s.labels[st >> 1]] -= gm[st];
-      out[p.blank] -= blank_sum;
     }
   });
+  subtract_posteriors<acc_t>(p, layout, kind);
 }
 
 }  // namespace

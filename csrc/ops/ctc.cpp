@@ -151,14 +151,16 @@ at::Tensor prepare_ctc_backward(const at::Tensor& grad_nll, const at::Tensor& lo
                    "saved CTC tensors must be ", acc);
   at::Tensor g = grad_nll.to(acc).contiguous();
   at::Tensor nll_c = nll.contiguous(), alpha_c = log_alpha.contiguous(), norms_c = norms.contiguous();
-  at::Tensor gamma = at::empty({p.N, p.T, p.W}, log_alpha.options().dtype(acc));
+  // CUDA keeps log_beta here; the CPU backward needs no (N, T, W) workspace
+  at::Tensor gamma = log_probs.is_cuda() ? at::empty({p.N, p.T, p.W}, log_alpha.options().dtype(acc))
+                                         : at::Tensor();
   at::Tensor grad = at::empty({p.T, p.N, p.C}, log_probs.options());
   keep.insert(keep.end(), {g, nll_c, alpha_c, norms_c, gamma});
   p.grad_nll = g.data_ptr();
   p.nll = nll_c.data_ptr();
   p.log_alpha = alpha_c.data_ptr();
   p.norms = p.from_logits ? norms_c.data_ptr() : nullptr;
-  p.gamma = gamma.data_ptr();
+  p.gamma = gamma.defined() ? gamma.data_ptr() : nullptr;
   p.grad = grad.data_ptr();
   p.zero_infinity = zero_infinity;
   return grad;
