@@ -161,6 +161,34 @@ def test_nan_inside_input_length_gives_nan_for_that_sample():
     assert torch.isnan(loss[1]) and torch.isfinite(loss[[0, 2]]).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lane_groups_mix_lengths_and_dead_samples(dtype):
+    """The CPU kernels run samples in groups of SIMD lanes, sorted by state count: a group then
+    mixes input lengths, target lengths and samples without a recursion (empty input, empty
+    target, impossible, zero_infinity), and the last group is partial. Every sample must come
+    out as it does alone, in value and gradient."""
+    g = torch.Generator().manual_seed(11)
+    T, C, N = 30, 9, 21
+    lp = torch.randn(T, N, C, generator=g, dtype=torch.float64).log_softmax(-1).to(dtype)
+    tl = torch.tensor([0, 1, 5, 14, 3, 15, 2, 9, 0, 7, 12, 4, 6, 13, 1, 8, 10, 11, 3, 2, 15])
+    il = torch.tensor([30, 0, 30, 28, 3, 15, 17, 30, 0, 12, 25, 30, 5, 26, 1, 30, 19, 22, 9, 30,
+                       30])
+    targets = torch.randint(1, C, (N, 15), generator=g)
+    targets[3, :4] = 4  # repeated labels
+    for zi in (False, True):
+        ours, g_ours = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none",
+                             zero_infinity=zi)
+        ref, g_ref = grads(F.ctc_loss, lp.double(), targets, il, tl, reduction="none",
+                           zero_infinity=zi)
+        tol = 1e-9 if dtype == torch.float64 else 1e-5
+        assert_close(ours.double(), ref, tol, tol)
+        assert_close(g_ours.double(), g_ref, 100 * tol, 100 * tol)
+        for n in (0, 5, 12, 20):  # alone, each in a group of its own
+            alone = fastcrnn.ctc_loss(lp[:, n:n + 1], targets[n:n + 1], il[n:n + 1],
+                                      tl[n:n + 1], reduction="none", zero_infinity=zi)
+            assert_close(alone, ours[n:n + 1], 0, 0)
+
+
 def test_long_sequence_float32_accuracy():
     g = torch.Generator().manual_seed(7)
     T, L, C = 2000, 500, 30

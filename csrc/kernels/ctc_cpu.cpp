@@ -355,15 +355,20 @@ void forward(const CtcParams& p) {
   for_each_group(layout, [&](int64_t k) {
     Group<acc_t> g(p, layout);
     g.start(k, [&](int64_t n) { return needs_recursion(layout.samples[n]); });
-    // every entry of log_alpha is defined: -inf where no recursion writes
     acc_t* block = g.block(p.log_alpha);
-    std::fill(block, block + p.T * row, kNegInf<acc_t>);
-    for (int64_t t = 0, frames = g.frames(); t < frames; ++t) {
-      const auto [lo, hi] = g.window(t);
-      if (lo > hi) continue;
-      g.gather(x, norms, t, lo, hi);
+    const int64_t frames = g.frames();
+    for (int64_t t = 0; t < p.T; ++t) {
+      // every entry of log_alpha is written once: -inf outside the computed window
       acc_t* cur = block + t * row;
-      const acc_t* prev = block + (t - 1) * row;
+      const auto [lo, hi] = t < frames ? g.window(t) : std::pair<int64_t, int64_t>{p.W, -1};
+      if (lo > hi) {
+        std::fill(cur, cur + row, kNegInf<acc_t>);
+        continue;
+      }
+      std::fill(cur, cur + lo * kGroup, kNegInf<acc_t>);
+      std::fill(cur + (hi + 1) * kGroup, cur + row, kNegInf<acc_t>);
+      g.gather(x, norms, t, lo, hi);
+      const acc_t* prev = t > 0 ? cur - row : nullptr;
       for (int64_t st = lo; st <= hi; ++st)
         for (int64_t j = 0; j < kGroup; j += K) {
           V v = g.emission(st, j);
