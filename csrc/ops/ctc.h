@@ -21,7 +21,8 @@ void prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
 // Allocates the forward outputs (nll (N,), log_alpha (N, T, W), norms (T, N) or (0,)).
 CtcForwardOutputs allocate_ctc_forward(const at::Tensor& log_probs, CtcParams& p);
 
-// Checks the saved forward tensors and grad_nll, allocates grad and the gamma workspace.
+// Checks the saved forward tensors and grad_nll, allocates grad (and, on CUDA, the log_beta
+// workspace).
 at::Tensor prepare_ctc_backward(const at::Tensor& grad_nll, const at::Tensor& log_probs,
                                 const at::Tensor& nll, const at::Tensor& log_alpha,
                                 const at::Tensor& norms, bool zero_infinity, CtcParams& p,
