@@ -2,6 +2,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <initializer_list>
+
 #include "kernels/common.h"
 
 namespace fastcrnn::ops {
@@ -36,6 +38,14 @@ inline at::Tensor checked_lengths(const at::Tensor& lengths, int64_t count,
 inline bool all_within(const at::Tensor& values, int64_t lo, int64_t hi) {
   if (values.numel() == 0) return true;
   return (values.ge(lo).logical_and(values.le(hi))).all().item<bool>();
+}
+
+// True when autograd must record a graph: grad mode is on and a (non-null) input requires grad.
+inline bool records_grad(std::initializer_list<const at::Tensor*> inputs) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::Tensor* t : inputs)
+    if (t != nullptr && t->requires_grad()) return true;
+  return false;
 }
 
 }  // namespace fastcrnn::ops

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "ops/common.h"
 #include "ops/ctc.h"
 
 namespace fastcrnn::ops {
@@ -197,13 +198,6 @@ class CtcBackwardFunction : public torch::autograd::Function<CtcBackwardFunction
         "use torch.nn.functional.ctc_loss for that");
   }
 };
-
-bool records_grad(std::initializer_list<const at::Tensor*> inputs) {
-  if (!at::GradMode::is_enabled()) return false;
-  for (const at::Tensor* t : inputs)
-    if (t->requires_grad()) return true;
-  return false;
-}
 
 CtcForwardOutputs ctc_loss_forward_autograd(const at::Tensor& log_probs,
                                             const at::Tensor& targets,

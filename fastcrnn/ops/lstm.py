@@ -64,10 +64,6 @@ def _lstm_cell_backward_fake(grad_h, grad_c, input, hx, cx, weight_ih, weight_hh
 # autograd
 # ---------------------------------------------------------------------------------------------
 
-def _zeros_if_none(grad, like):
-    return torch.zeros_like(like) if grad is None else grad
-
-
 def _layer_setup_context(ctx, inputs, output):
     input, h0, c0, weight_ih, weight_hh, bias, lengths = inputs[:7]
     _, _, _, acts, hs, cs = output
@@ -102,25 +98,8 @@ torch.library.register_autograd("fastcrnn::lstm_layer", _layer_backward,
                                 setup_context=_layer_setup_context)
 
 
-def _cell_setup_context(ctx, inputs, output):
-    input, hx, cx, weight_ih, weight_hh, bias = inputs[:6]
-    weight_cat = inputs[6] if len(inputs) > 6 else None
-    ctx.has_bias = bias is not None
-    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, output[2], weight_cat)
-    ctx.set_materialize_grads(False)  # acts gets no gradient: no zero tensor for it
-
-
-def _cell_backward(ctx, grad_h, grad_c, _g_acts):
-    input, hx, cx, weight_ih, weight_hh, acts, weight_cat = ctx.saved_tensors
-    grad_h = _zeros_if_none(grad_h, hx)
-    grad_c = _zeros_if_none(grad_c, cx)
-    dx, dh, dc, dw_ih, dw_hh, db = torch.ops.fastcrnn.lstm_cell_backward(
-        grad_h, grad_c, input, hx, cx, weight_ih, weight_hh, acts, weight_cat)
-    return dx, dh, dc, dw_ih, dw_hh, (db if ctx.has_bias else None), None
-
-
-torch.library.register_autograd("fastcrnn::lstm_cell", _cell_backward,
-                                setup_context=_cell_setup_context)
+# The cell's autograd lives in C++ (csrc/ops/lstm_autograd.cpp): it runs once per decoder
+# step, where the Python autograd's cost showed.
 
 
 # ---------------------------------------------------------------------------------------------
