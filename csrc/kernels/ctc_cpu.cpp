@@ -226,9 +226,11 @@ struct Layout {
     }
     const auto key = [&](int64_t n) {
       const Sample& s = samples[n];
-      return needs_recursion(s) ? std::pair<int64_t, int64_t>{s.S, s.Tn} : std::pair<int64_t, int64_t>{-1, -1};
+      return needs_recursion(s) ? std::pair<int64_t, int64_t>{s.S, s.Tn}
+                                : std::pair<int64_t, int64_t>{-1, -1};
     };
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key(a) > key(b); });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return key(a) > key(b); });
     groups = (N + kGroup - 1) / kGroup;
   }
   int64_t width(int64_t k) const { return std::min<int64_t>(kGroup, N - k * kGroup); }
@@ -263,13 +265,14 @@ void widen_lanes(const acc_t* narrow, acc_t* wide, int64_t rows, int64_t width) 
 template <typename acc_t>
 struct Group {
   using V = Vec<acc_t>;
-  static constexpr int64_t K = V::size();
   const CtcParams& p;
   const Layout& layout;
   int64_t k = 0, width = 0;
   int64_t n[kGroup];
   bool live[kGroup];                   // this lane runs a recursion
-  alignas(64) acc_t states[kGroup];    // S of each live lane, 0 otherwise
+  // S of each live lane, 0 otherwise; exact in float lanes: S > 2^24 would need a log_alpha
+  // of more than T * W > 2^23 * 2^24 entries
+  alignas(64) acc_t states[kGroup];
   alignas(64) acc_t shift[kGroup];     // emission shift of the current frame (-norm)
   std::vector<int64_t> offset;         // (W, kGroup): class element of each state in a frame
   std::vector<acc_t> skip;             // (W + 2, kGroup): 0 where s - 2 -> s is allowed, -inf else
@@ -428,10 +431,10 @@ void subtract_posteriors(const CtcParams& p, const Layout& layout,
       widen_lanes(alpha, alpha_wide.data(), p.T * p.W, g.width);
       alpha = alpha_wide.data();
     }
-    // per lane: the frame where its recursion starts (Tn - 1), its grad_nll and nll
-    alignas(64) acc_t last_frame[kGroup], scale[kGroup], loss[kGroup];
+    // per lane: its grad_nll and nll; per frame: 1 where the lane's recursion starts (its last
+    // frame). A flag, not the frame index: float lanes hold integers exactly only below 2^24.
+    alignas(64) acc_t scale[kGroup], loss[kGroup], starting[kGroup];
     for (int64_t j = 0; j < kGroup; ++j) {
-      last_frame[j] = g.live[j] ? acc_t(layout.samples[g.n[j]].Tn - 1) : acc_t(-1);
       scale[j] = g.live[j] ? grad_nll[g.n[j]] : acc_t(0);
       loss[j] = g.live[j] ? nll[g.n[j]] : acc_t(0);
     }
@@ -445,6 +448,8 @@ void subtract_posteriors(const CtcParams& p, const Layout& layout,
       const auto [lo, hi] = g.window(t);
       if (lo > hi) continue;  // no live lane has reached its last frame yet
       g.gather(x, norms, t, lo, hi);
+      for (int64_t j = 0; j < kGroup; ++j)
+        starting[j] = g.live[j] && t == layout.samples[g.n[j]].Tn - 1 ? acc_t(1) : acc_t(0);
       const acc_t* a = alpha + t * row;
       for (int64_t st = lo; st <= hi; ++st)
         for (int64_t j = 0; j < kGroup; j += K) {
@@ -454,7 +459,7 @@ void subtract_posteriors(const CtcParams& p, const Layout& layout,
                          V::loadu(next + at + 2 * kGroup) +
                              V::loadu(g.skip.data() + at + 2 * kGroup));
           // a lane's recursion starts at its last frame, on its last two states
-          const V starts = (V(acc_t(t)) == V::loadu(last_frame + j)) &
+          const V starts = (V::loadu(starting + j) == V(acc_t(1))) &
                            (V(acc_t(st + 2)) >= V::loadu(g.states + j));
           v = V::blendv(v, e, starts);
           v.store(cur + at);
@@ -513,9 +518,13 @@ void backward(const CtcParams& p) {
   std::vector<RowKind> kind(p.N);
   for (int64_t n = 0; n < p.N; ++n) {
     const acc_t v = nll[n];
-    if (layout.samples[n].bad || std::isnan(v)) kind[n] = RowKind::kNaN;
-    else if (!std::isfinite(v)) kind[n] = (p.zero_infinity && v > 0) ? RowKind::kZero : RowKind::kNaN;
-    else kind[n] = RowKind::kNormal;
+    if (layout.samples[n].bad || std::isnan(v)) {
+      kind[n] = RowKind::kNaN;
+    } else if (!std::isfinite(v)) {
+      kind[n] = (p.zero_infinity && v > 0) ? RowKind::kZero : RowKind::kNaN;
+    } else {
+      kind[n] = RowKind::kNormal;
+    }
   }
   const auto* x = static_cast<const acc_t*>(p.scores);
   const auto* norms = static_cast<const acc_t*>(p.norms);
