@@ -51,6 +51,10 @@ class LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // grad mode is on in a backward only under create_graph=True: a gradient of the gradient
+    TORCH_CHECK_NOT_IMPLEMENTED(!at::GradMode::is_enabled(),
+                                "fastcrnn's LSTM cell does not support double backward "
+                                "(create_graph=True); use torch.nn.LSTMCell for that");
     variable_list out(7);  // weight_cat is a cache of the weights: it gets no gradient
     if (!grads[0].defined() && !grads[1].defined()) return out;
     const variable_list s = ctx->get_saved_variables();

@@ -80,6 +80,9 @@ def _layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _g_acts, _g_hs, _g_cs)
     if not ctx.saved_states:
         raise RuntimeError("lstm_layer was called with save_for_backward=False: it kept no "
                            "states to differentiate through")
+    if torch.is_grad_enabled():  # only under create_graph=True: a gradient of the gradient
+        raise NotImplementedError("fastcrnn's LSTM layer does not support double backward "
+                                  "(create_graph=True); use torch.nn.LSTM for that")
     input, weight_ih, weight_hh, lengths, acts, hs, cs = ctx.saved_tensors
     T, N, _ = input.shape
     D, _, H = weight_hh.shape
