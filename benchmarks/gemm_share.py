@@ -8,8 +8,8 @@ FLOPs); what fastcrnn can win is the rest. This prints that rest, per call.
 
 Times are the profiler's CPU time per op, under the profiler's own overhead: ops that run on
 two threads at once (fastcrnn's direction-parallel time loop) count each thread, so compare
-shares within one row, not GEMM ms across rows. nn.LSTM runs its products inside oneDNN's RNN
-primitive, where no aten::mm is recorded (its share reads 0%).
+shares within one row, not GEMM ms across rows. nn.LSTM is not listed: it runs its products
+inside oneDNN's RNN primitive, where no aten::mm is recorded.
 """
 import argparse
 import os
@@ -50,7 +50,6 @@ def main(argv=None):
     x = _input(w["T"], w["N"], w["input_size"], "cpu").requires_grad_()
     ours_cell, ref_cell, cell_args = _cell_models("cpu")
     cases = [("bilstm-2 forward+backward", "fastcrnn", lambda: _fwd_bwd(models["fastcrnn"], x), 5),
-             ("bilstm-2 forward+backward", "nn.LSTM", lambda: _fwd_bwd(models["nn.LSTM"], x), 5),
              ("bilstm-2 forward+backward", "python LSTMCell loop",
               lambda: _fwd_bwd(models["python LSTMCell loop"], x), 3),
              ("cell step fwd+bwd", "fastcrnn", lambda: _cell_step(ours_cell, *cell_args), 200),

@@ -1,6 +1,7 @@
 // Helpers shared by the torch-facing op files.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <initializer_list>
 
@@ -38,6 +39,13 @@ inline at::Tensor checked_lengths(const at::Tensor& lengths, int64_t count,
 inline bool all_within(const at::Tensor& values, int64_t lo, int64_t hi) {
   if (values.numel() == 0) return true;
   return (values.ge(lo).logical_and(values.le(hi))).all().item<bool>();
+}
+
+// The typed dispatcher handle of a registered op, e.g. typed_op<Sig>("fastcrnn::lstm_cell"); the
+// autograd kernels keep theirs in a function-local static (looked up once).
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> typed_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
 }
 
 // True when autograd must record a graph: grad mode is on and a (non-null) input requires grad.

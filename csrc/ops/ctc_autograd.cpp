@@ -27,16 +27,12 @@ using BackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::T
                                const at::Tensor&, const at::Tensor&, int64_t, bool, bool);
 
 const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastcrnn::ctc_loss_forward", "")
-                             .typed<ForwardSig>();
+  static const auto op = typed_op<ForwardSig>("fastcrnn::ctc_loss_forward");
   return op;
 }
 
 const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastcrnn::ctc_loss_backward", "")
-                             .typed<BackwardSig>();
+  static const auto op = typed_op<BackwardSig>("fastcrnn::ctc_loss_backward");
   return op;
 }
 

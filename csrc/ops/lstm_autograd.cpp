@@ -23,15 +23,12 @@ using CellBackwardSig = Tensor6(const at::Tensor&, const at::Tensor&, const at::
                                 const std::optional<at::Tensor>&);
 
 const c10::TypedOperatorHandle<CellSig>& cell_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("fastcrnn::lstm_cell", "").typed<CellSig>();
+  static const auto op = typed_op<CellSig>("fastcrnn::lstm_cell");
   return op;
 }
 
 const c10::TypedOperatorHandle<CellBackwardSig>& cell_backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastcrnn::lstm_cell_backward", "")
-                             .typed<CellBackwardSig>();
+  static const auto op = typed_op<CellBackwardSig>("fastcrnn::lstm_cell_backward");
   return op;
 }
 

@@ -28,7 +28,7 @@ TORCH_LIBRARY(fastcrnn, m) {
       "ctc_loss_backward(Tensor grad, Tensor log_probs, Tensor targets, Tensor input_lengths, "
       "Tensor target_lengths, Tensor nll, Tensor log_alpha, Tensor norms, int blank, "
       "bool from_logits, bool zero_infinity) -> Tensor");
-  // ---- LSTM (ops/lstm.cpp) ----
+  // ---- LSTM (ops/lstm.cpp; the cell's autograd: ops/lstm_autograd.cpp) ----
   // One layer, one (D=1) or both (D=2) directions; see ops/lstm.h for shapes. The last three
   // outputs are the saved activations / states that lstm_layer_backward needs (empty when
   // save_for_backward is false). weight_cat: the cell's cached [weight_ih | weight_hh].

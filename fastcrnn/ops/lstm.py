@@ -65,12 +65,11 @@ def _lstm_cell_backward_fake(grad_h, grad_c, input, hx, cx, weight_ih, weight_hh
 # ---------------------------------------------------------------------------------------------
 
 def _layer_setup_context(ctx, inputs, output):
-    input, h0, c0, weight_ih, weight_hh, bias, lengths = inputs[:7]
+    input, _, _, weight_ih, weight_hh, bias, lengths = inputs[:7]
     _, _, _, acts, hs, cs = output
     ctx.has_bias = bias is not None
     ctx.saved_states = len(inputs) < 8 or bool(inputs[7])
     ctx.save_for_backward(input, weight_ih, weight_hh, lengths, acts, hs, cs)
-    ctx.shapes = (h0.shape, c0.shape)
     # acts / hs / cs never get a gradient: without this, autograd would fill three zero tensors
     # as large as the saved state (13 MB per layer at bilstm-2) on every backward
     ctx.set_materialize_grads(False)
