@@ -7,6 +7,8 @@ from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode  # noqa: F401
 from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits  # noqa: F401
 # ---- LSTM ----
 from fastcrnn.ops.lstm import lstm_cell, lstm_layer  # noqa: F401
+# ---- the ops' CPU buffer cache ----
+from fastcrnn.memory import cpu_cache_info, empty_cpu_cache, set_cpu_cache_limit  # noqa: F401
 
 from fastcrnn import functional, nn  # noqa: F401,E402  (modules; the application is fastcrnn.ocr)
 

@@ -12,6 +12,7 @@
 #include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
+#include "ops/buffer_cache.h"
 #include "ops/common.h"
 
 namespace fastcrnn::ops {
@@ -137,10 +138,10 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
   // slot s % 2 (each step reads one parity and writes the other, in both directions).
   const int64_t slots = save ? T + 1 : 2;
   const auto slot = [&](int64_t s) { return save ? s : s % 2; };
-  at::Tensor gates = at::empty({T, N, G}, opts);
-  at::Tensor hs = at::empty({D, slots, N, H}, opts);
-  at::Tensor cs = at::empty({D, slots, N, H}, acc_opts);
-  at::Tensor output = at::empty({T, N, D * H}, opts);
+  at::Tensor gates = empty_cached({T, N, G}, opts);
+  at::Tensor hs = empty_cached({D, slots, N, H}, opts);
+  at::Tensor cs = empty_cached({D, slots, N, H}, acc_opts);
+  at::Tensor output = empty_cached({T, N, D * H}, opts);
   if (T * N > 0) {
     at::Tensor gates2d = gates.view({T * N, G});
     const at::Tensor x2d = x.view({T * N, I});
@@ -197,16 +198,16 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
       }
     }
   }
-  at::Tensor h_n = at::empty({D, N, H}, opts);
-  at::Tensor c_n = at::empty({D, N, H}, opts);
+  at::Tensor h_n = empty_cached({D, N, H}, opts);
+  at::Tensor c_n = empty_cached({D, N, H}, opts);
   for (int64_t d = 0; d < D; ++d) {
     const int64_t s_last = slot(d == 0 ? T : 0);
     h_n[d].copy_(hs[d][s_last]);
     c_n[d].copy_(cs[d][s_last]);
   }
   if (!save) {
-    return {output, h_n, c_n, at::empty({0}, opts), at::empty({0}, opts),
-            at::empty({0}, acc_opts)};
+    return {output, h_n, c_n, empty_cached({0}, opts), empty_cached({0}, opts),
+            empty_cached({0}, acc_opts)};
   }
   return {output, h_n, c_n, gates, hs, cs};
 }
@@ -244,10 +245,10 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
   const at::Tensor dout = grad_output.to(x.scalar_type()).contiguous();
   const at::Tensor acts_c = acts.contiguous();
   const at::Tensor cs_c = cs.contiguous();
-  at::Tensor dh_carry = grad_hn.to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
-  at::Tensor dc = grad_cn.to(acc, false, true).contiguous();
-  at::Tensor dgates = at::empty({T, N, G}, opts);
-  at::Tensor dh_rec = at::empty({D, N, H}, opts);
+  at::Tensor dh_carry = copy_cached(grad_hn, acc);
+  at::Tensor dc = copy_cached(grad_cn, acc);
+  at::Tensor dgates = empty_cached({T, N, G}, opts);
+  at::Tensor dh_rec = empty_cached({D, N, H}, opts);
   bool have_rec = false;
 
   if (N > 0 && T > 0) {
@@ -297,10 +298,10 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
   at::Tensor dc0 = dc.to(x.scalar_type());
 
   const at::Tensor dg2d = dgates.view({T * N, G});
-  at::Tensor dx = at::empty({T, N, I}, opts);
-  at::Tensor dw_ih = at::empty({G, I}, opts);
-  at::Tensor dw_hh = at::empty({D, 4 * H, H}, opts);
-  at::Tensor dbias = at::empty({G}, opts);
+  at::Tensor dx = empty_cached({T, N, I}, opts);
+  at::Tensor dw_ih = empty_cached({G, I}, opts);
+  at::Tensor dw_hh = empty_cached({D, 4 * H, H}, opts);
+  at::Tensor dbias = empty_cached({G}, opts);
   at::Tensor dx2d = dx.view({T * N, I});
   at::mm_out(dx2d, dg2d, w_ih);
   at::mm_out(dw_ih, dg2d.t(), x.view({T * N, I}));
@@ -338,9 +339,10 @@ Tensor3 lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Te
   if (w_cat.has_value()) check_weight_cat(*w_cat, x, I, H);
   const auto opts = x.options();
   const auto acc = acc_type(x.scalar_type());
-  at::Tensor gates = at::empty({N, 4 * H}, opts);
+  at::Tensor gates = empty_cached({N, 4 * H}, opts);
   if (w_cat.has_value()) {
-    const at::Tensor xh = at::cat({x, h}, 1);
+    at::Tensor xh = empty_cached({N, I + H}, opts);
+    at::cat_out(xh, {x, h}, 1);
     if (bias.has_value()) at::addmm_out(gates, *bias, xh, w_cat->t());
     else at::mm_out(gates, xh, w_cat->t());
   } else {
@@ -350,8 +352,8 @@ Tensor3 lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Te
   }
   const at::Tensor c_acc = c.to(acc).contiguous();
   const at::Tensor h_c = h.contiguous();
-  at::Tensor c_next = at::empty({N, H}, opts.dtype(acc));
-  at::Tensor h_next = at::empty({N, H}, opts);
+  at::Tensor c_next = empty_cached({N, H}, opts.dtype(acc));
+  at::Tensor h_next = empty_cached({N, H}, opts);
   if (N > 0) {
     LstmForwardParams p;
     p.dtype = dtype;
@@ -385,11 +387,11 @@ Tensor6 lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
   check_like(acts, x, "acts");
   const auto opts = x.options();
   const auto acc = acc_type(x.scalar_type());
-  at::Tensor dh_carry = grad_h.to(acc, false, true).contiguous();
-  at::Tensor dc = grad_c.to(acc, false, true).contiguous();
+  at::Tensor dh_carry = copy_cached(grad_h, acc);
+  at::Tensor dc = copy_cached(grad_c, acc);
   const at::Tensor c_acc = c.to(acc).contiguous();
   const at::Tensor acts_c = acts.contiguous();
-  at::Tensor dgates = at::empty({N, 4 * H}, opts);
+  at::Tensor dgates = empty_cached({N, 4 * H}, opts);
   if (N > 0) {
     LstmBackwardParams p;
     p.dtype = dtype;
@@ -405,15 +407,16 @@ Tensor6 lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
     p.dgates_stride = 4 * H;
     step(p);
   }
-  at::Tensor dx = at::empty({N, I}, opts);
-  at::Tensor dh = at::empty({N, H}, opts);
-  at::Tensor dw_ih = at::empty(w_ih.sizes(), opts);
-  at::Tensor dw_hh = at::empty(w_hh.sizes(), opts);
-  at::Tensor dbias = at::empty({4 * H}, opts);
+  at::Tensor dx = empty_cached({N, I}, opts);
+  at::Tensor dh = empty_cached({N, H}, opts);
+  at::Tensor dw_ih = empty_cached(w_ih.sizes(), opts);
+  at::Tensor dw_hh = empty_cached(w_hh.sizes(), opts);
+  at::Tensor dbias = empty_cached({4 * H}, opts);
   if (w_cat.has_value()) {
     // One GEMM for d[x|h]; the two small copies out keep the outputs unaliased. dW stays two
     // GEMMs: splitting one (4H, I+H) product would copy far more than it saves.
-    const at::Tensor dxh = at::mm(dgates, *w_cat);
+    at::Tensor dxh = empty_cached({N, I + H}, opts);
+    at::mm_out(dxh, dgates, *w_cat);
     dx.copy_(dxh.narrow(1, 0, I));
     dh.copy_(dxh.narrow(1, I, H));
   } else {

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "kernels/cpu_isa.h"
+#include "ops/buffer_cache.h"
 
 #ifndef FASTCRNN_CUDA_ARCHS
 #define FASTCRNN_CUDA_ARCHS ""
@@ -87,4 +88,13 @@ pybind11::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fastcrnn compiled kernels; the ops live in torch.ops.fastcrnn";
   m.def("build_info", &build_info, "How this extension was built (dict)");
+  m.def("cpu_cache_info", [] {
+    const auto [held, limit] = fastcrnn::ops::cpu_cache_held_and_limit();
+    pybind11::dict info;
+    info["held_bytes"] = held;
+    info["limit_bytes"] = limit;
+    return info;
+  });
+  m.def("set_cpu_cache_limit", [](size_t bytes) { fastcrnn::ops::set_cpu_cache_limit(bytes); });
+  m.def("empty_cpu_cache", &fastcrnn::ops::empty_cpu_cache);
 }
