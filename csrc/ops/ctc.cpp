@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "ops/buffer_cache.h"
 #include "ops/common.h"
 
 namespace fastcrnn::ops {
@@ -125,7 +126,7 @@ static at::ScalarType acc_type(const at::Tensor& t) {
 CtcForwardOutputs allocate_ctc_forward(const at::Tensor& log_probs, CtcParams& p) {
   const auto opts = log_probs.options().dtype(acc_type(log_probs));
   at::Tensor nll = at::empty({p.N}, opts);
-  at::Tensor log_alpha = at::empty({p.N, p.T, p.W}, opts);
+  at::Tensor log_alpha = empty_cached({p.N, p.T, p.W}, opts);
   at::Tensor norms = p.from_logits ? at::empty({p.T, p.N}, opts) : at::empty({0}, opts);
   p.nll = nll.data_ptr();
   p.log_alpha = log_alpha.data_ptr();
@@ -154,7 +155,7 @@ at::Tensor prepare_ctc_backward(const at::Tensor& grad_nll, const at::Tensor& lo
   // CUDA keeps log_beta here; the CPU backward needs no (N, T, W) workspace
   at::Tensor gamma = log_probs.is_cuda() ? at::empty({p.N, p.T, p.W}, log_alpha.options().dtype(acc))
                                          : at::Tensor();
-  at::Tensor grad = at::empty({p.T, p.N, p.C}, log_probs.options());
+  at::Tensor grad = empty_cached({p.T, p.N, p.C}, log_probs.options());
   keep.insert(keep.end(), {g, nll_c, alpha_c, norms_c, gamma});
   p.grad_nll = g.data_ptr();
   p.nll = nll_c.data_ptr();
