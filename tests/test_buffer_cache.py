@@ -37,6 +37,13 @@ def _cell_step(cell, x, h, c):
     return [h1.detach(), c1.detach()] + list(grads)
 
 
+def _poison_and_release(tensors):
+    """Fills with NaN and drops the caller's list, so that their blocks go back to the cache."""
+    for t in tensors:
+        t.fill_(float("nan"))
+    tensors.clear()
+
+
 def test_released_buffers_are_reused(fresh_cache):
     cell, args = _cell_and_inputs()
     assert fastcrnn.cpu_cache_info()["held_bytes"] == 0
@@ -61,9 +68,7 @@ def test_results_do_not_depend_on_the_cache(fresh_cache, dtype):
     # poison the blocks the next step will reuse: a kernel that read memory it did not write
     # would now give NaN
     poisoned = _cell_step(cell, *args)
-    for t in poisoned:
-        t.fill_(float("nan"))
-    del poisoned
+    _poison_and_release(poisoned)
     assert fastcrnn.cpu_cache_info()["held_bytes"] > 0
     first = _cell_step(cell, *args)
     second = _cell_step(cell, *args)  # from blocks the first step released
@@ -156,3 +161,31 @@ def test_forked_child_gets_its_own_cache(fresh_cache):
     child.join(timeout=60)
     assert child.exitcode == 0
     assert got == pytest.approx(parent, rel=1e-6, abs=1e-6)
+
+
+def _ctc_grad(log_probs, targets, input_lengths, target_lengths):
+    lp = log_probs.detach().requires_grad_()
+    loss = fastcrnn.ctc_loss(lp, targets, input_lengths, target_lengths, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, lp)
+    return [loss.detach(), grad]
+
+
+def test_ctc_results_do_not_depend_on_the_cache(fresh_cache):
+    g = torch.Generator().manual_seed(4)
+    T, B, C = 30, 8, 120  # the gradient (T, N, C) is 112 KiB: cached
+    log_probs = torch.randn(T, B, C, generator=g).log_softmax(-1)
+    targets = torch.randint(1, C, (B, 12), generator=g)
+    input_lengths = torch.randint(1, T + 1, (B,), generator=g)
+    target_lengths = torch.randint(0, 13, (B,), generator=g)
+    fastcrnn.set_cpu_cache_limit(0)
+    uncached = _ctc_grad(log_probs, targets, input_lengths, target_lengths)
+    fastcrnn.set_cpu_cache_limit(64 << 20)
+    poisoned = _ctc_grad(log_probs, targets, input_lengths, target_lengths)
+    _poison_and_release(poisoned)
+    assert fastcrnn.cpu_cache_info()["held_bytes"] >= T * B * C * 4
+    cached = _ctc_grad(log_probs, targets, input_lengths, target_lengths)
+    for a, b in zip(uncached, cached):
+        assert torch.equal(a, b)
+    expected = torch.nn.functional.ctc_loss(log_probs, targets, input_lengths, target_lengths,
+                                            reduction="sum", zero_infinity=False)
+    torch.testing.assert_close(cached[0], expected, atol=1e-3, rtol=1e-5)
