@@ -2,6 +2,9 @@
 results that do not depend on it, ordinary tensors out, threads and forked children."""
 import io
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -10,6 +13,7 @@ import torch
 import fastcrnn
 from fastcrnn.nn import LSTM, LSTMCell
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 I, H, N = 48, 64, 32  # dW_ih (4H, I) = 48 KiB < 64 KiB is not cached; dW_hh (4H, H) = 64 KiB is
 
 
@@ -189,3 +193,23 @@ def test_ctc_results_do_not_depend_on_the_cache(fresh_cache):
     expected = torch.nn.functional.ctc_loss(log_probs, targets, input_lengths, target_lengths,
                                             reduction="sum", zero_infinity=False)
     torch.testing.assert_close(cached[0], expected, atol=1e-3, rtol=1e-5)
+
+
+_ENV_PROBE = """
+import torch, fastcrnn
+try:
+    print(fastcrnn.cpu_cache_info()["limit_bytes"])
+except ValueError as e:
+    print("ValueError", e)
+"""
+
+
+@pytest.mark.parametrize("value, expected", [("3", str(3 << 20)),
+                                             ("-2", "ValueError FASTCRNN_CPU_CACHE_MB")])
+def test_limit_from_the_environment(value, expected):
+    env = dict(os.environ, FASTCRNN_CPU_CACHE_MB=value,
+               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    out = subprocess.run([sys.executable, "-c", _ENV_PROBE], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith(expected), out.stdout
