@@ -13,6 +13,7 @@
 #include <c10/core/impl/alloc_cpu.h>
 #include <pthread.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -45,10 +46,8 @@ class BlockCache {
  public:
   explicit BlockCache(size_t limit) : limit_(limit) {}
 
-  bool enabled() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return limit_ > 0;
-  }
+  // Lock-free, so that a forked child can read it whatever state the mutex was left in.
+  size_t limit() const { return limit_.load(std::memory_order_relaxed); }
 
   // A cached block for `bytes`, or {nullptr, 0}.
   Block take(size_t bytes) {
@@ -67,7 +66,7 @@ class BlockCache {
       std::lock_guard<std::mutex> lock(mu_);
       free_.emplace(block.bytes, block.ptr);
       held_ += block.bytes;
-      evict_locked(limit_, evicted);
+      evict_locked(limit(), evicted);
     }
     for (void* p : evicted) c10::free_cpu(p);
   }
@@ -77,8 +76,8 @@ class BlockCache {
     std::vector<void*> evicted;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      limit_ = limit;
-      evict_locked(limit_, evicted);
+      limit_.store(limit, std::memory_order_relaxed);
+      evict_locked(limit, evicted);
     }
     for (void* p : evicted) c10::free_cpu(p);
   }
@@ -94,7 +93,7 @@ class BlockCache {
 
   std::pair<size_t, size_t> held_and_limit() {
     std::lock_guard<std::mutex> lock(mu_);
-    return {held_, limit_};
+    return {held_, limit()};
   }
 
  private:
@@ -110,7 +109,7 @@ class BlockCache {
   std::mutex mu_;
   std::multimap<size_t, void*> free_;
   size_t held_ = 0;
-  size_t limit_;
+  std::atomic<size_t> limit_;
 };
 
 // Never destroyed: tensors may be released during static destruction. A forked child (a
@@ -122,7 +121,7 @@ BlockCache& cache() {
   static const bool installed = [] {
     cache_instance = new BlockCache(limit_from_env());
     pthread_atfork(nullptr, nullptr, [] {
-      cache_instance = new BlockCache(cache_instance->held_and_limit().second);
+      cache_instance = new BlockCache(cache_instance->limit());
     });
     return true;
   }();
@@ -139,7 +138,7 @@ void release(void* ctx) {
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t n) override {
-    if (n < kCachedMinBytes || !cache().enabled()) return c10::GetCPUAllocator()->allocate(n);
+    if (n < kCachedMinBytes || cache().limit() == 0) return c10::GetCPUAllocator()->allocate(n);
     const size_t bytes = (n + kPage - 1) / kPage * kPage;
     Block block = cache().take(bytes);
     if (block.ptr == nullptr) block = {c10::alloc_cpu(bytes), bytes};
