@@ -49,6 +49,15 @@ bool side_by_side_pays(const at::Tensor& x) {
   return x.is_cpu() && at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
+// One direction on a multi-threaded CPU: the per-step recurrent GEMM runs as two halves side by
+// side (halves of the 4H gate columns forward, of the H output columns backward), each
+// single-threaded. At the seq2seq sizes (N=64, H=256) MKL gains nothing from a second thread on
+// this 64-row product, while two single-threaded halves take about half the time. Below ~1M
+// multiply-adds a step, the parallel region would cost more than it saves.
+bool split_columns_pays(const at::Tensor& x, int64_t D, int64_t N, int64_t H) {
+  return D == 1 && H >= 2 && N * 4 * H * H >= (int64_t(1) << 20) && side_by_side_pays(x);
+}
+
 // Runs fn(0) and fn(1) on two threads, each with the caller's thread-local state (grad and
 // inference modes, dispatch keys), which ATen's parallel_for does not carry over.
 template <typename Fn>
@@ -167,10 +176,15 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
     p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
     p.save_acts = save;
     const bool split = D == 2 && side_by_side_pays(x);
+    const bool split_columns = split_columns_pays(x, D, N, H);
     int64_t s_in[kLstmMaxDirs];
     const auto recurrent_gemm = [&](int64_t d) {
       at::Tensor g = gates[p.t[d]].narrow(1, d * 4 * H, 4 * H);
       at::addmm_out(g, g, hs[d][s_in[d]], w_hh_t[d]);
+    };
+    const auto recurrent_gemm_half = [&](int64_t half) {
+      at::Tensor g = gates[p.t[0]].narrow(1, half * 2 * H, 2 * H);
+      at::addmm_out(g, g, hs[0][s_in[0]], w_hh_t[0].narrow(1, half * 2 * H, 2 * H));
     };
     for (int64_t s = 0; s < T; ++s) {
       for (int64_t d = 0; d < D; ++d) {
@@ -192,6 +206,9 @@ Tensor6 lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0, const a
           recurrent_gemm(d);
           step(one_direction(p, d));
         });
+      } else if (split_columns) {
+        side_by_side(recurrent_gemm_half);
+        step(p);
       } else {
         for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
         step(p);
@@ -266,9 +283,15 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
       p.dc[d] = at_offset(dc, d * N * H);
     }
     const bool split = D == 2 && side_by_side_pays(x);
+    const bool split_columns = split_columns_pays(x, D, N, H);
     const auto recurrent_gemm = [&](int64_t d) {
       at::Tensor dh_rec_d = dh_rec[d];
       at::mm_out(dh_rec_d, dgates[p.t[d]].narrow(1, d * 4 * H, 4 * H), w_hh[d]);
+    };
+    const auto recurrent_gemm_half = [&](int64_t half) {
+      const int64_t begin = half == 0 ? 0 : H / 2, size = half == 0 ? H / 2 : H - H / 2;
+      at::Tensor dh_rec_half = dh_rec[0].narrow(1, begin, size);
+      at::mm_out(dh_rec_half, dgates[p.t[0]], w_hh[0].narrow(1, begin, size));
     };
     for (int64_t s = T - 1; s >= 0; --s) {
       for (int64_t d = 0; d < D; ++d) {
@@ -286,6 +309,9 @@ Tensor6 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& gra
           step(one_direction(p, d));
           recurrent_gemm(d);
         });
+      } else if (split_columns) {
+        step(p);
+        side_by_side(recurrent_gemm_half);
       } else {
         step(p);
         for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
@@ -340,15 +366,29 @@ Tensor3 lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Te
   const auto opts = x.options();
   const auto acc = acc_type(x.scalar_type());
   at::Tensor gates = empty_cached({N, 4 * H}, opts);
+  at::Tensor xh;
   if (w_cat.has_value()) {
-    at::Tensor xh = empty_cached({N, I + H}, opts);
+    xh = empty_cached({N, I + H}, opts);
     at::cat_out(xh, {x, h}, 1);
-    if (bias.has_value()) at::addmm_out(gates, *bias, xh, w_cat->t());
-    else at::mm_out(gates, xh, w_cat->t());
+  }
+  // gates[:, cols] for the gate columns [begin, begin + size)
+  const auto gate_gemm = [&](int64_t begin, int64_t size) {
+    at::Tensor g = gates.narrow(1, begin, size);
+    const auto rows = [&](const at::Tensor& w) { return w.narrow(0, begin, size).t(); };
+    if (w_cat.has_value()) {
+      if (bias.has_value()) at::addmm_out(g, bias->narrow(0, begin, size), xh, rows(*w_cat));
+      else at::mm_out(g, xh, rows(*w_cat));
+    } else {
+      if (bias.has_value()) at::addmm_out(g, bias->narrow(0, begin, size), x, rows(w_ih_in));
+      else at::mm_out(g, x, rows(w_ih_in));
+      at::addmm_out(g, g, h, rows(w_hh_in));
+    }
+  };
+  // As the layer's split_columns_pays: two single-threaded halves beat one two-thread GEMM here.
+  if (N * 4 * H * (I + H) >= (int64_t(1) << 20) && side_by_side_pays(x)) {
+    side_by_side([&](int64_t half) { gate_gemm(half * 2 * H, 2 * H); });
   } else {
-    if (bias.has_value()) at::addmm_out(gates, *bias, x, w_ih_in.t());
-    else at::mm_out(gates, x, w_ih_in.t());
-    at::addmm_out(gates, gates, h, w_hh_in.t());
+    gate_gemm(0, 4 * H);
   }
   const at::Tensor c_acc = c.to(acc).contiguous();
   const at::Tensor h_c = h.contiguous();
