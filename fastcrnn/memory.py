@@ -31,6 +31,6 @@ def set_cpu_cache_limit(nbytes: int) -> None:
     """Sets how many bytes of released blocks the cache may hold; 0 empties it and turns it off."""
     if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Integral):
         raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
-    if nbytes < 0:
-        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    if not 0 <= nbytes < 1 << 62:
+        raise ValueError(f"nbytes must lie in [0, 2**62), got {nbytes}")
     _C.set_cpu_cache_limit(int(nbytes))

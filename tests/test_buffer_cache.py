@@ -103,7 +103,7 @@ def test_limit_bounds_what_is_held(fresh_cache):
 
 
 @pytest.mark.parametrize("bad, error", [(1.5, TypeError), (True, TypeError), ("1", TypeError),
-                                        (-1, ValueError)])
+                                        (-1, ValueError), (1 << 64, ValueError)])
 def test_limit_rejects_bad_values(bad, error):
     with pytest.raises(error, match="nbytes"):
         fastcrnn.set_cpu_cache_limit(bad)
@@ -205,7 +205,9 @@ except ValueError as e:
 
 
 @pytest.mark.parametrize("value, expected", [("3", str(3 << 20)),
-                                             ("-2", "ValueError FASTCRNN_CPU_CACHE_MB")])
+                                             ("-2", "ValueError FASTCRNN_CPU_CACHE_MB"),
+                                             ("99999999999999999999",
+                                              "ValueError FASTCRNN_CPU_CACHE_MB")])
 def test_limit_from_the_environment(value, expected):
     env = dict(os.environ, FASTCRNN_CPU_CACHE_MB=value,
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))

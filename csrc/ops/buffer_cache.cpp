@@ -32,8 +32,9 @@ size_t limit_from_env() {
   if (mb == nullptr || *mb == '\0') return kDefaultLimitBytes;
   char* end = nullptr;
   const long long v = std::strtoll(mb, &end, 10);
-  TORCH_CHECK_VALUE(end != mb && *end == '\0' && v >= 0,
-                    "FASTCRNN_CPU_CACHE_MB must be a whole number of MiB >= 0, got '", mb, "'");
+  TORCH_CHECK_VALUE(end != mb && *end == '\0' && v >= 0 && v <= (1LL << 30),
+                    "FASTCRNN_CPU_CACHE_MB must be a whole number of MiB in [0, 2^30], got '", mb,
+                    "'");
   return static_cast<size_t>(v) << 20;
 }
 
