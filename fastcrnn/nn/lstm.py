@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fastcrnn.ops._checks import lengths_tensor, require_float, require_tensor
-from fastcrnn.ops.lstm import lstm_cell, lstm_layer
+from fastcrnn.ops.lstm import autocast_dtype, lstm_cell, lstm_layer
 
 __all__ = ["LSTM", "LSTMCell"]
 
@@ -434,7 +434,13 @@ class LSTMCell(_CachedWeightsModule):
                 w_cat = self._derived.get(
                     "weight_cat", (self.weight_ih, self.weight_hh),
                     lambda: torch.cat([self.weight_ih, self.weight_hh], 1))
-            h1, c1 = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, bias, w_cat)
+            if autocast_dtype(x.device) is None:
+                # input and state were checked above, and the op checks the parameters against
+                # them: skipping lstm_cell's second round of Python checks saves ~40 us a step
+                h1, c1, _ = torch.ops.fastcrnn.lstm_cell(x, h, c, self.weight_ih, self.weight_hh,
+                                                         bias, w_cat)
+            else:
+                h1, c1 = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, bias, w_cat)
         if unbatched:
             return h1.squeeze(0), c1.squeeze(0)
         return h1, c1
