@@ -4,8 +4,10 @@
 // ONE pointwise kernel for both directions. Per step backward: ONE pointwise kernel and one
 // GEMM per direction (dgates·W_hh); then dx, dW_ih, dW_hh (one per direction) and dbias each
 // one GEMM / reduction over the whole sequence. On a multi-threaded CPU the two directions'
-// per-step work runs side by side instead (see side_by_side_pays). Without backward the layer
-// keeps two states per direction and no activations.
+// per-step work runs side by side instead (see side_by_side_pays), and one direction's
+// recurrent GEMM runs as two column halves side by side (see split_columns_pays). Large CPU
+// buffers come from the block cache (buffer_cache.h). Without backward the layer keeps two
+// states per direction and no activations.
 #include "ops/lstm.h"
 
 #include <ATen/Parallel.h>
@@ -51,9 +53,10 @@ bool side_by_side_pays(const at::Tensor& x) {
 
 // One direction on a multi-threaded CPU: the per-step recurrent GEMM runs as two halves side by
 // side (halves of the 4H gate columns forward, of the H output columns backward), each
-// single-threaded. At the seq2seq sizes (N=64, H=256) MKL gains nothing from a second thread on
-// this 64-row product, while two single-threaded halves take about half the time. Below ~1M
-// multiply-adds a step, the parallel region would cost more than it saves.
+// single-threaded. At the seq2seq sizes (N=64, H=256) MKL gained nothing from its second thread
+// on this 64-row product (0.52 ms on one thread, 0.4-0.65 ms on two); the halves side by side
+// made the seq2seq rows 5-8% faster (RESULTS, 23:08 section). Below ~1M multiply-adds a step,
+// the parallel region would cost more than it saves.
 bool split_columns_pays(const at::Tensor& x, int64_t D, int64_t N, int64_t H) {
   return D == 1 && H >= 2 && N * 4 * H * H >= (int64_t(1) << 20) && side_by_side_pays(x);
 }
@@ -384,7 +387,7 @@ Tensor3 lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Te
       at::addmm_out(g, g, h, rows(w_hh_in));
     }
   };
-  // As the layer's split_columns_pays: two single-threaded halves beat one two-thread GEMM here.
+  // Two single-threaded column halves side by side, as split_columns_pays explains for the layer.
   if (N * 4 * H * (I + H) >= (int64_t(1) << 20) && side_by_side_pays(x)) {
     side_by_side([&](int64_t half) { gate_gemm(half * 2 * H, 2 * H); });
   } else {
