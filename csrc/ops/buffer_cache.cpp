@@ -62,35 +62,21 @@ class BlockCache {
   }
 
   void give(const Block& block) {
-    std::vector<void*> evicted;
     {
       std::lock_guard<std::mutex> lock(mu_);
       free_.emplace(block.bytes, block.ptr);
       held_ += block.bytes;
-      evict_locked(limit(), evicted);
     }
-    for (void* p : evicted) c10::free_cpu(p);
+    shrink_to(limit());
   }
 
   // Limit 0 empties the cache and turns it off.
   void set_limit(size_t limit) {
-    std::vector<void*> evicted;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      limit_.store(limit, std::memory_order_relaxed);
-      evict_locked(limit, evicted);
-    }
-    for (void* p : evicted) c10::free_cpu(p);
+    limit_.store(limit, std::memory_order_relaxed);
+    shrink_to(limit);
   }
 
-  void empty() {
-    std::vector<void*> evicted;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      evict_locked(0, evicted);
-    }
-    for (void* p : evicted) c10::free_cpu(p);
-  }
+  void empty() { shrink_to(0); }
 
   std::pair<size_t, size_t> held_and_limit() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -98,13 +84,20 @@ class BlockCache {
   }
 
  private:
-  void evict_locked(size_t keep, std::vector<void*>& evicted) {
-    while (held_ > keep) {
-      auto largest = std::prev(free_.end());
-      held_ -= largest->first;
-      evicted.push_back(largest->second);
-      free_.erase(largest);
+  // Returns the largest held blocks to the system until at most `keep` bytes are held; the
+  // frees run outside the lock.
+  void shrink_to(size_t keep) {
+    std::vector<void*> evicted;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      while (held_ > keep) {
+        auto largest = std::prev(free_.end());
+        held_ -= largest->first;
+        evicted.push_back(largest->second);
+        free_.erase(largest);
+      }
     }
+    for (void* p : evicted) c10::free_cpu(p);
   }
 
   std::mutex mu_;
