@@ -17,10 +17,23 @@ def _seed():
     torch.manual_seed(0)
 
 
+def _with_threads(n):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def one_thread():
     """Runs a training smoke test single-threaded (steadier on a shared 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    yield from _with_threads(1)
+
+
+@pytest.fixture
+def num_threads(request):
+    """torch's intra-op thread count for one test, from an indirect parameter:
+    ``@pytest.mark.parametrize("num_threads", [1, 2], indirect=True)``."""
+    yield from _with_threads(request.param)

@@ -434,85 +434,71 @@ def test_layer_without_saving_matches_and_opcheck(D, lengths):
         torch.ops.fastcrnn.lstm_layer(*args, False)[0].sum().backward()
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_bidirectional_on_one_or_two_threads(threads):
+@pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
+def test_bidirectional_on_one_or_two_threads(num_threads):
     """Two threads run the directions side by side (with inference mode's thread state), one
     thread runs them in turn: both match torch, values and gradients, with lengths."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        ref, ours = _pair(5, 6, 2, True)
-        x = torch.randn(7, 4, 5, dtype=torch.float64, requires_grad=True)
-        lengths = torch.tensor([7, 3, 5, 1])
-        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
-        a, _ = pad_packed_sequence(ref(packed)[0], total_length=7)
-        b, (bh, bc) = ours(x, lengths=lengths)
-        _close(b, a, 1e-12)
-        g = torch.randn_like(a)
-        ga = _grads(a, [x] + list(ref.parameters()), g)
-        gb = _grads(b, [x] + list(ours.parameters()), g)
-        for u, v in zip(ga, gb):
-            _close(v, u, 1e-10)
-        with torch.inference_mode():
-            c, _ = ours(x, lengths=lengths)
-        _close(c, b.detach(), 0.0)
-    finally:
-        torch.set_num_threads(n)
+    ref, ours = _pair(5, 6, 2, True)
+    x = torch.randn(7, 4, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1])
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    a, _ = pad_packed_sequence(ref(packed)[0], total_length=7)
+    b, (bh, bc) = ours(x, lengths=lengths)
+    _close(b, a, 1e-12)
+    g = torch.randn_like(a)
+    ga = _grads(a, [x] + list(ref.parameters()), g)
+    gb = _grads(b, [x] + list(ours.parameters()), g)
+    for u, v in zip(ga, gb):
+        _close(v, u, 1e-10)
+    with torch.inference_mode():
+        c, _ = ours(x, lengths=lengths)
+    _close(c, b.detach(), 0.0)
 
-@pytest.mark.parametrize("threads", [1, 2])
+
+@pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
 @pytest.mark.parametrize("H", [128, 129])
-def test_one_direction_split_gemm_on_two_threads(threads, H):
+def test_one_direction_split_gemm_on_two_threads(num_threads, H):
     """One direction with >= 1M multiply-adds a step (N*4H*H) on two threads splits each step's
     recurrent GEMM into two column halves run side by side (odd H: unequal halves backward); on
     one thread it does not. Both match torch, values and gradients, with lengths and 2 layers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        N = 16
-        ref, ours = _pair(7, H, 2, False)
-        x = torch.randn(6, N, 7, dtype=torch.float64, requires_grad=True)
-        lengths = torch.tensor([6, 3, 5, 1, 6, 2, 4, 6, 1, 6, 1, 5, 3, 6, 2, 6])
-        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
-        a, (ah, ac) = ref(packed)
-        a, _ = pad_packed_sequence(a, total_length=6)
-        b, (bh, bc) = ours(x, lengths=lengths)
-        for u, v, name in ((a, b, "output"), (ah, bh, "h_n"), (ac, bc, "c_n")):
-            _close(v, u, 1e-12, what=name)
-        g = [torch.randn_like(t) for t in (a, ah, ac)]
-        ga = _grads((a, ah, ac), [x] + list(ref.parameters()), g)
-        gb = _grads((b, bh, bc), [x] + list(ours.parameters()), g)
-        for u, v in zip(ga, gb):
-            _close(v, u, 1e-10)
-    finally:
-        torch.set_num_threads(n)
+    N = 16
+    ref, ours = _pair(7, H, 2, False)
+    x = torch.randn(6, N, 7, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 3, 5, 1, 6, 2, 4, 6, 1, 6, 1, 5, 3, 6, 2, 6])
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    a, (ah, ac) = ref(packed)
+    a, _ = pad_packed_sequence(a, total_length=6)
+    b, (bh, bc) = ours(x, lengths=lengths)
+    for u, v, name in ((a, b, "output"), (ah, bh, "h_n"), (ac, bc, "c_n")):
+        _close(v, u, 1e-12, what=name)
+    g = [torch.randn_like(t) for t in (a, ah, ac)]
+    ga = _grads((a, ah, ac), [x] + list(ref.parameters()), g)
+    gb = _grads((b, bh, bc), [x] + list(ours.parameters()), g)
+    for u, v in zip(ga, gb):
+        _close(v, u, 1e-10)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
 @pytest.mark.parametrize("weight_cat", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
-def test_cell_split_gemm_on_two_threads(threads, weight_cat, bias):
+def test_cell_split_gemm_on_two_threads(num_threads, weight_cat, bias):
     """A cell step with >= 1M multiply-adds (N*4H*(I+H)) on two threads computes its gates as
     two column halves side by side (with and without weight_cat and bias): values and every
     gradient match nn.LSTMCell; on one thread it is one GEMM."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        N, I, H = 16, 100, 131
-        ref = torch.nn.LSTMCell(I, H, bias=bias).double()
-        x, h, c = (torch.randn(N, k, dtype=torch.float64, requires_grad=True) for k in (I, H, H))
-        w_ih, w_hh = ref.weight_ih, ref.weight_hh
-        b = ref.bias_ih + ref.bias_hh if bias else None
-        w_cat = torch.cat([w_ih, w_hh], 1).detach() if weight_cat else None
-        h1, c1 = ref(x, (h, c))
-        h2, c2 = fastcrnn.lstm_cell(x, h, c, w_ih, w_hh, b, w_cat)
-        _close(h2, h1, 1e-12, what="h")
-        _close(c2, c1, 1e-12, what="c")
-        g = [torch.randn_like(h1), torch.randn_like(c1)]
-        leaves = [x, h, c] + list(ref.parameters())
-        for u, v in zip(_grads((h1, c1), leaves, g), _grads((h2, c2), leaves, g)):
-            _close(v, u, 1e-11)
-    finally:
-        torch.set_num_threads(n)
+    N, I, H = 16, 100, 131
+    ref = torch.nn.LSTMCell(I, H, bias=bias).double()
+    x, h, c = (torch.randn(N, k, dtype=torch.float64, requires_grad=True) for k in (I, H, H))
+    w_ih, w_hh = ref.weight_ih, ref.weight_hh
+    b = ref.bias_ih + ref.bias_hh if bias else None
+    w_cat = torch.cat([w_ih, w_hh], 1).detach() if weight_cat else None
+    h1, c1 = ref(x, (h, c))
+    h2, c2 = fastcrnn.lstm_cell(x, h, c, w_ih, w_hh, b, w_cat)
+    _close(h2, h1, 1e-12, what="h")
+    _close(c2, c1, 1e-12, what="c")
+    g = [torch.randn_like(h1), torch.randn_like(c1)]
+    leaves = [x, h, c] + list(ref.parameters())
+    for u, v in zip(_grads((h1, c1), leaves, g), _grads((h2, c2), leaves, g)):
+        _close(v, u, 1e-11)
 
 
 def _cell_pair(dtype=torch.float64):

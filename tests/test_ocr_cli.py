@@ -53,13 +53,8 @@ def cli_subprocess(*args, cwd=None):
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared CI machine: one thread avoids OpenMP oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# small models on a shared CI machine: one thread avoids OpenMP oversubscription
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -91,13 +91,8 @@ def _params(path):
     return load_checkpoint(path)["model"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared CI machine: one thread avoids OpenMP oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# small models on a shared CI machine: one thread avoids OpenMP oversubscription
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("split", ["epoch", "mid-epoch"])
