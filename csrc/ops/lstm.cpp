@@ -52,10 +52,10 @@ bool side_by_side_pays(const at::Tensor& x) {
 }
 
 // One direction on a multi-threaded CPU: the per-step recurrent GEMM runs as two halves side by
-// side (halves of the 4H gate columns forward, of the H output columns backward), each
-// single-threaded. At the seq2seq sizes (N=64, H=256) MKL gained nothing from its second thread
-// on this 64-row product (0.52 ms on one thread, 0.4-0.65 ms on two); the halves side by side
-// made the seq2seq rows 5-8% faster (RESULTS, 23:08 section). Below ~1M multiply-adds a step,
+// side (halves of the 4H gate columns forward, of the H output columns backward), each single-
+// threaded. At the seq2seq sizes (N=64, H=256) MKL gained nothing from its second thread on this
+// 64-row product (0.52 ms on one thread, 0.38-0.55 ms on two); the halves side by side made the
+// seq2seq rows 5-8% faster (RESULTS, 22:37 and 23:08 sections). Below ~1M multiply-adds a step,
 // the parallel region would cost more than it saves.
 bool split_columns_pays(const at::Tensor& x, int64_t D, int64_t N, int64_t H) {
   return D == 1 && H >= 2 && N * 4 * H * H >= (int64_t(1) << 20) && side_by_side_pays(x);
