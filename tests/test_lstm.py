@@ -383,34 +383,6 @@ def test_compile_fullgraph_padded_with_lengths():
     _close(ga, gb, 1e-5)
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_cell_weight_cat_matches_two_gemms(bias):
-    g = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
-    args = [g(5, 4), g(5, 3), g(5, 3), g(12, 4), g(12, 3), g(12) if bias else None]
-    w_cat = torch.cat([args[3], args[4]], 1).detach()
-    h1, c1 = fastcrnn.lstm_cell(*args)
-    h2, c2 = fastcrnn.lstm_cell(*args, weight_cat=w_cat)
-    _close(h2, h1, 1e-12)
-    _close(c2, c1, 1e-12)
-    leaves = [a for a in args if a is not None]
-    gr = [torch.randn_like(h1), torch.randn_like(c1)]
-    for a, b in zip(_grads((h1, c1), leaves, gr), _grads((h2, c2), leaves, gr)):
-        _close(b, a, 1e-12)
-
-
-def test_cell_weight_cat_gradcheck_and_opcheck():
-    g = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
-    args = (g(3, 4), g(3, 2), g(3, 2), g(8, 4), g(8, 2), g(8))
-
-    def fn(x, h, c, w_ih, w_hh, b):  # the cache follows gradcheck's perturbed weights
-        return fastcrnn.lstm_cell(x, h, c, w_ih, w_hh, b,
-                                  weight_cat=torch.cat([w_ih, w_hh], 1).detach())
-
-    assert torch.autograd.gradcheck(fn, args)
-    w_cat = torch.cat([args[3], args[4]], 1).detach()
-    torch.library.opcheck(torch.ops.fastcrnn.lstm_cell.default, args + (w_cat,))
-
-
 @pytest.mark.parametrize("D", [1, 2])
 @pytest.mark.parametrize("lengths", [None, [3, 1]])
 def test_layer_without_saving_matches_and_opcheck(D, lengths):
@@ -479,20 +451,18 @@ def test_one_direction_split_gemm_on_two_threads(num_threads, H):
 
 
 @pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
-@pytest.mark.parametrize("weight_cat", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
-def test_cell_split_gemm_on_two_threads(num_threads, weight_cat, bias):
+def test_cell_split_gemm_on_two_threads(num_threads, bias):
     """A cell step with >= 1M multiply-adds (N*4H*(I+H)) on two threads computes its gates as
-    two column halves side by side (with and without weight_cat and bias): values and every
-    gradient match nn.LSTMCell; on one thread it is one GEMM."""
+    two column halves side by side (with and without bias): values and every gradient match
+    nn.LSTMCell; on one thread it is one GEMM."""
     N, I, H = 16, 100, 131
     ref = torch.nn.LSTMCell(I, H, bias=bias).double()
     x, h, c = (torch.randn(N, k, dtype=torch.float64, requires_grad=True) for k in (I, H, H))
     w_ih, w_hh = ref.weight_ih, ref.weight_hh
     b = ref.bias_ih + ref.bias_hh if bias else None
-    w_cat = torch.cat([w_ih, w_hh], 1).detach() if weight_cat else None
     h1, c1 = ref(x, (h, c))
-    h2, c2 = fastcrnn.lstm_cell(x, h, c, w_ih, w_hh, b, w_cat)
+    h2, c2 = fastcrnn.lstm_cell(x, h, c, w_ih, w_hh, b)
     _close(h2, h1, 1e-12, what="h")
     _close(c2, c1, 1e-12, what="c")
     g = [torch.randn_like(h1), torch.randn_like(c1)]
@@ -526,46 +496,7 @@ def _check_lstm(ref, ours, atol=1e-12):
 
 
 @pytest.mark.parametrize("kind", ["cell", "lstm"])
-def test_weight_caches_follow_in_place_updates(kind):
-    if kind == "cell":
-        ref, ours = _cell_pair()
-        check = _check_cell
-    else:
-        ref, ours = _pair(3, 4, 2, True)
-        check = _check_lstm
-    check(ref, ours)  # fills the caches
-    assert set(ours.state_dict()) == set(ref.state_dict())
-    # optimizer.step() on both (same gradients: the fused grads match torch's)
-    opt_r = torch.optim.SGD(ref.parameters(), lr=0.5)
-    opt_o = torch.optim.SGD(ours.parameters(), lr=0.5)
-    for m, opt in ((ref, opt_r), (ours, opt_o)):
-        torch.manual_seed(1)
-        x = torch.randn(5, 4, dtype=torch.float64) if kind == "cell" else             torch.randn(4, 2, 3, dtype=torch.float64)
-        out = m(x)[0]
-        out.pow(2).sum().backward()
-        opt.step()
-    check(ref, ours)
-    # no_grad in-place edits, then load_state_dict
-    with torch.no_grad():
-        for p, q in zip(ref.parameters(), ours.parameters()):
-            p.add_(0.25)
-            q.add_(0.25)
-    check(ref, ours)
-    ref2 = _cell_pair()[0] if kind == "cell" else _pair(3, 4, 2, True)[0]
-    ref.load_state_dict(ref2.state_dict())
-    ours.load_state_dict(ref2.state_dict())
-    check(ref, ours)
-    # rebinding the data (what .to() does) and dtype moves
-    for p, q in zip(ref.parameters(), ours.parameters()):
-        p.data = p.data * 0.5
-        q.data = q.data * 0.5
-    check(ref, ours)
-    ref, ours = ref.float(), ours.float()
-    check(ref, ours, 1e-5)
-
-
-@pytest.mark.parametrize("kind", ["cell", "lstm"])
-def test_weight_caches_deepcopy_and_pickle(kind):
+def test_deepcopy_and_pickle_have_their_own_parameters(kind):
     import copy
     import io
 
@@ -580,7 +511,7 @@ def test_weight_caches_deepcopy_and_pickle(kind):
     with torch.no_grad():
         for p in ours.parameters():
             p.mul_(-1)
-    check(ref, clone)  # the copies have their own parameters and caches
+    check(ref, clone)  # the copies have their own parameters
     check(ref, loaded)
     with torch.no_grad():
         for p in ref.parameters():
@@ -588,13 +519,13 @@ def test_weight_caches_deepcopy_and_pickle(kind):
     check(ref, ours)
 
 
-def test_cell_cache_under_compile_fullgraph():
+def test_cell_under_compile_fullgraph_sees_updates():
     torch._dynamo.reset()
     ref, ours = _cell_pair(torch.float32)
     x = torch.randn(5, 4, requires_grad=True)
     hx = (torch.randn(5, 3), torch.randn(5, 3))
     compiled = torch.compile(lambda x, hx: ours(x, hx), fullgraph=True, backend="aot_eager")
-    for _ in range(2):  # the second call after an update: no stale cache in or out of the graph
+    for _ in range(2):  # the second call after an update: no stale weights in or out of the graph
         h1, c1 = compiled(x, hx)
         h2, c2 = ref(x, hx)
         _close(h1, h2, 1e-6)

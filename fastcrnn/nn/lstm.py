@@ -50,55 +50,7 @@ def uniform_reset(m: nn.Module) -> None:
         nn.init.uniform_(weight, -stdv, stdv)
 
 
-class _DerivedWeights:
-    """Detached tensors built from parameters (concatenations), rebuilt whenever one of the
-    parameters changed.
-
-    The key is each parameter's (data_ptr, _version): in-place updates (optimizer.step(),
-    load_state_dict, ``with torch.no_grad(): w.add_(1)``) bump the version, and rebinding
-    (``.to()``, ``w.data = ...``) moves the data pointer: the old tensors are held (detached) so
-    that no new one can take their address while the key still names it. Writes through
-    ``w.data`` are invisible to autograd's version counter and so to this cache too.
-    Never used while torch.compile or torch.jit.trace traces (a trace would freeze the cached
-    value as a constant); not pickled.
-    """
-
-    def __init__(self):
-        self._entries = {}
-
-    def get(self, name, params, build):
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        entry = self._entries.get(name)
-        if entry is None or entry[0] != key:
-            with torch.no_grad():
-                value = build()
-            entry = (key, tuple(p.detach() for p in params), value)
-            self._entries[name] = entry
-        return entry[2]
-
-
-class _CachedWeightsModule(nn.Module):
-    """A module holding a _DerivedWeights that deepcopy / pickle leave out (a copy's parameters
-    live elsewhere, so its cache starts empty)."""
-
-    def __init__(self):
-        super().__init__()
-        self._derived = _DerivedWeights()
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_derived", None)
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._derived = _DerivedWeights()
-
-    def _use_cache(self) -> bool:
-        return not (torch.compiler.is_compiling() or torch.jit.is_tracing())
-
-
-class LSTM(_CachedWeightsModule):
+class LSTM(nn.Module):
     """Multi-layer, optionally bidirectional LSTM, a drop-in for :class:`torch.nn.LSTM`.
 
     Args (as torch.nn.LSTM): input_size, hidden_size, num_layers=1, bias=True,
@@ -194,32 +146,26 @@ class LSTM(_CachedWeightsModule):
 
     def _layer_weights(self, layer: int):
         """The op's (weight_ih (D*4H, I), weight_hh (D, 4H, H), bias (D*4H,) or None) of one
-        layer. Built per call (differentiable) when a gradient may be needed, else cached."""
+        layer, built from the parameters on every call.
+
+        Deliberately not cached: fused optimizers, ``p.data`` writes and in-place broadcasts
+        change parameters without bumping ``_version``, so no cheap key proves a cached copy
+        current. One direction needs no copy (views); two directions copy the weights once
+        per layer call, which is small next to the layer's T recurrent GEMMs.
+        """
         dirs = 2 if self.bidirectional else 1
         suffixes = [f"_l{layer}" + ("_reverse" if d == 1 else "") for d in range(dirs)]
-        names = [f"{kind}{s}" for s in suffixes
-                 for kind in (("weight_ih", "weight_hh", "bias_ih", "bias_hh") if self.bias
-                              else ("weight_ih", "weight_hh"))]
-        params = [getattr(self, n) for n in names]
-
-        def build():
-            w_ih = [getattr(self, f"weight_ih{s}") for s in suffixes]
-            w_hh = [getattr(self, f"weight_hh{s}") for s in suffixes]
-            if dirs == 1:
-                w_ih, w_hh = w_ih[0], w_hh[0].unsqueeze(0)  # views: no copy
-            else:
-                w_ih, w_hh = torch.cat(w_ih, 0), torch.stack(w_hh, 0)
-            bias = None
-            if self.bias:
-                b = [getattr(self, f"bias_ih{s}") + getattr(self, f"bias_hh{s}")
-                     for s in suffixes]
-                bias = b[0] if dirs == 1 else torch.cat(b, 0)
-            return w_ih, w_hh, bias
-
-        if self._use_cache() and not (torch.is_grad_enabled()
-                                      and any(p.requires_grad for p in params)):
-            return self._derived.get(layer, params, build)
-        return build()
+        w_ih = [getattr(self, f"weight_ih{s}") for s in suffixes]
+        w_hh = [getattr(self, f"weight_hh{s}") for s in suffixes]
+        if dirs == 1:
+            w_ih, w_hh = w_ih[0], w_hh[0].unsqueeze(0)
+        else:
+            w_ih, w_hh = torch.cat(w_ih, 0), torch.stack(w_hh, 0)
+        bias = None
+        if self.bias:
+            b = [getattr(self, f"bias_ih{s}") + getattr(self, f"bias_hh{s}") for s in suffixes]
+            bias = b[0] if dirs == 1 else torch.cat(b, 0)
+        return w_ih, w_hh, bias
 
     def _check_hx(self, hx, N: int, unbatched: bool, ref: torch.Tensor):
         dirs = 2 if self.bidirectional else 1
@@ -343,7 +289,7 @@ class LSTM(_CachedWeightsModule):
         return out, h_n.index_select(1, inverse), c_n.index_select(1, inverse)
 
 
-class LSTMCell(_CachedWeightsModule):
+class LSTMCell(nn.Module):
     """One LSTM step, a drop-in for :class:`torch.nn.LSTMCell` on the fused cell op.
 
     Args: input_size, hidden_size, bias=True, device, dtype; backend="fused" | "torch".
@@ -429,18 +375,14 @@ class LSTMCell(_CachedWeightsModule):
                                      self.bias_hh)
         else:
             bias = self.bias_ih + self.bias_hh if self.bias else None
-            w_cat = None
-            if self._use_cache():
-                w_cat = self._derived.get(
-                    "weight_cat", (self.weight_ih, self.weight_hh),
-                    lambda: torch.cat([self.weight_ih, self.weight_hh], 1))
             if autocast_dtype(x.device) is None:
-                # input and state were checked above, and the op checks the parameters against
-                # them: skipping lstm_cell's second round of Python checks saves ~40 us a step
+                # input and state were checked above and the op checks the parameters against
+                # them: a decoder calls this once per step, so lstm_cell's second round of Python
+                # checks is skipped
                 h1, c1, _ = torch.ops.fastcrnn.lstm_cell(x, h, c, self.weight_ih, self.weight_hh,
-                                                         bias, w_cat)
+                                                         bias)
             else:
-                h1, c1 = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, bias, w_cat)
+                h1, c1 = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, bias)
         if unbatched:
             return h1.squeeze(0), c1.squeeze(0)
         return h1, c1
