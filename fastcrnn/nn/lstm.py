@@ -5,7 +5,6 @@ torch.nn.LSTMCell, so ``load_state_dict`` moves weights both ways. ``backend="to
 torch's own LSTM on the same parameters (the path for ONNX / TorchScript export).
 """
 import math
-import numbers
 from typing import List, Optional, Tuple
 
 import torch
@@ -13,19 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from fastcrnn.ops._checks import lengths_tensor, require_float, require_tensor
+from fastcrnn.ops._checks import (check_backend, lengths_tensor, positive_int, probability,
+                                  require_float, require_tensor)
 from fastcrnn.ops.lstm import autocast_dtype, lstm_cell, lstm_layer
 
 __all__ = ["LSTM", "LSTMCell"]
-
-_BACKENDS = ("fused", "torch")
-
-
-def _check_backend(backend):
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    return backend
-
 
 def recurrent_repr(m: nn.Module, extra: List[str]) -> str:
     """nn.LSTM's extra_repr (sizes, then the non-default options) plus `extra` entries."""
@@ -79,29 +70,16 @@ class LSTM(nn.Module):
         if proj_size != 0:
             raise NotImplementedError("fastcrnn.nn.LSTM does not support proj_size (use "
                                       "torch.nn.LSTM for projected LSTMs)")
-        for value, name in ((input_size, "input_size"), (hidden_size, "hidden_size"),
-                            (num_layers, "num_layers")):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if hidden_size <= 0:
-            raise ValueError(f"hidden_size must be greater than zero, got {hidden_size}")
-        if input_size <= 0:
-            raise ValueError(f"input_size must be greater than zero, got {input_size}")
-        if num_layers <= 0:
-            raise ValueError(f"num_layers must be greater than zero, got {num_layers}")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) \
-                or not 0 <= dropout <= 1:
-            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
         self.mode = "LSTM"
-        self.input_size = int(input_size)
-        self.hidden_size = int(hidden_size)
-        self.num_layers = int(num_layers)
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
+        self.num_layers = positive_int(num_layers, "num_layers")
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
-        self.dropout = float(dropout)
+        self.dropout = probability(dropout)
         self.bidirectional = bool(bidirectional)
         self.proj_size = 0
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend)
         factory = {"device": device, "dtype": dtype}
         dirs = 2 if bidirectional else 1
         gate = 4 * hidden_size
@@ -272,7 +250,7 @@ class LSTM(nn.Module):
             out, h_n, c_n = torch.lstm(x, (h0, c0), weights, self.bias, self.num_layers,
                                        self.dropout, self.training, self.bidirectional, False)
             return out, h_n, c_n
-        T, N = x.shape[0], x.shape[1]
+        T = x.shape[0]
         lens_cpu = lens.cpu()
         empty = lens_cpu == 0
         if bool(empty.any()):
@@ -301,15 +279,10 @@ class LSTMCell(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None, backend: str = "fused"):
         super().__init__()
-        for value, name in ((input_size, "input_size"), (hidden_size, "hidden_size")):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value <= 0:
-                raise ValueError(f"{name} must be greater than zero, got {value}")
-        self.input_size = int(input_size)
-        self.hidden_size = int(hidden_size)
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.bias = bool(bias)
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend)
         factory = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))

@@ -1,6 +1,5 @@
 """Recurrent building blocks: the LSTM backend switch and a vanilla RNN from its step equations."""
 import math
-from numbers import Integral
 from typing import Optional
 
 import torch
@@ -9,25 +8,11 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fastcrnn.nn.lstm import LSTM, recurrent_repr
+from fastcrnn.ops._checks import BACKENDS, DEFAULT_BACKEND, check_backend, positive_int
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "check_backend", "make_lstm",
            "RNN"]
 
-BACKENDS = ("fused", "torch")
-#: The backend modules use when none is given: our fused LSTM. "torch" (torch.nn.LSTM on the same
-#: parameters) stays the ONNX / TorchScript export path.
-DEFAULT_BACKEND = "fused"
-
-
-def check_backend(backend) -> str:
-    """Returns ``backend`` if it names a known backend, else raises (TypeError/ValueError)."""
-    if backend is None:
-        return DEFAULT_BACKEND
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a str, one of {BACKENDS}, got {type(backend).__name__}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
 
 
 def make_lstm(backend: Optional[str], *args, **kwargs) -> nn.Module:
@@ -40,16 +25,6 @@ def make_lstm(backend: Optional[str], *args, **kwargs) -> nn.Module:
     if backend == "torch":
         return nn.LSTM(*args, **kwargs)
     return LSTM(*args, **kwargs)
-
-
-def _positive_int(value, name: str, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, "
-                         f"got {value}")
-    return value
 
 
 class RNN(nn.Module):
@@ -85,9 +60,9 @@ class RNN(nn.Module):
                  dropout: float = 0.0, bidirectional: bool = False,
                  output_size: Optional[int] = None, device=None, dtype=None):
         super().__init__()
-        self.input_size = _positive_int(input_size, "input_size")
-        self.hidden_size = _positive_int(hidden_size, "hidden_size")
-        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
+        self.num_layers = positive_int(num_layers, "num_layers")
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
@@ -99,7 +74,7 @@ class RNN(nn.Module):
             raise ValueError(f"dropout must be in [0, 1], got {dropout}")
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
-        self.output_size = None if output_size is None else _positive_int(output_size,
+        self.output_size = None if output_size is None else positive_int(output_size,
                                                                          "output_size")
         factory = {"device": device, "dtype": dtype}
         dirs = 2 if self.bidirectional else 1

@@ -7,7 +7,6 @@ search ``predict``; and ``bleu``.
 """
 import math
 from collections import Counter
-from numbers import Integral
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -16,26 +15,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fastcrnn.nn.attention import MLPAttention
-from fastcrnn.nn.rnn import check_backend, make_lstm
+from fastcrnn.nn.rnn import make_lstm
+from fastcrnn.ops._checks import check_backend, positive_int, probability
 
 __all__ = ["Encoder", "Decoder", "Seq2SeqEncoder", "Seq2SeqDecoder", "Seq2SeqAttentionDecoder",
            "EncoderDecoder", "MaskedSoftmaxCELoss", "predict", "predict_seq2seq", "bleu"]
-
-
-def _int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _dropout(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"dropout must be a float, got {type(value).__name__}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"dropout must be in [0, 1], got {value}")
-    return float(value)
 
 
 def _tokens(X, name: str, vocab_size: int) -> torch.Tensor:
@@ -57,7 +41,7 @@ def _valid_lens(valid_lens, N: int, T: int, device, name: str) -> Optional[torch
     if valid_lens is None:
         return None
     if isinstance(valid_lens, (list, tuple)):
-        valid_lens = torch.tensor([_int(v, name, 0) for v in valid_lens], dtype=torch.int64)
+        valid_lens = torch.tensor([positive_int(v, name, 0) for v in valid_lens], dtype=torch.int64)
     if not isinstance(valid_lens, torch.Tensor):
         raise TypeError(f"{name} must be a tensor or list of ints, got "
                         f"{type(valid_lens).__name__}")
@@ -106,7 +90,7 @@ def _run_lstm(rnn: nn.Module, X: torch.Tensor, state, lengths: Optional[torch.Te
     """X (T, N, E) through an LSTM; with lengths, padded steps are skipped (packed sequence)."""
     if lengths is None:
         return rnn(X, state)
-    T, N = X.shape[0], X.shape[1]
+    T = X.shape[0]
     zero = lengths == 0
     # pack_padded_sequence needs lengths >= 1: a length-0 row runs one step, then its outputs are
     # zeroed and its state restored below.
@@ -137,13 +121,13 @@ class Seq2SeqEncoder(Encoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        self.vocab_size = _int(vocab_size, "vocab_size")
-        self.num_hiddens = _int(num_hiddens, "num_hiddens")
-        self.num_layers = _int(num_layers, "num_layers")
+        self.vocab_size = positive_int(vocab_size, "vocab_size")
+        self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
+        self.num_layers = positive_int(num_layers, "num_layers")
         self.backend = check_backend(backend)
-        self.embedding = nn.Embedding(self.vocab_size, _int(embed_size, "embed_size"))
+        self.embedding = nn.Embedding(self.vocab_size, positive_int(embed_size, "embed_size"))
         self.rnn = make_lstm(self.backend, embed_size, num_hiddens, num_layers,
-                             dropout=_dropout(dropout))
+                             dropout=probability(dropout))
 
     def begin_state(self, batch_size: int, device=None):
         """Zero (h, c), each (num_layers, batch_size, num_hiddens)."""
@@ -171,13 +155,13 @@ class Seq2SeqDecoder(Decoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        self.vocab_size = _int(vocab_size, "vocab_size")
-        self.num_hiddens = _int(num_hiddens, "num_hiddens")
-        self.num_layers = _int(num_layers, "num_layers")
+        self.vocab_size = positive_int(vocab_size, "vocab_size")
+        self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
+        self.num_layers = positive_int(num_layers, "num_layers")
         self.backend = check_backend(backend)
-        self.embedding = nn.Embedding(self.vocab_size, _int(embed_size, "embed_size"))
+        self.embedding = nn.Embedding(self.vocab_size, positive_int(embed_size, "embed_size"))
         self.rnn = make_lstm(self.backend, embed_size, num_hiddens, num_layers,
-                             dropout=_dropout(dropout))
+                             dropout=probability(dropout))
         self.dense = nn.Linear(num_hiddens, vocab_size)
 
     def _check_hidden(self, state, N):
@@ -225,13 +209,13 @@ class Seq2SeqAttentionDecoder(Decoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        self.vocab_size = _int(vocab_size, "vocab_size")
-        self.num_hiddens = _int(num_hiddens, "num_hiddens")
-        self.num_layers = _int(num_layers, "num_layers")
+        self.vocab_size = positive_int(vocab_size, "vocab_size")
+        self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
+        self.num_layers = positive_int(num_layers, "num_layers")
         self.backend = check_backend(backend)
-        dropout = _dropout(dropout)
+        dropout = probability(dropout)
         self.attention = MLPAttention(num_hiddens, num_hiddens, num_hiddens, dropout)
-        self.embedding = nn.Embedding(self.vocab_size, _int(embed_size, "embed_size"))
+        self.embedding = nn.Embedding(self.vocab_size, positive_int(embed_size, "embed_size"))
         self.rnn = make_lstm(self.backend, embed_size + num_hiddens, num_hiddens, num_layers,
                              dropout=dropout)
         self.dense = nn.Linear(num_hiddens, vocab_size)
@@ -358,7 +342,7 @@ def _source(src_tokens, name="src_tokens") -> List[int]:
     if not isinstance(src_tokens, (list, tuple)):
         raise TypeError(f"{name} must be a list of ints or a 1-D tensor, got "
                         f"{type(src_tokens).__name__}")
-    return [_int(t, name, 0) for t in src_tokens]
+    return [positive_int(t, name, 0) for t in src_tokens]
 
 
 @torch.no_grad()
@@ -384,12 +368,12 @@ def predict(net: EncoderDecoder, src_tokens, bos: int, eos: int, num_steps: int,
     if not src:
         raise ValueError("src_tokens must hold at least one token")
     vocab = net.decoder.vocab_size
-    bos, eos = _int(bos, "bos", 0), _int(eos, "eos", 0)
+    bos, eos = positive_int(bos, "bos", 0), positive_int(eos, "eos", 0)
     for name, v in (("bos", bos), ("eos", eos)):
         if v >= vocab:
             raise ValueError(f"{name} must be a target token id in [0, {vocab}), got {v}")
-    num_steps = _int(num_steps, "num_steps")
-    beam_size = _int(beam_size, "beam_size")
+    num_steps = positive_int(num_steps, "num_steps")
+    beam_size = positive_int(beam_size, "beam_size")
     if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
         raise TypeError("length_penalty must be a float")
     if device is None:
@@ -466,7 +450,7 @@ def bleu(pred_seq: Union[str, Sequence], label_seq: Union[str, Sequence], k: int
     skipped (the brevity penalty already charges a short prediction). An empty prediction scores
     0 (1 if the label is empty too). Returns a float in [0, 1].
     """
-    k = _int(k, "k")
+    k = positive_int(k, "k")
 
     def split(seq, name):
         if isinstance(seq, str):
