@@ -5,43 +5,21 @@ torch.nn.LSTMCell, so ``load_state_dict`` moves weights both ways. ``backend="to
 torch's own LSTM on the same parameters (the path for ONNX / TorchScript export).
 """
 import math
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from fastcrnn.ops._checks import (check_backend, lengths_tensor, positive_int, probability,
-                                  require_float, require_tensor)
+from fastcrnn.nn.recurrent import RecurrentBase
+from fastcrnn.ops._checks import (DtypeMismatchError, check_backend, positive_int, require_float,
+                                  require_tensor)
 from fastcrnn.ops.lstm import autocast_dtype, lstm_cell, lstm_layer
 
 __all__ = ["LSTM", "LSTMCell"]
 
-def recurrent_repr(m: nn.Module, extra: List[str]) -> str:
-    """nn.LSTM's extra_repr (sizes, then the non-default options) plus `extra` entries."""
-    s = f"{m.input_size}, {m.hidden_size}"
-    if m.num_layers != 1:
-        s += f", num_layers={m.num_layers}"
-    if not m.bias:
-        s += ", bias=False"
-    if m.batch_first:
-        s += ", batch_first=True"
-    if m.dropout:
-        s += f", dropout={m.dropout}"
-    if m.bidirectional:
-        s += ", bidirectional=True"
-    return "".join([s] + [", " + e for e in extra])
-
-
-def uniform_reset(m: nn.Module) -> None:
-    """torch's recurrent initialisation: every parameter uniform in ±1/sqrt(hidden_size)."""
-    stdv = 1.0 / math.sqrt(m.hidden_size)
-    for weight in m.parameters():
-        nn.init.uniform_(weight, -stdv, stdv)
-
-
-class LSTM(nn.Module):
+class LSTM(RecurrentBase):
     """Multi-layer, optionally bidirectional LSTM, a drop-in for :class:`torch.nn.LSTM`.
 
     Args (as torch.nn.LSTM): input_size, hidden_size, num_layers=1, bias=True,
@@ -63,6 +41,8 @@ class LSTM(nn.Module):
     state is float32 inside. Under torch.autocast it runs in the autocast dtype.
     """
 
+    num_gates = 4
+
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None, backend: str = "fused"):
@@ -71,54 +51,17 @@ class LSTM(nn.Module):
             raise NotImplementedError("fastcrnn.nn.LSTM does not support proj_size (use "
                                       "torch.nn.LSTM for projected LSTMs)")
         self.mode = "LSTM"
-        self.input_size = positive_int(input_size, "input_size")
-        self.hidden_size = positive_int(hidden_size, "hidden_size")
-        self.num_layers = positive_int(num_layers, "num_layers")
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.dropout = probability(dropout)
-        self.bidirectional = bool(bidirectional)
         self.proj_size = 0
         self.backend = check_backend(backend)
-        factory = {"device": device, "dtype": dtype}
-        dirs = 2 if bidirectional else 1
-        gate = 4 * hidden_size
-        self._flat_weights_names: List[str] = []
-        self._all_weights: List[List[str]] = []
-        for layer in range(num_layers):
-            for d in range(dirs):
-                layer_in = input_size if layer == 0 else hidden_size * dirs
-                suffix = f"_l{layer}" + ("_reverse" if d == 1 else "")
-                names = [f"weight_ih{suffix}", f"weight_hh{suffix}"]
-                params = [torch.empty(gate, layer_in, **factory),
-                          torch.empty(gate, hidden_size, **factory)]
-                if bias:
-                    names += [f"bias_ih{suffix}", f"bias_hh{suffix}"]
-                    params += [torch.empty(gate, **factory), torch.empty(gate, **factory)]
-                for name, p in zip(names, params):
-                    setattr(self, name, nn.Parameter(p))
-                self._flat_weights_names.extend(names)
-                self._all_weights.append(names)
-        self.reset_parameters()
+        self._init_recurrent(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                             bidirectional, device, dtype)
 
     def reset_parameters(self) -> None:
         """uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, in nn.LSTM's order."""
-        uniform_reset(self)
-
-    def flatten_parameters(self) -> None:
-        """No-op (kept for nn.LSTM compatibility: the fused kernels need no flat buffer)."""
-
-    @property
-    def _flat_weights(self) -> List[torch.Tensor]:
-        return [getattr(self, name) for name in self._flat_weights_names]
-
-    @property
-    def all_weights(self) -> List[List[nn.Parameter]]:
-        return [[getattr(self, name) for name in names] for names in self._all_weights]
+        self._reset_recurrent_parameters()
 
     def extra_repr(self) -> str:
-        return recurrent_repr(self, [f"backend={self.backend!r}"] if self.backend != "fused"
-                              else [])
+        return self._extra_repr([f"backend={self.backend!r}"] if self.backend != "fused" else [])
 
     # -----------------------------------------------------------------------------------------
 
@@ -131,8 +74,8 @@ class LSTM(nn.Module):
         current. One direction needs no copy (views); two directions copy the weights once
         per layer call, which is small next to the layer's T recurrent GEMMs.
         """
-        dirs = 2 if self.bidirectional else 1
-        suffixes = [f"_l{layer}" + ("_reverse" if d == 1 else "") for d in range(dirs)]
+        dirs = self.num_directions
+        suffixes = [self.suffix(layer, d) for d in range(dirs)]
         w_ih = [getattr(self, f"weight_ih{s}") for s in suffixes]
         w_hh = [getattr(self, f"weight_hh{s}") for s in suffixes]
         if dirs == 1:
@@ -145,89 +88,25 @@ class LSTM(nn.Module):
             bias = b[0] if dirs == 1 else torch.cat(b, 0)
         return w_ih, w_hh, bias
 
-    def _check_hx(self, hx, N: int, unbatched: bool, ref: torch.Tensor):
-        dirs = 2 if self.bidirectional else 1
-        LD, H = self.num_layers * dirs, self.hidden_size
-        if hx is None:
-            z = torch.zeros(LD, N, H, dtype=ref.dtype, device=ref.device)
-            return z, z
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError("hx must be a tuple (h0, c0)")
-        out = []
-        for t, name in zip(hx, ("h0", "c0")):
-            require_tensor(t, name)
-            expected = (LD, H) if unbatched else (LD, N, H)
-            if tuple(t.shape) != expected:
-                raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
-            if t.dtype != ref.dtype:
-                raise TypeError(f"{name} must have the input's dtype {ref.dtype}, got {t.dtype}")
-            if t.device != ref.device:
-                raise ValueError(f"{name} must be on the input's device {ref.device}, got "
-                                 f"{t.device}")
-            out.append(t.unsqueeze(1) if unbatched else t)
-        return out[0], out[1]
-
     def forward(self, input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
                 lengths=None):
-        packed = isinstance(input, PackedSequence)
-        unbatched = False
-        if packed:
-            if lengths is not None:
-                raise ValueError("lengths cannot be given with a PackedSequence input")
-            x, lens_cpu = pad_packed_sequence(input, batch_first=False)
-            lens = lens_cpu.to(x.device)
+        x, lens, layout = self._prepare_input(input, lengths)
+        if hx is None:
+            h0 = c0 = self._initial_state(None, "h0", x, layout)
         else:
-            require_tensor(input, "input")
-            if input.dim() not in (2, 3):
-                raise ValueError(f"input must be 2-D (unbatched) or 3-D, got shape "
-                                 f"{tuple(input.shape)}")
-            unbatched = input.dim() == 2
-            if unbatched:
-                x = input.unsqueeze(1)
-            elif self.batch_first:
-                x = input.transpose(0, 1)
-            else:
-                x = input
-            lens = None
-        require_float(x, "input")
-        T, N, I = x.shape
-        if I != self.input_size:
-            raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
-                             f"{self.input_size}, got {I}")
-        first = self._flat_weights[0]
-        if x.dtype != first.dtype:
-            raise TypeError(f"input dtype {x.dtype} does not match the parameters' dtype "
-                            f"{first.dtype}")
-        if x.device != first.device:
-            raise ValueError(f"input is on {x.device} but the parameters are on {first.device}")
-        if not packed and lengths is not None:
-            lens = lengths_tensor(lengths, N, T, x.device, "lengths", unbatched=unbatched)
-        h0, c0 = self._check_hx(hx, N, unbatched, x)
-
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError("hx must be a tuple (h0, c0)")
+            h0 = self._initial_state(hx[0], "h0", x, layout)
+            c0 = self._initial_state(hx[1], "c0", x, layout)
         if self.backend == "torch":
             out, h_n, c_n = self._torch_forward(x, h0, c0, lens)
         else:
             out, h_n, c_n = self._fused_forward(x, h0, c0, lens)
-
-        if packed:
-            if input.sorted_indices is not None:
-                out = out.index_select(1, input.sorted_indices)
-                lens_sorted = lens_cpu.index_select(0, input.sorted_indices.cpu())
-            else:
-                lens_sorted = lens_cpu
-            data = pack_padded_sequence(out, lens_sorted, enforce_sorted=True).data
-            output = PackedSequence(data, input.batch_sizes, input.sorted_indices,
-                                    input.unsorted_indices)
-        elif unbatched:
-            output, h_n, c_n = out.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
-        elif self.batch_first:
-            output = out.transpose(0, 1)
-        else:
-            output = out
-        return output, (h_n, c_n)
+        return self._restore_output(out, layout), (self._restore_state(h_n, layout),
+                                                   self._restore_state(c_n, layout))
 
     def _fused_forward(self, x, h0, c0, lens):
-        dirs = 2 if self.bidirectional else 1
+        dirs = self.num_directions
         layer_input = x
         h_n, c_n = [], []
         for layer in range(self.num_layers):
@@ -296,7 +175,9 @@ class LSTMCell(nn.Module):
 
     def reset_parameters(self) -> None:
         """uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, as nn.LSTMCell."""
-        uniform_reset(self)
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -318,8 +199,8 @@ class LSTMCell(nn.Module):
             raise ValueError(f"input has inconsistent input_size: got {I}, expected "
                              f"{self.input_size}")
         if x.dtype != self.weight_ih.dtype:
-            raise TypeError(f"input dtype {x.dtype} does not match the parameters' dtype "
-                            f"{self.weight_ih.dtype}")
+            raise DtypeMismatchError(f"input dtype {x.dtype} does not match the parameters' "
+                                     f"dtype {self.weight_ih.dtype}")
         if x.device != self.weight_ih.device:
             raise ValueError(f"input is on {x.device} but the parameters are on "
                              f"{self.weight_ih.device}")
@@ -336,8 +217,8 @@ class LSTMCell(nn.Module):
                 if tuple(t.shape) != expected:
                     raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
                 if t.dtype != x.dtype:
-                    raise TypeError(f"{name} must have the input's dtype {x.dtype}, got "
-                                    f"{t.dtype}")
+                    raise DtypeMismatchError(f"{name} must have the input's dtype {x.dtype}, "
+                                             f"got {t.dtype}")
                 if t.device != x.device:
                     raise ValueError(f"{name} must be on the input's device {x.device}, got "
                                      f"{t.device}")

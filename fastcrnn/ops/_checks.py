@@ -7,6 +7,11 @@ import torch
 LengthsLike = Union[torch.Tensor, Sequence[int], int, None]
 
 
+class DtypeMismatchError(TypeError, ValueError):
+    """Tensors that must share a dtype do not. torch raises ValueError for this in some places
+    and TypeError in others; this error is both, so either ``except`` catches it."""
+
+
 def require_tensor(value, name: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
