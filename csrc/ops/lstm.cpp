@@ -21,6 +21,17 @@ void check_shape(const at::Tensor& t, at::IntArrayRef expected, const char* name
                     t.sizes());
 }
 
+// x (T, N, I) and w_hh (D, 4H, H), both 3-D.
+LstmSizes layer_sizes(const at::Tensor& x, const at::Tensor& w_hh) {
+  LstmSizes s;
+  s.T = x.size(0);
+  s.N = x.size(1);
+  s.I = x.size(2);
+  s.D = w_hh.size(0);
+  s.H = w_hh.size(2);
+  return s;
+}
+
 void check_bias(const std::optional<at::Tensor>& bias, const at::Tensor& x, int64_t size) {
   if (!bias.has_value()) return;
   check_like(*bias, x, "bias");
@@ -37,12 +48,7 @@ LstmSizes check_lstm_layer(const at::Tensor& x, const at::Tensor& h0, const at::
   TORCH_CHECK_VALUE(w_hh.dim() == 3 && (w_hh.size(0) == 1 || w_hh.size(0) == 2),
                     "weight_hh must have shape (D, 4*hidden_size, hidden_size) with D in {1, 2}, "
                     "got ", w_hh.sizes());
-  LstmSizes s;
-  s.T = x.size(0);
-  s.N = x.size(1);
-  s.I = x.size(2);
-  s.D = w_hh.size(0);
-  s.H = w_hh.size(2);
+  const LstmSizes s = layer_sizes(x, w_hh);
   TORCH_CHECK_VALUE(s.H > 0 && w_hh.size(1) == 4 * s.H,
                     "weight_hh must have shape (D, 4*H, H), got ", w_hh.sizes());
   check_like(w_hh, x, "weight_hh");
@@ -64,12 +70,7 @@ LstmSizes check_lstm_layer_backward(const at::Tensor& grad_output, const at::Ten
                     "lstm_layer_backward: input must be 3-D and weight_hh (D, 4H, H), got ",
                     x.sizes(), " and ", w_hh.sizes());
   kernel_dtype(x, "input");
-  LstmSizes s;
-  s.T = x.size(0);
-  s.N = x.size(1);
-  s.I = x.size(2);
-  s.D = w_hh.size(0);
-  s.H = w_hh.size(2);
+  const LstmSizes s = layer_sizes(x, w_hh);
   const int64_t G = s.D * 4 * s.H;
   check_shape(grad_output, {s.T, s.N, s.D * s.H}, "grad_output");
   check_shape(grad_hn, {s.D, s.N, s.H}, "grad_h_n");

@@ -14,24 +14,23 @@ void* current_stream(const at::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
 }
 
-LstmForwardStep forward_step(void* stream) {
-  return [stream](const LstmForwardParams& p) {
+// A step launcher on `stream`: the torch-free kernels report launch errors as std::exception,
+// which becomes a c10::Error (a Python RuntimeError) here.
+template <typename Params>
+std::function<void(const Params&)> on_stream(void (*launch)(const Params&, void*), void* stream) {
+  return [launch, stream](const Params& p) {
     try {
-      lstm_forward_step_cuda(p, stream);
+      launch(p, stream);
     } catch (const std::exception& e) {
       TORCH_CHECK(false, e.what());
     }
   };
 }
 
+LstmForwardStep forward_step(void* stream) { return on_stream(&lstm_forward_step_cuda, stream); }
+
 LstmBackwardStep backward_step(void* stream) {
-  return [stream](const LstmBackwardParams& p) {
-    try {
-      lstm_backward_step_cuda(p, stream);
-    } catch (const std::exception& e) {
-      TORCH_CHECK(false, e.what());
-    }
-  };
+  return on_stream(&lstm_backward_step_cuda, stream);
 }
 
 Tensor6 layer_cuda(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,

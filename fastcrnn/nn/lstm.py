@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from fastcrnn.nn.recurrent import RecurrentBase
 from fastcrnn.ops._checks import (DtypeMismatchError, check_backend, positive_int, require_float,
-                                  require_tensor)
+                                  require_like, require_tensor)
 from fastcrnn.ops.lstm import autocast_dtype, lstm_cell, lstm_layer
 
 __all__ = ["LSTM", "LSTMCell"]
@@ -212,16 +212,7 @@ class LSTMCell(nn.Module):
                 raise TypeError("hx must be a tuple (h, c)")
             h, c = hx
             for t, name in ((h, "hx[0]"), (c, "hx[1]")):
-                require_tensor(t, name)
-                expected = (H,) if unbatched else (N, H)
-                if tuple(t.shape) != expected:
-                    raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
-                if t.dtype != x.dtype:
-                    raise DtypeMismatchError(f"{name} must have the input's dtype {x.dtype}, "
-                                             f"got {t.dtype}")
-                if t.device != x.device:
-                    raise ValueError(f"{name} must be on the input's device {x.device}, got "
-                                     f"{t.device}")
+                require_like(t, name, (H,) if unbatched else (N, H), x)
             if unbatched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
         if self.backend == "torch":

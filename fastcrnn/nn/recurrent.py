@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fastcrnn.ops._checks import (DtypeMismatchError, lengths_tensor, positive_int, probability,
-                                  require_float, require_tensor)
+                                  require_float, require_like, require_tensor)
 
 __all__ = ["RecurrentBase", "InputLayout"]
 
@@ -160,16 +160,7 @@ class RecurrentBase(nn.Module):
         LD, N, H = self.num_layers * self.num_directions, x.shape[1], self.hidden_size
         if state is None:
             return torch.zeros(LD, N, H, dtype=x.dtype, device=x.device)
-        require_tensor(state, name)
-        expected = (LD, H) if layout.unbatched else (LD, N, H)
-        if tuple(state.shape) != expected:
-            raise ValueError(f"{name} must have shape {expected}, got {tuple(state.shape)}")
-        if state.dtype != x.dtype:
-            raise DtypeMismatchError(f"{name} must have the input's dtype {x.dtype}, got "
-                                     f"{state.dtype}")
-        if state.device != x.device:
-            raise ValueError(f"{name} must be on the input's device {x.device}, got "
-                             f"{state.device}")
+        require_like(state, name, (LD, H) if layout.unbatched else (LD, N, H), x)
         return state.unsqueeze(1) if layout.unbatched else state
 
     @staticmethod

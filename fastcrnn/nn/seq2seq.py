@@ -107,6 +107,24 @@ def _run_lstm(rnn: nn.Module, X: torch.Tensor, state, lengths: Optional[torch.Te
     return out, (h, c)
 
 
+def _init_sizes(module: nn.Module, vocab_size, num_hiddens, num_layers, dropout, backend) -> float:
+    """Checks and sets the sizes and backend the encoder and decoders share; returns dropout."""
+    module.vocab_size = positive_int(vocab_size, "vocab_size")
+    module.num_hiddens = positive_int(num_hiddens, "num_hiddens")
+    module.num_layers = positive_int(num_layers, "num_layers")
+    module.backend = check_backend(backend)
+    return probability(dropout)
+
+
+def _add_embedding_and_lstm(module: nn.Module, embed_size, extra_inputs: int, dropout: float):
+    """Gives `module` its token embedding (vocab_size -> embed_size) and its LSTM, whose input is
+    the embedding plus `extra_inputs` features (the attention decoder's context)."""
+    embed_size = positive_int(embed_size, "embed_size")
+    module.embedding = nn.Embedding(module.vocab_size, embed_size)
+    module.rnn = make_lstm(module.backend, embed_size + extra_inputs, module.num_hiddens,
+                           module.num_layers, dropout=dropout)
+
+
 class Seq2SeqEncoder(Encoder):
     """Embedding then a multi-layer LSTM (the tutorial's ``Seq2SeqEncoder``).
 
@@ -119,13 +137,8 @@ class Seq2SeqEncoder(Encoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        self.vocab_size = positive_int(vocab_size, "vocab_size")
-        self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
-        self.num_layers = positive_int(num_layers, "num_layers")
-        self.backend = check_backend(backend)
-        self.embedding = nn.Embedding(self.vocab_size, positive_int(embed_size, "embed_size"))
-        self.rnn = make_lstm(self.backend, embed_size, num_hiddens, num_layers,
-                             dropout=probability(dropout))
+        dropout = _init_sizes(self, vocab_size, num_hiddens, num_layers, dropout, backend)
+        _add_embedding_and_lstm(self, embed_size, 0, dropout)
 
     def begin_state(self, batch_size: int, device=None):
         """Zero (h, c), each (num_layers, batch_size, num_hiddens)."""
@@ -153,13 +166,8 @@ class Seq2SeqDecoder(Decoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        self.vocab_size = positive_int(vocab_size, "vocab_size")
-        self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
-        self.num_layers = positive_int(num_layers, "num_layers")
-        self.backend = check_backend(backend)
-        self.embedding = nn.Embedding(self.vocab_size, positive_int(embed_size, "embed_size"))
-        self.rnn = make_lstm(self.backend, embed_size, num_hiddens, num_layers,
-                             dropout=probability(dropout))
+        dropout = _init_sizes(self, vocab_size, num_hiddens, num_layers, dropout, backend)
+        _add_embedding_and_lstm(self, embed_size, 0, dropout)
         self.dense = nn.Linear(num_hiddens, vocab_size)
 
     def _check_hidden(self, state, N):
@@ -207,15 +215,9 @@ class Seq2SeqAttentionDecoder(Decoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        self.vocab_size = positive_int(vocab_size, "vocab_size")
-        self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
-        self.num_layers = positive_int(num_layers, "num_layers")
-        self.backend = check_backend(backend)
-        dropout = probability(dropout)
+        dropout = _init_sizes(self, vocab_size, num_hiddens, num_layers, dropout, backend)
         self.attention = MLPAttention(num_hiddens, num_hiddens, num_hiddens, dropout)
-        self.embedding = nn.Embedding(self.vocab_size, positive_int(embed_size, "embed_size"))
-        self.rnn = make_lstm(self.backend, embed_size + num_hiddens, num_hiddens, num_layers,
-                             dropout=dropout)
+        _add_embedding_and_lstm(self, embed_size, num_hiddens, dropout)
         self.dense = nn.Linear(num_hiddens, vocab_size)
         self._attention_weights: Optional[torch.Tensor] = None
 

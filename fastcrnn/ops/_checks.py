@@ -1,6 +1,6 @@
 """Argument checks shared by the Python op wrappers (the C++ ops re-check what they rely on)."""
 from numbers import Integral
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -27,6 +27,20 @@ def require_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     return int(value)
+
+
+def require_like(t, name: str, shape: Tuple[int, ...], ref: torch.Tensor) -> torch.Tensor:
+    """`t` must be a tensor of `shape` with ref's dtype (DtypeMismatchError) and device
+    (ValueError), as a recurrent state must match its input."""
+    require_tensor(t, name)
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    if t.dtype != ref.dtype:
+        raise DtypeMismatchError(f"{name} must have the input's dtype {ref.dtype}, got "
+                                 f"{t.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} must be on the input's device {ref.device}, got {t.device}")
+    return t
 
 
 def skip_value_checks(t: torch.Tensor) -> bool:
