@@ -3,7 +3,7 @@
 Two variants:
 
 * ``"crnn.pytorch"`` (default): the widely used crnn.pytorch network. Width-preserving pools
-  (2,2)/(2,1)/(0,1) (the tutorial's section 5), BatchNorm after conv2, conv4 and conv6,
+  (2,2)/(2,1)/(0,1) (they halve the height only, so the width keeps enough frames), BatchNorm after conv2, conv4 and conv6,
   (N, 1, 32, 100) -> T = 26. Its state_dict keys are exactly crnn.pytorch's (cnn.conv0..conv6,
   cnn.batchnorm2/4/6, rnn.0.rnn.*, rnn.0.embedding.*, rnn.1.rnn.*, rnn.1.embedding.*), so its
   published checkpoints load unchanged.

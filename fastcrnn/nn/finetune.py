@@ -1,4 +1,4 @@
-"""Fine-tuning with new characters (the tutorial's section 6).
+"""Fine-tuning a trained recognizer to read new characters.
 
 The final Linear (n_in -> C) grows to (n_in -> C + k): the C old rows are copied and kept
 frozen, the k new rows are the only trainable parameters, every other parameter is frozen and
