@@ -27,7 +27,7 @@ __all__ = ["ExpandedLinear", "expand_classifier", "merge_classifier", "load_with
 
 _RECORD = "_fastcrnn_finetune_requires_grad"
 
-#: ``init(new_weight (k, in), new_bias (k,) or None)``, run under no_grad
+# ``init(new_weight (k, in), new_bias (k,) or None)``, run under no_grad
 _InitFn = Callable[[torch.Tensor, Optional[torch.Tensor]], None]
 
 

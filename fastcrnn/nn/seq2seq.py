@@ -5,7 +5,7 @@ the encoder's final state; a decoder with additive attention whose query is the 
 ``EncoderDecoder``; ``MaskedSoftmaxCELoss`` (mean over valid tokens only). Greedy and beam
 search prediction live in :mod:`fastcrnn.nn.seq2seq_predict`, BLEU in :mod:`fastcrnn.bleu`.
 """
-from typing import Optional
+from typing import Any, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,11 @@ from fastcrnn.ops._checks import check_backend, positive_int, probability
 
 __all__ = ["Encoder", "Decoder", "Seq2SeqEncoder", "Seq2SeqDecoder", "Seq2SeqAttentionDecoder",
            "EncoderDecoder", "MaskedSoftmaxCELoss"]
+
+# valid lengths: an (N,) tensor or a list / tuple of ints
+_Lens = Union[torch.Tensor, Sequence[int]]
+# Seq2SeqAttentionDecoder's state: (enc_outputs (N, S, H), (h, c), enc_valid_lens)
+_AttentionState = Tuple[torch.Tensor, Tuple[torch.Tensor, ...], Optional[torch.Tensor]]
 
 
 def _tokens(X, name: str, vocab_size: int) -> torch.Tensor:
@@ -59,7 +64,7 @@ def _valid_lens(valid_lens, N: int, T: int, device, name: str) -> Optional[torch
 class Encoder(nn.Module):
     """The encoder interface of the encoder-decoder architecture."""
 
-    def forward(self, X, *args):
+    def forward(self, X: torch.Tensor, *args: Any) -> Any:
         raise NotImplementedError
 
 
@@ -70,13 +75,13 @@ class Decoder(nn.Module):
     ``attention_weights`` holds the last forward's weights (None for a decoder without attention).
     """
 
-    def init_state(self, enc_outputs, *args):
+    def init_state(self, enc_outputs: Any, *args: Any) -> Any:
         raise NotImplementedError
 
-    def forward(self, X, state):
+    def forward(self, X: torch.Tensor, state: Any) -> Tuple[torch.Tensor, Any]:
         raise NotImplementedError
 
-    def reorder_state(self, state, index: torch.Tensor):
+    def reorder_state(self, state: Any, index: torch.Tensor) -> Any:
         raise NotImplementedError
 
     @property
@@ -127,14 +132,16 @@ class Seq2SeqEncoder(Encoder):
         self.rnn = make_lstm(self.backend, embed_size, num_hiddens, num_layers,
                              dropout=probability(dropout))
 
-    def begin_state(self, batch_size: int, device=None):
+    def begin_state(self, batch_size: int, device: Union[torch.device, str, None] = None
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Zero (h, c), each (num_layers, batch_size, num_hiddens)."""
         w = self.embedding.weight
         z = torch.zeros(self.num_layers, batch_size, self.num_hiddens,
                         device=device or w.device, dtype=w.dtype)
         return (z, z.clone())
 
-    def forward(self, X, valid_lens=None, *args):
+    def forward(self, X: torch.Tensor, valid_lens: Optional[_Lens] = None, *args: Any
+                ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         X = _tokens(X, "X", self.vocab_size)
         N, S = X.shape
         lens = _valid_lens(valid_lens, N, S, X.device, "valid_lens")
@@ -172,21 +179,24 @@ class Seq2SeqDecoder(Decoder):
                 raise ValueError(f"state {name} must have shape {expect}, got {got}")
         return tuple(state)
 
-    def init_state(self, enc_outputs, *args):
+    def init_state(self, enc_outputs: Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
+                   *args: Any) -> Tuple[torch.Tensor, ...]:
         if not isinstance(enc_outputs, (tuple, list)) or len(enc_outputs) != 2:
             raise TypeError("enc_outputs must be the encoder's (outputs, state)")
         state = enc_outputs[1]
         return self._check_hidden(state, state[0].shape[1] if isinstance(state, (tuple, list))
                                   and isinstance(state[0], torch.Tensor) else -1)
 
-    def forward(self, X, state):
+    def forward(self, X: torch.Tensor, state: Tuple[torch.Tensor, torch.Tensor]
+                ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         X = _tokens(X, "X", self.vocab_size)
         state = self._check_hidden(state, X.shape[0])
         emb = self.embedding(X).transpose(0, 1)                     # (T, N, E)
         out, state = self.rnn(emb, state)
         return self.dense(out).transpose(0, 1), state               # (N, T, V)
 
-    def reorder_state(self, state, index):
+    def reorder_state(self, state: Sequence[torch.Tensor], index: torch.Tensor
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
         h, c = state
         return (h.index_select(1, index), c.index_select(1, index))
 
@@ -219,7 +229,8 @@ class Seq2SeqAttentionDecoder(Decoder):
         self.dense = nn.Linear(num_hiddens, vocab_size)
         self._attention_weights: Optional[torch.Tensor] = None
 
-    def init_state(self, enc_outputs, enc_valid_lens=None, *args):
+    def init_state(self, enc_outputs: Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
+                   enc_valid_lens: Optional[_Lens] = None, *args: Any) -> _AttentionState:
         if not isinstance(enc_outputs, (tuple, list)) or len(enc_outputs) != 2:
             raise TypeError("enc_outputs must be the encoder's (outputs, state)")
         outputs, hidden = enc_outputs
@@ -230,7 +241,8 @@ class Seq2SeqAttentionDecoder(Decoder):
         lens = _valid_lens(enc_valid_lens, N, S, outputs.device, "enc_valid_lens")
         return (outputs.permute(1, 0, 2), tuple(hidden), lens)
 
-    def forward(self, X, state):
+    def forward(self, X: torch.Tensor, state: _AttentionState
+                ) -> Tuple[torch.Tensor, _AttentionState]:
         X = _tokens(X, "X", self.vocab_size)
         if not isinstance(state, (tuple, list)) or len(state) != 3:
             raise TypeError("state must be (enc_outputs, (h, c), enc_valid_lens) from init_state")
@@ -250,7 +262,7 @@ class Seq2SeqAttentionDecoder(Decoder):
             step_in = torch.cat((context, x.unsqueeze(1)), dim=-1)  # (N, 1, H + E)
             out, hidden = self.rnn(step_in.transpose(0, 1), hidden)
             outputs.append(out)
-            weights.append(self.attention.attention_weights)
+            weights.append(cast(torch.Tensor, self.attention.attention_weights))  # set just now
         if outputs:
             out = self.dense(torch.cat(outputs, dim=0)).transpose(0, 1)
             self._attention_weights = torch.cat(weights, dim=1)     # (N, T, S)
@@ -259,7 +271,7 @@ class Seq2SeqAttentionDecoder(Decoder):
             self._attention_weights = emb.new_zeros(N, 0, enc_outputs.shape[1])
         return out, (enc_outputs, hidden, lens)
 
-    def reorder_state(self, state, index):
+    def reorder_state(self, state: _AttentionState, index: torch.Tensor) -> _AttentionState:
         enc_outputs, (h, c), lens = state
         return (enc_outputs.index_select(0, index),
                 (h.index_select(1, index), c.index_select(1, index)),
@@ -281,9 +293,11 @@ class EncoderDecoder(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
 
-    def forward(self, enc_X, dec_X, enc_valid_lens=None, *args):
+    def forward(self, enc_X: torch.Tensor, dec_X: torch.Tensor,
+                enc_valid_lens: Optional[_Lens] = None, *args: Any) -> Tuple[torch.Tensor, Any]:
         enc_outputs = self.encoder(enc_X, enc_valid_lens, *args)
-        dec_state = self.decoder.init_state(enc_outputs, enc_valid_lens, *args)
+        # the decoder is a Decoder (or has its interface): nn.Module's attributes are untyped
+        dec_state = cast(Decoder, self.decoder).init_state(enc_outputs, enc_valid_lens, *args)
         return self.decoder(dec_X, dec_state)
 
 
@@ -303,7 +317,8 @@ class MaskedSoftmaxCELoss(nn.Module):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.reduction = reduction
 
-    def forward(self, pred, label, valid_len):
+    def forward(self, pred: torch.Tensor, label: torch.Tensor, valid_len: _Lens
+                ) -> torch.Tensor:
         if not isinstance(pred, torch.Tensor) or not pred.dtype.is_floating_point:
             raise TypeError("pred must be a floating-point tensor of logits")
         if pred.dim() != 3:
