@@ -3,7 +3,7 @@
 These are the checked, public versions of the helpers in :mod:`fastcrnn.reference` (which stays
 the readable specification the tests compare against). None of them modifies its inputs.
 """
-from typing import List, Optional, Sequence, Union
+from typing import List, Sequence, Union
 
 import torch
 

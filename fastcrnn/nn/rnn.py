@@ -115,7 +115,8 @@ class RNN(RecurrentBase):
                 h = new
                 outputs[t] = new
         # every step t in range(T) was filled above
-        out = torch.stack(cast(List[torch.Tensor], outputs)) if T else x.new_zeros(0, x.shape[1], self.hidden_size)
+        out = (torch.stack(cast("List[torch.Tensor]", outputs)) if T
+               else x.new_zeros(0, x.shape[1], self.hidden_size))
         return out, h
 
     def forward(self, input: Union[torch.Tensor, PackedSequence],

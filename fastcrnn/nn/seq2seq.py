@@ -5,7 +5,7 @@ the encoder's final state; a decoder with additive attention whose query is the 
 ``EncoderDecoder``; ``MaskedSoftmaxCELoss`` (mean over valid tokens only). Greedy and beam
 search prediction live in :mod:`fastcrnn.nn.seq2seq_predict`, BLEU in :mod:`fastcrnn.bleu`.
 """
-from typing import Any, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Optional, Sequence, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
