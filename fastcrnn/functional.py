@@ -3,7 +3,7 @@
 These are the checked, public versions of the helpers in :mod:`fastcrnn.reference` (which stays
 the readable specification the tests compare against). None of them modifies its inputs.
 """
-from typing import List, Optional
+from typing import List, Sequence, Union
 
 import torch
 
@@ -67,7 +67,8 @@ def _lengths(valid_len, name: str, device: torch.device) -> torch.Tensor:
     return valid_len
 
 
-def sequence_mask(X: torch.Tensor, valid_len, value: float = 0.0) -> torch.Tensor:
+def sequence_mask(X: torch.Tensor, valid_len: Union[torch.Tensor, Sequence[int]],
+                  value: float = 0.0) -> torch.Tensor:
     """Returns a copy of X (N, T, ...) whose entries at steps t >= valid_len[n] are ``value``.
 
     valid_len: (N,) tensor (integer or float, as d2l passes) or list of ints. Lengths above T keep
@@ -86,7 +87,8 @@ def sequence_mask(X: torch.Tensor, valid_len, value: float = 0.0) -> torch.Tenso
     return torch.where(keep, X, torch.as_tensor(value, dtype=X.dtype, device=X.device))
 
 
-def masked_softmax(X: torch.Tensor, valid_lens: Optional[torch.Tensor]) -> torch.Tensor:
+def masked_softmax(X: torch.Tensor, valid_lens: Union[torch.Tensor, Sequence[int], None]
+                   ) -> torch.Tensor:
     """Softmax over the last axis of X (B, Q, K), attending only to the first valid_lens keys.
 
     valid_lens: None (all keys), (B,) (the same length for every query of a batch element) or

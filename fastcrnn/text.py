@@ -3,9 +3,12 @@
 Class 0 is the CTC blank; the i-th character of a :class:`Charset` (0-based) is class ``i + 1``.
 """
 import os
-from typing import Iterable, List, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from fastcrnn.ops.decode import GreedyDecoding
 
 __all__ = ["Charset", "LabelConverter"]
 
@@ -52,8 +55,8 @@ class Charset:
                             f"{type(case_insensitive).__name__}")
         if len(chars) == 0:
             raise ValueError("chars must not be empty (the alphabet needs at least one character)")
-        self.case_insensitive = case_insensitive
-        seen = {}
+        self.case_insensitive: bool = case_insensitive
+        seen: Dict[str, int] = {}
         ordered = []
         for i, c in enumerate(chars):
             if c in seen:
@@ -87,7 +90,7 @@ class Charset:
         except UnicodeDecodeError as exc:
             raise ValueError(f"alphabet file {path!r} is not valid UTF-8: {exc}") from None
         chars: List[str] = []
-        first_line = {}
+        first_line: Dict[str, int] = {}
         for lineno, line in enumerate(text.split("\n"), start=1):
             if line.endswith("\r"):
                 line = line[:-1]
@@ -133,7 +136,7 @@ class Charset:
         return (isinstance(other, Charset) and self.chars == other.chars
                 and self.case_insensitive == other.case_insensitive)
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.chars, self.case_insensitive))
 
     def __repr__(self) -> str:
@@ -245,7 +248,8 @@ class LabelConverter:
         """The string of a sequence of (already collapsed, blank-free) class indices."""
         return "".join(self.charset.char(int(k)) for k in tokens)
 
-    def decode(self, decoding, with_confidence: bool = False):
+    def decode(self, decoding: "GreedyDecoding", with_confidence: bool = False
+               ) -> Union[str, Tuple[str, float], List[str], List[Tuple[str, float]]]:
         """Strings from a :class:`fastcrnn.GreedyDecoding` (the result of ctc_greedy_decode).
 
         Returns a list of str (one per batch element), or with ``with_confidence=True`` a list of
@@ -261,6 +265,9 @@ class LabelConverter:
         for name in ("tokens", "lengths", "token_probs"):
             if not hasattr(decoding, name):
                 raise TypeError(f"decoding must be a GreedyDecoding, got {type(decoding).__name__}")
+        tokens: Union[torch.Tensor, List[Any]]     # tensors, then their .tolist()
+        lengths: Union[torch.Tensor, List[Any]]
+        probs: Optional[torch.Tensor]
         tokens, lengths, probs = decoding.tokens, decoding.lengths, decoding.token_probs
         unbatched = tokens.dim() == 1
         if unbatched:
@@ -268,14 +275,14 @@ class LabelConverter:
         tokens = tokens.detach().cpu().tolist()
         lengths = lengths.detach().cpu().tolist()
         probs = probs.detach().to(torch.float64).cpu() if with_confidence else None
-        out = []
+        out: List[Any] = []   # str, or (str, confidence)
         for row, (toks, n) in enumerate(zip(tokens, lengths)):
             if n < 0:
                 raise ValueError(f"decoding row {row} is marked invalid (length {n}): its input "
                                  f"length was out of range")
             text = "".join(self._char(k, row) for k in toks[:n])
             if with_confidence:
-                conf = float(torch.prod(probs[row, :n])) if n else 1.0
+                conf = float(torch.prod(cast(torch.Tensor, probs)[row, :n])) if n else 1.0
                 out.append((text, conf))
             else:
                 out.append(text)

@@ -1,6 +1,6 @@
 """Attention layers: additive (MLP / Bahdanau) and scaled dot-product, with masked softmax."""
 import math
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -59,7 +59,8 @@ class MLPAttention(nn.Module):
         self.dropout = nn.Dropout(probability(dropout))
         self.attention_weights: Optional[torch.Tensor] = None
 
-    def forward(self, query, key, value, valid_lens=None):
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                valid_lens: Union[torch.Tensor, Sequence[int], None] = None) -> torch.Tensor:
         _check_qkv(query, key, value, valid_lens, self.W_q.in_features, self.W_k.in_features)
         q, k = self.W_q(query), self.W_k(key)
         features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))      # (B, Q, K, units)
@@ -83,7 +84,8 @@ class DotProductAttention(nn.Module):
         self.dropout = nn.Dropout(probability(dropout))
         self.attention_weights: Optional[torch.Tensor] = None
 
-    def forward(self, query, key, value, valid_lens=None):
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                valid_lens: Union[torch.Tensor, Sequence[int], None] = None) -> torch.Tensor:
         _check_qkv(query, key, value, valid_lens)
         if query.shape[-1] != key.shape[-1]:
             raise ValueError(f"query and key must have the same number of features, got "

@@ -12,7 +12,7 @@ Two variants:
   (N, 1, 32, 200) -> T = 11.
 """
 from numbers import Integral
-from typing import Optional, Sequence, Union
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,9 @@ BidirectionalLSTM = BiLSTM
 
 # Each layer of the feature extractor, for shapes: ("conv", i, kernel, pad) / ("pool", kernel,
 # stride, pad) with (h, w) pairs.
-_LAYOUT = {
+_ConvSpec = Tuple[Literal["conv"], int, int, int]
+_PoolSpec = Tuple[Literal["pool"], Tuple[int, int], Tuple[int, int], Tuple[int, int]]
+_LAYOUT: Dict[str, List[Union[_ConvSpec, _PoolSpec]]] = {
     "crnn.pytorch": [
         ("conv", 0, 3, 1), ("pool", (2, 2), (2, 2), (0, 0)),
         ("conv", 1, 3, 1), ("pool", (2, 2), (2, 2), (0, 0)),
@@ -74,7 +76,7 @@ _LAYOUT = {
         ("conv", 6, 2, 0),
     ],
 }
-_BATCHNORM = {"crnn.pytorch": (2, 4, 6), "seed": (4, 5)}
+_BATCHNORM: Dict[str, Tuple[int, ...]] = {"crnn.pytorch": (2, 4, 6), "seed": (4, 5)}
 
 
 def _trace(variant: str, size, axis: int):
@@ -148,6 +150,8 @@ class CRNN(nn.Module):
         cnn = nn.Sequential()
         bn_layers = _BATCHNORM[variant]
         pool_i = 0
+        k: Union[int, Tuple[int, int]]
+        p: Union[int, Tuple[int, int]]
         for layer in _LAYOUT[variant]:
             if layer[0] == "pool":
                 _, k, s, p = layer

@@ -13,7 +13,7 @@ unfreezes the model; :func:`load_with_new_classes` loads a checkpoint whose clas
 smaller than the model's through this path (never by silently skipping weights).
 """
 import math
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,9 @@ __all__ = ["ExpandedLinear", "expand_classifier", "merge_classifier", "load_with
 
 _RECORD = "_fastcrnn_finetune_requires_grad"
 
+# ``init(new_weight (k, in), new_bias (k,) or None)``, run under no_grad
+_InitFn = Callable[[torch.Tensor, Optional[torch.Tensor]], None]
+
 
 class ExpandedLinear(nn.Module):
     """A Linear whose first ``old_features`` output rows are frozen buffers.
@@ -38,8 +41,11 @@ class ExpandedLinear(nn.Module):
     give the concatenated (C + k) matrices; :meth:`to_linear` makes a plain ``nn.Linear``.
     """
 
+    old_weight: torch.Tensor              # buffers, registered in __init__
+    old_bias: Optional[torch.Tensor]
+
     def __init__(self, old: nn.Linear, num_new: int,
-                 init: Optional[Callable[[torch.Tensor, Optional[torch.Tensor]], None]] = None):
+                 init: Optional[_InitFn] = None):
         super().__init__()
         if not isinstance(old, nn.Linear):
             raise TypeError(f"old must be an nn.Linear, got {type(old).__name__}")
@@ -76,7 +82,8 @@ class ExpandedLinear(nn.Module):
     def bias(self) -> Optional[torch.Tensor]:
         if self.new_bias is None:
             return None
-        return torch.cat([self.old_bias, self.new_bias], 0)
+        # old_bias is set whenever new_bias is (both follow the original layer's bias)
+        return torch.cat([cast(torch.Tensor, self.old_bias), self.new_bias], 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.linear(x, self.old_weight, self.old_bias),
@@ -90,13 +97,19 @@ class ExpandedLinear(nn.Module):
         with torch.no_grad():
             lin.weight.copy_(self.weight)
             if lin.bias is not None:
-                lin.bias.copy_(self.bias)
+                lin.bias.copy_(cast(torch.Tensor, self.bias))   # not None: lin has a bias
         return lin
 
 
 # ---- normalisation layers that stay in eval mode --------------------------------------------
 
-class _FrozenNorm:
+if TYPE_CHECKING:
+    _FrozenNormBase = nn.Module   # the mixin only ever precedes a normalisation Module
+else:
+    _FrozenNormBase = object
+
+
+class _FrozenNorm(_FrozenNormBase):
     """Mixin: ``train(mode)`` keeps the layer (and its children) in eval mode."""
 
     _fastcrnn_frozen_norm = True
@@ -135,7 +148,7 @@ def _unfreeze_norm(module: nn.Module, training: bool) -> None:
     module.train(training)
 
 
-def frozen_norm_layers(model: nn.Module):
+def frozen_norm_layers(model: nn.Module) -> List[str]:
     """Names of the normalisation layers kept in eval mode by :func:`expand_classifier`."""
     return [n for n, m in model.named_modules() if getattr(m, "_fastcrnn_frozen_norm", False)]
 
@@ -166,11 +179,13 @@ def _resolve(model: nn.Module, layer: Optional[str]) -> Tuple[str, nn.Module, st
 def _set_nclass(model: nn.Module, layer: str, out_features: int) -> None:
     if layer == getattr(model, "classifier_name", None) and isinstance(
             getattr(model, "nclass", None), int):
-        model.nclass = out_features
+        # torch's stubs type Module.__setattr__'s value as Tensor | Module; any value is
+        # allowed at runtime (an int attribute here)
+        model.nclass = out_features  # type: ignore[assignment]
 
 
 def expand_classifier(model: nn.Module, num_new_classes: int, layer: Optional[str] = None,
-                      init: Optional[Callable] = None) -> nn.Module:
+                      init: Optional[_InitFn] = None) -> nn.Module:
     """Grows a Linear by ``num_new_classes`` output rows and freezes everything else, in place.
 
     Args:

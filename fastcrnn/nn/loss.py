@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from fastcrnn.ops._checks import check_backend
+from fastcrnn.ops._checks import LengthsLike, check_backend
 from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits
 
 class CTCLoss(nn.Module):
@@ -33,12 +33,14 @@ class CTCLoss(nn.Module):
         self.from_logits = from_logits
         self.backend = check_backend(backend)
 
-    def forward(self, input: torch.Tensor, targets: torch.Tensor, input_lengths,
-                target_lengths) -> torch.Tensor:
+    def forward(self, input: torch.Tensor, targets: torch.Tensor, input_lengths: LengthsLike,
+                target_lengths: LengthsLike) -> torch.Tensor:
         if self.backend == "torch":
             x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
             log_probs = x.log_softmax(-1) if self.from_logits else x
-            return torch.nn.functional.ctc_loss(log_probs, targets, input_lengths, target_lengths,
+            # torch's annotation says Tensor for the lengths, but F.ctc_loss takes (and documents)
+            # tuples / lists of ints too: its stub is narrower than the function
+            return torch.nn.functional.ctc_loss(log_probs, targets, input_lengths, target_lengths,  # type: ignore[arg-type]
                                                 self.blank, self.reduction, self.zero_infinity)
         fn = ctc_loss_from_logits if self.from_logits else ctc_loss
         return fn(input, targets, input_lengths, target_lengths, blank=self.blank,

@@ -5,7 +5,7 @@ torch.nn.LSTMCell, so ``load_state_dict`` moves weights both ways. ``backend="to
 torch's own LSTM on the same parameters (the path for ONNX / TorchScript export).
 """
 import math
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,8 +13,8 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fastcrnn.nn.recurrent import RecurrentBase
-from fastcrnn.ops._checks import (DtypeMismatchError, check_backend, positive_int, require_float,
-                                  require_like, require_tensor)
+from fastcrnn.ops._checks import (DtypeMismatchError, LengthsLike, check_backend, positive_int,
+                                  require_float, require_like, require_tensor)
 from fastcrnn.ops.lstm import autocast_dtype, lstm_cell, lstm_layer
 
 __all__ = ["LSTM", "LSTMCell"]
@@ -45,7 +45,8 @@ class LSTM(RecurrentBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, device=None, dtype=None, backend: str = "fused"):
+                 proj_size: int = 0, device: Union[torch.device, str, None] = None,
+                 dtype: Optional[torch.dtype] = None, backend: str = "fused"):
         super().__init__()
         if proj_size != 0:
             raise NotImplementedError("fastcrnn.nn.LSTM does not support proj_size (use "
@@ -65,7 +66,8 @@ class LSTM(RecurrentBase):
 
     # -----------------------------------------------------------------------------------------
 
-    def _layer_weights(self, layer: int):
+    def _layer_weights(self, layer: int
+                       ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """The op's (weight_ih (D*4H, I), weight_hh (D, 4H, H), bias (D*4H,) or None) of one
         layer, built from the parameters on every call.
 
@@ -76,6 +78,8 @@ class LSTM(RecurrentBase):
         """
         dirs = self.num_directions
         suffixes = [self.suffix(layer, d) for d in range(dirs)]
+        w_ih: Union[List[torch.Tensor], torch.Tensor]   # per direction, then the op's one tensor
+        w_hh: Union[List[torch.Tensor], torch.Tensor]
         w_ih = [getattr(self, f"weight_ih{s}") for s in suffixes]
         w_hh = [getattr(self, f"weight_hh{s}") for s in suffixes]
         if dirs == 1:
@@ -88,8 +92,9 @@ class LSTM(RecurrentBase):
             bias = b[0] if dirs == 1 else torch.cat(b, 0)
         return w_ih, w_hh, bias
 
-    def forward(self, input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                lengths=None):
+    def forward(self, input: Union[torch.Tensor, PackedSequence],
+                hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, lengths: LengthsLike = None
+                ) -> Tuple[Union[torch.Tensor, PackedSequence], Tuple[torch.Tensor, torch.Tensor]]:
         x, lens, layout = self._prepare_input(input, lengths)
         if hx is None:
             h0 = c0 = self._initial_state(None, "h0", x, layout)
@@ -155,14 +160,15 @@ class LSTMCell(nn.Module):
     bias_ih, bias_hh (4H,) as torch.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, backend: str = "fused"):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Union[torch.device, str, None] = None,
+                 dtype: Optional[torch.dtype] = None, backend: str = "fused"):
         super().__init__()
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.bias = bool(bias)
         self.backend = check_backend(backend)
-        factory = {"device": device, "dtype": dtype}
+        factory: Dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))
         if bias:
@@ -186,7 +192,8 @@ class LSTMCell(nn.Module):
         return s
 
     def forward(self, input: torch.Tensor,
-                hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+                hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
         require_tensor(input, "input")
         require_float(input, "input")
         if input.dim() not in (1, 2):

@@ -9,14 +9,14 @@ time-major form with :meth:`_prepare_input`, checks each initial state with
 the caller's form with :meth:`_restore_output` / :meth:`_restore_state`.
 """
 import math
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from fastcrnn.ops._checks import (DtypeMismatchError, lengths_tensor, positive_int, probability,
-                                  require_float, require_like, require_tensor)
+from fastcrnn.ops._checks import (DtypeMismatchError, LengthsLike, lengths_tensor, positive_int,
+                                  probability, require_float, require_like, require_tensor)
 
 __all__ = ["RecurrentBase", "InputLayout"]
 
@@ -43,8 +43,9 @@ class RecurrentBase(nn.Module):
     num_gates = 1
 
     def _init_recurrent(self, input_size: int, hidden_size: int, num_layers: int, bias: bool,
-                        batch_first: bool, dropout: float, bidirectional: bool, device=None,
-                        dtype=None) -> None:
+                        batch_first: bool, dropout: float, bidirectional: bool,
+                        device: Union[torch.device, str, None] = None,
+                        dtype: Optional[torch.dtype] = None) -> None:
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.num_layers = positive_int(num_layers, "num_layers")
@@ -52,7 +53,7 @@ class RecurrentBase(nn.Module):
         self.batch_first = bool(batch_first)
         self.dropout = probability(dropout)
         self.bidirectional = bool(bidirectional)
-        factory = {"device": device, "dtype": dtype}
+        factory: Dict[str, Any] = {"device": device, "dtype": dtype}
         gate = self.num_gates * self.hidden_size
         self._flat_weights_names: List[str] = []
         self._all_weights: List[List[str]] = []
@@ -61,7 +62,7 @@ class RecurrentBase(nn.Module):
             for d in range(self.num_directions):
                 suffix = self.suffix(layer, d)
                 names = [f"weight_ih{suffix}", f"weight_hh{suffix}"]
-                shapes = [(gate, layer_in), (gate, self.hidden_size)]
+                shapes: List[Tuple[int, ...]] = [(gate, layer_in), (gate, self.hidden_size)]
                 if self.bias:
                     names += [f"bias_ih{suffix}", f"bias_hh{suffix}"]
                     shapes += [(gate,), (gate,)]
@@ -113,7 +114,7 @@ class RecurrentBase(nn.Module):
 
     # ---- input and state ----------------------------------------------------------------------
 
-    def _prepare_input(self, input, lengths
+    def _prepare_input(self, input: Union[torch.Tensor, PackedSequence], lengths: LengthsLike
                        ) -> Tuple[torch.Tensor, Optional[torch.Tensor], InputLayout]:
         """Returns x (T, N, input_size), lengths (N,) int64 on x's device or None, and the
         layout. Raises TypeError / ValueError naming the argument for anything invalid; length
@@ -164,11 +165,12 @@ class RecurrentBase(nn.Module):
         return state.unsqueeze(1) if layout.unbatched else state
 
     @staticmethod
-    def _restore_output(out: torch.Tensor, layout: InputLayout):
+    def _restore_output(out: torch.Tensor, layout: InputLayout
+                        ) -> Union[torch.Tensor, PackedSequence]:
         """out (T, N, F) back in the caller's form (a PackedSequence for packed input)."""
         if layout.packed is not None:
             packed = layout.packed
-            lengths = layout.lengths_cpu
+            lengths = cast(torch.Tensor, layout.lengths_cpu)   # set for every packed input
             if packed.sorted_indices is not None:
                 out = out.index_select(1, packed.sorted_indices)
                 lengths = lengths.index_select(0, packed.sorted_indices.cpu())

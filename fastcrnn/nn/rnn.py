@@ -1,20 +1,22 @@
 """Recurrent building blocks: the LSTM backend switch and a vanilla RNN from its step equations."""
-from typing import Optional
+from typing import Any, List, Optional, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from fastcrnn.nn.lstm import LSTM
 from fastcrnn.nn.recurrent import RecurrentBase
-from fastcrnn.ops._checks import BACKENDS, DEFAULT_BACKEND, check_backend, positive_int
+from fastcrnn.ops._checks import (BACKENDS, DEFAULT_BACKEND, LengthsLike, check_backend,
+                                  positive_int)
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "check_backend", "make_lstm",
            "RNN"]
 
 
 
-def make_lstm(backend: Optional[str], *args, **kwargs) -> nn.Module:
+def make_lstm(backend: Optional[str], *args: Any, **kwargs: Any) -> nn.Module:
     """Builds an LSTM layer: ``fastcrnn.nn.lstm.LSTM`` for "fused", ``torch.nn.LSTM`` for "torch".
 
     Both take nn.LSTM's constructor arguments and have its parameter names, so a state_dict moves
@@ -57,7 +59,9 @@ class RNN(RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False,
-                 output_size: Optional[int] = None, device=None, dtype=None):
+                 output_size: Optional[int] = None,
+                 device: Union[torch.device, str, None] = None,
+                 dtype: Optional[torch.dtype] = None):
         super().__init__()
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
@@ -80,15 +84,17 @@ class RNN(RecurrentBase):
         return self._extra_repr([f"nonlinearity={self.nonlinearity!r}"]
                                 if self.nonlinearity != "tanh" else [])
 
-    def begin_state(self, batch_size: int, device=None, dtype=None) -> torch.Tensor:
+    def begin_state(self, batch_size: int, device: Union[torch.device, str, None] = None,
+                    dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """Zero initial state (num_layers * dirs, batch_size, hidden_size)."""
         dirs = 2 if self.bidirectional else 1
-        w = self.weight_hh_l0
+        w = cast(torch.Tensor, self.weight_hh_l0)   # a Parameter set by _init_recurrent
         return torch.zeros(self.num_layers * dirs, batch_size, self.hidden_size,
                            device=device or w.device, dtype=dtype or w.dtype)
 
     def _direction(self, x: torch.Tensor, h: torch.Tensor, sfx: str,
-                   lengths: Optional[torch.Tensor], reverse: bool):
+                   lengths: Optional[torch.Tensor], reverse: bool
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
         w_ih = getattr(self, f"weight_ih{sfx}")
         w_hh = getattr(self, f"weight_hh{sfx}")
         b_ih = getattr(self, f"bias_ih{sfx}") if self.bias else None
@@ -97,7 +103,7 @@ class RNN(RecurrentBase):
         T = x.shape[0]
         # X · W_xh (+ b_ih) for every step in one GEMM; only H · W_hh stays in the loop.
         xw = F.linear(x, w_ih, b_ih)
-        outputs = [None] * T
+        outputs: List[Optional[torch.Tensor]] = [None] * T
         steps = range(T - 1, -1, -1) if reverse else range(T)
         for t in steps:
             new = act(xw[t] + F.linear(h, w_hh, b_hh))
@@ -108,10 +114,14 @@ class RNN(RecurrentBase):
             else:
                 h = new
                 outputs[t] = new
-        out = torch.stack(outputs) if T else x.new_zeros(0, x.shape[1], self.hidden_size)
+        # every step t in range(T) was filled above
+        out = (torch.stack(cast("List[torch.Tensor]", outputs)) if T
+               else x.new_zeros(0, x.shape[1], self.hidden_size))
         return out, h
 
-    def forward(self, input, hx: Optional[torch.Tensor] = None, lengths=None):
+    def forward(self, input: Union[torch.Tensor, PackedSequence],
+                hx: Optional[torch.Tensor] = None, lengths: LengthsLike = None
+                ) -> Tuple[Union[torch.Tensor, PackedSequence], torch.Tensor]:
         x, lengths, layout = self._prepare_input(input, lengths)
         T = x.shape[0]
         dirs = self.num_directions

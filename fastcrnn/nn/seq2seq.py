@@ -5,7 +5,7 @@ the encoder's final state; a decoder with additive attention whose query is the 
 ``EncoderDecoder``; ``MaskedSoftmaxCELoss`` (mean over valid tokens only). Greedy and beam
 search prediction live in :mod:`fastcrnn.nn.seq2seq_predict`, BLEU in :mod:`fastcrnn.bleu`.
 """
-from typing import Optional
+from typing import Any, Optional, Sequence, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,11 @@ from fastcrnn.ops._checks import check_backend, positive_int, probability
 
 __all__ = ["Encoder", "Decoder", "Seq2SeqEncoder", "Seq2SeqDecoder", "Seq2SeqAttentionDecoder",
            "EncoderDecoder", "MaskedSoftmaxCELoss"]
+
+# valid lengths: an (N,) tensor or a list / tuple of ints
+_Lens = Union[torch.Tensor, Sequence[int]]
+# Seq2SeqAttentionDecoder's state: (enc_outputs (N, S, H), (h, c), enc_valid_lens)
+_AttentionState = Tuple[torch.Tensor, Tuple[torch.Tensor, ...], Optional[torch.Tensor]]
 
 
 def _tokens(X, name: str, vocab_size: int) -> torch.Tensor:
@@ -59,7 +64,7 @@ def _valid_lens(valid_lens, N: int, T: int, device, name: str) -> Optional[torch
 class Encoder(nn.Module):
     """The encoder interface of the encoder-decoder architecture."""
 
-    def forward(self, X, *args):
+    def forward(self, X: torch.Tensor, *args: Any) -> Any:
         raise NotImplementedError
 
 
@@ -70,13 +75,13 @@ class Decoder(nn.Module):
     ``attention_weights`` holds the last forward's weights (None for a decoder without attention).
     """
 
-    def init_state(self, enc_outputs, *args):
+    def init_state(self, enc_outputs: Any, *args: Any) -> Any:
         raise NotImplementedError
 
-    def forward(self, X, state):
+    def forward(self, X: torch.Tensor, state: Any) -> Tuple[torch.Tensor, Any]:
         raise NotImplementedError
 
-    def reorder_state(self, state, index: torch.Tensor):
+    def reorder_state(self, state: Any, index: torch.Tensor) -> Any:
         raise NotImplementedError
 
     @property
@@ -107,25 +112,35 @@ def _run_lstm(rnn: nn.Module, X: torch.Tensor, state, lengths: Optional[torch.Te
     return out, (h, c)
 
 
-def _init_sizes(module: nn.Module, vocab_size, num_hiddens, num_layers, dropout, backend) -> float:
-    """Checks and sets the sizes and backend the encoder and decoders share; returns dropout."""
-    module.vocab_size = positive_int(vocab_size, "vocab_size")
-    module.num_hiddens = positive_int(num_hiddens, "num_hiddens")
-    module.num_layers = positive_int(num_layers, "num_layers")
-    module.backend = check_backend(backend)
-    return probability(dropout)
+class _EmbeddedLSTM:
+    """What the encoder and the decoders share: sizes, backend, a token embedding and an LSTM.
+    A mixin of those nn.Modules (its methods run on the module)."""
+
+    vocab_size: int
+    num_hiddens: int
+    num_layers: int
+    backend: str
+    embedding: nn.Embedding
+    rnn: nn.Module
+
+    def _init_sizes(self, vocab_size, num_hiddens, num_layers, dropout, backend) -> float:
+        """Checks and sets the sizes and backend; returns the checked dropout."""
+        self.vocab_size = positive_int(vocab_size, "vocab_size")
+        self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
+        self.num_layers = positive_int(num_layers, "num_layers")
+        self.backend = check_backend(backend)
+        return probability(dropout)
+
+    def _add_embedding_and_lstm(self, embed_size, extra_inputs: int, dropout: float) -> None:
+        """The token embedding (vocab_size -> embed_size) and the LSTM, whose input is the
+        embedding plus `extra_inputs` features (the attention decoder's context)."""
+        embed_size = positive_int(embed_size, "embed_size")
+        self.embedding = nn.Embedding(self.vocab_size, embed_size)
+        self.rnn = make_lstm(self.backend, embed_size + extra_inputs, self.num_hiddens,
+                             self.num_layers, dropout=dropout)
 
 
-def _add_embedding_and_lstm(module: nn.Module, embed_size, extra_inputs: int, dropout: float):
-    """Gives `module` its token embedding (vocab_size -> embed_size) and its LSTM, whose input is
-    the embedding plus `extra_inputs` features (the attention decoder's context)."""
-    embed_size = positive_int(embed_size, "embed_size")
-    module.embedding = nn.Embedding(module.vocab_size, embed_size)
-    module.rnn = make_lstm(module.backend, embed_size + extra_inputs, module.num_hiddens,
-                           module.num_layers, dropout=dropout)
-
-
-class Seq2SeqEncoder(Encoder):
+class Seq2SeqEncoder(Encoder, _EmbeddedLSTM):
     """Embedding then a multi-layer LSTM (the tutorial's ``Seq2SeqEncoder``).
 
     forward(X (N, S) int64 token ids, valid_lens=None) -> (outputs (S, N, num_hiddens),
@@ -137,17 +152,19 @@ class Seq2SeqEncoder(Encoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        dropout = _init_sizes(self, vocab_size, num_hiddens, num_layers, dropout, backend)
-        _add_embedding_and_lstm(self, embed_size, 0, dropout)
+        dropout = self._init_sizes(vocab_size, num_hiddens, num_layers, dropout, backend)
+        self._add_embedding_and_lstm(embed_size, 0, dropout)
 
-    def begin_state(self, batch_size: int, device=None):
+    def begin_state(self, batch_size: int, device: Union[torch.device, str, None] = None
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Zero (h, c), each (num_layers, batch_size, num_hiddens)."""
         w = self.embedding.weight
         z = torch.zeros(self.num_layers, batch_size, self.num_hiddens,
                         device=device or w.device, dtype=w.dtype)
         return (z, z.clone())
 
-    def forward(self, X, valid_lens=None, *args):
+    def forward(self, X: torch.Tensor, valid_lens: Optional[_Lens] = None, *args: Any
+                ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         X = _tokens(X, "X", self.vocab_size)
         N, S = X.shape
         lens = _valid_lens(valid_lens, N, S, X.device, "valid_lens")
@@ -155,7 +172,7 @@ class Seq2SeqEncoder(Encoder):
         return _run_lstm(self.rnn, emb, self.begin_state(N, X.device), lens)
 
 
-class Seq2SeqDecoder(Decoder):
+class Seq2SeqDecoder(Decoder, _EmbeddedLSTM):
     """The plain decoder: its initial state is the encoder's final (h, c) (the tutorial's).
 
     init_state(enc_outputs, *args) -> (h, c). forward(X (N, T) token ids, state) ->
@@ -166,8 +183,8 @@ class Seq2SeqDecoder(Decoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        dropout = _init_sizes(self, vocab_size, num_hiddens, num_layers, dropout, backend)
-        _add_embedding_and_lstm(self, embed_size, 0, dropout)
+        dropout = self._init_sizes(vocab_size, num_hiddens, num_layers, dropout, backend)
+        self._add_embedding_and_lstm(embed_size, 0, dropout)
         self.dense = nn.Linear(num_hiddens, vocab_size)
 
     def _check_hidden(self, state, N):
@@ -180,26 +197,29 @@ class Seq2SeqDecoder(Decoder):
                 raise ValueError(f"state {name} must have shape {expect}, got {got}")
         return tuple(state)
 
-    def init_state(self, enc_outputs, *args):
+    def init_state(self, enc_outputs: Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
+                   *args: Any) -> Tuple[torch.Tensor, ...]:
         if not isinstance(enc_outputs, (tuple, list)) or len(enc_outputs) != 2:
             raise TypeError("enc_outputs must be the encoder's (outputs, state)")
         state = enc_outputs[1]
         return self._check_hidden(state, state[0].shape[1] if isinstance(state, (tuple, list))
                                   and isinstance(state[0], torch.Tensor) else -1)
 
-    def forward(self, X, state):
+    def forward(self, X: torch.Tensor, state: Tuple[torch.Tensor, torch.Tensor]
+                ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         X = _tokens(X, "X", self.vocab_size)
         state = self._check_hidden(state, X.shape[0])
         emb = self.embedding(X).transpose(0, 1)                     # (T, N, E)
         out, state = self.rnn(emb, state)
         return self.dense(out).transpose(0, 1), state               # (N, T, V)
 
-    def reorder_state(self, state, index):
+    def reorder_state(self, state: Sequence[torch.Tensor], index: torch.Tensor
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
         h, c = state
         return (h.index_select(1, index), c.index_select(1, index))
 
 
-class Seq2SeqAttentionDecoder(Decoder):
+class Seq2SeqAttentionDecoder(Decoder, _EmbeddedLSTM):
     """Decoder with additive attention over the encoder outputs (d2l's Seq2SeqAttentionDecoder).
 
     At every step the query is the top layer's hidden state h[-1] (the previous step's, or the
@@ -215,13 +235,14 @@ class Seq2SeqAttentionDecoder(Decoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        dropout = _init_sizes(self, vocab_size, num_hiddens, num_layers, dropout, backend)
+        dropout = self._init_sizes(vocab_size, num_hiddens, num_layers, dropout, backend)
         self.attention = MLPAttention(num_hiddens, num_hiddens, num_hiddens, dropout)
-        _add_embedding_and_lstm(self, embed_size, num_hiddens, dropout)
+        self._add_embedding_and_lstm(embed_size, num_hiddens, dropout)
         self.dense = nn.Linear(num_hiddens, vocab_size)
         self._attention_weights: Optional[torch.Tensor] = None
 
-    def init_state(self, enc_outputs, enc_valid_lens=None, *args):
+    def init_state(self, enc_outputs: Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
+                   enc_valid_lens: Optional[_Lens] = None, *args: Any) -> _AttentionState:
         if not isinstance(enc_outputs, (tuple, list)) or len(enc_outputs) != 2:
             raise TypeError("enc_outputs must be the encoder's (outputs, state)")
         outputs, hidden = enc_outputs
@@ -232,7 +253,8 @@ class Seq2SeqAttentionDecoder(Decoder):
         lens = _valid_lens(enc_valid_lens, N, S, outputs.device, "enc_valid_lens")
         return (outputs.permute(1, 0, 2), tuple(hidden), lens)
 
-    def forward(self, X, state):
+    def forward(self, X: torch.Tensor, state: _AttentionState
+                ) -> Tuple[torch.Tensor, _AttentionState]:
         X = _tokens(X, "X", self.vocab_size)
         if not isinstance(state, (tuple, list)) or len(state) != 3:
             raise TypeError("state must be (enc_outputs, (h, c), enc_valid_lens) from init_state")
@@ -252,7 +274,7 @@ class Seq2SeqAttentionDecoder(Decoder):
             step_in = torch.cat((context, x.unsqueeze(1)), dim=-1)  # (N, 1, H + E)
             out, hidden = self.rnn(step_in.transpose(0, 1), hidden)
             outputs.append(out)
-            weights.append(self.attention.attention_weights)
+            weights.append(cast(torch.Tensor, self.attention.attention_weights))  # set just now
         if outputs:
             out = self.dense(torch.cat(outputs, dim=0)).transpose(0, 1)
             self._attention_weights = torch.cat(weights, dim=1)     # (N, T, S)
@@ -261,7 +283,7 @@ class Seq2SeqAttentionDecoder(Decoder):
             self._attention_weights = emb.new_zeros(N, 0, enc_outputs.shape[1])
         return out, (enc_outputs, hidden, lens)
 
-    def reorder_state(self, state, index):
+    def reorder_state(self, state: _AttentionState, index: torch.Tensor) -> _AttentionState:
         enc_outputs, (h, c), lens = state
         return (enc_outputs.index_select(0, index),
                 (h.index_select(1, index), c.index_select(1, index)),
@@ -283,9 +305,11 @@ class EncoderDecoder(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
 
-    def forward(self, enc_X, dec_X, enc_valid_lens=None, *args):
+    def forward(self, enc_X: torch.Tensor, dec_X: torch.Tensor,
+                enc_valid_lens: Optional[_Lens] = None, *args: Any) -> Tuple[torch.Tensor, Any]:
         enc_outputs = self.encoder(enc_X, enc_valid_lens, *args)
-        dec_state = self.decoder.init_state(enc_outputs, enc_valid_lens, *args)
+        # the decoder is a Decoder (or has its interface): nn.Module's attributes are untyped
+        dec_state = cast(Decoder, self.decoder).init_state(enc_outputs, enc_valid_lens, *args)
         return self.decoder(dec_X, dec_state)
 
 
@@ -305,7 +329,8 @@ class MaskedSoftmaxCELoss(nn.Module):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.reduction = reduction
 
-    def forward(self, pred, label, valid_len):
+    def forward(self, pred: torch.Tensor, label: torch.Tensor, valid_len: _Lens
+                ) -> torch.Tensor:
         if not isinstance(pred, torch.Tensor) or not pred.dtype.is_floating_point:
             raise TypeError("pred must be a floating-point tensor of logits")
         if pred.dim() != 3:

@@ -1,5 +1,5 @@
 """Prediction with a trained :class:`fastcrnn.nn.EncoderDecoder`: greedy and beam search."""
-from typing import List, Tuple
+from typing import List, Sequence, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +22,9 @@ def _source(src_tokens, name="src_tokens") -> List[int]:
 
 
 @torch.no_grad()
-def predict(net: EncoderDecoder, src_tokens, bos: int, eos: int, num_steps: int,
-            beam_size: int = 1, length_penalty: float = 0.75, device=None,
+def predict(net: EncoderDecoder, src_tokens: Union[torch.Tensor, Sequence[int]], bos: int,
+            eos: int, num_steps: int, beam_size: int = 1, length_penalty: float = 0.75,
+            device: Union[torch.device, str, None] = None,
             ) -> Tuple[List[int], torch.Tensor]:
     """Translates one source sentence by greedy (beam_size=1) or beam search.
 
@@ -43,7 +44,7 @@ def predict(net: EncoderDecoder, src_tokens, bos: int, eos: int, num_steps: int,
     src = _source(src_tokens)
     if not src:
         raise ValueError("src_tokens must hold at least one token")
-    vocab = net.decoder.vocab_size
+    vocab = cast(int, net.decoder.vocab_size)   # every Seq2Seq decoder has one
     bos, eos = positive_int(bos, "bos", 0), positive_int(eos, "eos", 0)
     for name, v in (("bos", bos), ("eos", eos)):
         if v >= vocab:

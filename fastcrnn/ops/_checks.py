@@ -1,6 +1,6 @@
 """Argument checks shared by the Python op wrappers (the C++ ops re-check what they rely on)."""
 from numbers import Integral
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union, cast
 
 import torch
 
@@ -77,7 +77,7 @@ def lengths_tensor(value: LengthsLike, count: int, limit: int, device: torch.dev
         # .to() of an int64 tensor still costs a dispatch (~2 us): skip it
         return value if value.dtype == torch.int64 else value.to(torch.int64)
     if unbatched and isinstance(value, Integral) and not isinstance(value, bool):
-        value = [value]
+        value = [cast(int, value)]     # an Integral: checked by require_int below
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{name} must be a tensor, list or tuple of ints, got "
                         f"{type(value).__name__}")

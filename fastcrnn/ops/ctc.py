@@ -7,8 +7,8 @@ in: neither pass materialises log-probabilities, only one normaliser per frame).
 """
 import torch
 
-from fastcrnn.ops._checks import (lengths_tensor, require_float, require_int, require_tensor,
-                                  skip_value_checks)
+from fastcrnn.ops._checks import (LengthsLike, lengths_tensor, require_float, require_int,
+                                  require_tensor, skip_value_checks)
 
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}   # at::Reduction, as the op takes it
 
@@ -101,7 +101,8 @@ def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_
     return losses[0] if unbatched and reduction == "none" else losses
 
 
-def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths, target_lengths,
+def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: LengthsLike,
+             target_lengths: LengthsLike,
              blank: int = 0, reduction: str = "mean", zero_infinity: bool = False) -> torch.Tensor:
     """Connectionist Temporal Classification loss: a drop-in for
     ``torch.nn.functional.ctc_loss`` (same arguments, values and gradient).
@@ -135,8 +136,8 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths, targ
                 zero_infinity, from_logits=False)
 
 
-def ctc_loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, input_lengths,
-                         target_lengths, blank: int = 0, reduction: str = "mean",
+def ctc_loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, input_lengths: LengthsLike,
+                         target_lengths: LengthsLike, blank: int = 0, reduction: str = "mean",
                          zero_infinity: bool = False) -> torch.Tensor:
     """CTC loss with the log_softmax fused in: equals
     ``F.ctc_loss(logits.log_softmax(-1), ...)`` in value and in gradient with respect to logits,

@@ -4,7 +4,8 @@
 ``lstm_cell`` runs one step. Both match nn.LSTM / nn.LSTMCell (gates i, f, g, o).
 The multi-layer / bidirectional / PackedSequence module lives in fastcrnn.nn.lstm.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
+from typing import cast as typing_cast   # the wrappers' own `cast` is the autocast dtype
 
 import torch
 
@@ -125,7 +126,7 @@ def _same(t: torch.Tensor, ref: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be on the input's device {ref.device}, got {t.device}")
 
 
-def _to_autocast(cast: Optional[torch.dtype], *tensors):
+def _to_autocast(cast: Optional[torch.dtype], *tensors: Any) -> Tuple[Any, ...]:
     """The tensors in the autocast dtype (non-tensors, left for the checks to reject, as they
     are); unchanged when not autocasting."""
     if cast is None:
@@ -221,8 +222,11 @@ def lstm_layer(input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_i
         lengths = lengths.to(torch.int64)
         _check_lengths_values(lengths, T, validate)
     # Without a backward to come the op keeps no per-step activations or state history.
+    # (the weights and bias are single tensors since the cat / stack above)
     save = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (input, h0, c0, weight_ih, weight_hh, bias))
+        t is not None and t.requires_grad
+        for t in typing_cast("Tuple[Optional[torch.Tensor], ...]",
+                             (input, h0, c0, weight_ih, weight_hh, bias)))
     out = _call_op(torch.ops.fastcrnn.lstm_layer, cast, input.device, input, h0, c0, weight_ih,
                    weight_hh, bias, lengths, save)
     return out[0], out[1], out[2]
