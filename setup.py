@@ -13,7 +13,6 @@ import glob
 import os
 import platform
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.abspath(__file__))

@@ -66,7 +66,7 @@ def test_only_new_rows_train(variant, opt_name, one_thread):
     opt = OPTIMIZERS[opt_name](model.parameters())
     T = model.output_length(width)
     targets = torch.tensor([C, C + 1, 2, C + 2, 1, C])          # new and old classes
-    for step in range(25):
+    for _ in range(25):
         model.train()                                            # BatchNorm must stay in eval
         lp = F.log_softmax(model(torch.rand(3, 1, 32, width)), 2)
         loss = F.ctc_loss(lp, targets, torch.full((3,), T), torch.tensor([2, 2, 2]))

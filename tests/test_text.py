@@ -51,7 +51,7 @@ def test_confidence_is_product_of_token_probs():
     logit = [[2.0, 0.5, 1.0], [0.3]]
     dec = _decoding_from_texts(conv, ["abc", "b"], probs=logit)
     out = conv.decode(dec, with_confidence=True)
-    for (text, conf), row in zip(out, range(2)):
+    for (_text, conf), row in zip(out, range(2)):
         n = int(dec.lengths[row])
         expected = float(torch.prod(dec.token_probs[row, :n].double()))
         assert conf == pytest.approx(expected, rel=1e-6)

@@ -220,7 +220,7 @@ def expand_classifier(model: nn.Module, num_new_classes: int, layer: Optional[st
         p.requires_grad_(False)
     for p in expanded.parameters():
         p.requires_grad_(True)
-    for name, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, _NormBase):
             _freeze_norm(m)
     _set_nclass(model, layer, expanded.out_features)
