@@ -187,8 +187,9 @@ TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__)")
 TORCH_CUDA=$("$PY" -c "import torch; print(torch.version.cuda or '')")
 [ -n "$TORCH_CUDA" ] || fail_early "torch $TORCH_VERSION has no CUDA (torch.version.cuda is None)"
 
-if [ -z "${CUDA_HOME:-}" ]; then
-  if command -v nvcc > /dev/null; then CUDA_HOME=$(dirname "$(dirname "$(command -v nvcc)")")
+if [ -z "${CUDA_HOME:-}" ]; then   # as torch.utils.cpp_extension looks for it
+  if [ -x /usr/local/cuda/bin/nvcc ]; then CUDA_HOME=/usr/local/cuda
+  elif command -v nvcc > /dev/null; then CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
   else CUDA_HOME=/usr/local/cuda; fi
 fi
 export CUDA_HOME
@@ -231,13 +232,12 @@ echo "compute-sanitizer: ${SANITIZER:-NOT FOUND (the sanitize stage will be skip
 # LSTM). Collection imports the built extension: on the GPU machine it runs after the build.
 check_collection() {
   "$PY" -m pytest --collect-only -q -m cuda -p no:cacheprovider tests > "$OUT/collect.log" 2>&1
-  local rc=$? count
+  local rc=$? count family
   count=$(grep -c "::" "$OUT/collect.log")
-  local family
+  (( rc == 0 && count > 0 )) || { echo "CUDA test collection failed (pytest exit $rc, $count tests)"; return 1; }
   for family in test_ctc.py test_decode.py test_lstm.py; do
     grep -q "^tests/$family::" "$OUT/collect.log" || { echo "no CUDA test collected from tests/$family"; return 1; }
   done
-  (( rc == 0 && count > 0 )) || { echo "CUDA test collection failed (pytest exit $rc, $count tests)"; return 1; }
   echo "$count CUDA tests collected (CTC loss, decoding and LSTM among them)"
 }
 if (( DRY )); then

@@ -489,7 +489,7 @@ def test_bad_module_arguments():
 
 def _width_case():
     g = torch.Generator().manual_seed(11)
-    T, N, C = 200, 8, 20
+    T, N, C = 80, 8, 20
     lp = torch.randn(T, N, C, generator=g, dtype=torch.float64).log_softmax(-1)
     tl = torch.tensor([30, 5, 0, 17, 30, 2, 9, 12])
     targets = torch.randint(1, C, (N, 40), generator=g)
