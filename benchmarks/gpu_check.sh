@@ -97,6 +97,7 @@ run_stage() {
   local secs=${BUDGET_OF[$name]} remaining
   remaining=$(left)
   (( remaining < secs )) && secs=$remaining
+  (( secs < 0 )) && secs=0
   LIMIT[$name]=$secs
   if (( secs <= 0 )); then
     record "$name" -1 0 "not run: the ${BUDGET} s budget is spent"
@@ -170,21 +171,42 @@ fail_early() {  # one-line reason, then the summary (by the EXIT trap)
 }
 
 # ------------------------------------------------------------------ preflight (a few seconds)
-echo "=== preflight"
-MISSING=$("$PY" - <<'EOF' 2>&1
-import importlib
+echo "=== preflight (timeout ${BUDGET_OF[preflight]} s)"
+LIMIT[preflight]=${BUDGET_OF[preflight]}
+# one Python start (importing torch is most of the cost): packages, torch's CUDA, the GPU
+PROBE=$(GPU_CHECK_DRY=$DRY timeout "${BUDGET_OF[preflight]}" "$PY" - <<'EOF' 2>&1
+import importlib, os
 missing = []
 for name in ("torch", "pytest", "hypothesis", "numpy", "ninja"):
     try:
         importlib.import_module(name)
     except Exception as e:  # noqa: BLE001 - any import failure means missing
         missing.append(f"{name} ({type(e).__name__})")
-print(", ".join(missing))
+print("MISSING=" + ", ".join(missing))
+if "torch (" not in " ".join(missing):
+    import torch
+    print(f"TORCH_VERSION={torch.__version__}")
+    print(f"TORCH_CUDA={torch.version.cuda or ''}")
+    if os.environ["GPU_CHECK_DRY"] != "1":
+        if torch.cuda.is_available():
+            p = torch.cuda.get_device_properties(0)
+            print(f"GPU_NAME={p.name} ({p.total_memory // 2**30} GiB)")
+            print(f"GPU_ARCH={p.major}.{p.minor}")
+        else:
+            print("GPU_NAME=")
+try:
+    import nvidia
+    print("NV_INC=" + os.path.join(list(nvidia.__path__)[0], "cu13", "include"))
+except Exception:  # noqa: BLE001 - the wheels' headers are optional
+    pass
 EOF
 )
+probe() { printf '%s\n' "$PROBE" | sed -n "s/^$1=//p" | tail -n 1; }
+grep -q "^MISSING=" <<< "$PROBE" || fail_early "the Python probe failed or timed out: $(tail -n 1 <<< "$PROBE")"
+MISSING=$(probe MISSING)
 [ -z "$MISSING" ] || fail_early "missing Python packages: $MISSING"
-TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__)")
-TORCH_CUDA=$("$PY" -c "import torch; print(torch.version.cuda or '')")
+TORCH_VERSION=$(probe TORCH_VERSION)
+TORCH_CUDA=$(probe TORCH_CUDA)
 [ -n "$TORCH_CUDA" ] || fail_early "torch $TORCH_VERSION has no CUDA (torch.version.cuda is None)"
 
 if [ -z "${CUDA_HOME:-}" ]; then   # as torch.utils.cpp_extension looks for it
@@ -203,24 +225,17 @@ SANITIZER=$(command -v compute-sanitizer || true)
 [ -z "$SANITIZER" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SANITIZER="$CUDA_HOME/bin/compute-sanitizer"
 [ -z "$SANITIZER" ] && [ -x "$CUDA_HOME/compute-sanitizer/compute-sanitizer" ] && SANITIZER="$CUDA_HOME/compute-sanitizer/compute-sanitizer"
 # ATen's CUDA headers may want the nvidia wheels' headers (cusparse.h, ...), as in .ci/run
-NV_INC=$("$PY" -c "import os, nvidia; print(os.path.join(list(nvidia.__path__)[0], 'cu13', 'include'))" 2>/dev/null || true)
+NV_INC=$(probe NV_INC)
 if [ -n "$NV_INC" ] && [ -d "$NV_INC" ]; then export CPATH="$NV_INC${CPATH:+:$CPATH}"; fi
 
 if (( DRY )); then
   GPU_NAME="(dry run: no GPU)"
   ARCH=${TORCH_CUDA_ARCH_LIST:-9.0}
 else
-  GPU_INFO=$("$PY" -c "
-import torch
-if not torch.cuda.is_available():
-    print('NONE'); raise SystemExit
-p = torch.cuda.get_device_properties(0)
-print(f'{p.name}|{p.major}.{p.minor}|{p.total_memory // 2**30} GiB')" 2>&1 | tail -n 1)
-  [ "$GPU_INFO" = "NONE" ] && fail_early "torch sees no CUDA GPU (torch.cuda.is_available() is False)"
-  [[ "$GPU_INFO" == *"|"* ]] || fail_early "could not query the GPU: $GPU_INFO"
-  GPU_NAME="${GPU_INFO%%|*} (${GPU_INFO##*|})"
-  ARCH=${TORCH_CUDA_ARCH_LIST:-$(echo "$GPU_INFO" | cut -d'|' -f2)}
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1 || true
+  GPU_NAME=$(probe GPU_NAME)
+  [ -n "$GPU_NAME" ] || fail_early "torch sees no CUDA GPU (torch.cuda.is_available() is False)"
+  ARCH=${TORCH_CUDA_ARCH_LIST:-$(probe GPU_ARCH)}
+  timeout 10 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1 || true
 fi
 export TORCH_CUDA_ARCH_LIST=$ARCH
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
@@ -228,15 +243,16 @@ echo "python: $("$PY" --version 2>&1)  torch: $TORCH_VERSION (CUDA $TORCH_CUDA) 
 echo "gpu: $GPU_NAME  building for: $ARCH with MAX_JOBS=$MAX_JOBS"
 echo "compute-sanitizer: ${SANITIZER:-NOT FOUND (the sanitize stage will be skipped)}"
 
-# The CUDA test selection: non-empty, and tests of every kernel family (CTC loss, decoding,
-# LSTM). Collection imports the built extension: on the GPU machine it runs after the build.
+FAMILIES="test_ctc test_decode test_lstm"   # every kernel family must have CUDA tests
+# The CUDA test selection, collected without running (the dry run's check; on the GPU machine
+# the test stage's junit XML is checked the same way, at no extra cost).
 check_collection() {
   "$PY" -m pytest --collect-only -q -m cuda -p no:cacheprovider tests > "$OUT/collect.log" 2>&1
   local rc=$? count family
   count=$(grep -c "::" "$OUT/collect.log")
   (( rc == 0 && count > 0 )) || { echo "CUDA test collection failed (pytest exit $rc, $count tests)"; return 1; }
-  for family in test_ctc.py test_decode.py test_lstm.py; do
-    grep -q "^tests/$family::" "$OUT/collect.log" || { echo "no CUDA test collected from tests/$family"; return 1; }
+  for family in $FAMILIES; do
+    grep -q "^tests/$family.py::" "$OUT/collect.log" || { echo "no CUDA test collected from tests/$family.py"; return 1; }
   done
   echo "$count CUDA tests collected (CTC loss, decoding and LSTM among them)"
 }
@@ -251,13 +267,9 @@ record preflight 0 $(( $(date +%s) - START )) "ok${COLLECT:+: $COLLECT}"
 
 # ------------------------------------------------------------------ build
 if [ -n "${WANT[build]:-}" ]; then
-  run_stage build "$PY" setup.py build_ext --inplace
-  if (( ! DRY )); then
-    "$PY" -c "import json, fastcrnn; i = fastcrnn.build_info(); print(json.dumps(i)); assert i['cuda'], 'built without the CUDA kernels'" \
-      > "$OUT/build_info.json" 2>&1 || fail_early "the build did not give a CUDA-enabled fastcrnn (see $OUT/build.log, $OUT/build_info.json)"
-    COLLECT=$(check_collection) || fail_early "$COLLECT (see $OUT/collect.log)"
-    echo "$COLLECT"
-  fi
+  # the build, then proof that it holds the CUDA kernels, inside the stage's timeout
+  run_stage build bash -c '"$0" setup.py build_ext --inplace && "$0" -c "import json, fastcrnn; i = fastcrnn.build_info(); print(json.dumps(i)); assert i[\"cuda\"], \"built without the CUDA kernels\""' "$PY" \
+    || fail_early "the build failed or holds no CUDA kernels (see $OUT/build.log)"
 fi
 
 # ------------------------------------------------------------------ CUDA tests
@@ -267,6 +279,12 @@ if [ -n "${WANT[test]:-}" ]; then
   run_stage test "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider \
       --continue-on-collection-errors --junitxml="$OUT/tests.xml" tests
   TEST_LINE=$(grep -E "[0-9]+ (passed|failed|error|skipped)" "$OUT/test.log" | tail -n 1)
+  if (( ! DRY )); then
+    for family in $FAMILIES; do
+      grep -q "classname=\"tests.$family\"" "$OUT/tests.xml" 2>/dev/null \
+        || TEST_LINE="$TEST_LINE; NO CUDA test of tests/$family.py ran"
+    done
+  fi
 fi
 
 # ------------------------------------------------------------------ compute-sanitizer
