@@ -762,6 +762,28 @@ def test_cuda_validation_and_unvalidated_bad_rows():
     assert torch.isnan(nll).all()  # row 0: bad input length, row 1: target equal to blank
 
 
+def test_cuda_graph_capture():
+    """No host sync and no data-dependent size while capturing: validation is skipped (the
+    wrapper passes validate=False; the op also skips it under capture when asked to validate)."""
+    logits, targets, il, tl = make_case(26, 8, 37, max_len=10, dtype=torch.float32,
+                                        device="cuda", impossible_ok=False)
+    x = logits.clone()
+    fastcrnn.ctc_loss_from_logits(x, targets, il, tl)       # warm up outside the graph
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loss = fastcrnn.ctc_loss_from_logits(x, targets, il, tl, reduction="none")
+        nll, _, _ = torch.ops.fastcrnn.ctc_loss_forward(x.log_softmax(-1), targets, il, tl, 0,
+                                                        False, False, True)
+    new = torch.randn_like(x)
+    x.copy_(new)
+    graph.replay()
+    torch.cuda.synchronize()
+    want = fastcrnn.ctc_loss_from_logits(new, targets, il, tl, reduction="none")
+    assert torch.equal(loss, want)
+    assert_close(nll, want, 1e-5, 1e-5)
+
+
 def test_cuda_compile_and_autocast():
     logits, targets, il, tl = make_case(16, 4, 7, max_len=5, dtype=torch.float32, device="cuda",
                                         min_il=10)
