@@ -78,8 +78,7 @@ declare -A LOG_OF=([memcheck]=sanitize [initcheck]=sanitize [racecheck]=sanitize
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-TMP=$(mktemp -d)
-rm -f "$OUT/sanitize.log"   # appended to below
+rm -f "$OUT/sanitize.log"   # the sanitizer runs append to it
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -90,6 +89,7 @@ START=$(date +%s)
 ORDER=()
 declare -A RC=() SECS=() NOTE=() LIMIT=()
 SUMMARY_DONE=0
+CURRENT=""
 
 left() { echo $(( START + BUDGET - SUMMARY_RESERVE - $(date +%s) )); }
 
@@ -111,15 +111,20 @@ run_stage() {
     return 1
   fi
   echo "=== $name (timeout ${secs} s): $*"
+  # straight into OUTDIR, so a stage cut short still leaves its log
+  local log="$OUT/${LOG_OF[$name]:-$name}.log"
+  [ -n "${LOG_OF[$name]:-}" ] || : > "$log"
+  echo "=================== $name (timeout ${secs} s): $*" >> "$log"
   local t0=$(date +%s) rc
+  CURRENT=$name
   if (( DRY )); then
-    printf 'dry run: would run (timeout %s s):' "$secs" > "$TMP/$name.log"
-    printf ' %q' "$@" >> "$TMP/$name.log"; echo >> "$TMP/$name.log"
+    echo "dry run: not run" >> "$log"
     rc=0
   else
-    timeout -k 10 "$secs" "$@" > "$TMP/$name.log" 2>&1
+    timeout -k 10 "$secs" "$@" >> "$log" 2>&1
     rc=$?
   fi
+  CURRENT=""
   local dt=$(( $(date +%s) - t0 )) note=""
   case $rc in
     0) note="ok" ;;
@@ -128,13 +133,8 @@ run_stage() {
   esac
   (( DRY )) && note="dry run"
   record "$name" "$rc" "$dt" "$note"
-  local log="$OUT/${LOG_OF[$name]:-$name}.log"
-  if [ -n "${LOG_OF[$name]:-}" ]; then
-    { echo "=================== $name: $note, ${dt} s"; cat "$TMP/$name.log"; } >> "$log"
-  else
-    cp "$TMP/$name.log" "$log"
-  fi
-  tail -n 15 "$TMP/$name.log"
+  echo "=================== $name: $note, ${dt} s" >> "$log"
+  tail -n 15 "$log"
   echo "--- $name: $note, ${dt} s"
   return $rc
 }
@@ -173,8 +173,9 @@ summary() {
     [ -f "$OUT/bench.log" ] && (( ! DRY )) && grep -E "x$" "$OUT/bench.log" | head -n 60
   } | tee "$OUT/summary.txt"
 }
-trap 'summary; rm -rf "$TMP"' EXIT
-trap 'echo "gpu_check: interrupted"; exit 130' INT TERM
+trap summary EXIT
+# a signal (the lease's own limit, ^C) still leaves the summary, naming the stage it cut short
+trap 'echo "gpu_check: interrupted"; [ -n "$CURRENT" ] && record "$CURRENT" 130 0 "interrupted"; exit 130' INT TERM
 
 fail_early() {  # one-line reason, then the summary (by the EXIT trap)
   record abort 1 0 "$1"

@@ -24,7 +24,8 @@ def _disable_tf32():
     by default (``torch.backends.cudnn.*.fp32_precision`` is "tf32"): their float32 inputs are
     rounded to a 10-bit mantissa, a relative error near 1e-3, which would fail those comparisons
     for a reason unrelated to our code. Force IEEE float32 for cuDNN and cuBLAS in every test.
-    torch >= 2.9 has the per-backend ``fp32_precision`` settings; older ones the allow_tf32 flags."""
+    torch >= 2.9 has the per-backend ``fp32_precision`` settings; older ones the allow_tf32
+    flags."""
     cudnn = torch.backends.cudnn
     if hasattr(cudnn, "rnn") and hasattr(cudnn.rnn, "fp32_precision"):
         cudnn.rnn.fp32_precision = "ieee"

@@ -33,7 +33,8 @@ int64_t check_ctc_values(const at::Tensor& input_lengths, const at::Tensor& targ
   if (targets.numel() > 0) {
     const at::Tensor pos = at::arange(bound, tl.options());
     const at::Tensor used = padded ? pos.unsqueeze(0).lt(tl.unsqueeze(1)) : pos.lt(total);
-    const at::Tensor wrong = targets.lt(0).logical_or_(targets.ge(C)).logical_or_(targets.eq(blank));
+    const at::Tensor wrong =
+        targets.lt(0).logical_or_(targets.ge(C)).logical_or_(targets.eq(blank));
     flags.add_(wrong.logical_and_(used).any().to(at::kLong), 8);
   }
   // the one host synchronisation of a validated call
