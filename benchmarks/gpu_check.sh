@@ -271,14 +271,16 @@ check_collection() {
   done
   echo "$count CUDA tests collected (CTC loss, decoding and LSTM among them)"
 }
-if (( DRY )); then
+record preflight 0 $(( $(date +%s) - START )) "ok"
+if (( DRY )); then   # what the dry run checks in place of the GPU stages
+  T0=$(date +%s)
   COLLECT=$(check_collection) || fail_early "$COLLECT (see $OUT/collect.log)"
   echo "$COLLECT"
   bash -n "$0" || fail_early "gpu_check.sh has a syntax error"
   "$PY" -m py_compile benchmarks/sanitize_cases.py benchmarks/report.py || fail_early "a benchmark script does not compile"
   "$PY" benchmarks/sanitize_cases.py --list > "$OUT/sanitize_cases.txt" 2>&1 || fail_early "sanitize_cases.py --list failed"
+  record collect 0 $(( $(date +%s) - T0 )) "$COLLECT"
 fi
-record preflight 0 $(( $(date +%s) - START )) "ok${COLLECT:+: $COLLECT}"
 
 # ------------------------------------------------------------------ build
 if [ -n "${WANT[build]:-}" ]; then
