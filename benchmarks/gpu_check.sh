@@ -18,16 +18,17 @@
 #              the only ones with barriers
 #   bench      python benchmarks/report.py --device cuda (ratio table, JSON, PNG into OUTDIR)
 #
-# The lease: about 15 minutes of GPU time, one command at most 10 minutes, and the machine is
-# reset between commands (a build does not survive), so each command builds again:
+# The lease: about 15 minutes of GPU time with machine starts and idle time, one command at most
+# 10 minutes, and a machine idle for 30 s is reset (a build does not survive it). README "GPU
+# check" says how to spend it:
 #   1st command (default stages preflight,build,test,sanitize), budget 540 s:
 #       bash benchmarks/gpu_check.sh $OUT
-#   2nd command, budget 540 s:
-#       STAGES=build,bench bash benchmarks/gpu_check.sh $OUT
+#   2nd command, only with time left: STAGES=bench (machine still warm) or STAGES=build,bench,
+#   with --budget set to what is left; build,bench fits 540 s
 # Stage budgets (seconds; each is also cut to what is left of --budget, minus SUMMARY_RESERVE):
 #   preflight 30, build 200, test 150, sanitize 150 (memcheck 45, initcheck 40, racecheck 35,
-#   synccheck 30: each starts torch under the sanitizer), bench 300.  Default command: 30 + 200 + 150 + 150 = 530 <= 540.
-#   Bench command: 30 + 200 + 300 = 530 <= 540.
+#   synccheck 30: each starts torch under the sanitizer), bench 300.
+#   Default command: 30 + 200 + 150 + 150 = 530 <= 540. build,bench: 30 + 200 + 300 = 530.
 #
 # --dry-run runs on a CPU machine (CI does, in .ci/run): the preflight without the GPU checks,
 # the CUDA test collection (non-empty, and holding tests of every kernel family), the argument
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
     --stages=*) STAGES_ARG=${1#--stages=} ;;
     --budget) [ $# -ge 2 ] || usage; BUDGET=$2; shift ;;
     --budget=*) BUDGET=${1#--budget=} ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^set -uo/ {exit} NR > 1' "$0"; exit 0 ;;
     -*) echo "gpu_check: unknown option $1" >&2; usage ;;
     *) [ -z "$OUT" ] || usage; OUT=$1 ;;
   esac
