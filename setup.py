@@ -26,7 +26,15 @@ from setuptools import find_packages, setup  # noqa: E402
 from torch.utils import cpp_extension  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
-VERSION = "0.1.0"
+
+def _read_version():
+    namespace = {}
+    with open(os.path.join(ROOT, "fastcrnn", "version.py")) as f:
+        exec(f.read(), namespace)
+    return namespace["__version__"]
+
+
+VERSION = _read_version()
 CPU_ONLY = os.environ.get("FASTCRNN_CPU_ONLY", "0") not in ("", "0")
 WITH_CUDA = (not CPU_ONLY and torch.version.cuda is not None
              and cpp_extension.CUDA_HOME is not None
@@ -120,18 +128,11 @@ def _extension():
                         extra_compile_args={"cxx": cxx}, **kwargs)
 
 
+# Metadata, dependencies and extras are in pyproject.toml; the version is fastcrnn/version.py's.
 setup(
-    name="fastcrnn",
     version=VERSION,
-    description="Fused CTC, CTC decoding and LSTM kernels (CPU and CUDA) and CRNN text recognition",
     packages=find_packages(include=["fastcrnn", "fastcrnn.*"]),
+    package_data={"fastcrnn": ["py.typed"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": FastcrnnBuild.with_options(use_ninja=True)},
-    python_requires=">=3.9",
-    install_requires=["torch>=2.11", "numpy"],
-    extras_require={
-        "test": ["pytest", "pytest-benchmark", "hypothesis"],
-        "ocr": ["pillow", "lmdb", "tqdm", "rapidfuzz", "matplotlib"],
-    },
-    entry_points={"console_scripts": ["fastcrnn=fastcrnn.__main__:main"]},
 )

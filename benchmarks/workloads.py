@@ -1,4 +1,5 @@
-"""The fixed benchmark workloads of DESIGN.md (keep in sync; never change their shapes)."""
+"""The fixed benchmark workloads (README, "Benchmarks"): never change their shapes, so that
+figures stay comparable across commits."""
 import torch
 
 # CTC and decoding: (T, N, C, min target length, max target length, GPU only)

@@ -12,4 +12,4 @@ from fastcrnn.memory import cpu_cache_info, empty_cpu_cache, set_cpu_cache_limit
 
 from fastcrnn import functional, nn  # noqa: F401,E402  (modules; the application is fastcrnn.ocr)
 
-__version__ = build_info()["version"]
+from fastcrnn.version import __version__  # noqa: E402

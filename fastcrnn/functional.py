@@ -3,10 +3,11 @@
 These are the checked, public versions of the helpers in :mod:`fastcrnn.reference` (which stays
 the readable specification the tests compare against). None of them modifies its inputs.
 """
-from numbers import Integral
 from typing import List, Optional
 
 import torch
+
+from fastcrnn.ops._checks import require_int
 
 __all__ = ["one_hot", "to_onehot", "sequence_mask", "masked_softmax"]
 
@@ -15,12 +16,6 @@ def _require_tensor(value, name: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     return value
-
-
-def _require_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    return int(value)
 
 
 def _index_tensor(x: torch.Tensor, name: str) -> None:
@@ -36,7 +31,7 @@ def one_hot(x: torch.Tensor, n_class: int, dtype: torch.dtype = torch.float32) -
     """
     _require_tensor(x, "x")
     _index_tensor(x, "x")
-    n_class = _require_int(n_class, "n_class")
+    n_class = require_int(n_class, "n_class")
     if n_class <= 0:
         raise ValueError(f"n_class must be positive, got {n_class}")
     if not isinstance(dtype, torch.dtype):
@@ -61,7 +56,7 @@ def to_onehot(X: torch.Tensor, n_class: int) -> List[torch.Tensor]:
 
 def _lengths(valid_len, name: str, device: torch.device) -> torch.Tensor:
     if isinstance(valid_len, (list, tuple)):
-        valid_len = torch.tensor([_require_int(v, name) for v in valid_len], dtype=torch.int64)
+        valid_len = torch.tensor([require_int(v, name) for v in valid_len], dtype=torch.int64)
     _require_tensor(valid_len, name)
     if valid_len.dtype == torch.bool or valid_len.is_complex():
         raise TypeError(f"{name} must be an integer or float tensor, got {valid_len.dtype}")

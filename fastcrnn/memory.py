@@ -4,9 +4,9 @@ The LSTM and CTC loss ops take their large CPU buffers (>= 64 KiB: gates, states
 input gradients, CTC's alpha table and gradient) from a bounded cache of blocks that earlier
 buffers released, instead of fresh memory from malloc. Under glibc, blocks that large come from
 mmap or from a heap that is trimmed when they are freed, so every new one is fresh pages and its
-first write pays a page fault per 4 KiB: at the decoder's cell step (N=64, H=256) that was about
-540 faults, 1.1-1.5 ms of a 4.5-5.4 ms forward+backward, and at ocr-zh the CTC gradient
-(77 MB) cost more than the kernels (benchmarks/RESULTS.md, 22:37 section). The cache holds
+first write pays a page fault per 4 KiB. A decoder's cell step writes a few MB of such buffers
+and the CTC gradient at a 6,000-class alphabet tens of MB, so faults would cost a large share of
+the ops' time (benchmarks/cache_effect.py measures it). The cache holds
 released blocks up to a limit (256 MiB, or the ``FASTCRNN_CPU_CACHE_MB`` environment variable
 read at the first allocation; 0 turns it off); beyond it the largest go back to the system.
 Tensors handed out are ordinary CPU tensors.

@@ -5,7 +5,7 @@ these (or against torch's own op where one exists); benchmarks use them as basel
 Nothing here modifies its inputs.
 """
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F

@@ -8,6 +8,7 @@ selects exactly the CUDA tests (benchmarks/gpu_check.sh runs that selection on a
 and applies the one skip below to all of them when no GPU is present. Test files do not declare
 their own CUDA skip.
 """
+
 import warnings
 
 import pytest
@@ -55,7 +56,7 @@ def is_cuda_test(item) -> bool:
     return getattr(item, "originalname", item.name).startswith("test_cuda")
 
 
-@pytest.hookimpl(tryfirst=True)   # before -m deselects by marker
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=CUDA_SKIP_REASON)
     for item in items:
@@ -76,6 +77,7 @@ def device(request):
 def count_syncs():
     """count_syncs(fn) -> how many synchronising CUDA calls fn() makes: torch's sync debug mode
     warns once per call (a device-to-host copy, .item(), a stream synchronisation)."""
+
     def count(fn):
         torch.cuda.synchronize()
         before = torch.cuda.get_sync_debug_mode()
@@ -87,6 +89,7 @@ def count_syncs():
             finally:
                 torch.cuda.set_sync_debug_mode(before)
         return sum("synchroniz" in str(w.message) for w in seen)
+
     return count
 
 

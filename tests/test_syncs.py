@@ -1,5 +1,6 @@
 """Host synchronisations of the CUDA ops' value checks: as many as the docs say, and none
 unvalidated (CUDA-graph capture and torch.compile need none). The CTC loss: tests/test_ctc.py."""
+
 import pytest
 import torch
 
@@ -30,15 +31,16 @@ def test_cuda_lstm_syncs(count_syncs):
     lstm = fastcrnn.nn.LSTM(4, 3, num_layers=3, bidirectional=True).cuda()
     x = torch.randn(5, 2, 4, device="cuda")
     lengths = torch.tensor([5, 2], device="cuda")
-    lstm(x, lengths=lengths)                                    # warm up (cuBLAS handles)
+    lstm(x, lengths=lengths)  # warm up (cuBLAS handles)
     assert count_syncs(lambda: lstm(x, lengths=lengths)) == 1
     assert count_syncs(lambda: lstm(x)) == 0
     w_ih, w_hh = lstm.weight_ih_l0, lstm.weight_hh_l0
     h0 = torch.zeros(1, 2, 3, device="cuda")
     call = fastcrnn.lstm_layer
     assert count_syncs(lambda: call(x, h0, h0, w_ih, w_hh[None], None, lengths)) == 1
-    assert count_syncs(lambda: call(x, h0, h0, w_ih, w_hh[None], None, lengths,
-                                    validate=False)) == 0
+    assert (
+        count_syncs(lambda: call(x, h0, h0, w_ih, w_hh[None], None, lengths, validate=False)) == 0
+    )
     with pytest.raises(ValueError, match="lengths"):
         lstm(x, lengths=torch.tensor([6, 2], device="cuda"))
 

@@ -9,9 +9,9 @@ namespace fastcrnn::ops {
 // at::empty(sizes, opts), except that a CPU tensor of at least 64 KiB takes its memory from a
 // bounded cache of blocks that earlier such tensors released. Why: glibc serves blocks this
 // large from mmap or from a heap it trims when they are freed, so each new block is fresh pages
-// and every page costs a fault on first write. At the decoder's cell step (N=64, H=256) that was
-// ~540 faults, 1.1-1.5 ms of a 4.5-5.4 ms forward+backward (RESULTS, 22:37 section). Other
-// devices: at::empty (CUDA has its own caching allocator).
+// and every page costs a fault on first write, a cost that grows with the buffer while the
+// kernels' work per byte is small (benchmarks/cache_effect.py measures it). Other devices:
+// at::empty (CUDA has its own caching allocator).
 at::Tensor empty_cached(at::IntArrayRef sizes, const at::TensorOptions& opts);
 
 // A contiguous copy of `t` converted to `dtype`, in an empty_cached buffer: for the kernels'

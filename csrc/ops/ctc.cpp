@@ -49,8 +49,7 @@ int64_t check_ctc_values(const at::Tensor& input_lengths, const at::Tensor& targ
     TORCH_CHECK_VALUE(!(bits & 4), "concatenated targets hold ", bound,
                       " labels, fewer than the sum of target_lengths");
   }
-  TORCH_CHECK_VALUE(!(bits & 8), "targets must lie in [0, C=", C, ") and differ from blank=",
-                    blank,
+  TORCH_CHECK_VALUE(!(bits & 8), "targets must lie in [0, C=", C, ") and differ from blank=", blank,
                     " (fastcrnn rejects what torch.nn.functional.ctc_loss silently mis-computes)");
   return summary[1].item<int64_t>();
 }
@@ -176,8 +175,8 @@ at::Tensor prepare_ctc_backward(const at::Tensor& grad_nll, const at::Tensor& lo
   // the forward's width: sized from the longest target when it validated, else the static bound
   const int64_t W = log_alpha.dim() == 3 ? log_alpha.size(2) : -1;
   const int64_t min_width = longest >= 0 ? ctc_workspace_width(p.T, longest) : 1;
-  TORCH_CHECK_VALUE(W % 2 == 1 && W >= min_width && W <= p.W, "log_alpha must have shape (N=",
-                    p.N, ", T=", p.T, ", W) with W odd in [", min_width, ", ", p.W,
+  TORCH_CHECK_VALUE(W % 2 == 1 && W >= min_width && W <= p.W, "log_alpha must have shape (N=", p.N,
+                    ", T=", p.T, ", W) with W odd in [", min_width, ", ", p.W,
                     "] (the forward's output), got ", log_alpha.sizes());
   p.W = W;
   check(log_alpha, {p.N, p.T, p.W}, "log_alpha");
@@ -230,16 +229,15 @@ at::Tensor ctc_loss_backward_cpu_op(const at::Tensor& grad_nll, const at::Tensor
   std::vector<at::Tensor> keep;
   const int64_t longest = prepare_ctc(log_probs, targets, input_lengths, target_lengths, blank,
                                       from_logits, false, p, keep);
-  at::Tensor grad = prepare_ctc_backward(grad_nll, log_probs, nll, log_alpha, norms,
-                                         zero_infinity, longest, p, keep);
+  at::Tensor grad = prepare_ctc_backward(grad_nll, log_probs, nll, log_alpha, norms, zero_infinity,
+                                         longest, p, keep);
   backward_cpu(p);
   return grad;
 }
 
 // torch.ops.fastcrnn._ctc_check_values: check_ctc_values on any device, for the tests.
 int64_t ctc_check_values_op(const at::Tensor& input_lengths, const at::Tensor& targets,
-                            const at::Tensor& target_lengths, int64_t T, int64_t C,
-                            int64_t blank) {
+                            const at::Tensor& target_lengths, int64_t T, int64_t C, int64_t blank) {
   TORCH_CHECK_VALUE(input_lengths.dim() == 1, "input_lengths must be 1-D, got shape ",
                     input_lengths.sizes());
   const int64_t N = input_lengths.size(0);

@@ -40,8 +40,8 @@ at::Tensor ctc_loss_backward_cuda_op(const at::Tensor& grad_nll, const at::Tenso
   std::vector<at::Tensor> keep;
   const int64_t longest = prepare_ctc(log_probs, targets, input_lengths, target_lengths, blank,
                                       from_logits, false, p, keep);
-  at::Tensor grad = prepare_ctc_backward(grad_nll, log_probs, nll, log_alpha, norms,
-                                         zero_infinity, longest, p, keep);
+  at::Tensor grad = prepare_ctc_backward(grad_nll, log_probs, nll, log_alpha, norms, zero_infinity,
+                                         longest, p, keep);
   at::Tensor links = at::empty({p.N, 2 * p.W + 1}, log_probs.options().dtype(at::kInt));
   p.label_links = links.data_ptr<int32_t>();
   try {

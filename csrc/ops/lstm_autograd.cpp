@@ -15,12 +15,10 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 using CellSig = Tensor3(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, const std::optional<at::Tensor>&,
-                        const std::optional<at::Tensor>&);
+                        const at::Tensor&, const std::optional<at::Tensor>&);
 using CellBackwardSig = Tensor6(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                 const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                const at::Tensor&, const at::Tensor&,
-                                const std::optional<at::Tensor>&);
+                                const at::Tensor&, const at::Tensor&);
 
 const c10::TypedOperatorHandle<CellSig>& cell_op() {
   static const auto op = typed_op<CellSig>("fastcrnn::lstm_cell");
@@ -36,11 +34,10 @@ class LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& hx,
                                const at::Tensor& cx, const at::Tensor& w_ih,
-                               const at::Tensor& w_hh, const std::optional<at::Tensor>& bias,
-                               const std::optional<at::Tensor>& w_cat) {
+                               const at::Tensor& w_hh, const std::optional<at::Tensor>& bias) {
     at::AutoDispatchBelowADInplaceOrView below;
-    auto [h, c, acts] = cell_op().call(x, hx, cx, w_ih, w_hh, bias, w_cat);
-    ctx->save_for_backward({x, hx, cx, w_ih, w_hh, acts, w_cat.value_or(at::Tensor())});
+    auto [h, c, acts] = cell_op().call(x, hx, cx, w_ih, w_hh, bias);
+    ctx->save_for_backward({x, hx, cx, w_ih, w_hh, acts});
     ctx->saved_data["has_bias"] = bias.has_value();
     ctx->mark_non_differentiable({acts});
     ctx->set_materialize_grads(false);  // acts gets no gradient: no zero tensor for it
@@ -52,15 +49,13 @@ class LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
     TORCH_CHECK_NOT_IMPLEMENTED(!at::GradMode::is_enabled(),
                                 "fastcrnn's LSTM cell does not support double backward "
                                 "(create_graph=True); use torch.nn.LSTMCell for that");
-    variable_list out(7);  // weight_cat is a cache of the weights: it gets no gradient
+    variable_list out(6);
     if (!grads[0].defined() && !grads[1].defined()) return out;
     const variable_list s = ctx->get_saved_variables();
     const at::Tensor grad_h = grads[0].defined() ? grads[0] : at::zeros_like(s[1]);
     const at::Tensor grad_c = grads[1].defined() ? grads[1] : at::zeros_like(s[2]);
-    const std::optional<at::Tensor> w_cat =
-        s[6].defined() ? std::optional<at::Tensor>(s[6]) : std::nullopt;
     auto [dx, dh, dc, dw_ih, dw_hh, db] =
-        cell_backward_op().call(grad_h, grad_c, s[0], s[1], s[2], s[3], s[4], s[5], w_cat);
+        cell_backward_op().call(grad_h, grad_c, s[0], s[1], s[2], s[3], s[4], s[5]);
     out[0] = dx;
     out[1] = dh;
     out[2] = dc;
@@ -73,13 +68,12 @@ class LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
 
 Tensor3 lstm_cell_autograd(const at::Tensor& x, const at::Tensor& hx, const at::Tensor& cx,
                            const at::Tensor& w_ih, const at::Tensor& w_hh,
-                           const std::optional<at::Tensor>& bias,
-                           const std::optional<at::Tensor>& w_cat) {
+                           const std::optional<at::Tensor>& bias) {
   if (!records_grad({&x, &hx, &cx, &w_ih, &w_hh, bias ? &*bias : nullptr})) {
     at::AutoDispatchBelowADInplaceOrView below;
-    return cell_op().call(x, hx, cx, w_ih, w_hh, bias, w_cat);
+    return cell_op().call(x, hx, cx, w_ih, w_hh, bias);
   }
-  variable_list out = LstmCellFunction::apply(x, hx, cx, w_ih, w_hh, bias, w_cat);
+  variable_list out = LstmCellFunction::apply(x, hx, cx, w_ih, w_hh, bias);
   return {out[0], out[1], out[2]};
 }
 

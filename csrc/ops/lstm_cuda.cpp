@@ -1,6 +1,6 @@
 // CUDA registrations of the fused LSTM ops: device guard, current stream, the pointwise step
 // kernels of kernels/lstm_cuda.cu; the time loop and the cuBLAS GEMMs (through ATen, on the
-// current stream) are the shared ones of ops/lstm.cpp. No host synchronisation.
+// current stream) are the shared ones of ops/lstm_recurrence.cpp. No host synchronisation.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -40,7 +40,8 @@ Tensor6 layer_cuda(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& 
                    bool save) {
   const c10::cuda::CUDAGuard guard(x.device());
   return lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, lengths, save,
-                            forward_step(current_stream(x)));
+                            forward_step(current_stream(x)))
+      .as_tuple();
 }
 
 Tensor6 layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_hn,
@@ -50,23 +51,25 @@ Tensor6 layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& gra
                             const at::Tensor& hs, const at::Tensor& cs) {
   const c10::cuda::CUDAGuard guard(x.device());
   return lstm_layer_backward(grad_output, grad_hn, grad_cn, x, w_ih, w_hh, lengths, acts, hs, cs,
-                             backward_step(current_stream(x)));
+                             backward_step(current_stream(x)))
+      .as_tuple();
 }
 
 Tensor3 cell_cuda(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
                   const at::Tensor& w_ih, const at::Tensor& w_hh,
-                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& w_cat) {
+                  const std::optional<at::Tensor>& bias) {
   const c10::cuda::CUDAGuard guard(x.device());
-  return lstm_cell_forward(x, h, c, w_ih, w_hh, bias, w_cat, forward_step(current_stream(x)));
+  return lstm_cell_forward(x, h, c, w_ih, w_hh, bias, forward_step(current_stream(x))).as_tuple();
 }
 
 Tensor6 cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& grad_c,
                            const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
                            const at::Tensor& w_ih, const at::Tensor& w_hh,
-                           const at::Tensor& acts, const std::optional<at::Tensor>& w_cat) {
+                           const at::Tensor& acts) {
   const c10::cuda::CUDAGuard guard(x.device());
-  return lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, acts, w_cat,
-                            backward_step(current_stream(x)));
+  return lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, acts,
+                            backward_step(current_stream(x)))
+      .as_tuple();
 }
 
 }  // namespace

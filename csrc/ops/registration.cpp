@@ -34,10 +34,11 @@ TORCH_LIBRARY(fastcrnn, m) {
   m.def(
       "_ctc_check_values(Tensor input_lengths, Tensor targets, Tensor target_lengths, int T, "
       "int C, int blank) -> int");
-  // ---- LSTM (ops/lstm.cpp; the cell's autograd: ops/lstm_autograd.cpp) ----
+  // ---- LSTM (checks: ops/lstm.cpp; recurrence: ops/lstm_recurrence.cpp; the cell's
+  // autograd: ops/lstm_autograd.cpp) ----
   // One layer, one (D=1) or both (D=2) directions; see ops/lstm.h for shapes. The last three
   // outputs are the saved activations / states that lstm_layer_backward needs (empty when
-  // save_for_backward is false). weight_cat: the cell's cached [weight_ih | weight_hh].
+  // save_for_backward is false).
   m.def(
       "lstm_layer(Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, "
       "Tensor? bias, Tensor? lengths, bool save_for_backward=True) -> (Tensor output, "
@@ -49,10 +50,10 @@ TORCH_LIBRARY(fastcrnn, m) {
       "Tensor grad_weight_hh, Tensor grad_bias)");
   m.def(
       "lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, "
-      "Tensor? bias, Tensor? weight_cat=None) -> (Tensor h, Tensor c, Tensor acts)");
+      "Tensor? bias) -> (Tensor h, Tensor c, Tensor acts)");
   m.def(
       "lstm_cell_backward(Tensor grad_h, Tensor grad_c, Tensor input, Tensor hx, Tensor cx, "
-      "Tensor weight_ih, Tensor weight_hh, Tensor acts, Tensor? weight_cat=None) -> "
+      "Tensor weight_ih, Tensor weight_hh, Tensor acts) -> "
       "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_weight_ih, "
       "Tensor grad_weight_hh, Tensor grad_bias)");
 }

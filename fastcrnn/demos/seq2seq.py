@@ -15,8 +15,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from fastcrnn.bleu import bleu
 from fastcrnn.nn.seq2seq import (EncoderDecoder, MaskedSoftmaxCELoss, Seq2SeqAttentionDecoder,
-                                 Seq2SeqDecoder, Seq2SeqEncoder, bleu, predict)
+                                 Seq2SeqDecoder, Seq2SeqEncoder)
+from fastcrnn.nn.seq2seq_predict import predict
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",

@@ -1,30 +1,14 @@
 """Attention layers: additive (MLP / Bahdanau) and scaled dot-product, with masked softmax."""
 import math
-from numbers import Integral
 from typing import Optional
 
 import torch
 from torch import nn
 
 from fastcrnn.functional import masked_softmax
+from fastcrnn.ops._checks import positive_int, probability
 
 __all__ = ["MLPAttention", "AdditiveAttention", "DotProductAttention"]
-
-
-def _check_dim(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
-
-
-def _check_dropout(dropout) -> float:
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-        raise TypeError(f"dropout must be a float, got {type(dropout).__name__}")
-    if not 0.0 <= float(dropout) <= 1.0:
-        raise ValueError(f"dropout must be in [0, 1], got {dropout}")
-    return float(dropout)
 
 
 def _check_qkv(query, key, value, valid_lens, q_dim=None, k_dim=None):
@@ -66,13 +50,13 @@ class MLPAttention(nn.Module):
 
     def __init__(self, key_size: int, query_size: int, units: int, dropout: float = 0.0):
         super().__init__()
-        key_size = _check_dim(key_size, "key_size")
-        query_size = _check_dim(query_size, "query_size")
-        units = _check_dim(units, "units")
+        key_size = positive_int(key_size, "key_size")
+        query_size = positive_int(query_size, "query_size")
+        units = positive_int(units, "units")
         self.W_k = nn.Linear(key_size, units, bias=False)
         self.W_q = nn.Linear(query_size, units, bias=False)
         self.v = nn.Linear(units, 1, bias=False)
-        self.dropout = nn.Dropout(_check_dropout(dropout))
+        self.dropout = nn.Dropout(probability(dropout))
         self.attention_weights: Optional[torch.Tensor] = None
 
     def forward(self, query, key, value, valid_lens=None):
@@ -96,7 +80,7 @@ class DotProductAttention(nn.Module):
 
     def __init__(self, dropout: float = 0.0):
         super().__init__()
-        self.dropout = nn.Dropout(_check_dropout(dropout))
+        self.dropout = nn.Dropout(probability(dropout))
         self.attention_weights: Optional[torch.Tensor] = None
 
     def forward(self, query, key, value, valid_lens=None):

@@ -18,20 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastcrnn.nn.rnn import check_backend, make_lstm
+from fastcrnn.nn.rnn import make_lstm
+from fastcrnn.ops._checks import check_backend, positive_int
 
 __all__ = ["BiLSTM", "BidirectionalLSTM", "CRNN", "VARIANTS"]
 
 VARIANTS = ("crnn.pytorch", "seed")
 DEFAULT_CHANNELS = (64, 128, 256, 256, 512, 512, 512)
-
-
-def _pos_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
 
 
 class BiLSTM(nn.Module):
@@ -44,9 +37,9 @@ class BiLSTM(nn.Module):
     def __init__(self, n_in: int, n_hidden: int, n_out: int, backend: Optional[str] = None):
         super().__init__()
         self.backend = check_backend(backend)
-        self.rnn = make_lstm(self.backend, _pos_int(n_in, "n_in"), _pos_int(n_hidden, "n_hidden"),
+        self.rnn = make_lstm(self.backend, positive_int(n_in, "n_in"), positive_int(n_hidden, "n_hidden"),
                              bidirectional=True)
-        self.embedding = nn.Linear(n_hidden * 2, _pos_int(n_out, "n_out"))
+        self.embedding = nn.Linear(n_hidden * 2, positive_int(n_out, "n_out"))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not isinstance(input, torch.Tensor):
@@ -131,7 +124,7 @@ class CRNN(nn.Module):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if output not in ("log_probs", "logits"):
             raise ValueError(f"output must be 'log_probs' or 'logits', got {output!r}")
-        self.imgH = _pos_int(imgH, "imgH")
+        self.imgH = positive_int(imgH, "imgH")
         if variant == "crnn.pytorch" and self.imgH % 16:
             raise ValueError(f"imgH must be a multiple of 16 for variant 'crnn.pytorch' "
                              f"(it must be 32), got {self.imgH}")
@@ -139,14 +132,14 @@ class CRNN(nn.Module):
         if not ok or h != 1:
             raise ValueError(f"imgH must be 32 for variant {variant!r} (the feature map must "
                              f"have height 1), got {self.imgH}")
-        self.nc = _pos_int(nc, "nc")
-        self.nclass = _pos_int(nclass, "nclass")
-        self.nh = _pos_int(nh, "nh")
+        self.nc = positive_int(nc, "nc")
+        self.nclass = positive_int(nclass, "nclass")
+        self.nh = positive_int(nh, "nh")
         if channels is None:
             channels = DEFAULT_CHANNELS
         if not isinstance(channels, (list, tuple)) or len(channels) != 7:
             raise ValueError(f"channels must be a sequence of 7 ints, got {channels!r}")
-        self.channels = tuple(_pos_int(c, "channels") for c in channels)
+        self.channels = tuple(positive_int(c, "channels") for c in channels)
         self.variant = variant
         self.leaky_relu = bool(leaky_relu)
         self.output = output

@@ -13,13 +13,14 @@ unfreezes the model; :func:`load_with_new_classes` loads a checkpoint whose clas
 smaller than the model's through this path (never by silently skipping weights).
 """
 import math
-from numbers import Integral
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
+
+from fastcrnn.ops._checks import positive_int
 
 __all__ = ["ExpandedLinear", "expand_classifier", "merge_classifier", "load_with_new_classes",
            "frozen_norm_layers"]
@@ -186,10 +187,7 @@ def expand_classifier(model: nn.Module, num_new_classes: int, layer: Optional[st
     :func:`merge_classifier`), and every normalisation layer stays in eval mode under
     ``model.train()``. A CRNN's ``nclass`` becomes C + k. Returns the model.
     """
-    if isinstance(num_new_classes, bool) or not isinstance(num_new_classes, Integral):
-        raise TypeError(f"num_new_classes must be an int, got {type(num_new_classes).__name__}")
-    if num_new_classes < 1:
-        raise ValueError(f"num_new_classes must be >= 1, got {num_new_classes}")
+    num_new_classes = positive_int(num_new_classes, "num_new_classes")
     if init is not None and not callable(init):
         raise TypeError("init must be callable or None")
     layer, parent, attr = _resolve(model, layer)

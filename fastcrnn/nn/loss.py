@@ -2,10 +2,8 @@
 import torch
 from torch import nn
 
+from fastcrnn.ops._checks import check_backend
 from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits
-
-_BACKENDS = ("fastcrnn", "torch")
-
 
 class CTCLoss(nn.Module):
     """Drop-in for ``torch.nn.CTCLoss`` backed by :func:`fastcrnn.ctc_loss`.
@@ -17,7 +15,7 @@ class CTCLoss(nn.Module):
         zero_infinity: impossible alignments give loss 0 and zero gradient.
         from_logits: the input is unnormalised logits (T, N, C); the log_softmax is fused in
             (:func:`fastcrnn.ctc_loss_from_logits`). Default False: log-probabilities.
-        backend: 'fastcrnn' (fused kernels) or 'torch' (``F.ctc_loss``, with a log_softmax when
+        backend: 'fused' (our kernels) or 'torch' (``F.ctc_loss``, with a log_softmax when
             from_logits): the path for export; the two agree numerically.
 
     forward(input, targets, input_lengths, target_lengths) takes the shapes and dtypes of
@@ -25,17 +23,15 @@ class CTCLoss(nn.Module):
     """
 
     def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False,
-                 from_logits: bool = False, backend: str = "fastcrnn"):
+                 from_logits: bool = False, backend: str = "fused"):
         super().__init__()
-        if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         if reduction not in ("none", "sum", "mean"):
             raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
         self.blank = blank
         self.reduction = reduction
         self.zero_infinity = zero_infinity
         self.from_logits = from_logits
-        self.backend = backend
+        self.backend = check_backend(backend)
 
     def forward(self, input: torch.Tensor, targets: torch.Tensor, input_lengths,
                 target_lengths) -> torch.Tensor:

@@ -1,33 +1,17 @@
 """Recurrent building blocks: the LSTM backend switch and a vanilla RNN from its step equations."""
-import math
-from numbers import Integral
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from fastcrnn.nn.lstm import LSTM, recurrent_repr
+from fastcrnn.nn.lstm import LSTM
+from fastcrnn.nn.recurrent import RecurrentBase
+from fastcrnn.ops._checks import BACKENDS, DEFAULT_BACKEND, check_backend, positive_int
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "check_backend", "make_lstm",
            "RNN"]
 
-BACKENDS = ("fused", "torch")
-#: The backend modules use when none is given: our fused LSTM. "torch" (torch.nn.LSTM on the same
-#: parameters) stays the ONNX / TorchScript export path.
-DEFAULT_BACKEND = "fused"
-
-
-def check_backend(backend) -> str:
-    """Returns ``backend`` if it names a known backend, else raises (TypeError/ValueError)."""
-    if backend is None:
-        return DEFAULT_BACKEND
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a str, one of {BACKENDS}, got {type(backend).__name__}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
 
 
 def make_lstm(backend: Optional[str], *args, **kwargs) -> nn.Module:
@@ -42,17 +26,7 @@ def make_lstm(backend: Optional[str], *args, **kwargs) -> nn.Module:
     return LSTM(*args, **kwargs)
 
 
-def _positive_int(value, name: str, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, "
-                         f"got {value}")
-    return value
-
-
-class RNN(nn.Module):
+class RNN(RecurrentBase):
     """A vanilla (Elman) RNN written from its step equations, with ``nn.RNN``'s parameters.
 
     Each layer and direction computes, step by step,
@@ -85,50 +59,26 @@ class RNN(nn.Module):
                  dropout: float = 0.0, bidirectional: bool = False,
                  output_size: Optional[int] = None, device=None, dtype=None):
         super().__init__()
-        self.input_size = _positive_int(input_size, "input_size")
-        self.hidden_size = _positive_int(hidden_size, "hidden_size")
-        self.num_layers = _positive_int(num_layers, "num_layers")
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(f"dropout must be a float, got {type(dropout).__name__}")
-        if not 0.0 <= float(dropout) <= 1.0:
-            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
-        self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
-        self.output_size = None if output_size is None else _positive_int(output_size,
+        self._init_recurrent(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                             bidirectional, device, dtype)
+        self.output_size = None if output_size is None else positive_int(output_size,
                                                                          "output_size")
-        factory = {"device": device, "dtype": dtype}
-        dirs = 2 if self.bidirectional else 1
-        H = self.hidden_size
-        for layer in range(self.num_layers):
-            layer_in = self.input_size if layer == 0 else H * dirs
-            for d in range(dirs):
-                sfx = f"_l{layer}" + ("_reverse" if d else "")
-                setattr(self, f"weight_ih{sfx}", nn.Parameter(torch.empty(H, layer_in, **factory)))
-                setattr(self, f"weight_hh{sfx}", nn.Parameter(torch.empty(H, H, **factory)))
-                if self.bias:
-                    setattr(self, f"bias_ih{sfx}", nn.Parameter(torch.empty(H, **factory)))
-                    setattr(self, f"bias_hh{sfx}", nn.Parameter(torch.empty(H, **factory)))
-        self.output = (nn.Linear(H * dirs, self.output_size, **factory)
+        self.output = (nn.Linear(self.hidden_size * self.num_directions, self.output_size,
+                                 device=device, dtype=dtype)
                        if self.output_size is not None else None)
-        self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """nn.RNN's initialisation: every weight and bias uniform in ±1/sqrt(hidden_size)."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for name, p in self.named_parameters():
-            if not name.startswith("output."):
-                nn.init.uniform_(p, -bound, bound)
+        self._reset_recurrent_parameters()
         if self.output is not None:
             self.output.reset_parameters()
 
     def extra_repr(self) -> str:
-        return recurrent_repr(self, [f"nonlinearity={self.nonlinearity!r}"]
-                              if self.nonlinearity != "tanh" else [])
+        return self._extra_repr([f"nonlinearity={self.nonlinearity!r}"]
+                                if self.nonlinearity != "tanh" else [])
 
     def begin_state(self, batch_size: int, device=None, dtype=None) -> torch.Tensor:
         """Zero initial state (num_layers * dirs, batch_size, hidden_size)."""
@@ -162,65 +112,22 @@ class RNN(nn.Module):
         return out, h
 
     def forward(self, input, hx: Optional[torch.Tensor] = None, lengths=None):
-        packed = isinstance(input, PackedSequence)
-        if packed:
-            if lengths is not None:
-                raise ValueError("lengths must be None when input is a PackedSequence")
-            sorted_idx, unsorted_idx = input.sorted_indices, input.unsorted_indices
-            x, lens = pad_packed_sequence(input, batch_first=False)
-            lengths = lens.to(x.device)
-            batch_first, unbatched = False, False
-        else:
-            if not isinstance(input, torch.Tensor):
-                raise TypeError(f"input must be a torch.Tensor or PackedSequence, got "
-                                f"{type(input).__name__}")
-            x = input
-            batch_first = self.batch_first
-            unbatched = x.dim() == 2
-            if x.dim() not in (2, 3):
-                raise ValueError(f"input must be 2-D (unbatched) or 3-D, got shape "
-                                 f"{tuple(x.shape)}")
-            if unbatched:
-                x = x.unsqueeze(1)
-            elif batch_first:
-                x = x.transpose(0, 1)
-        if not x.dtype.is_floating_point:
-            raise TypeError(f"input must be floating point, got {x.dtype}")
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"input must have {self.input_size} features in its last "
-                             f"dimension, got {x.shape[-1]}")
-        w = self.weight_hh_l0
-        if x.dtype != w.dtype or x.device != w.device:
-            raise ValueError(f"input ({x.dtype}, {x.device}) must match the parameters "
-                             f"({w.dtype}, {w.device})")
-        T, N = x.shape[0], x.shape[1]
-        dirs = 2 if self.bidirectional else 1
-        if lengths is not None and not packed:
-            from fastcrnn.ops._checks import lengths_tensor
-            lengths = lengths_tensor(lengths, N, T, x.device, "lengths", unbatched=unbatched)
-            if not torch.compiler.is_compiling() and lengths.numel() and (
-                    int(lengths.min()) < 0 or int(lengths.max()) > T):
-                raise ValueError(f"lengths must lie in [0, {T}]")
-        if hx is None:
-            h0 = self.begin_state(N, x.device, x.dtype)
-        else:
-            if not isinstance(hx, torch.Tensor):
-                raise TypeError(f"hx must be a torch.Tensor, got {type(hx).__name__}")
-            h0 = hx.unsqueeze(1) if unbatched else hx
-            expect = (self.num_layers * dirs, N, self.hidden_size)
-            if tuple(h0.shape) != expect:
-                shown = expect if not unbatched else (expect[0], expect[2])
-                raise ValueError(f"hx must have shape {shown}, got {tuple(hx.shape)}")
-            if h0.dtype != x.dtype or h0.device != x.device:
-                raise ValueError(f"hx ({h0.dtype}, {h0.device}) must match the input "
-                                 f"({x.dtype}, {x.device})")
+        x, lengths, layout = self._prepare_input(input, lengths)
+        T = x.shape[0]
+        dirs = self.num_directions
+        if lengths is not None and layout.packed is None and not torch.compiler.is_compiling() \
+                and lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+            # the step loop indexes nothing by length, but a length outside [0, T] means
+            # the caller's padding is not what they think
+            raise ValueError(f"lengths must lie in [0, {T}]")
+        h0 = self._initial_state(hx, "hx", x, layout)
         finals = []
         layer_in = x
         for layer in range(self.num_layers):
             outs = []
             for d in range(dirs):
                 k = layer * dirs + d
-                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                sfx = self.suffix(layer, d)
                 out, h = self._direction(layer_in, h0[k], sfx, lengths, reverse=d == 1)
                 outs.append(out)
                 finals.append(h)
@@ -231,15 +138,4 @@ class RNN(nn.Module):
         output = layer_in
         if self.output is not None:
             output = self.output(output)
-        if packed:
-            # a PackedSequence's hx and h_n are in the original batch order, as is padded x
-            idx = sorted_idx
-            lens_cpu = lens if idx is None else lens.index_select(0, idx.cpu())
-            out_sorted = output if idx is None else output.index_select(1, idx)
-            p = pack_padded_sequence(out_sorted, lens_cpu, enforce_sorted=True)
-            return PackedSequence(p.data, p.batch_sizes, sorted_idx, unsorted_idx), h_n
-        if unbatched:
-            return output.squeeze(1), h_n.squeeze(1)
-        if batch_first:
-            output = output.transpose(0, 1)
-        return output, h_n
+        return self._restore_output(output, layout), self._restore_state(h_n, layout)

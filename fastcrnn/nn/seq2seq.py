@@ -2,13 +2,10 @@
 
 Encoder (N, S) token ids -> (outputs (S, N, H), state (h, c)); a plain decoder that starts from
 the encoder's final state; a decoder with additive attention whose query is the top layer's h;
-``EncoderDecoder``; ``MaskedSoftmaxCELoss`` (mean over valid tokens only); greedy and beam
-search ``predict``; and ``bleu``.
+``EncoderDecoder``; ``MaskedSoftmaxCELoss`` (mean over valid tokens only). Greedy and beam
+search prediction live in :mod:`fastcrnn.nn.seq2seq_predict`, BLEU in :mod:`fastcrnn.bleu`.
 """
-import math
-from collections import Counter
-from numbers import Integral
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,26 +13,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fastcrnn.nn.attention import MLPAttention
-from fastcrnn.nn.rnn import check_backend, make_lstm
+from fastcrnn.nn.rnn import make_lstm
+from fastcrnn.ops._checks import check_backend, positive_int, probability
 
 __all__ = ["Encoder", "Decoder", "Seq2SeqEncoder", "Seq2SeqDecoder", "Seq2SeqAttentionDecoder",
-           "EncoderDecoder", "MaskedSoftmaxCELoss", "predict", "predict_seq2seq", "bleu"]
-
-
-def _int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _dropout(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"dropout must be a float, got {type(value).__name__}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"dropout must be in [0, 1], got {value}")
-    return float(value)
+           "EncoderDecoder", "MaskedSoftmaxCELoss"]
 
 
 def _tokens(X, name: str, vocab_size: int) -> torch.Tensor:
@@ -57,7 +39,7 @@ def _valid_lens(valid_lens, N: int, T: int, device, name: str) -> Optional[torch
     if valid_lens is None:
         return None
     if isinstance(valid_lens, (list, tuple)):
-        valid_lens = torch.tensor([_int(v, name, 0) for v in valid_lens], dtype=torch.int64)
+        valid_lens = torch.tensor([positive_int(v, name, 0) for v in valid_lens], dtype=torch.int64)
     if not isinstance(valid_lens, torch.Tensor):
         raise TypeError(f"{name} must be a tensor or list of ints, got "
                         f"{type(valid_lens).__name__}")
@@ -106,7 +88,7 @@ def _run_lstm(rnn: nn.Module, X: torch.Tensor, state, lengths: Optional[torch.Te
     """X (T, N, E) through an LSTM; with lengths, padded steps are skipped (packed sequence)."""
     if lengths is None:
         return rnn(X, state)
-    T, N = X.shape[0], X.shape[1]
+    T = X.shape[0]
     zero = lengths == 0
     # pack_padded_sequence needs lengths >= 1: a length-0 row runs one step, then its outputs are
     # zeroed and its state restored below.
@@ -137,13 +119,13 @@ class Seq2SeqEncoder(Encoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        self.vocab_size = _int(vocab_size, "vocab_size")
-        self.num_hiddens = _int(num_hiddens, "num_hiddens")
-        self.num_layers = _int(num_layers, "num_layers")
+        self.vocab_size = positive_int(vocab_size, "vocab_size")
+        self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
+        self.num_layers = positive_int(num_layers, "num_layers")
         self.backend = check_backend(backend)
-        self.embedding = nn.Embedding(self.vocab_size, _int(embed_size, "embed_size"))
+        self.embedding = nn.Embedding(self.vocab_size, positive_int(embed_size, "embed_size"))
         self.rnn = make_lstm(self.backend, embed_size, num_hiddens, num_layers,
-                             dropout=_dropout(dropout))
+                             dropout=probability(dropout))
 
     def begin_state(self, batch_size: int, device=None):
         """Zero (h, c), each (num_layers, batch_size, num_hiddens)."""
@@ -171,13 +153,13 @@ class Seq2SeqDecoder(Decoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        self.vocab_size = _int(vocab_size, "vocab_size")
-        self.num_hiddens = _int(num_hiddens, "num_hiddens")
-        self.num_layers = _int(num_layers, "num_layers")
+        self.vocab_size = positive_int(vocab_size, "vocab_size")
+        self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
+        self.num_layers = positive_int(num_layers, "num_layers")
         self.backend = check_backend(backend)
-        self.embedding = nn.Embedding(self.vocab_size, _int(embed_size, "embed_size"))
+        self.embedding = nn.Embedding(self.vocab_size, positive_int(embed_size, "embed_size"))
         self.rnn = make_lstm(self.backend, embed_size, num_hiddens, num_layers,
-                             dropout=_dropout(dropout))
+                             dropout=probability(dropout))
         self.dense = nn.Linear(num_hiddens, vocab_size)
 
     def _check_hidden(self, state, N):
@@ -225,13 +207,13 @@ class Seq2SeqAttentionDecoder(Decoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0, backend: Optional[str] = None):
         super().__init__()
-        self.vocab_size = _int(vocab_size, "vocab_size")
-        self.num_hiddens = _int(num_hiddens, "num_hiddens")
-        self.num_layers = _int(num_layers, "num_layers")
+        self.vocab_size = positive_int(vocab_size, "vocab_size")
+        self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
+        self.num_layers = positive_int(num_layers, "num_layers")
         self.backend = check_backend(backend)
-        dropout = _dropout(dropout)
+        dropout = probability(dropout)
         self.attention = MLPAttention(num_hiddens, num_hiddens, num_hiddens, dropout)
-        self.embedding = nn.Embedding(self.vocab_size, _int(embed_size, "embed_size"))
+        self.embedding = nn.Embedding(self.vocab_size, positive_int(embed_size, "embed_size"))
         self.rnn = make_lstm(self.backend, embed_size + num_hiddens, num_hiddens, num_layers,
                              dropout=dropout)
         self.dense = nn.Linear(num_hiddens, vocab_size)
@@ -348,148 +330,3 @@ class MaskedSoftmaxCELoss(nn.Module):
         if self.reduction == "none":
             return per_token.sum(1) / lens.clamp(min=1).to(per_token.dtype)
         return per_token.sum() / lens.sum().clamp(min=1).to(per_token.dtype)
-
-
-def _source(src_tokens, name="src_tokens") -> List[int]:
-    if isinstance(src_tokens, torch.Tensor):
-        if src_tokens.dim() != 1 or src_tokens.dtype.is_floating_point:
-            raise ValueError(f"{name} must be a 1-D integer tensor or a list of ints")
-        return [int(t) for t in src_tokens]
-    if not isinstance(src_tokens, (list, tuple)):
-        raise TypeError(f"{name} must be a list of ints or a 1-D tensor, got "
-                        f"{type(src_tokens).__name__}")
-    return [_int(t, name, 0) for t in src_tokens]
-
-
-@torch.no_grad()
-def predict(net: EncoderDecoder, src_tokens, bos: int, eos: int, num_steps: int,
-            beam_size: int = 1, length_penalty: float = 0.75, device=None,
-            ) -> Tuple[List[int], torch.Tensor]:
-    """Translates one source sentence by greedy (beam_size=1) or beam search.
-
-    src_tokens: the source token ids (list or 1-D tensor), without padding. bos / eos: the
-    decoder's begin and end token ids. num_steps: the most tokens to generate (eos included).
-    Beam search keeps ``beam_size`` hypotheses; a finished one (ended by eos, or at num_steps)
-    is scored by log P / L**length_penalty, L its length counting eos; the best score wins.
-    beam_size=1 is exactly greedy decoding.
-
-    Returns (tokens: list of ids without bos/eos, attention (steps, S) float tensor on the CPU:
-    the decoder's attention weights at each decoding step of the chosen hypothesis, the eos
-    step included; shape (steps, 0) for a decoder without attention).
-    The network is put in eval mode for the call and restored afterwards.
-    """
-    if not isinstance(net, EncoderDecoder):
-        raise TypeError(f"net must be an EncoderDecoder, got {type(net).__name__}")
-    src = _source(src_tokens)
-    if not src:
-        raise ValueError("src_tokens must hold at least one token")
-    vocab = net.decoder.vocab_size
-    bos, eos = _int(bos, "bos", 0), _int(eos, "eos", 0)
-    for name, v in (("bos", bos), ("eos", eos)):
-        if v >= vocab:
-            raise ValueError(f"{name} must be a target token id in [0, {vocab}), got {v}")
-    num_steps = _int(num_steps, "num_steps")
-    beam_size = _int(beam_size, "beam_size")
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
-        raise TypeError("length_penalty must be a float")
-    if device is None:
-        device = next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    try:
-        return _beam_search(net, src, bos, eos, num_steps, beam_size, float(length_penalty),
-                            torch.device(device))
-    finally:
-        net.train(was_training)
-
-
-predict_seq2seq = predict
-
-
-def _beam_search(net, src, bos, eos, num_steps, k, alpha, device):
-    enc_X = torch.tensor([src], dtype=torch.long, device=device)
-    enc_len = torch.tensor([len(src)], dtype=torch.long, device=device)
-    enc_outputs = net.encoder(enc_X, enc_len)
-    state = net.decoder.init_state(enc_outputs, enc_len)
-    S = len(src)
-    # live hypotheses: tokens, score, attention rows; all start from bos
-    live_tokens: List[List[int]] = [[]]
-    live_scores = torch.zeros(1, dtype=torch.float64)
-    live_attn: List[List[torch.Tensor]] = [[]]
-    last = torch.tensor([[bos]], dtype=torch.long, device=device)
-    finished = []                                          # (normalised score, tokens, attn)
-    for step in range(num_steps):
-        logits, state = net.decoder(last, state)
-        logp = F.log_softmax(logits[:, -1].double(), dim=-1).cpu()         # (B, V)
-        weights = net.decoder.attention_weights
-        rows = (weights[:, -1].float().cpu() if weights is not None
-                else torch.zeros(logp.shape[0], 0))
-        cand = (live_scores[:, None] + logp).reshape(-1)
-        V = logp.shape[1]
-        top = torch.topk(cand, min(2 * k, cand.numel()))
-        new_tokens, new_scores, new_attn, parents = [], [], [], []
-        for score, flat in zip(top.values.tolist(), top.indices.tolist()):
-            b, tok = divmod(flat, V)
-            attn = live_attn[b] + [rows[b]]
-            if tok == eos:
-                if len(finished) < k:
-                    L = len(live_tokens[b]) + 1
-                    finished.append((score / L ** alpha, live_tokens[b], attn))
-            else:
-                new_tokens.append(live_tokens[b] + [tok])
-                new_scores.append(score)
-                new_attn.append(attn)
-                parents.append(b)
-                if len(new_tokens) == k:
-                    break
-        if len(finished) >= k or not new_tokens:
-            break
-        if step == num_steps - 1:
-            for toks, score, attn in zip(new_tokens, new_scores, new_attn):
-                finished.append((score / len(toks) ** alpha, toks, attn))
-            break
-        index = torch.tensor(parents, dtype=torch.long, device=device)
-        state = net.decoder.reorder_state(state, index)
-        live_tokens, live_attn = new_tokens, new_attn
-        live_scores = torch.tensor(new_scores, dtype=torch.float64)
-        last = torch.tensor([[t[-1]] for t in new_tokens], dtype=torch.long, device=device)
-    best = max(finished, key=lambda f: f[0])
-    attn = torch.stack(best[2]) if best[2] else torch.zeros(0, S)
-    return best[1], attn
-
-
-def bleu(pred_seq: Union[str, Sequence], label_seq: Union[str, Sequence], k: int) -> float:
-    """BLEU as in d2l: exp(min(0, 1 - len_label / len_pred)) * prod_n p_n ** (1 / 2**n).
-
-    pred_seq, label_seq: space-separated strings or sequences of tokens. k: the largest n-gram
-    order (>= 1). p_n is the clipped n-gram precision; orders n longer than the prediction are
-    skipped (the brevity penalty already charges a short prediction). An empty prediction scores
-    0 (1 if the label is empty too). Returns a float in [0, 1].
-    """
-    k = _int(k, "k")
-
-    def split(seq, name):
-        if isinstance(seq, str):
-            return seq.split()
-        if isinstance(seq, torch.Tensor):
-            return seq.tolist()
-        if isinstance(seq, (list, tuple)):
-            return list(seq)
-        raise TypeError(f"{name} must be a string or a sequence of tokens, got "
-                        f"{type(seq).__name__}")
-
-    pred, label = split(pred_seq, "pred_seq"), split(label_seq, "label_seq")
-    len_pred, len_label = len(pred), len(label)
-    if len_pred == 0:
-        return 1.0 if len_label == 0 else 0.0
-    score = math.exp(min(0.0, 1.0 - len_label / len_pred))
-    for n in range(1, min(k, len_pred) + 1):
-        label_grams = Counter(tuple(label[i:i + n]) for i in range(len_label - n + 1))
-        matches = 0
-        for i in range(len_pred - n + 1):
-            gram = tuple(pred[i:i + n])
-            if label_grams[gram] > 0:
-                matches += 1
-                label_grams[gram] -= 1
-        score *= math.pow(matches / (len_pred - n + 1), math.pow(0.5, n))
-    return score

@@ -1,6 +1,7 @@
 """The `python -m fastcrnn` / `fastcrnn` command line.
 
-Commands: demo, train, eval, predict, finetune, make-lmdb, bench, seq2seq-demo.
+Commands: demo, train, eval, predict, finetune, make-lmdb, seq2seq-demo. (The benchmark report
+is a script of the source checkout, not of the package: ``python benchmarks/report.py``.)
 Run ``python -m fastcrnn <command> --help`` for each one's options.
 """
 import argparse
@@ -75,9 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-lmdb", help="write a crnn.pytorch LMDB from a label file or from "
                                          "the synthetic generator")
     _add_make_lmdb_args(p)
-    p = sub.add_parser("bench", help="the benchmark report (from a source checkout)",
-                       add_help=False)
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("seq2seq-demo", help="the Seq2Seq with attention demo", add_help=False)
     p.add_argument("demo_args", nargs=argparse.REMAINDER)
     return parser
@@ -101,21 +99,6 @@ def _make_lmdb(args) -> int:
     return n
 
 
-def _bench(argv: List[str]):
-    import fastcrnn
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastcrnn.__file__)))
-    script = os.path.join(root, "benchmarks", "report.py")
-    if not os.path.isfile(script):
-        raise SystemExit("error: `fastcrnn bench` runs benchmarks/report.py from a fastcrnn "
-                         f"source checkout; none found next to the package ({root}). Clone the "
-                         "repository and install it with `pip install --no-build-isolation -e .`")
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    report = importlib.import_module("benchmarks.report")
-    report.main(argv)
-    return 0
-
-
 def _seq2seq(argv: List[str]):
     try:
         mod = importlib.import_module("fastcrnn.demos.seq2seq")
@@ -130,9 +113,7 @@ def _seq2seq(argv: List[str]):
 
 def main(argv: Optional[List[str]] = None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    # bench / seq2seq-demo take their own options (including --help)
-    if argv and argv[0] == "bench":
-        return _bench(argv[1:])
+    # seq2seq-demo takes its own options (including --help)
     if argv and argv[0] == "seq2seq-demo":
         return _seq2seq(argv[1:])
     _require_ocr_extra()

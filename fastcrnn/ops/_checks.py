@@ -7,6 +7,11 @@ import torch
 LengthsLike = Union[torch.Tensor, Sequence[int], int, None]
 
 
+class DtypeMismatchError(TypeError, ValueError):
+    """Tensors that must share a dtype do not. torch raises ValueError for this in some places
+    and TypeError in others; this error is both, so either ``except`` catches it."""
+
+
 def require_tensor(value, name: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -72,3 +77,41 @@ def lengths_tensor(value: LengthsLike, count: int, limit: int, device: torch.dev
     return torch.tensor(items, dtype=torch.int64, device=device)
 
 
+
+
+# ---- module constructor arguments (every fastcrnn.nn module checks through these) -------------
+
+#: The implementations every module with a fused path offers: our kernels, or torch's own ops on
+#: the same parameters (the export path).
+BACKENDS = ("fused", "torch")
+#: The backend modules use when none is given.
+DEFAULT_BACKEND = "fused"
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    """`value` as an int >= minimum; TypeError for a non-int (bools included), else ValueError."""
+    value = require_int(value, name)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def probability(value, name: str = "dropout") -> float:
+    """`value` as a float in [0, 1]; TypeError for a non-number (bools included), else
+    ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (Integral, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def check_backend(backend: Optional[str]) -> str:
+    """`backend` if it names a known backend (None: DEFAULT_BACKEND), else TypeError/ValueError."""
+    if backend is None:
+        return DEFAULT_BACKEND
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, one of {BACKENDS}, got {type(backend).__name__}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend

@@ -46,15 +46,14 @@ def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, weight_ih,
 
 
 @torch.library.register_fake("fastcrnn::lstm_cell")
-def _lstm_cell_fake(input, hx, cx, weight_ih, weight_hh, bias, weight_cat=None):
+def _lstm_cell_fake(input, hx, cx, weight_ih, weight_hh, bias):
     N = input.shape[0]
     H = weight_hh.shape[1]
     return input.new_empty((N, H)), input.new_empty((N, H)), input.new_empty((N, 4 * H))
 
 
 @torch.library.register_fake("fastcrnn::lstm_cell_backward")
-def _lstm_cell_backward_fake(grad_h, grad_c, input, hx, cx, weight_ih, weight_hh, acts,
-                             weight_cat=None):
+def _lstm_cell_backward_fake(grad_h, grad_c, input, hx, cx, weight_ih, weight_hh, acts):
     return (input.new_empty(input.shape), input.new_empty(hx.shape), input.new_empty(cx.shape),
             input.new_empty(weight_ih.shape), input.new_empty(weight_hh.shape),
             input.new_empty((weight_hh.shape[0],)))
@@ -233,20 +232,16 @@ def lstm_layer(input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_i
 
 
 def lstm_cell(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih: torch.Tensor,
-              weight_hh: torch.Tensor, bias: Optional[torch.Tensor] = None,
-              weight_cat: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+              weight_hh: torch.Tensor, bias: Optional[torch.Tensor] = None
+              ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One fused LSTM step, as nn.LSTMCell: returns (h', c'), each (N, H).
 
     input (N, I); hx, cx (N, H); weight_ih (4H, I); weight_hh (4H, H); bias None or (4H,) (the
     combined bias_ih + bias_hh). All one dtype and device (see :func:`lstm_layer` for dtypes);
     under torch.autocast the step runs in the autocast dtype.
 
-    weight_cat: None, or (4H, I+H) holding ``torch.cat([weight_ih, weight_hh], 1)`` (a cache the
-    caller keeps up to date: it is read instead of the two weights and gets no gradient, which
-    still flows to weight_ih / weight_hh). With it the
-    gates are ONE GEMM on [input | hx], and backward gets d[input | hx] from one GEMM.
-    Without it the gates come from two GEMMs. Either way ONE pointwise kernel applies the
-    activations and the c/h update; backward is one pointwise kernel, then the GEMMs.
+    The gates come from two GEMMs (input and hx); ONE pointwise kernel applies the activations
+    and the c/h update; backward is one pointwise kernel, then the GEMMs.
     """
     require_tensor(input, "input")
     require_float(input, "input")
@@ -259,12 +254,11 @@ def lstm_cell(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih
     N, I = input.shape
     H = weight_hh.shape[1]
     cast = autocast_dtype(input.device)
-    input, hx, cx, weight_ih, weight_hh, bias, weight_cat = _to_autocast(
-        cast, input, hx, cx, weight_ih, weight_hh, bias, weight_cat)
+    input, hx, cx, weight_ih, weight_hh, bias = _to_autocast(
+        cast, input, hx, cx, weight_ih, weight_hh, bias)
     _check_like_input(input, ((weight_ih, "weight_ih", (4 * H, I)),
                               (weight_hh, "weight_hh", None), (hx, "hx", (N, H)),
-                              (cx, "cx", (N, H)), (bias, "bias", (4 * H,)),
-                              (weight_cat, "weight_cat", (4 * H, I + H))))
+                              (cx, "cx", (N, H)), (bias, "bias", (4 * H,))))
     h, c, _ = _call_op(torch.ops.fastcrnn.lstm_cell, cast, input.device, input, hx, cx,
-                       weight_ih, weight_hh, bias, weight_cat)
+                       weight_ih, weight_hh, bias)
     return h, c

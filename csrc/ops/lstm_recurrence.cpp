@@ -1,0 +1,383 @@
+// The fused LSTM's recurrence, shared by CPU and CUDA: the time loop, the ATen GEMMs around the
+// pointwise step kernels, and how the work is split over CPU threads.
+//
+// Layer forward: ONE GEMM x·W_ihᵀ + b over all T and both directions fills the gates buffer;
+// then per step one recurrent GEMM per direction (addmm into the gates) and ONE pointwise
+// kernel for both directions. Layer backward: per step ONE pointwise kernel and one GEMM per
+// direction (dgates·W_hh); then dx, dW_ih, dW_hh (one per direction) and dbias, each one GEMM
+// or reduction over the whole sequence. On a multi-threaded CPU the two directions' per-step
+// work runs side by side (side_by_side_pays), and one direction's recurrent GEMM runs as two
+// column halves side by side (split_columns_pays). Large CPU buffers come from the block cache
+// (buffer_cache.h). Without backward the layer keeps two states per direction and no
+// activations.
+#include "ops/lstm.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
+
+#include "ops/buffer_cache.h"
+#include "ops/common.h"
+
+namespace fastcrnn::ops {
+namespace {
+
+// On a multi-threaded CPU the two directions' per-step GEMM + pointwise step run side by side,
+// one per thread, each GEMM single-threaded inside the parallel region. Splitting every small
+// GEMM over the threads instead pays a synchronisation per call and partitions a 64-row
+// problem poorly.
+bool side_by_side_pays(const at::Tensor& x) {
+  return x.is_cpu() && at::get_num_threads() >= 2 && !at::in_parallel_region();
+}
+
+// One direction on a multi-threaded CPU: the per-step recurrent GEMM runs as two halves side by
+// side (halves of the 4H gate columns forward, of the H output columns backward), each single-
+// threaded. MKL gains nothing from a second thread on a 64-row product, while two independent
+// single-threaded halves keep both cores busy. Below ~1M multiply-adds a step the parallel
+// region costs more than it saves.
+bool split_columns_pays(const at::Tensor& x, int64_t D, int64_t N, int64_t H) {
+  return D == 1 && H >= 2 && N * 4 * H * H >= (int64_t(1) << 20) && side_by_side_pays(x);
+}
+
+// Runs fn(0) and fn(1) on two threads, each with the caller's thread-local state (grad and
+// inference modes, dispatch keys), which ATen's parallel_for does not carry over.
+template <typename Fn>
+void side_by_side(const Fn& fn) {
+  const at::ThreadLocalState tls;
+  at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard guard(tls);
+    for (int64_t i = begin; i < end; ++i) fn(i);
+  });
+}
+
+LstmForwardParams one_direction(const LstmForwardParams& p, int64_t d) {
+  LstmForwardParams q = p;
+  q.D = 1;
+  q.gates[0] = p.gates[d];
+  q.h_prev[0] = p.h_prev[d];
+  q.h_next[0] = p.h_next[d];
+  q.c_prev[0] = p.c_prev[d];
+  q.c_next[0] = p.c_next[d];
+  q.out[0] = p.out[d];
+  q.t[0] = p.t[d];
+  return q;
+}
+
+LstmBackwardParams one_direction(const LstmBackwardParams& p, int64_t d) {
+  LstmBackwardParams q = p;
+  q.D = 1;
+  q.acts[0] = p.acts[d];
+  q.c_prev[0] = p.c_prev[d];
+  q.dout[0] = p.dout[d];
+  q.dh_rec[0] = p.dh_rec[d];
+  q.dh_carry[0] = p.dh_carry[d];
+  q.dc[0] = p.dc[d];
+  q.dgates[0] = p.dgates[d];
+  q.t[0] = p.t[d];
+  return q;
+}
+
+// Pointer to element `offset` of a tensor, in bytes of its dtype.
+inline void* at_offset(const at::Tensor& t, int64_t offset) {
+  return static_cast<char*>(t.data_ptr()) + offset * static_cast<int64_t>(t.element_size());
+}
+
+}  // namespace
+
+LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0,
+                                    const at::Tensor& c0, const at::Tensor& w_ih_in,
+                                    const at::Tensor& w_hh_in,
+                                    const std::optional<at::Tensor>& bias,
+                                    const std::optional<at::Tensor>& lengths, bool save,
+                                    const LstmForwardStep& step) {
+  const LstmSizes sz = check_lstm_layer(x_in, h0, c0, w_ih_in, w_hh_in, bias);
+  const int64_t T = sz.T, N = sz.N, I = sz.I, D = sz.D, H = sz.H;
+  const Dtype dtype = kernel_dtype(x_in, "input");
+  at::Tensor len;
+  if (lengths.has_value()) {
+    len = checked_lengths(*lengths, N, x_in.device(), "lengths");
+    if (x_in.is_cpu()) {
+      TORCH_CHECK_VALUE(all_within(len, 0, T), "lengths must lie in [0, T=", T, "]");
+    }
+  }
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor w_ih = w_ih_in.contiguous();
+  const at::Tensor w_hh = w_hh_in.contiguous();
+  const auto opts = x.options();
+  const auto acc_opts = opts.dtype(lstm_acc_type(x.scalar_type()));
+  const int64_t G = D * 4 * H;  // gates per (t, n)
+
+  // Without backward only the two latest states of each direction are kept: state s lives in
+  // slot s % 2 (each step reads one parity and writes the other, in both directions).
+  const int64_t slots = save ? T + 1 : 2;
+  const auto slot = [&](int64_t s) { return save ? s : s % 2; };
+  at::Tensor gates = empty_cached({T, N, G}, opts);
+  at::Tensor hs = empty_cached({D, slots, N, H}, opts);
+  at::Tensor cs = empty_cached({D, slots, N, H}, acc_opts);
+  at::Tensor output = empty_cached({T, N, D * H}, opts);
+  if (T * N > 0) {
+    at::Tensor gates2d = gates.view({T * N, G});
+    const at::Tensor x2d = x.view({T * N, I});
+    if (bias.has_value()) at::addmm_out(gates2d, *bias, x2d, w_ih.t());
+    else at::mm_out(gates2d, x2d, w_ih.t());
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    const int64_t s0 = d == 0 ? 0 : T;
+    hs[d][slot(s0)].copy_(h0[d]);
+    cs[d][slot(s0)].copy_(c0[d]);
+  }
+
+  if (N > 0) {
+    std::vector<at::Tensor> w_hh_t;
+    for (int64_t d = 0; d < D; ++d) w_hh_t.push_back(w_hh[d].t());
+    LstmForwardParams p;
+    p.dtype = dtype;
+    p.N = N;
+    p.H = H;
+    p.D = D;
+    p.gates_stride = G;
+    p.out_stride = D * H;
+    p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
+    p.save_acts = save;
+    const bool split = D == 2 && side_by_side_pays(x);
+    const bool split_columns = split_columns_pays(x, D, N, H);
+    int64_t s_in[kLstmMaxDirs];
+    const auto recurrent_gemm = [&](int64_t d) {
+      at::Tensor g = gates[p.t[d]].narrow(1, d * 4 * H, 4 * H);
+      at::addmm_out(g, g, hs[d][s_in[d]], w_hh_t[d]);
+    };
+    const auto recurrent_gemm_half = [&](int64_t half) {
+      at::Tensor g = gates[p.t[0]].narrow(1, half * 2 * H, 2 * H);
+      at::addmm_out(g, g, hs[0][s_in[0]], w_hh_t[0].narrow(1, half * 2 * H, 2 * H));
+    };
+    for (int64_t s = 0; s < T; ++s) {
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t t = d == 0 ? s : T - 1 - s;
+        s_in[d] = slot(d == 0 ? t : t + 1);
+        const int64_t s_out = slot(d == 0 ? t + 1 : t);
+        const int64_t state_in = (d * slots + s_in[d]) * N * H;
+        const int64_t state_out = (d * slots + s_out) * N * H;
+        p.t[d] = t;
+        p.gates[d] = at_offset(gates, t * N * G + d * 4 * H);
+        p.h_prev[d] = at_offset(hs, state_in);
+        p.h_next[d] = at_offset(hs, state_out);
+        p.c_prev[d] = at_offset(cs, state_in);
+        p.c_next[d] = at_offset(cs, state_out);
+        p.out[d] = at_offset(output, t * N * D * H + d * H);
+      }
+      if (split) {
+        side_by_side([&](int64_t d) {
+          recurrent_gemm(d);
+          step(one_direction(p, d));
+        });
+      } else if (split_columns) {
+        side_by_side(recurrent_gemm_half);
+        step(p);
+      } else {
+        for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
+        step(p);
+      }
+    }
+  }
+  at::Tensor h_n = empty_cached({D, N, H}, opts);
+  at::Tensor c_n = empty_cached({D, N, H}, opts);
+  for (int64_t d = 0; d < D; ++d) {
+    const int64_t s_last = slot(d == 0 ? T : 0);
+    h_n[d].copy_(hs[d][s_last]);
+    c_n[d].copy_(cs[d][s_last]);
+  }
+  if (!save) {
+    return {output, h_n, c_n, empty_cached({0}, opts), empty_cached({0}, opts),
+            empty_cached({0}, acc_opts)};
+  }
+  return {output, h_n, c_n, gates, hs, cs};
+}
+
+LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn,
+                              const at::Tensor& grad_cn, const at::Tensor& x_in,
+                              const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+                              const std::optional<at::Tensor>& lengths, const at::Tensor& acts,
+                              const at::Tensor& hs, const at::Tensor& cs,
+                              const LstmBackwardStep& step) {
+  const LstmSizes sz =
+      check_lstm_layer_backward(grad_output, grad_hn, grad_cn, x_in, w_hh_in, acts, hs, cs);
+  const int64_t T = sz.T, N = sz.N, I = sz.I, D = sz.D, H = sz.H;
+  const Dtype dtype = kernel_dtype(x_in, "input");
+  const int64_t G = D * 4 * H;
+  const auto opts = x_in.options();
+  const auto acc = lstm_acc_type(x_in.scalar_type());
+  at::Tensor len;
+  if (lengths.has_value()) len = checked_lengths(*lengths, N, x_in.device(), "lengths");
+
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor w_ih = w_ih_in.contiguous();
+  const at::Tensor w_hh = w_hh_in.contiguous();
+  const at::Tensor dout = grad_output.to(x.scalar_type()).contiguous();
+  const at::Tensor acts_c = acts.contiguous();
+  const at::Tensor cs_c = cs.contiguous();
+  at::Tensor dh_carry = copy_cached(grad_hn, acc);
+  at::Tensor dc = copy_cached(grad_cn, acc);
+  at::Tensor dgates = empty_cached({T, N, G}, opts);
+  at::Tensor dh_rec = empty_cached({D, N, H}, opts);
+  bool have_rec = false;
+
+  if (N > 0 && T > 0) {
+    LstmBackwardParams p;
+    p.dtype = dtype;
+    p.N = N;
+    p.H = H;
+    p.D = D;
+    p.acts_stride = G;
+    p.dout_stride = D * H;
+    p.dgates_stride = G;
+    p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
+    for (int64_t d = 0; d < D; ++d) {
+      p.dh_carry[d] = at_offset(dh_carry, d * N * H);
+      p.dc[d] = at_offset(dc, d * N * H);
+    }
+    const bool split = D == 2 && side_by_side_pays(x);
+    const bool split_columns = split_columns_pays(x, D, N, H);
+    const auto recurrent_gemm = [&](int64_t d) {
+      at::Tensor dh_rec_d = dh_rec[d];
+      at::mm_out(dh_rec_d, dgates[p.t[d]].narrow(1, d * 4 * H, 4 * H), w_hh[d]);
+    };
+    const auto recurrent_gemm_half = [&](int64_t half) {
+      const int64_t begin = half == 0 ? 0 : H / 2, size = half == 0 ? H / 2 : H - H / 2;
+      at::Tensor dh_rec_half = dh_rec[0].narrow(1, begin, size);
+      at::mm_out(dh_rec_half, dgates[p.t[0]], w_hh[0].narrow(1, begin, size));
+    };
+    for (int64_t s = T - 1; s >= 0; --s) {
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t t = d == 0 ? s : T - 1 - s;
+        const int64_t s_in = d == 0 ? t : t + 1;
+        p.t[d] = t;
+        p.acts[d] = at_offset(acts_c, t * N * G + d * 4 * H);
+        p.c_prev[d] = at_offset(cs_c, (d * (T + 1) + s_in) * N * H);
+        p.dout[d] = at_offset(dout, t * N * D * H + d * H);
+        p.dh_rec[d] = have_rec ? at_offset(dh_rec, d * N * H) : nullptr;
+        p.dgates[d] = at_offset(dgates, t * N * G + d * 4 * H);
+      }
+      if (split) {
+        side_by_side([&](int64_t d) {
+          step(one_direction(p, d));
+          recurrent_gemm(d);
+        });
+      } else if (split_columns) {
+        step(p);
+        side_by_side(recurrent_gemm_half);
+      } else {
+        step(p);
+        for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
+      }
+      have_rec = true;
+    }
+  }
+  at::Tensor dh0 = have_rec ? dh_carry.add_(dh_rec.to(acc)).to(x.scalar_type())
+                            : dh_carry.to(x.scalar_type());
+  at::Tensor dc0 = dc.to(x.scalar_type());
+
+  const at::Tensor dg2d = dgates.view({T * N, G});
+  at::Tensor dx = empty_cached({T, N, I}, opts);
+  at::Tensor dw_ih = empty_cached({G, I}, opts);
+  at::Tensor dw_hh = empty_cached({D, 4 * H, H}, opts);
+  at::Tensor dbias = empty_cached({G}, opts);
+  at::Tensor dx2d = dx.view({T * N, I});
+  at::mm_out(dx2d, dg2d, w_ih);
+  at::mm_out(dw_ih, dg2d.t(), x.view({T * N, I}));
+  for (int64_t d = 0; d < D; ++d) {
+    const at::Tensor h_prev = hs[d].narrow(0, d == 0 ? 0 : 1, T).reshape({T * N, H});
+    at::Tensor dw_hh_d = dw_hh[d];
+    at::mm_out(dw_hh_d, dg2d.narrow(1, d * 4 * H, 4 * H).t(), h_prev);
+  }
+  at::sum_out(dbias, dg2d, {0});
+  return {dx, dh0, dc0, dw_ih, dw_hh, dbias};
+}
+
+LstmCellOutputs lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
+                                  const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                  const std::optional<at::Tensor>& bias,
+                                  const LstmForwardStep& step) {
+  const LstmSizes sz = check_lstm_cell(x, h, c, w_ih, w_hh, bias);
+  const int64_t N = sz.N, I = sz.I, H = sz.H;
+  const Dtype dtype = kernel_dtype(x, "input");
+  const auto opts = x.options();
+  const auto acc = lstm_acc_type(x.scalar_type());
+  at::Tensor gates = empty_cached({N, 4 * H}, opts);
+  // gates[:, cols] for the gate columns [begin, begin + size)
+  const auto gate_gemm = [&](int64_t begin, int64_t size) {
+    at::Tensor g = gates.narrow(1, begin, size);
+    const auto rows = [&](const at::Tensor& w) { return w.narrow(0, begin, size).t(); };
+    if (bias.has_value()) at::addmm_out(g, bias->narrow(0, begin, size), x, rows(w_ih));
+    else at::mm_out(g, x, rows(w_ih));
+    at::addmm_out(g, g, h, rows(w_hh));
+  };
+  // Two single-threaded column halves side by side, as split_columns_pays explains for the layer.
+  if (N * 4 * H * (I + H) >= (int64_t(1) << 20) && side_by_side_pays(x)) {
+    side_by_side([&](int64_t half) { gate_gemm(half * 2 * H, 2 * H); });
+  } else {
+    gate_gemm(0, 4 * H);
+  }
+  const at::Tensor c_acc = c.to(acc).contiguous();
+  const at::Tensor h_c = h.contiguous();
+  at::Tensor c_next = empty_cached({N, H}, opts.dtype(acc));
+  at::Tensor h_next = empty_cached({N, H}, opts);
+  if (N > 0) {
+    LstmForwardParams p;
+    p.dtype = dtype;
+    p.N = N;
+    p.H = H;
+    p.D = 1;
+    p.gates[0] = gates.data_ptr();
+    p.gates_stride = 4 * H;
+    p.h_prev[0] = h_c.data_ptr();
+    p.h_next[0] = h_next.data_ptr();
+    p.c_prev[0] = c_acc.data_ptr();
+    p.c_next[0] = c_next.data_ptr();
+    p.save_acts = true;
+    step(p);
+  }
+  return {h_next, c_next.to(x.scalar_type()), gates};
+}
+
+LstmGrads lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
+                             const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
+                             const at::Tensor& w_ih, const at::Tensor& w_hh,
+                             const at::Tensor& acts, const LstmBackwardStep& step) {
+  const LstmSizes sz = check_lstm_cell_backward(grad_h, grad_c, x, w_hh, acts);
+  const int64_t N = sz.N, I = sz.I, H = sz.H;
+  const Dtype dtype = kernel_dtype(x, "input");
+  const auto opts = x.options();
+  const auto acc = lstm_acc_type(x.scalar_type());
+  at::Tensor dh_carry = copy_cached(grad_h, acc);
+  at::Tensor dc = copy_cached(grad_c, acc);
+  const at::Tensor c_acc = c.to(acc).contiguous();
+  const at::Tensor acts_c = acts.contiguous();
+  at::Tensor dgates = empty_cached({N, 4 * H}, opts);
+  if (N > 0) {
+    LstmBackwardParams p;
+    p.dtype = dtype;
+    p.N = N;
+    p.H = H;
+    p.D = 1;
+    p.acts[0] = acts_c.data_ptr();
+    p.acts_stride = 4 * H;
+    p.c_prev[0] = c_acc.data_ptr();
+    p.dh_carry[0] = dh_carry.data_ptr();
+    p.dc[0] = dc.data_ptr();
+    p.dgates[0] = dgates.data_ptr();
+    p.dgates_stride = 4 * H;
+    step(p);
+  }
+  at::Tensor dx = empty_cached({N, I}, opts);
+  at::Tensor dh = empty_cached({N, H}, opts);
+  at::Tensor dw_ih = empty_cached(w_ih.sizes(), opts);
+  at::Tensor dw_hh = empty_cached(w_hh.sizes(), opts);
+  at::Tensor dbias = empty_cached({4 * H}, opts);
+  at::mm_out(dx, dgates, w_ih);
+  at::mm_out(dh, dgates, w_hh);
+  at::mm_out(dw_ih, dgates.t(), x);
+  at::mm_out(dw_hh, dgates.t(), h);
+  at::sum_out(dbias, dgates, {0});
+  return {dx, dh, dc.to(x.scalar_type()), dw_ih, dw_hh, dbias};
+}
+
+}  // namespace fastcrnn::ops
