@@ -25,16 +25,16 @@ def _disable_tf32():
     by default (``torch.backends.cudnn.*.fp32_precision`` is "tf32"): their float32 inputs are
     rounded to a 10-bit mantissa, a relative error near 1e-3, which would fail those comparisons
     for a reason unrelated to our code. Force IEEE float32 for cuDNN and cuBLAS in every test.
-    torch >= 2.9 has the per-backend ``fp32_precision`` settings; older ones the allow_tf32
-    flags."""
+    Both APIs are set, the legacy flags first: torch (>= 2.9) refuses to read
+    ``cudnn.allow_tf32`` (torch.jit.trace and export do) when only the per-backend
+    ``fp32_precision`` settings say "ieee" while the legacy flag still says True."""
     cudnn = torch.backends.cudnn
+    cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     if hasattr(cudnn, "rnn") and hasattr(cudnn.rnn, "fp32_precision"):
         cudnn.rnn.fp32_precision = "ieee"
         cudnn.conv.fp32_precision = "ieee"
         torch.backends.cuda.matmul.fp32_precision = "ieee"
-    else:
-        cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 _disable_tf32()

@@ -1,5 +1,6 @@
-"""Host synchronisations of the CUDA ops' value checks: as many as the docs say, and none
-unvalidated (CUDA-graph capture and torch.compile need none). The CTC loss: tests/test_ctc.py."""
+"""GPU readiness of the suite. Host synchronisations of the CUDA ops' value checks: as many as
+the docs say, and none unvalidated (CUDA-graph capture and torch.compile need none); the CTC loss
+is in tests/test_ctc.py. And the float32 settings of tests/conftest.py."""
 
 import pytest
 import torch
@@ -50,3 +51,13 @@ def test_cuda_greedy_decode_syncs(count_syncs):
     lengths = torch.tensor([8, 3, 0], device="cuda")
     assert count_syncs(lambda: fastcrnn.ctc_greedy_decode(lp, lengths)) == 1
     assert count_syncs(lambda: fastcrnn.ctc_greedy_decode(lp, lengths, validate=False)) == 0
+
+
+def test_tf32_is_off_for_cudnn_and_cublas():
+    """tests/conftest.py: float32 comparisons against cuDNN / cuBLAS need IEEE float32, and the
+    flags must stay readable (torch.jit.trace / export read cudnn.allow_tf32)."""
+    assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+    cudnn = torch.backends.cudnn
+    if hasattr(cudnn, "rnn") and hasattr(cudnn.rnn, "fp32_precision"):
+        assert cudnn.rnn.fp32_precision != "tf32" and cudnn.conv.fp32_precision != "tf32"
