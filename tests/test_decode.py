@@ -225,11 +225,9 @@ def test_every_cpu_isa_variant(isa):
     assert used == isa
 
 
-# ---- CUDA-only behaviour (skipped without a GPU) ----
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none present)")
+# ---- CUDA-only behaviour (marked `cuda` and skipped without a GPU by tests/conftest.py) ----
 
 
-@cuda
 def test_cuda_matches_cpu_gpu_big():
     x = torch.randn(100, 256, 6000)
     for logits in (False, True):
@@ -240,7 +238,6 @@ def test_cuda_matches_cpu_gpu_big():
             torch.testing.assert_close(u.cpu(), v, rtol=1e-6, atol=1e-6)
 
 
-@cuda
 def test_cuda_unvalidated_bad_length_marks_row():
     lp = torch.randn(8, 2, 5, device="cuda").log_softmax(-1)
     out = fastcrnn.ctc_greedy_decode(lp, torch.tensor([8, 9], device="cuda"), validate=False)
@@ -249,7 +246,6 @@ def test_cuda_unvalidated_bad_length_marks_row():
         fastcrnn.ctc_greedy_decode(lp, torch.tensor([8, 9], device="cuda"))
 
 
-@cuda
 def test_cuda_graph_capture():
     lp = torch.randn(26, 64, 37, device="cuda").log_softmax(-1)
     lengths = torch.full((64,), 26, device="cuda")
@@ -267,13 +263,13 @@ def test_cuda_graph_capture():
         assert torch.equal(a, b)
 
 
-@cuda
 def test_cuda_lengths_on_cpu_are_moved():
     lp = torch.randn(8, 2, 5, device="cuda").log_softmax(-1)
     out = fastcrnn.ctc_greedy_decode(lp, torch.tensor([8, 3]))
     assert out.tokens.is_cuda
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_lengths_on_other_gpu_rejected():
     lp = torch.randn(8, 2, 5, device="cuda:0")

@@ -605,7 +605,6 @@ def test_random_shapes_with_lengths(T, N, I, H, layers, bidirectional, seed):
         assert_close(a, b, 1e-11)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none present)")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_matches_cpu(dtype):
     T, N, I, H = 10, 7, 24, 32
@@ -630,7 +629,6 @@ def test_cuda_matches_cpu(dtype):
         assert_close(b.grad.double().cpu(), a.grad, tol * 20 * max(1.0, a.grad.abs().max().item()))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none present)")
 def test_cuda_autocast_and_cell():
     ref, ours = _pair(16, 32, 2, True, dtype=torch.float32, device="cuda")
     x = torch.randn(9, 4, 16, device="cuda")

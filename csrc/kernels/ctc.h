@@ -31,7 +31,9 @@ struct CtcParams {
   const int64_t* input_lengths = nullptr;   // (N,)
   const int64_t* target_lengths = nullptr;  // (N,)
   int64_t max_target_length = 0;            // a longer target is a bad row (padded width S)
-  int64_t W = 1;                            // states per (n, t) row of log_alpha / workspace
+  // states per (n, t) row of log_alpha / workspace (ops: ctc_workspace_width); a row that
+  // needs more (2 L + 1 > W with L <= Tn) is a bad row, so a short W never leads past a row
+  int64_t W = 1;
 
   // Accumulation-typed buffers (float, or double for float64 scores).
   void* nll = nullptr;        // (N,) out: -log p(target | input); +inf impossible, NaN bad row

@@ -59,6 +59,11 @@ Sample sample_of(const CtcParams& p, int64_t n) {
   }
   s.impossible = s.L > s.Tn;
   s.S = 2 * s.L + 1;
+  if (!s.impossible && s.S > p.W) {  // more states than a workspace row holds
+    s.bad = true;
+    s.L = 0;
+    s.S = 1;
+  }
   return s;
 }
 

@@ -71,7 +71,8 @@ __device__ Sample load_sample(const CtcParams& p, int64_t n) {
       wrong |= (c < 0 || c >= p.C || c == p.blank);
     }
   }
-  s.bad = __syncthreads_or(wrong) || s.bad;
+  // a row that would need more states than a workspace row holds (W) is bad, never read past
+  s.bad = __syncthreads_or(wrong) || s.bad || (s.L <= s.Tn && 2 * s.L + 1 > p.W);
   if (s.bad) {
     s.Tn = s.Tn < 0 ? 0 : (s.Tn > p.T ? p.T : s.Tn);
     s.L = 0;

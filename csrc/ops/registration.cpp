@@ -29,6 +29,11 @@ TORCH_LIBRARY(fastcrnn, m) {
       "ctc_loss_backward(Tensor grad, Tensor log_probs, Tensor targets, Tensor input_lengths, "
       "Tensor target_lengths, Tensor nll, Tensor log_alpha, Tensor norms, int blank, "
       "bool from_logits, bool zero_infinity) -> Tensor");
+  // The CUDA op's value checks (one device flag, one host sync) on any device; returns the
+  // longest target length. For the tests: the CPU op itself checks with plain loops.
+  m.def(
+      "_ctc_check_values(Tensor input_lengths, Tensor targets, Tensor target_lengths, int T, "
+      "int C, int blank) -> int");
   // ---- LSTM (checks: ops/lstm.cpp; recurrence: ops/lstm_recurrence.cpp; the cell's
   // autograd: ops/lstm_autograd.cpp) ----
   // One layer, one (D=1) or both (D=2) directions; see ops/lstm.h for shapes. The last three

@@ -117,7 +117,9 @@ class LSTM(RecurrentBase):
         for layer in range(self.num_layers):
             w_ih, w_hh, bias = self._layer_weights(layer)
             sl = slice(layer * dirs, (layer + 1) * dirs)
-            out, h, c = lstm_layer(layer_input, h0[sl], c0[sl], w_ih, w_hh, bias, lens)
+            # every layer gets the same lengths: check them (one host sync on CUDA) once
+            out, h, c = lstm_layer(layer_input, h0[sl], c0[sl], w_ih, w_hh, bias, lens,
+                                   validate=layer == 0)
             h_n.append(h)
             c_n.append(c)
             layer_input = out

@@ -18,8 +18,13 @@ def _ctc_forward_fake(log_probs, targets, input_lengths, target_lengths, blank, 
                       zero_infinity, validate):
     T, N, _ = log_probs.shape
     acc = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
-    bound = targets.shape[1] if targets.dim() == 2 else targets.numel()
-    W = 2 * torch.sym_min(bound, T) + 1
+    if validate:
+        # the op sizes log_alpha from the longest target (csrc/ops/ctc.cpp, ctc_workspace_width),
+        # a value only the data holds. Traced calls (torch.compile, export) pass validate=False.
+        W = torch.library.get_ctx().new_dynamic_size(min=1)
+    else:
+        bound = targets.shape[1] if targets.dim() == 2 else targets.numel()
+        W = 2 * torch.sym_min(bound, T) + 1
     return (log_probs.new_empty((N,), dtype=acc),
             log_probs.new_empty((N, T, W), dtype=acc),
             log_probs.new_empty((T, N) if from_logits else (0,), dtype=acc))
@@ -123,12 +128,20 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Leng
     Returns the loss in float32 (float64 for float64 input). Its gradient with respect to
     log_probs is torch's: ``exp(log_probs) - posterior`` on frames t < input_length, 0 beyond
     (exactly the logits gradient when a log_softmax sits upstream). An impossible alignment
-    without zero_infinity gives loss inf and a NaN gradient on its frames, as torch.
+    (target longer than its input) without zero_infinity gives loss inf and a NaN gradient in
+    every class of its frames t < input_length, as torch's CPU kernel does (torch's CUDA kernel
+    can leave finite values in that sample's non-target classes).
 
     Deviation from torch: a target value < 0, >= C or equal to blank raises ValueError (torch
-    silently computes garbage). Value checks of CUDA tensors need a host sync; they are skipped
-    under torch.compile and CUDA-graph capture, where an invalid row gets a NaN loss and NaN
-    gradient instead (never an out-of-bounds access). NaN in log_probs at a frame t <
+    silently computes garbage). Value checks of CUDA tensors cost ONE host synchronisation per
+    call (all checks fold into one device flag, fetched together with the longest target
+    length; the backward adds none); lengths given as lists are checked on the host, though
+    copying them to the GPU synchronises too. The checks are skipped, with no
+    synchronisation, under torch.compile and CUDA-graph capture, where an invalid row gets a NaN
+    loss and NaN gradient instead (never an out-of-bounds access). Memory: the (N, T, W)
+    workspace has W = 2 * min(longest target, T) + 1 states per frame when validated (padded and
+    concatenated targets alike); unvalidated, the static bound of the targets' shape sets it
+    (the padded width, or len(targets) for 1-D targets). NaN in log_probs at a frame t <
     input_length gives that sample a NaN loss and gradient; NaN beyond input_length is ignored.
     Double backward raises NotImplementedError.
     """

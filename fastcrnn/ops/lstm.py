@@ -155,7 +155,8 @@ def _call_op(op, cast: Optional[torch.dtype], device: torch.device, *args):
 
 
 def _check_lengths_values(lengths: torch.Tensor, T: int, validate: bool) -> None:
-    """CPU lengths are always checked by the op; CUDA ones here (a host sync) when validating."""
+    """CPU lengths are always checked by the op; CUDA ones here when validating: one reduction
+    to one device flag, one host sync."""
     if lengths.is_cuda and validate and not skip_value_checks(lengths):
         if bool(((lengths < 0) | (lengths > T)).any()):
             raise ValueError(f"lengths must lie in [0, T={T}]")
@@ -180,8 +181,10 @@ def lstm_layer(input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_i
         lengths: None or (N,) int32/int64 on the input's device: steps t >= lengths[n] leave
             sequence n's state unchanged and output zeros; the reverse direction starts at each
             sequence's own last valid step. Values must lie in [0, T] (checked for CPU tensors,
-            and for CUDA tensors when ``validate`` outside torch.compile / graph capture; an
-            unchecked length < 0 acts as 0 and one > T as T).
+            and for CUDA tensors when ``validate`` outside torch.compile / graph capture, at
+            one host synchronisation per call and none with ``validate=False``; an unchecked
+            length < 0 acts as 0 and one > T as T). fastcrnn.nn.LSTM checks its lengths once
+            per forward (in its first layer), so a multi-layer forward also syncs once.
 
     Returns (output (T, N, D*H), h_n (D, N, H), c_n (D, N, H)) in the input's dtype. Cell state
     and accumulation are float32 (float64 for float64 input). Under torch.autocast the layer runs
