@@ -175,6 +175,9 @@ def test_optimizer_steps(case, opt_name, device):
     factories = _optimizers(device)
     if opt_name not in factories:
         pytest.skip(f"{opt_name} needs CUDA")
+    if device.type == "cuda" and not ("fused" in opt_name or "capturable" in opt_name):
+        pytest.skip("the for-loop and foreach updates are the CPU cases' kernels; on CUDA the "
+                    "fused and capturable ones are what differs")
     module, inputs = _setup(case, device)
     opt = factories[opt_name](list(module.parameters()))
     for _ in range(3):
