@@ -1,8 +1,5 @@
 """fastcrnn.ctc_loss / ctc_loss_from_logits / nn.CTCLoss against torch.nn.functional.ctc_loss."""
 import functools
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,6 +9,9 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 import fastcrnn
 import fastcrnn.nn
 from fastcrnn import reference
+
+import helpers
+from helpers import run_with_cpu_isa
 
 HSET = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -48,7 +48,7 @@ def grads(fn, x, *args, **kw):
 
 
 def assert_close(a, b, rtol, atol):
-    torch.testing.assert_close(a, b, rtol=rtol, atol=atol, equal_nan=True)
+    helpers.assert_close(a, b, atol=atol, rtol=rtol, equal_nan=True)
 
 
 # ---------------------------------------------------------------- values and gradients vs torch
@@ -426,10 +426,7 @@ def test_cpu_isa_variants_agree():
             "assert fastcrnn.build_info()['cpu_isa'] == 'default'\n"
             "torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)\n"
             "torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-5)\n")
-    env = dict(os.environ, FASTCRNN_CPU_ISA="default")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)
+    run_with_cpu_isa("default", code)
 
 
 # ---------------------------------------------------------------- bad input

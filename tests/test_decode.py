@@ -1,7 +1,4 @@
 """fastcrnn.ctc_greedy_decode against the loop and vectorized references in fastcrnn.reference."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -9,8 +6,8 @@ from hypothesis import given, settings, strategies as st
 
 import fastcrnn
 from fastcrnn import reference
+from helpers import run_with_cpu_isa
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def assert_matches_reference(out, lp, lengths, blank, logits):
@@ -215,11 +212,7 @@ def test_every_cpu_isa_variant(isa):
         "        for a, b in zip(got, want):\n"
         "            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, equal_nan=True)\n"
         "print(info['cpu_isa'])\n")
-    env = dict(os.environ, FASTCRNN_CPU_ISA=isa)
-    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    used = res.stdout.strip().splitlines()[-1]
+    used = run_with_cpu_isa(isa, script).strip().splitlines()[-1]
     if isa == "avx2" and used != "avx2":
         pytest.skip("this CPU lacks AVX2")
     assert used == isa

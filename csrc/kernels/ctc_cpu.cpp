@@ -1,4 +1,6 @@
 // CTC loss forward-backward on the CPU. Compiled once per instruction set (see cpu_isa.h).
+// One file over 400 lines on purpose: the forward and backward recursions share the lane-grouped
+// window layout and its vector helpers, which must inline into both within one translation unit.
 //
 // Forward: for from_logits, the log-sum-exp of every (t, n) row (parallel over rows); then the
 // log-space alpha recursion over the reachable window of states, kGroup samples at a time in
