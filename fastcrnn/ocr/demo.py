@@ -20,8 +20,8 @@ from fastcrnn.ocr.checkpoint import plain_config, save_checkpoint
 from fastcrnn.ocr.data.collate import AlignCollate
 from fastcrnn.ocr.data.synthetic import SyntheticTextLines
 from fastcrnn.ocr.model import DEMO_CHANNELS, build_model, model_config
-from fastcrnn.ocr.engine import (DEFAULT_ALPHABET, Trainer, evaluate, make_scheduler,
-                                 seed_everything)
+from fastcrnn.ocr.engine import (DEFAULT_ALPHABET, Trainer, blank_prior_bias, evaluate,
+                                 init_blank_bias, make_scheduler, seed_everything)
 from fastcrnn.ocr.loop import fit
 from fastcrnn.ocr.progress import interactive, make_logger
 from fastcrnn.text import Charset, LabelConverter
@@ -86,6 +86,11 @@ def add_demo_args(p: argparse.ArgumentParser):
                         "(a guard for slow machines; 0 = no limit)")
     p.add_argument("--batchSize", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate")
+    p.add_argument("--grad_clip", type=float, default=5.0,
+                   help="clip the global gradient norm to this (0: no clipping)")
+    p.add_argument("--blank_bias", type=int, default=1, choices=[0, 1],
+                   help="1 (default): start the classifier at the all-blank prior; 0: "
+                        "PyTorch's default initialisation")
     p.add_argument("--imgH", type=int, default=32)
     p.add_argument("--imgW", type=int, default=100)
     p.add_argument("--keep_ratio", action="store_true",
@@ -201,10 +206,15 @@ def demo_main(args) -> Dict[str, Any]:
     log(f"data ready in {t_data:.1f} s ({overlap} held-out texts also occur in training)")
 
     net = build_model(cfg, charset.num_classes, backend=args.backend).to(device)
+    if args.blank_bias:
+        T = net.output_length(args.imgW)
+        init_blank_bias(net, blank_prior_bias(T, (args.min_len + args.max_len) / 2,
+                                              charset.num_classes))
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     scheduler = make_scheduler(optimizer, "cosine", total_steps=args.steps,
                                warmup_steps=min(100, args.steps // 10 + 1), final_factor=0.02)
-    trainer = Trainer(net, converter, optimizer, amp=False, scheduler=scheduler)
+    trainer = Trainer(net, converter, optimizer, amp=False, scheduler=scheduler,
+                      grad_clip=args.grad_clip or None)
     nparams = sum(p.numel() for p in net.parameters())
     log(f"training a CRNN ({nparams} parameters, channels {channels}, nh {args.nh}) on "
         f"{device} for {args.steps} steps of {args.batchSize} ...")

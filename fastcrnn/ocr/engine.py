@@ -19,7 +19,8 @@ from fastcrnn.ocr.model import unwrap
 from fastcrnn.text import LabelConverter
 
 __all__ = ["Trainer", "make_optimizer", "make_scheduler", "LR_SCHEDULES", "predict_batch",
-           "evaluate", "check_labels", "seed_everything", "DEFAULT_ALPHABET"]
+           "evaluate", "check_labels", "seed_everything", "blank_prior_bias", "init_blank_bias",
+           "DEFAULT_ALPHABET"]
 
 DEFAULT_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -118,6 +119,32 @@ class _Schedule:
         if self.kind == "step":
             return self.gamma ** (after // self.step_size)
         return 1.0
+
+
+def blank_prior_bias(frames: float, label_length: float, num_classes: int) -> float:
+    """The blank's classifier bias (the others at 0) at which a CTC model starts out predicting
+    what the all-blank plateau predicts: blank on ``frames - label_length`` of ``frames``
+    frames, the rest spread over the ``num_classes - 1`` characters."""
+    if not 0 < label_length < frames:
+        raise ValueError(f"label_length must be in (0, frames), got {label_length} and "
+                         f"{frames}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return math.log((frames - label_length) / label_length * (num_classes - 1))
+
+
+@torch.no_grad()
+def init_blank_bias(net: nn.Module, value: float, blank: int = 0) -> None:
+    """Sets the final classifier's bias to ``value`` for the blank and 0 for every other class
+    (``net.classifier_name`` names the Linear, as in :class:`fastcrnn.nn.CRNN`)."""
+    name = getattr(net, "classifier_name", None)
+    if name is None:
+        raise ValueError("net has no classifier_name attribute naming its final Linear")
+    layer = net.get_submodule(name)
+    if getattr(layer, "bias", None) is None:
+        raise ValueError(f"the classifier {name!r} has no bias")
+    layer.bias.zero_()
+    layer.bias[blank] = float(value)
 
 
 @torch.no_grad()
