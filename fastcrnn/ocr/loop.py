@@ -117,6 +117,7 @@ def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int
             skip_batches = 0
             shown = epoch + 1
             for batch in loader:
+                lr = trainer.optimizer.param_groups[0]["lr"]  # this step's (a scheduler moves it)
                 loss = trainer.step(batch)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the loss became {loss} at step {step + 1}; lower "
@@ -127,7 +128,6 @@ def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int
                 prog.update(shown, step, loss, trainer.grad_norm)
                 if step % display_interval == 0:
                     gn_max = prog.gn_max if prog.gn_n else float("nan")
-                    lr = trainer.optimizer.param_groups[0]["lr"]
                     hist["steps"].append(step)
                     hist["losses"].append(prog.display(shown, step, lr))
                     hist["grad_norms"].append(gn_max)
