@@ -45,16 +45,20 @@ def run_one(backend: str, seed: int, out: str, extra: List[str], timeout: float)
            "--no_progress", "--output", folder, *extra]
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    log = os.path.join(out, f"{backend}_{seed}.log")
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    with open(log, "w") as f:  # written as the run goes, to follow it with tail -f
+        try:
+            rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
     wall = time.time() - t0
-    with open(os.path.join(out, f"{backend}_{seed}.log"), "w") as f:
-        f.write(proc.stdout + proc.stderr)
-    row = dict(backend=backend, seed=seed, returncode=proc.returncode, wall_seconds=round(wall, 1),
+    row = dict(backend=backend, seed=seed, returncode=rc, wall_seconds=round(wall, 1),
                command=" ".join(cmd[1:]))
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode == 0 and lines:
+    with open(log) as f:
+        lines = [ln for ln in f.read().splitlines() if ln.startswith("{")]
+    if rc == 0 and lines:
         summary = json.loads(lines[-1])
         row.update({k: summary[k] for k in ("word_accuracy", "cer", "steps", "train_seconds",
                                             "total_seconds") if k in summary})

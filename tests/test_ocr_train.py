@@ -295,3 +295,32 @@ def test_validation_collapse_is_flagged_and_best_kept(tmp_path, monkeypatch):
     assert len(collapse) == 2 and "45.0 points below the best (0.9500 at step 3)" in collapse[0]
     best = torch.load(os.path.join(tmp_path, "best.pth"), weights_only=True)
     assert best["step"] == 3 and best["best_accuracy"] == 0.95
+
+
+def test_timed_schedule_follows_the_budget_that_runs_out_first():
+    from fastcrnn.ocr.engine import make_scheduler
+    now = [0.0]
+    p = torch.nn.Parameter(torch.zeros(1))
+
+    def run(seconds_per_step):
+        now[0] = 0.0
+        opt = torch.optim.SGD([p], lr=1.0)
+        sched = make_scheduler(opt, "cosine", total_steps=100, warmup_steps=10,
+                               max_seconds=50.0, clock=lambda: now[0])
+        lrs = []
+        for _ in range(100):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            now[0] += seconds_per_step
+            sched.step()
+        return lrs
+
+    opt = torch.optim.SGD([p], lr=1.0)
+    steps_only = _lrs(make_scheduler(opt, "cosine", total_steps=100, warmup_steps=10), opt, 100)
+    assert run(0.2) == pytest.approx(steps_only)  # 100 steps in 20 s: the steps run out first
+    slow = run(1.0)                                # the 50 s budget ends at step 50
+    assert slow[:10] == pytest.approx(steps_only[:10])  # the warm-up counts steps
+    assert slow[30] == pytest.approx(steps_only[60]) and slow[49] < 2e-3
+    assert slow[60:] == pytest.approx([0.0] * 40, abs=1e-12)  # past the budget: the floor
+    with pytest.raises(ValueError, match="max_seconds"):
+        make_scheduler(opt, "cosine", total_steps=10, max_seconds=0.0)

@@ -212,7 +212,8 @@ def demo_main(args) -> Dict[str, Any]:
                                               charset.num_classes))
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     scheduler = make_scheduler(optimizer, "cosine", total_steps=args.steps,
-                               warmup_steps=min(100, args.steps // 10 + 1), final_factor=0.02)
+                               warmup_steps=min(100, args.steps // 10 + 1), final_factor=0.02,
+                               max_seconds=60 * args.max_minutes if args.max_minutes else None)
     trainer = Trainer(net, converter, optimizer, amp=False, scheduler=scheduler,
                       grad_clip=args.grad_clip or None)
     nparams = sum(p.numel() for p in net.parameters())

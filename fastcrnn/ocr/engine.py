@@ -6,6 +6,7 @@ schedules; :func:`evaluate` / :func:`predict_batch` read a loader of batches.
 """
 import math
 import random
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -48,8 +49,9 @@ def make_optimizer(params, name: str, lr: float, beta1: float = 0.5) -> torch.op
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str = "constant", *,
                    total_steps: Optional[int] = None, warmup_steps: int = 0,
                    step_size: Optional[int] = None, gamma: float = 0.1,
-                   final_factor: float = 0.0,
-                   start_step: int = 0) -> Optional[torch.optim.lr_scheduler.LambdaLR]:
+                   final_factor: float = 0.0, start_step: int = 0,
+                   max_seconds: Optional[float] = None,
+                   clock=time.monotonic) -> Optional[torch.optim.lr_scheduler.LambdaLR]:
     """A per-step learning-rate schedule, or None for a constant rate without warm-up.
 
     Args:
@@ -65,6 +67,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str = "constant",
         start_step: the number of steps already made (resuming): the rates are set to that
             step's. The schedule is a function of the step alone, so a checkpoint needs no
             scheduler state, and a resumed run follows the flags it is given.
+        max_seconds: a time budget for the training (e.g. the demo's cap): the decay then
+            follows whichever of ``total_steps`` and ``max_seconds`` (counted by ``clock`` from
+            this call) runs out first, so a run cut short by a slow or busy machine still ends
+            at the low rate instead of at the peak. When the steps run out first, as on a
+            machine fast enough for the budget, the rates are exactly the step schedule's.
 
     Step it after every optimizer step (:class:`Trainer` does).
     """
@@ -90,9 +97,15 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str = "constant",
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
     if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
         raise ValueError(f"start_step must be an int >= 0, got {start_step!r}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
+    if max_seconds is not None and total_steps is None:
+        raise ValueError("total_steps is required with max_seconds")
     if schedule == "constant" and warmup_steps == 0:
         return None
     fn = _Schedule(schedule, total_steps, warmup_steps, step_size, gamma, final_factor)
+    if max_seconds is not None:
+        fn = _TimedSchedule(fn, total_steps, max_seconds, clock)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
     if start_step:
         scheduler.last_epoch = start_step
@@ -145,6 +158,21 @@ def init_blank_bias(net: nn.Module, value: float, blank: int = 0) -> None:
         raise ValueError(f"the classifier {name!r} has no bias")
     layer.bias.zero_()
     layer.bias[blank] = float(value)
+
+
+class _TimedSchedule:
+    """A schedule evaluated at max(step, the step the elapsed share of a time budget
+    corresponds to)."""
+
+    def __init__(self, fn: _Schedule, total: int, max_seconds: float, clock):
+        self.fn, self.total, self.max_seconds, self.clock = fn, total, max_seconds, clock
+        self.start = clock()
+
+    def __call__(self, step: int) -> float:
+        if step < self.fn.warmup:  # the warm-up always runs in steps
+            return self.fn(step)
+        by_time = (self.clock() - self.start) / self.max_seconds * self.total
+        return self.fn(max(step, min(int(by_time), self.total)))
 
 
 @torch.no_grad()
