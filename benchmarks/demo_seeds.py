@@ -114,19 +114,21 @@ def main(argv=None) -> int:
                 if "word_accuracy" in r:
                     previous[(r["backend"], r["seed"])] = r
     rows = []
-    for backend, seeds in (("fused", args.fused), ("torch", args.torch)):
-        for seed in seeds:
-            if (backend, seed) in previous:
-                rows.append(previous[(backend, seed)])
-                continue
-            row = run_one(backend, seed, args.out, args.demo_args, 60 * args.timeout_minutes)
-            rows.append(row)
-            with open(results, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            acc = row.get("word_accuracy")
-            print(f"{backend} seed {seed}: "
-                  + (f"{100 * acc:.1f}%" if acc is not None else f"failed ({row['returncode']})")
-                  + f" in {row['wall_seconds'] / 60:.1f} min", flush=True)
+    # by seed, both backends of a seed together: an interrupted sweep has both covered
+    todo = sorted([(seed, 0, "fused") for seed in args.fused] +
+                  [(seed, 1, "torch") for seed in args.torch])
+    for seed, _, backend in todo:
+        if (backend, seed) in previous:
+            rows.append(previous[(backend, seed)])
+            continue
+        row = run_one(backend, seed, args.out, args.demo_args, 60 * args.timeout_minutes)
+        rows.append(row)
+        with open(results, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        acc = row.get("word_accuracy")
+        print(f"{backend} seed {seed}: "
+              + (f"{100 * acc:.1f}%" if acc is not None else f"failed ({row['returncode']})")
+              + f" in {row['wall_seconds'] / 60:.1f} min", flush=True)
     print(table(rows, args.target))
     return 0 if all(r.get("word_accuracy", -1) >= args.target for r in rows) else 1
 
