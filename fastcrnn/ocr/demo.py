@@ -171,6 +171,8 @@ def demo_main(args) -> Dict[str, Any]:
                  "displayInterval"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"error: --{name} must be > 0")
+    if args.grad_clip < 0:
+        raise SystemExit(f"error: --grad_clip must be >= 0, got {args.grad_clip}")
     try:
         channels = [int(c) for c in str(args.channels).split(",")]
         assert len(channels) == 7 and min(channels) > 0
