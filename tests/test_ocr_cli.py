@@ -159,6 +159,36 @@ def test_resume_and_errors(lmdbs, trained, tmp_path):
     assert p.returncode != 0 and "not in the alphabet" in p.stderr
 
 
+def test_train_schedule_clipping_and_plain_log(lmdbs, tmp_path):
+    """The opt-in schedule and clipping flags reach the optimizer; a log that is not a terminal
+    is whole lines with the gradient norm, and epochs numbered from 1 to --nepoch."""
+    import re
+    p = cli("train", "--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val", "--alphabet",
+            "0123456789", "--expr_dir", tmp_path / "e", "--batchSize", 16, "--nepoch", 2,
+            "--adam", "--lr", "1e-3", "--lr_schedule", "cosine", "--warmup_steps", 2,
+            "--grad_clip", 1.5, "--displayInterval", 1, "--valInterval", 3, "--saveInterval", 3,
+            "--workers", 0, *TINY)  # progress bars on, but stdout is not a terminal
+    log = p.stdout + p.stderr
+    assert "\r" not in log
+    assert "adam lr 0.001 (cosine, 2 warm-up steps), gradient norm clipped to 1.5" in log
+    assert "8 steps planned" in log
+    lrs = [float(x) for x in re.findall(r"\] loss .*, lr ([0-9.e-]+)$", log, re.M)]
+    assert len(lrs) == 8 and lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)
+    import math
+    for k in range(2, 8):  # cosine from the peak after the warm-up towards 0 at step 8
+        assert lrs[k] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * (k - 2) / 6)),
+                                       rel=2e-3), (k, lrs)
+    epochs = {int(e) for e in re.findall(r"\[epoch (\d+)/2 step", log)}
+    assert epochs == {1, 2}
+    # 4 steps per epoch: the epoch-end validations are labelled with the epoch that ended
+    assert "[epoch 1/2 step 4] validation" in log and "[epoch 2/2 step 8] validation" in log
+    for bad, word in ((["--lr_schedule", "linear"], "--lr_schedule"),
+                      (["--grad_clip", "-1"], "--grad_clip"),
+                      (["--warmup_steps", "-2"], "--warmup_steps")):
+        p = cli("train", "--trainRoot", "x", "--valRoot", "y", *bad, check=False)
+        assert p.returncode == 2 and word in p.stderr, (bad, p.stderr)
+
+
 def test_pretrained_with_module_prefix(lmdbs, trained, tmp_path):
     sd = torch.load(trained / "last.pth", weights_only=True)["model"]
     torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "ddp.pth")

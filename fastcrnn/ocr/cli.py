@@ -46,7 +46,7 @@ def _add_make_lmdb_args(p: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from fastcrnn.ocr.demo import add_demo_args
     from fastcrnn.ocr.finetune import add_finetune_args
-    from fastcrnn.ocr.train import add_model_args, add_train_args
+    from fastcrnn.ocr.arguments import add_model_args, add_train_args
     parser = argparse.ArgumentParser(
         prog="fastcrnn", description="fastcrnn text recognition: train, evaluate, predict, "
         "fine-tune CRNN models with fused CTC / LSTM kernels.")
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _make_lmdb(args) -> int:
     from fastcrnn.ocr.data import SyntheticTextLines, read_label_file, write_lmdb
-    from fastcrnn.ocr.train import DEFAULT_ALPHABET
+    from fastcrnn.ocr.engine import DEFAULT_ALPHABET
     if args.labels is not None:
         if not os.path.isfile(args.labels):
             raise SystemExit(f"error: label file {args.labels!r} not found")

@@ -20,11 +20,13 @@ from fastcrnn.ocr.checkpoint import plain_config, save_checkpoint
 from fastcrnn.ocr.data.collate import AlignCollate
 from fastcrnn.ocr.data.synthetic import SyntheticTextLines
 from fastcrnn.ocr.model import DEMO_CHANNELS, build_model, model_config
-from fastcrnn.ocr.train import (DEFAULT_ALPHABET, Trainer, _logger, evaluate, fit,
-                                seed_everything)
+from fastcrnn.ocr.engine import (DEFAULT_ALPHABET, Trainer, blank_prior_bias, evaluate,
+                                 init_blank_bias, make_scheduler, seed_everything)
+from fastcrnn.ocr.loop import fit
+from fastcrnn.ocr.progress import interactive, make_logger
 from fastcrnn.text import Charset, LabelConverter
 
-__all__ = ["add_demo_args", "demo_main", "PreparedLines", "render_dataset", "warmup_cosine"]
+__all__ = ["add_demo_args", "demo_main", "PreparedLines", "render_dataset"]
 
 
 class PreparedLines(torch.utils.data.Dataset):
@@ -58,24 +60,13 @@ def render_dataset(ds, collate: AlignCollate, desc: str, progress: bool = True,
     loader = torch.utils.data.DataLoader(ds, batch_size=64, num_workers=workers,
                                          collate_fn=_Prepare(collate))
     it = loader
-    if progress:
+    if progress and interactive():
         from tqdm import tqdm
         it = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
     items = []
     for chunk in it:
         items.extend((torch.from_numpy(arr), text) for arr, text in chunk)
     return PreparedLines(items)
-
-
-def warmup_cosine(optimizer, total_steps: int, warmup: int):
-    """Linear warm-up for ``warmup`` steps, then cosine decay to 2% of the peak at
-    ``total_steps``."""
-    def factor(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        t = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def add_demo_args(p: argparse.ArgumentParser):
@@ -95,6 +86,11 @@ def add_demo_args(p: argparse.ArgumentParser):
                         "(a guard for slow machines; 0 = no limit)")
     p.add_argument("--batchSize", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate")
+    p.add_argument("--grad_clip", type=float, default=5.0,
+                   help="clip the global gradient norm to this (0: no clipping)")
+    p.add_argument("--blank_bias", type=int, default=1, choices=[0, 1],
+                   help="1 (default): start the classifier at the all-blank prior; 0: "
+                        "PyTorch's default initialisation")
     p.add_argument("--imgH", type=int, default=32)
     p.add_argument("--imgW", type=int, default=100)
     p.add_argument("--keep_ratio", action="store_true",
@@ -175,6 +171,8 @@ def demo_main(args) -> Dict[str, Any]:
                  "displayInterval"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"error: --{name} must be > 0")
+    if args.grad_clip < 0:
+        raise SystemExit(f"error: --grad_clip must be >= 0, got {args.grad_clip}")
     try:
         channels = [int(c) for c in str(args.channels).split(",")]
         assert len(channels) == 7 and min(channels) > 0
@@ -182,7 +180,7 @@ def demo_main(args) -> Dict[str, Any]:
         raise SystemExit(f"error: --channels needs 7 comma-separated positive ints, got "
                          f"{args.channels!r}") from None
     device = torch.device("cuda" if args.cuda else "cpu")
-    log = _logger(True)
+    log = make_logger(True)
     progress = not args.no_progress
     seed_everything(args.seed)
     charset = Charset.load(args.alphabet)
@@ -210,9 +208,16 @@ def demo_main(args) -> Dict[str, Any]:
     log(f"data ready in {t_data:.1f} s ({overlap} held-out texts also occur in training)")
 
     net = build_model(cfg, charset.num_classes, backend=args.backend).to(device)
+    if args.blank_bias:
+        T = net.output_length(args.imgW)
+        init_blank_bias(net, blank_prior_bias(T, (args.min_len + args.max_len) / 2,
+                                              charset.num_classes))
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-    scheduler = warmup_cosine(optimizer, args.steps, warmup=min(100, args.steps // 10 + 1))
-    trainer = Trainer(net, converter, optimizer, amp=False, scheduler=scheduler)
+    scheduler = make_scheduler(optimizer, "cosine", total_steps=args.steps,
+                               warmup_steps=min(100, args.steps // 10 + 1), final_factor=0.02,
+                               max_seconds=60 * args.max_minutes if args.max_minutes else None)
+    trainer = Trainer(net, converter, optimizer, amp=False, scheduler=scheduler,
+                      grad_clip=args.grad_clip or None)
     nparams = sum(p.numel() for p in net.parameters())
     log(f"training a CRNN ({nparams} parameters, channels {channels}, nh {args.nh}) on "
         f"{device} for {args.steps} steps of {args.batchSize} ...")

@@ -32,7 +32,7 @@ class Recognizer:
     @torch.no_grad()
     def read(self, images) -> List[Tuple[str, float]]:
         """(text, confidence) per PIL image; each image is run alone (no padding effects)."""
-        from fastcrnn.ocr.train import predict_batch
+        from fastcrnn.ocr.engine import predict_batch
         out = []
         for img in images:
             batch = self.collate([(img, "")])
@@ -69,7 +69,7 @@ def format_metrics_table(metrics: Dict[str, Any]) -> str:
 
 def eval_main(args) -> Dict[str, Any]:
     from fastcrnn.ocr.data import LmdbDataset
-    from fastcrnn.ocr.train import evaluate
+    from fastcrnn.ocr.engine import evaluate
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("error: --cuda given but no CUDA GPU is available")
     rec = load_recognizer(args.checkpoint, "cuda" if args.cuda else "cpu")

@@ -16,8 +16,10 @@ import torch
 
 from fastcrnn.ocr.checkpoint import load_checkpoint, plain_config
 from fastcrnn.ocr.model import build_model
-from fastcrnn.ocr.train import (Trainer, _logger, _make_collate, check_labels, fit,
-                                make_optimizer, seed_everything)
+from fastcrnn.ocr.arguments import make_collate
+from fastcrnn.ocr.engine import Trainer, check_labels, make_optimizer, seed_everything
+from fastcrnn.ocr.loop import fit
+from fastcrnn.ocr.progress import make_logger
 from fastcrnn.text import Charset, LabelConverter
 
 __all__ = ["add_finetune_args", "finetune_main", "merged_state_dict"]
@@ -94,7 +96,7 @@ def finetune_main(args) -> Dict[str, Any]:
     if not args.synthetic and not (args.trainRoot and args.valRoot):
         raise SystemExit("error: give --trainRoot and --valRoot, or --synthetic N")
     device = torch.device("cuda" if args.cuda else "cpu")
-    log = _logger(True)
+    log = make_logger(True)
     seed_everything(args.manualSeed)
     ck = load_checkpoint(args.checkpoint)
     old = Charset(ck["charset"], case_insensitive=bool(ck.get("case_insensitive", False)))
@@ -114,7 +116,7 @@ def finetune_main(args) -> Dict[str, Any]:
         merge_classifier(net)  # one plain Linear with the new rows initialised; all trainable
     net.to(device)
     converter = LabelConverter(new)
-    collate = _make_collate(cfg)
+    collate = make_collate(cfg)
     if args.synthetic:
         from fastcrnn.ocr.data import SyntheticTextLines
         n_val = max(args.synthetic // 5, 1)

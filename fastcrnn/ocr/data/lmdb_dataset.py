@@ -9,6 +9,8 @@ from typing import Iterable, Optional, Tuple, Union
 
 from PIL import Image, UnidentifiedImageError
 
+from fastcrnn.ocr.progress import interactive
+
 __all__ = ["LmdbDataset", "write_lmdb", "read_label_file", "image_to_bytes"]
 
 
@@ -74,7 +76,7 @@ def write_lmdb(path: Union[str, os.PathLike], samples: Iterable[Tuple[object, st
                 env.set_mapsize(env.info()["map_size"] * 2)
 
     iterator = samples
-    if progress:
+    if progress and interactive():
         from tqdm import tqdm
         iterator = tqdm(samples, desc=f"writing {path}", unit="img")
     try:
