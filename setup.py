@@ -9,6 +9,7 @@ Environment:
 CPU kernels (csrc/kernels/*_cpu.cpp) are compiled once per instruction set (baseline, AVX2,
 AVX-512 on x86-64) into separate namespaces; csrc/ops/cpu_isa.cpp picks one at run time.
 """
+
 import glob
 import os
 import platform
@@ -35,9 +36,12 @@ def _read_version():
 
 VERSION = _read_version()
 CPU_ONLY = os.environ.get("FASTCRNN_CPU_ONLY", "0") not in ("", "0")
-WITH_CUDA = (not CPU_ONLY and torch.version.cuda is not None
-             and cpp_extension.CUDA_HOME is not None
-             and os.path.exists(os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc")))
+WITH_CUDA = (
+    not CPU_ONLY
+    and torch.version.cuda is not None
+    and cpp_extension.CUDA_HOME is not None
+    and os.path.exists(os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc"))
+)
 if WITH_CUDA and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
     os.environ["TORCH_CUDA_ARCH_LIST"] = os.environ.get("FASTCRNN_CUDA_ARCH", "8.0;9.0+PTX")
 CUDA_ARCHS = os.environ.get("TORCH_CUDA_ARCH_LIST", "") if WITH_CUDA else ""
@@ -47,8 +51,20 @@ if platform.machine().lower() in ("x86_64", "amd64"):
     CPU_ISAS = [
         ("default", []),
         ("avx2", ["-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt"]),
-        ("avx512", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
-                    "-mbmi", "-mbmi2", "-mlzcnt"]),
+        (
+            "avx512",
+            [
+                "-mavx512f",
+                "-mavx512bw",
+                "-mavx512vl",
+                "-mavx512dq",
+                "-mfma",
+                "-mf16c",
+                "-mbmi",
+                "-mbmi2",
+                "-mlzcnt",
+            ],
+        ),
     ]
 else:
     CPU_ISAS = [("default", [])]
@@ -84,13 +100,29 @@ class FastcrnnBuild(BuildExtension):
             stem = os.path.splitext(os.path.basename(src))[0]
             for isa, flags in CPU_ISAS:
                 obj = os.path.join(out_dir, f"{stem}.{isa}.o")
-                cmd = ([os.environ.get("CXX", "c++"), "-c", src, "-o", obj, "-std=c++17", "-O3",
-                        "-fPIC", "-fopenmp", "-fvisibility=hidden", _abi_flag(),
+                cmd = (
+                    [
+                        os.environ.get("CXX", "c++"),
+                        "-c",
+                        src,
+                        "-o",
+                        obj,
+                        "-std=c++17",
+                        "-O3",
+                        "-fPIC",
+                        "-fopenmp",
+                        "-fvisibility=hidden",
+                        _abi_flag(),
                         f"-DFASTCRNN_ISA_NS=isa_{isa}",
                         f"-DCPU_CAPABILITY={ATEN_CAPABILITY[isa]}",
-                        f"-DCPU_CAPABILITY_{ATEN_CAPABILITY[isa]}"] + flags + include)
-                stale = (not os.path.exists(obj)
-                         or os.path.getmtime(obj) < max(os.path.getmtime(src), newest_header))
+                        f"-DCPU_CAPABILITY_{ATEN_CAPABILITY[isa]}",
+                    ]
+                    + flags
+                    + include
+                )
+                stale = not os.path.exists(obj) or os.path.getmtime(obj) < max(
+                    os.path.getmtime(src), newest_header
+                )
                 jobs.append((obj, cmd, stale))
         todo = [(obj, cmd) for obj, cmd, stale in jobs if stale]
         workers = int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))
@@ -115,16 +147,22 @@ def _extension():
     ] + [(f"FASTCRNN_HAVE_ISA_{name.upper()}", "1") for name in isa_names]
     cxx = ["-O3", "-fopenmp"]
     sources = [s for s in _sources("ops/*.cpp") if not s.endswith("_cuda.cpp")]
-    kwargs = dict(name="fastcrnn._C", include_dirs=[os.path.join(ROOT, "csrc")],
-                  extra_link_args=["-fopenmp"])
+    kwargs = dict(
+        name="fastcrnn._C", include_dirs=[os.path.join(ROOT, "csrc")], extra_link_args=["-fopenmp"]
+    )
     if WITH_CUDA:
         sources += _sources("ops/*_cuda.cpp") + _sources("kernels/*_cuda.cu")
         macros.append(("FASTCRNN_WITH_CUDA", "1"))
         nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
-        return CUDAExtension(sources=sources, define_macros=macros,
-                             extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)
-    return CppExtension(sources=sources, define_macros=macros,
-                        extra_compile_args={"cxx": cxx}, **kwargs)
+        return CUDAExtension(
+            sources=sources,
+            define_macros=macros,
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            **kwargs,
+        )
+    return CppExtension(
+        sources=sources, define_macros=macros, extra_compile_args={"cxx": cxx}, **kwargs
+    )
 
 
 # Metadata, dependencies and extras are in pyproject.toml; the version is fastcrnn/version.py's.

@@ -5,14 +5,16 @@ report rows:       python benchmarks/report.py --only ctc   (ratios measured in 
 THP figures:       THP_MEM_ALLOC_ENABLE=1 python benchmarks/report.py --only ctc
                    (the variable must be set before torch starts; rows record it in `thp`)
 
-Cases per workload (DESIGN.md: ocr-en, ocr-zh, long; gpu-big on CUDA):
+Cases per workload (benchmarks/workloads.py: ocr-en, ocr-zh, long; gpu-big on CUDA):
   forward            fastcrnn.ctc_loss(log_probs)               vs F.ctc_loss(log_probs)
-  forward+backward   the same plus the gradient (torch.autograd.grad: a fresh gradient each step, as after zero_grad)
+  forward+backward   the same plus the gradient (torch.autograd.grad: a fresh gradient each
+                     step, as after zero_grad)
   logits fwd[+bwd]   fastcrnn.ctc_loss_from_logits(logits)      vs F.ctc_loss(log_softmax(logits))
 On CUDA also against torch's cuDNN path (blank 0, float32, int32 concatenated CPU targets, list
 lengths, all input lengths = T, target lengths <= 256), and peak memory (max_memory_allocated)
 as row fields `peak_mb` / `baseline_peak_mb`.
 """
+
 import os
 
 import pytest
@@ -66,14 +68,17 @@ def _cases(name, device):
     def lfb_ref():
         torch.autograd.grad(F.ctc_loss(x_g.log_softmax(-1), targets, il, tl), x_g)
 
-    cases = [("forward", fwd_ours, "F.ctc_loss", fwd_ref),
-             ("forward+backward", fb_ours, "F.ctc_loss", fb_ref),
-             ("logits forward", lfwd_ours, "log_softmax + F.ctc_loss", lfwd_ref),
-             ("logits forward+backward", lfb_ours, "log_softmax + F.ctc_loss", lfb_ref)]
+    cases = [
+        ("forward", fwd_ours, "F.ctc_loss", fwd_ref),
+        ("forward+backward", fb_ours, "F.ctc_loss", fb_ref),
+        ("logits forward", lfwd_ours, "log_softmax + F.ctc_loss", lfwd_ref),
+        ("logits forward+backward", lfb_ours, "log_softmax + F.ctc_loss", lfb_ref),
+    ]
     if torch.device(device).type == "cuda":
         tl_cpu = tl.cpu()
-        concat_cpu = torch.cat([targets[n, :int(tl_cpu[n])].cpu()
-                                for n in range(targets.shape[0])]).to(torch.int32)
+        concat_cpu = torch.cat(
+            [targets[n, : int(tl_cpu[n])].cpu() for n in range(targets.shape[0])]
+        ).to(torch.int32)
         il_list, tl_list = il.cpu().tolist(), tl_cpu.tolist()
 
         def fb_cudnn():
@@ -83,10 +88,13 @@ def _cases(name, device):
             def run():
                 with torch.backends.cudnn.flags(enabled=False):
                     fn()
+
             return run
 
-        cases = [(c, o, b + (" native" if b.endswith("ctc_loss") else " (native)"), native(r))
-                 for c, o, b, r in cases]
+        cases = [
+            (c, o, b + (" native" if b.endswith("ctc_loss") else " (native)"), native(r))
+            for c, o, b, r in cases
+        ]
         cases.append(("forward+backward", fb_ours, "F.ctc_loss cuDNN path", fb_cudnn))
     return cases
 
@@ -130,15 +138,15 @@ def report_rows(device):
                 if not applicable(CTC_WORKLOADS[name], device):
                     continue
                 for case, ours, baseline, ref in _cases(name, device):
-                    ours_ms, ref_ms, ratio = paired_ms(ours, ref, device, rounds=5, repeat=5,
-                                                       min_time_s=0.06)
+                    ours_ms, ref_ms, ratio = paired_ms(
+                        ours, ref, device, rounds=5, repeat=5, min_time_s=0.06
+                    )
                     extra = dict(thp=THP, threads=threads, ratio=ratio)
                     peak, ref_peak = _peak_mb(ours, device), _peak_mb(ref, device)
                     if peak is not None:
                         extra.update(peak_mb=round(peak, 2), baseline_peak_mb=round(ref_peak, 2))
                     label = case if threads == default_threads else f"{case} ({threads} thr)"
-                    rows.append(row("ctc", name, label, device, ours_ms, baseline, ref_ms,
-                                    **extra))
+                    rows.append(row("ctc", name, label, device, ours_ms, baseline, ref_ms, **extra))
         finally:
             torch.set_num_threads(default_threads)
     return rows

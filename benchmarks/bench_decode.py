@@ -3,13 +3,14 @@
 pytest-benchmark:  pytest benchmarks/bench_decode.py --benchmark-only
 report rows:       python benchmarks/report.py   (ratios measured in the same run)
 """
+
 import pytest
 import torch
 
 import fastcrnn
-from fastcrnn import reference
 from benchmarks.timing import median_ms, row
-from benchmarks.workloads import DECODE_WORKLOADS, CTC_WORKLOADS, applicable, ctc_inputs
+from benchmarks.workloads import CTC_WORKLOADS, DECODE_WORKLOADS, applicable, ctc_inputs
+from fastcrnn import reference
 
 IMPLS = {
     "fastcrnn": lambda lp: fastcrnn.ctc_greedy_decode(lp),
@@ -48,19 +49,42 @@ def report_rows(device):
         vec = median_ms(lambda: reference.ctc_greedy_decode_torch(lp), device)
         rows.append(row("decode", name, "greedy", device, ours, "torch vectorized", vec))
         if torch.device(device).type == "cpu":
-            loop = median_ms(lambda: reference.ctc_greedy_decode_loop(lp), device, warmup=1,
-                             repeat=3, min_time_s=0)
+            loop = median_ms(
+                lambda: reference.ctc_greedy_decode_loop(lp),
+                device,
+                warmup=1,
+                repeat=3,
+                min_time_s=0,
+            )
             rows.append(row("decode", name, "greedy", device, ours, "python loop", loop))
         ours_l = median_ms(lambda: fastcrnn.ctc_greedy_decode(logits, logits=True), device)
         vec_l = median_ms(lambda: reference.ctc_greedy_decode_torch(logits, logits=True), device)
-        rows.append(row("decode", name, "greedy from logits", device, ours_l,
-                        "log_softmax + torch vectorized", vec_l))
+        rows.append(
+            row(
+                "decode",
+                name,
+                "greedy from logits",
+                device,
+                ours_l,
+                "log_softmax + torch vectorized",
+                vec_l,
+            )
+        )
         if torch.device(device).type == "cuda":
             # floor: reading the input once at the measured device copy bandwidth
             src = torch.empty(lp.numel() * lp.element_size() // 4, device=device)
             dst = torch.empty_like(src)
             copy = median_ms(lambda: dst.copy_(src), device)
             read_once = copy / 2  # a copy reads and writes the bytes once each
-            rows.append(row("decode", name, "greedy vs read-once floor", device, ours,
-                            "read input once", read_once))
+            rows.append(
+                row(
+                    "decode",
+                    name,
+                    "greedy vs read-once floor",
+                    device,
+                    ours,
+                    "read input once",
+                    read_once,
+                )
+            )
     return rows

@@ -4,6 +4,7 @@ loop, on the DESIGN.md workloads bilstm-2, crnn-blocks and seq2seq.
 pytest-benchmark:  pytest benchmarks/bench_lstm.py --benchmark-only
 report rows:       python benchmarks/report.py --only lstm   (ratios measured in the same run)
 """
+
 import pytest
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ class CellLoopLSTM(nn.Module):
                 cell = self.cells[layer * self.dirs + d]
                 state = None
                 steps = [None] * T
-                for t in (range(T - 1, -1, -1) if d else range(T)):
+                for t in range(T - 1, -1, -1) if d else range(T):
                     state = cell(x[t], state)
                     steps[t] = state[0]
                 outs.append(torch.stack(steps))
@@ -64,10 +65,18 @@ class Block(nn.Module):
 
 def _lstm_models(w, device):
     torch.manual_seed(0)
-    ref = nn.LSTM(w["input_size"], w["hidden_size"], w["num_layers"],
-                  bidirectional=w.get("bidirectional", False)).to(device)
-    ours = LSTM(w["input_size"], w["hidden_size"], w["num_layers"],
-                bidirectional=w.get("bidirectional", False)).to(device)
+    ref = nn.LSTM(
+        w["input_size"],
+        w["hidden_size"],
+        w["num_layers"],
+        bidirectional=w.get("bidirectional", False),
+    ).to(device)
+    ours = LSTM(
+        w["input_size"],
+        w["hidden_size"],
+        w["num_layers"],
+        bidirectional=w.get("bidirectional", False),
+    ).to(device)
     ours.load_state_dict(ref.state_dict())
     return {"fastcrnn": ours, "nn.LSTM": ref, "python LSTMCell loop": CellLoopLSTM(ref)}
 
@@ -93,21 +102,29 @@ def _fwd_bwd(model, x, grad=None):
     out = model(x)
     out = out[0] if isinstance(out, tuple) else out
     leaves = [x] + [p for p in model.parameters()]
-    return torch.autograd.grad(out, leaves, grad if grad is not None else torch.ones_like(out),
-                               allow_unused=True)
+    return torch.autograd.grad(
+        out, leaves, grad if grad is not None else torch.ones_like(out), allow_unused=True
+    )
 
 
 def _cases(device):
     """(workload, models, x) for the sequence workloads."""
     out = []
     w = BILSTM_2
-    out.append(("bilstm-2", _lstm_models(w, device),
-                _input(w["T"], w["N"], w["input_size"], device)))
-    out.append(("crnn-blocks", _crnn_models(device),
-                _input(CRNN_BLOCKS["T"], CRNN_BLOCKS["N"], CRNN_BLOCKS["blocks"][0][0], device)))
+    out.append(
+        ("bilstm-2", _lstm_models(w, device), _input(w["T"], w["N"], w["input_size"], device))
+    )
+    out.append(
+        (
+            "crnn-blocks",
+            _crnn_models(device),
+            _input(CRNN_BLOCKS["T"], CRNN_BLOCKS["N"], CRNN_BLOCKS["blocks"][0][0], device),
+        )
+    )
     w = SEQ2SEQ
-    out.append(("seq2seq", _lstm_models(w, device),
-                _input(w["T"], w["N"], w["input_size"], device)))
+    out.append(
+        ("seq2seq", _lstm_models(w, device), _input(w["T"], w["N"], w["input_size"], device))
+    )
     return out
 
 
@@ -125,8 +142,9 @@ def _cell_models(device):
 
 def _cell_step(cell, x, h, c):
     h1, c1 = cell(x, (h, c))
-    return torch.autograd.grad((h1, c1), [x, h, c] + list(cell.parameters()),
-                               (torch.ones_like(h1), torch.ones_like(c1)))
+    return torch.autograd.grad(
+        (h1, c1), [x, h, c] + list(cell.parameters()), (torch.ones_like(h1), torch.ones_like(c1))
+    )
 
 
 def _devices():
@@ -167,16 +185,29 @@ def report_rows(device):
             if base_name == "fastcrnn":
                 continue
             slow = base_name.startswith("python")
-            kw = dict(rounds=3, warmup=1, repeat=1, min_time_s=0) if slow and cpu else \
-                dict(rounds=5, warmup=1, repeat=3, min_time_s=0)
-            for case, fn in (("forward (no grad)", lambda m: _fwd(m, x)),
-                             ("forward+backward", lambda m: _fwd_bwd(m, xg))):
+            kw = (
+                dict(rounds=3, warmup=1, repeat=1, min_time_s=0)
+                if slow and cpu
+                else dict(rounds=5, warmup=1, repeat=3, min_time_s=0)
+            )
+            for case, fn in (
+                ("forward (no grad)", lambda m: _fwd(m, x)),
+                ("forward+backward", lambda m: _fwd_bwd(m, xg)),
+            ):
                 a, b, ratio = paired_ms(lambda: fn(ours), lambda: fn(base), device, **kw)
                 rows.append(row("lstm", name, case, device, a, base_name, b, ratio=ratio))
     ours, ref, args = _cell_models(device)
-    a, b, ratio = paired_ms(lambda: _cell_step(ours, *args), lambda: _cell_step(ref, *args),
-                            device, rounds=7, repeat=10, min_time_s=0.05)
-    rows.append(row("lstm", "seq2seq", "decoder cell step fwd+bwd", device, a, "nn.LSTMCell", b,
-                    ratio=ratio))
+    a, b, ratio = paired_ms(
+        lambda: _cell_step(ours, *args),
+        lambda: _cell_step(ref, *args),
+        device,
+        rounds=7,
+        repeat=10,
+        min_time_s=0.05,
+    )
+    rows.append(
+        row(
+            "lstm", "seq2seq", "decoder cell step fwd+bwd", device, a, "nn.LSTMCell", b, ratio=ratio
+        )
+    )
     return rows
-

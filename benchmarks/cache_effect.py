@@ -10,6 +10,7 @@ them are reused without faults. So run this in a fresh process, and read "faults
 which regime a case ran in. The report (benchmarks/report.py) runs the CTC workloads first, and
 its LSTM rows then run with grown thresholds.
 """
+
 import os
 import resource
 import sys
@@ -38,8 +39,12 @@ def faults_per_call(fn, calls: int = 20) -> float:
 def cases():
     """(name, fastcrnn fn, reference name, reference fn)."""
     ours_cell, ref_cell, args = _cell_models("cpu")
-    yield ("seq2seq decoder cell step fwd+bwd", lambda: _cell_step(ours_cell, *args),
-           "nn.LSTMCell", lambda: _cell_step(ref_cell, *args))
+    yield (
+        "seq2seq decoder cell step fwd+bwd",
+        lambda: _cell_step(ours_cell, *args),
+        "nn.LSTMCell",
+        lambda: _cell_step(ref_cell, *args),
+    )
     logits, targets, input_lengths, target_lengths = ctc_inputs("ocr-zh", "cpu")
     log_probs = logits.log_softmax(-1).detach().requires_grad_()
 
@@ -47,8 +52,12 @@ def cases():
         loss = loss_fn(log_probs, targets, input_lengths, target_lengths)
         return torch.autograd.grad(loss, log_probs)
 
-    yield ("ctc ocr-zh forward+backward", lambda: ctc(fastcrnn.ctc_loss), "F.ctc_loss",
-           lambda: ctc(F.ctc_loss))
+    yield (
+        "ctc ocr-zh forward+backward",
+        lambda: ctc(fastcrnn.ctc_loss),
+        "F.ctc_loss",
+        lambda: ctc(F.ctc_loss),
+    )
 
 
 def main():
@@ -61,17 +70,22 @@ def main():
         def run():
             fastcrnn.set_cpu_cache_limit(nbytes)
             return fn()
+
         return run
 
-    print(f"{'case':36s} {'cache on ms':>11s} {'off ms':>8s} {'gain':>6s} "
-          f"{'faults/call on / off / reference':>34s}")
+    print(
+        f"{'case':36s} {'cache on ms':>11s} {'off ms':>8s} {'gain':>6s} "
+        f"{'faults/call on / off / reference':>34s}"
+    )
     for name, ours, ref_name, ref in cases():
         on, off = with_limit(ours, limit), with_limit(ours, 0)
         on_ms, off_ms, gain = paired_ms(on, off, "cpu", rounds=7, repeat=10, min_time_s=0.05)
         faults = (faults_per_call(on), faults_per_call(off), faults_per_call(ref))
         fastcrnn.set_cpu_cache_limit(limit)
-        print(f"{name:36s} {on_ms:11.3f} {off_ms:8.3f} {gain:5.2f}x "
-              f"{faults[0]:12.0f} / {faults[1]:.0f} / {faults[2]:.0f} ({ref_name})")
+        print(
+            f"{name:36s} {on_ms:11.3f} {off_ms:8.3f} {gain:5.2f}x "
+            f"{faults[0]:12.0f} / {faults[1]:.0f} / {faults[2]:.0f} ({ref_name})"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ one, and at every validation records the quantities a collapse could come from:
 It prints one markdown row per validation, and exits 1 when a validation falls more than
 --drop below the best so far (a collapse), so it can gate a recipe.
 """
+
 import argparse
 import copy
 import math
@@ -35,8 +36,14 @@ if ROOT not in sys.path:  # run as a script from anywhere, like report.py
 from fastcrnn.ocr.data import AlignCollate, SyntheticTextLines  # noqa: E402
 from fastcrnn.ocr.demo import render_dataset  # noqa: E402
 from fastcrnn.ocr.distributed import ResumableSampler  # noqa: E402
-from fastcrnn.ocr.engine import (LR_SCHEDULES, Trainer, evaluate, make_optimizer,  # noqa: E402
-                                 make_scheduler, seed_everything)
+from fastcrnn.ocr.engine import (  # noqa: E402
+    LR_SCHEDULES,
+    Trainer,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    seed_everything,
+)
 from fastcrnn.ocr.model import DEMO_CHANNELS, build_model, model_config  # noqa: E402
 from fastcrnn.text import LabelConverter  # noqa: E402
 
@@ -54,8 +61,8 @@ def adam_stats(opt: torch.optim.Optimizer, median: bool = True):
             if not st or "exp_avg_sq" not in st:
                 continue
             t = float(st["step"])
-            v_hat = st["exp_avg_sq"] / (1 - b2 ** t)
-            m_hat = st["exp_avg"] / (1 - b1 ** t)
+            v_hat = st["exp_avg_sq"] / (1 - b2**t)
+            m_hat = st["exp_avg"] / (1 - b1**t)
             ratio = (m_hat.abs() / (v_hat.sqrt() + group["eps"])).max()
             biggest = max(biggest, float(ratio))
             if median:
@@ -96,8 +103,12 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help="a very small model (smoke runs)")
     p.add_argument("--backend", default=None, choices=["fused", "torch"])
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--drop", type=float, default=0.1,
-                   help="a validation this far below the best is a collapse (default 0.1)")
+    p.add_argument(
+        "--drop",
+        type=float,
+        default=0.1,
+        help="a validation this far below the best is a collapse (default 0.1)",
+    )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     for name in ("train", "val", "nepoch", "batchSize", "valInterval"):
@@ -109,28 +120,42 @@ def main(argv=None) -> int:
     conv = LabelConverter(digits)
     collate = AlignCollate(32, 100)
     look = dict(light_on_dark=0.0, noise=8.0)
-    train = render_dataset(SyntheticTextLines(digits, args.train, 1, 10, seed=args.seed, **look),
-                           collate, "", progress=False)
-    val = render_dataset(SyntheticTextLines(digits, args.val, 1, 10, seed=args.seed + 1, **look),
-                         collate, "", progress=False)
-    cfg = model_config(nh=32 if args.tiny else 64,
-                       channels=TINY_CHANNELS if args.tiny else DEMO_CHANNELS)
+    train = render_dataset(
+        SyntheticTextLines(digits, args.train, 1, 10, seed=args.seed, **look),
+        collate,
+        "",
+        progress=False,
+    )
+    val = render_dataset(
+        SyntheticTextLines(digits, args.val, 1, 10, seed=args.seed + 1, **look),
+        collate,
+        "",
+        progress=False,
+    )
+    cfg = model_config(
+        nh=32 if args.tiny else 64, channels=TINY_CHANNELS if args.tiny else DEMO_CHANNELS
+    )
     net = build_model(cfg, conv.num_classes, backend=args.backend)
     opt = make_optimizer(net.parameters(), "adam", args.lr, args.beta1)
     total = args.nepoch * math.ceil(args.train / args.batchSize)
-    sched = make_scheduler(opt, args.lr_schedule, total_steps=total,
-                           warmup_steps=args.warmup_steps)
+    sched = make_scheduler(opt, args.lr_schedule, total_steps=total, warmup_steps=args.warmup_steps)
     trainer = Trainer(net, conv, opt, grad_clip=args.grad_clip or None, scheduler=sched)
     sampler = ResumableSampler(len(train), args.seed)
-    loader = torch.utils.data.DataLoader(train, batch_size=args.batchSize, sampler=sampler,
-                                         collate_fn=collate)
-    calib = torch.utils.data.DataLoader(train, batch_size=args.batchSize, shuffle=False,
-                                        collate_fn=collate)
+    loader = torch.utils.data.DataLoader(
+        train, batch_size=args.batchSize, sampler=sampler, collate_fn=collate
+    )
+    calib = torch.utils.data.DataLoader(
+        train, batch_size=args.batchSize, shuffle=False, collate_fn=collate
+    )
     val_loader = torch.utils.data.DataLoader(val, batch_size=256, collate_fn=collate)
-    print(f"{args.train} lines, {total} steps, adam lr {args.lr:g} betas ({args.beta1}, 0.999), "
-          f"schedule {args.lr_schedule}, warm-up {args.warmup_steps}, clip {args.grad_clip:g}")
-    print("| epoch | step | loss mean | loss max | grad norm max | Adam step max (x lr) | "
-          "median sqrt(v) | BN running var max | val acc | val acc, BN re-estimated |")
+    print(
+        f"{args.train} lines, {total} steps, adam lr {args.lr:g} betas ({args.beta1}, 0.999), "
+        f"schedule {args.lr_schedule}, warm-up {args.warmup_steps}, clip {args.grad_clip:g}"
+    )
+    print(
+        "| epoch | step | loss mean | loss max | grad norm max | Adam step max (x lr) | "
+        "median sqrt(v) | BN running var max | val acc | val acc, BN re-estimated |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     step, best, collapsed = 0, 0.0, False
     losses, gmax, smax = [], 0.0, 0.0
@@ -146,21 +171,29 @@ def main(argv=None) -> int:
             if step % args.valInterval and step != total:
                 continue
             acc = evaluate(net, val_loader, conv)["metrics"]["word_accuracy"]
-            acc_re = evaluate(recalibrated(net, calib, 20), val_loader, conv)[
-                "metrics"]["word_accuracy"]
+            acc_re = evaluate(recalibrated(net, calib, 20), val_loader, conv)["metrics"][
+                "word_accuracy"
+            ]
             _, med = adam_stats(opt)
-            bn_var = max(float(m.running_var.max()) for m in net.modules()
-                         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+            bn_var = max(
+                float(m.running_var.max())
+                for m in net.modules()
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            )
             flag = ""
             if best - acc > args.drop:
                 collapsed, flag = True, " **collapse**"
             best = max(best, acc)
-            print(f"| {epoch + 1} | {step} | {sum(losses) / len(losses):.4f} | {max(losses):.3f} "
-                  f"| {gmax:.3g} | {smax:.3g} | {med:.3g} | {bn_var:.3g} | {acc:.4f}{flag} | "
-                  f"{acc_re:.4f} |", flush=True)
+            print(
+                f"| {epoch + 1} | {step} | {sum(losses) / len(losses):.4f} | {max(losses):.3f} "
+                f"| {gmax:.3g} | {smax:.3g} | {med:.3g} | {bn_var:.3g} | {acc:.4f}{flag} | "
+                f"{acc_re:.4f} |",
+                flush=True,
+            )
             losses, gmax, smax = [], 0.0, 0.0
-    print(f"best {best:.4f}; {'a collapse' if collapsed else 'no collapse'}; "
-          f"{time.time() - t0:.0f} s")
+    print(
+        f"best {best:.4f}; {'a collapse' if collapsed else 'no collapse'}; {time.time() - t0:.0f} s"
+    )
     return 1 if collapsed else 0
 
 

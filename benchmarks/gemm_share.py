@@ -11,6 +11,7 @@ two threads at once (fastcrnn's direction-parallel time loop) count each thread,
 shares within one row, not GEMM ms across rows. nn.LSTM is not listed: it runs its products
 inside oneDNN's RNN primitive, where no aten::mm is recorded.
 """
+
 import argparse
 import os
 import sys
@@ -49,11 +50,17 @@ def main(argv=None):
     models = _lstm_models(w, "cpu")
     x = _input(w["T"], w["N"], w["input_size"], "cpu").requires_grad_()
     ours_cell, ref_cell, cell_args = _cell_models("cpu")
-    cases = [("bilstm-2 forward+backward", "fastcrnn", lambda: _fwd_bwd(models["fastcrnn"], x), 5),
-             ("bilstm-2 forward+backward", "python LSTMCell loop",
-              lambda: _fwd_bwd(models["python LSTMCell loop"], x), 3),
-             ("cell step fwd+bwd", "fastcrnn", lambda: _cell_step(ours_cell, *cell_args), 200),
-             ("cell step fwd+bwd", "nn.LSTMCell", lambda: _cell_step(ref_cell, *cell_args), 200)]
+    cases = [
+        ("bilstm-2 forward+backward", "fastcrnn", lambda: _fwd_bwd(models["fastcrnn"], x), 5),
+        (
+            "bilstm-2 forward+backward",
+            "python LSTMCell loop",
+            lambda: _fwd_bwd(models["python LSTMCell loop"], x),
+            3,
+        ),
+        ("cell step fwd+bwd", "fastcrnn", lambda: _cell_step(ours_cell, *cell_args), 200),
+        ("cell step fwd+bwd", "nn.LSTMCell", lambda: _cell_step(ref_cell, *cell_args), 200),
+    ]
     print(f"{'workload':28s} {'impl':22s} {'GEMM ms':>9s} {'all ms':>9s} {'GEMM share':>10s}")
     for name, impl, fn, calls in cases:
         gemm, total = gemm_share(fn, calls)

@@ -8,6 +8,7 @@ time both sides in alternating rounds and report the median of the per-round rat
 benchmarks.timing.paired_ms), and writes
 DIR/report-<device>.json and DIR/report-<device>.png.
 """
+
 import argparse
 import datetime
 import glob
@@ -28,7 +29,7 @@ from benchmarks.timing import machine_name  # noqa: E402
 def collect(device, only=None):
     rows = []
     for path in sorted(glob.glob(os.path.join(ROOT, "benchmarks", "bench_*.py"))):
-        family = os.path.basename(path)[len("bench_"):-3]
+        family = os.path.basename(path)[len("bench_") : -3]
         if only and family not in only:
             continue
         module = importlib.import_module(f"benchmarks.bench_{family}")
@@ -38,11 +39,16 @@ def collect(device, only=None):
 
 
 def format_table(rows):
-    header = f"{'op':<7} {'workload':<12} {'case':<32} {'fastcrnn ms':>11} {'reference':<34} {'ref ms':>9} {'ratio':>7}"
+    header = (
+        f"{'op':<7} {'workload':<12} {'case':<32} {'fastcrnn ms':>11} {'reference':<34} "
+        f"{'ref ms':>9} {'ratio':>7}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['family']:<7} {r['workload']:<12} {r['case']:<32} {r['ours_ms']:>11.3f} "
-                     f"{r['baseline']:<34} {r['baseline_ms']:>9.3f} {r['ratio']:>6.2f}x")
+        lines.append(
+            f"{r['family']:<7} {r['workload']:<12} {r['case']:<32} {r['ours_ms']:>11.3f} "
+            f"{r['baseline']:<34} {r['baseline_ms']:>9.3f} {r['ratio']:>6.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -52,13 +58,16 @@ def write_chart(rows, path, title):
     ratios = [r["ratio"] for r in rows]
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         plt = None
     if plt is not None:
         fig, ax = plt.subplots(figsize=(11, 0.35 * len(rows) + 1.5))
-        ax.barh(range(len(rows)), ratios, color=["tab:green" if r >= 1 else "tab:red" for r in ratios])
+        ax.barh(
+            range(len(rows)), ratios, color=["tab:green" if r >= 1 else "tab:red" for r in ratios]
+        )
         ax.set_yticks(range(len(rows)), labels, fontsize=7)
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_xlabel("speed-up over reference (x)")
@@ -80,8 +89,9 @@ def write_chart(rows, path, title):
     for i, (label, ratio) in enumerate(zip(labels, ratios)):
         y = 30 + i * bar_h
         draw.text((5, y), label[:80], fill="black")
-        draw.rectangle([620, y, 620 + ratio * scale, y + bar_h - 4],
-                       fill="green" if ratio >= 1 else "red")
+        draw.rectangle(
+            [620, y, 620 + ratio * scale, y + bar_h - 4], fill="green" if ratio >= 1 else "red"
+        )
         draw.text((625 + ratio * scale, y), f"{ratio:.2f}x", fill="black")
     img.save(path)
     return True
@@ -96,6 +106,7 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU")
     import fastcrnn
+
     only = {f for f in args.only.split(",") if f}
     rows = collect(torch.device(args.device), only)
     machine = machine_name(args.device)
@@ -106,8 +117,17 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, f"report-{args.device}")
     with open(base + ".json", "w") as f:
-        json.dump(dict(machine=machine, date=stamp, torch=torch.__version__,
-                       build_info=fastcrnn.build_info(), rows=rows), f, indent=1)
+        json.dump(
+            dict(
+                machine=machine,
+                date=stamp,
+                torch=torch.__version__,
+                build_info=fastcrnn.build_info(),
+                rows=rows,
+            ),
+            f,
+            indent=1,
+        )
     if write_chart(rows, base + ".png", title):
         print(f"wrote {base}.json and {base}.png")
     else:

@@ -1,4 +1,5 @@
 """Timing helpers shared by the benchmark modules and the report."""
+
 import statistics
 import time
 from typing import Callable, Dict, Tuple
@@ -6,8 +7,13 @@ from typing import Callable, Dict, Tuple
 import torch
 
 
-def median_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3,
-              repeat: int = 20, min_time_s: float = 0.2) -> float:
+def median_ms(
+    fn: Callable[[], object],
+    device: torch.device,
+    warmup: int = 3,
+    repeat: int = 20,
+    min_time_s: float = 0.2,
+) -> float:
     """Median wall time of fn() in milliseconds (CUDA events on GPU, after warm-up).
 
     Repeats at least `repeat` times and until `min_time_s` has passed.
@@ -19,7 +25,9 @@ def median_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3,
         torch.cuda.synchronize(device)
     times = []
     start_all = time.perf_counter()
-    while len(times) < repeat or (time.perf_counter() - start_all < min_time_s and len(times) < 1000):
+    while len(times) < repeat or (
+        time.perf_counter() - start_all < min_time_s and len(times) < 1000
+    ):
         if cuda:
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
@@ -34,8 +42,13 @@ def median_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3,
     return statistics.median(times)
 
 
-def paired_ms(ours: Callable[[], object], ref: Callable[[], object], device: torch.device,
-              rounds: int = 5, **median_kw) -> Tuple[float, float, float]:
+def paired_ms(
+    ours: Callable[[], object],
+    ref: Callable[[], object],
+    device: torch.device,
+    rounds: int = 5,
+    **median_kw,
+) -> Tuple[float, float, float]:
     """Times `ours` and `ref` in `rounds` rounds of back-to-back blocks, alternating which goes
     first; returns (our median, reference median, median of the per-round ratios ref / ours).
 
@@ -57,12 +70,28 @@ def paired_ms(ours: Callable[[], object], ref: Callable[[], object], device: tor
     return statistics.median(ours_t), statistics.median(ref_t), statistics.median(ratios)
 
 
-def row(family: str, workload: str, case: str, device, ours_ms: float, baseline: str,
-        baseline_ms: float, **extra) -> Dict:
+def row(
+    family: str,
+    workload: str,
+    case: str,
+    device,
+    ours_ms: float,
+    baseline: str,
+    baseline_ms: float,
+    **extra,
+) -> Dict:
     """One report row: `ratio` is baseline time / our time (> 1 means fastcrnn is faster), or
     the median of paired per-round ratios when given in ``extra``."""
-    out = dict(family=family, workload=workload, case=case, device=str(device), ours_ms=ours_ms,
-               baseline=baseline, baseline_ms=baseline_ms, ratio=baseline_ms / ours_ms)
+    out = dict(
+        family=family,
+        workload=workload,
+        case=case,
+        device=str(device),
+        ours_ms=ours_ms,
+        baseline=baseline,
+        baseline_ms=baseline_ms,
+        ratio=baseline_ms / ours_ms,
+    )
     out.update(extra)
     return out
 
@@ -71,6 +100,7 @@ def machine_name(device) -> str:
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(device)
     import platform
+
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

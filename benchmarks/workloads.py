@@ -1,5 +1,6 @@
 """The fixed benchmark workloads (README, "Benchmarks"): never change their shapes, so that
 figures stay comparable across commits."""
+
 import torch
 
 # CTC and decoding: (T, N, C, min target length, max target length, GPU only)

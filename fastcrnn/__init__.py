@@ -1,15 +1,30 @@
-"""fastcrnn: fused CTC, CTC decoding and LSTM kernels (CPU and CUDA) for text recognition."""
-from fastcrnn._ext import build_info  # noqa: F401  (loads fastcrnn._C first)
-from fastcrnn import reference  # noqa: F401
-# ---- CTC greedy decoding ----
-from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode  # noqa: F401
-# ---- CTC loss ----
-from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits  # noqa: F401
-# ---- LSTM ----
-from fastcrnn.ops.lstm import lstm_cell, lstm_layer  # noqa: F401
-# ---- the ops' CPU buffer cache ----
-from fastcrnn.memory import cpu_cache_info, empty_cpu_cache, set_cpu_cache_limit  # noqa: F401
+"""fastcrnn: fused CTC, CTC decoding and LSTM kernels (CPU and CUDA) for text recognition.
 
-from fastcrnn import functional, nn  # noqa: F401,E402  (modules; the application is fastcrnn.ocr)
+The modules are ``fastcrnn.ops`` (the ops), ``fastcrnn.nn`` (networks), ``fastcrnn.functional``
+and ``fastcrnn.reference``; the OCR application is ``fastcrnn.ocr`` (imported on demand).
+"""
 
-from fastcrnn.version import __version__ as __version__  # noqa: E402
+from fastcrnn import functional, nn, reference
+from fastcrnn._ext import build_info
+from fastcrnn.memory import cpu_cache_info, empty_cpu_cache, set_cpu_cache_limit
+from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits
+from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
+from fastcrnn.ops.lstm import lstm_cell, lstm_layer
+from fastcrnn.version import __version__
+
+__all__ = [
+    "GreedyDecoding",
+    "__version__",
+    "build_info",
+    "cpu_cache_info",
+    "ctc_greedy_decode",
+    "ctc_loss",
+    "ctc_loss_from_logits",
+    "empty_cpu_cache",
+    "functional",
+    "lstm_cell",
+    "lstm_layer",
+    "nn",
+    "reference",
+    "set_cpu_cache_limit",
+]

@@ -1,4 +1,5 @@
 """BLEU, the n-gram precision score of a predicted token sequence against a reference."""
+
 import math
 from collections import Counter
 from typing import Sequence, Union
@@ -27,8 +28,9 @@ def bleu(pred_seq: Union[str, Sequence], label_seq: Union[str, Sequence], k: int
             return seq.tolist()
         if isinstance(seq, (list, tuple)):
             return list(seq)
-        raise TypeError(f"{name} must be a string or a sequence of tokens, got "
-                        f"{type(seq).__name__}")
+        raise TypeError(
+            f"{name} must be a string or a sequence of tokens, got {type(seq).__name__}"
+        )
 
     pred, label = split(pred_seq, "pred_seq"), split(label_seq, "label_seq")
     len_pred, len_label = len(pred), len(label)
@@ -36,10 +38,10 @@ def bleu(pred_seq: Union[str, Sequence], label_seq: Union[str, Sequence], k: int
         return 1.0 if len_label == 0 else 0.0
     score = math.exp(min(0.0, 1.0 - len_label / len_pred))
     for n in range(1, min(k, len_pred) + 1):
-        label_grams = Counter(tuple(label[i:i + n]) for i in range(len_label - n + 1))
+        label_grams = Counter(tuple(label[i : i + n]) for i in range(len_label - n + 1))
         matches = 0
         for i in range(len_pred - n + 1):
-            gram = tuple(pred[i:i + n])
+            gram = tuple(pred[i : i + n])
             if label_grams[gram] > 0:
                 matches += 1
                 label_grams[gram] -= 1

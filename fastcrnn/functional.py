@@ -3,6 +3,7 @@
 These are the checked, public versions of the helpers in :mod:`fastcrnn.reference` (which stays
 the readable specification the tests compare against). None of them modifies its inputs.
 """
+
 from typing import List, Sequence, Union
 
 import torch
@@ -39,8 +40,9 @@ def one_hot(x: torch.Tensor, n_class: int, dtype: torch.dtype = torch.float32) -
     if x.numel():
         lo, hi = int(x.min()), int(x.max())
         if lo < 0 or hi >= n_class:
-            raise ValueError(f"x must hold class indices in [0, {n_class}), got "
-                             f"{lo if lo < 0 else hi}")
+            raise ValueError(
+                f"x must hold class indices in [0, {n_class}), got {lo if lo < 0 else hi}"
+            )
     out = torch.zeros(*x.shape, n_class, dtype=dtype, device=x.device)
     out.scatter_(-1, x.long().unsqueeze(-1), 1)
     return out
@@ -67,8 +69,9 @@ def _lengths(valid_len, name: str, device: torch.device) -> torch.Tensor:
     return valid_len
 
 
-def sequence_mask(X: torch.Tensor, valid_len: Union[torch.Tensor, Sequence[int]],
-                  value: float = 0.0) -> torch.Tensor:
+def sequence_mask(
+    X: torch.Tensor, valid_len: Union[torch.Tensor, Sequence[int]], value: float = 0.0
+) -> torch.Tensor:
     """Returns a copy of X (N, T, ...) whose entries at steps t >= valid_len[n] are ``value``.
 
     valid_len: (N,) tensor (integer or float, as d2l passes) or list of ints. Lengths above T keep
@@ -87,8 +90,9 @@ def sequence_mask(X: torch.Tensor, valid_len: Union[torch.Tensor, Sequence[int]]
     return torch.where(keep, X, torch.as_tensor(value, dtype=X.dtype, device=X.device))
 
 
-def masked_softmax(X: torch.Tensor, valid_lens: Union[torch.Tensor, Sequence[int], None]
-                   ) -> torch.Tensor:
+def masked_softmax(
+    X: torch.Tensor, valid_lens: Union[torch.Tensor, Sequence[int], None]
+) -> torch.Tensor:
     """Softmax over the last axis of X (B, Q, K), attending only to the first valid_lens keys.
 
     valid_lens: None (all keys), (B,) (the same length for every query of a batch element) or
@@ -108,12 +112,14 @@ def masked_softmax(X: torch.Tensor, valid_lens: Union[torch.Tensor, Sequence[int
     lens = _lengths(valid_lens, "valid_lens", X.device)
     if lens.dim() == 1:
         if lens.numel() != B:
-            raise ValueError(f"valid_lens must have shape ({B},) or ({B}, {Q}), got "
-                             f"{tuple(lens.shape)}")
+            raise ValueError(
+                f"valid_lens must have shape ({B},) or ({B}, {Q}), got {tuple(lens.shape)}"
+            )
         lens = lens[:, None].expand(B, Q)
     elif lens.shape != (B, Q):
-        raise ValueError(f"valid_lens must have shape ({B},) or ({B}, {Q}), got "
-                         f"{tuple(lens.shape)}")
+        raise ValueError(
+            f"valid_lens must have shape ({B},) or ({B}, {Q}), got {tuple(lens.shape)}"
+        )
     keep = torch.arange(K, device=X.device)[None, None, :] < lens[..., None]
     # A row with no valid key would be all -inf (NaN after softmax, NaN gradients): such rows are
     # filled with 0 instead (finite, uniform) and zeroed below; masked_fill passes no gradient to

@@ -11,6 +11,7 @@ released blocks up to a limit (256 MiB, or the ``FASTCRNN_CPU_CACHE_MB`` environ
 read at the first allocation; 0 turns it off); beyond it the largest go back to the system.
 Tensors handed out are ordinary CPU tensors.
 """
+
 import numbers
 
 from fastcrnn._ext import _C

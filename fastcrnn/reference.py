@@ -4,6 +4,7 @@ Everything here is written for clarity, not speed. Tests compare the fused kerne
 these (or against torch's own op where one exists); benchmarks use them as baselines.
 Nothing here modifies its inputs.
 """
+
 import math
 from typing import List, Optional
 
@@ -79,8 +80,9 @@ def recurrent_layer(cell, x, state, weights, lengths=None, reverse=False):
             out = new[0] if is_tuple else new
         state = new
         outputs[t] = out
-    return torch.stack(outputs) if T else x.new_zeros(0, x.shape[1], (state[0] if is_tuple
-                                                                     else state).shape[-1]), state
+    return torch.stack(outputs) if T else x.new_zeros(
+        0, x.shape[1], (state[0] if is_tuple else state).shape[-1]
+    ), state
 
 
 def _stacked(module_params, mode, x, hx, num_layers, bidirectional, lengths, dropout, training):
@@ -93,8 +95,12 @@ def _stacked(module_params, mode, x, hx, num_layers, bidirectional, lengths, dro
         for d in range(dirs):
             k = layer * dirs + d
             suffix = f"_l{layer}" + ("_reverse" if d == 1 else "")
-            weights = [module_params[f"weight_ih{suffix}"], module_params[f"weight_hh{suffix}"],
-                       module_params.get(f"bias_ih{suffix}"), module_params.get(f"bias_hh{suffix}")]
+            weights = [
+                module_params[f"weight_ih{suffix}"],
+                module_params[f"weight_hh{suffix}"],
+                module_params.get(f"bias_ih{suffix}"),
+                module_params.get(f"bias_hh{suffix}"),
+            ]
             state = (hx[0][k], hx[1][k]) if mode == "lstm" else hx[k]
             out, final = recurrent_layer(cell, layer_input, state, weights, lengths, reverse=d == 1)
             outs.append(out)
@@ -103,7 +109,10 @@ def _stacked(module_params, mode, x, hx, num_layers, bidirectional, lengths, dro
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, True)
     if mode == "lstm":
-        return layer_input, (torch.stack([f[0] for f in finals]), torch.stack([f[1] for f in finals]))
+        return layer_input, (
+            torch.stack([f[0] for f in finals]),
+            torch.stack([f[1] for f in finals]),
+        )
     return layer_input, torch.stack(finals)
 
 
@@ -172,7 +181,9 @@ def additive_attention(queries, keys, values, valid_lens, W_q, W_k, w_v):
     W_q (U, Dq), W_k (U, Dk), w_v (1, U). score(q, k) = w_v · tanh(W_q q + W_k k).
     Returns (output (B, Q, Dv), weights (B, Q, K)).
     """
-    features = torch.tanh(F.linear(queries, W_q)[:, :, None, :] + F.linear(keys, W_k)[:, None, :, :])
+    features = torch.tanh(
+        F.linear(queries, W_q)[:, :, None, :] + F.linear(keys, W_k)[:, None, :, :]
+    )
     scores = F.linear(features, w_v).squeeze(-1)
     weights = masked_softmax(scores, valid_lens)
     return torch.bmm(weights, values), weights
@@ -193,10 +204,10 @@ def dot_product_attention(queries, keys, values, valid_lens):
 def _targets_per_sample(targets, target_lengths, N):
     lengths = [int(v) for v in target_lengths]
     if targets.dim() == 2:
-        return [targets[n, :lengths[n]].tolist() for n in range(N)]
+        return [targets[n, : lengths[n]].tolist() for n in range(N)]
     out, start = [], 0
     for n in range(N):
-        out.append(targets[start:start + lengths[n]].tolist())
+        out.append(targets[start : start + lengths[n]].tolist())
         start += lengths[n]
     return out
 
@@ -210,8 +221,15 @@ def _logsumexp(terms):
     return top + torch.log(torch.exp(stacked - top).sum())
 
 
-def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",
-             zero_infinity=False):
+def ctc_loss(
+    log_probs,
+    targets,
+    input_lengths,
+    target_lengths,
+    blank=0,
+    reduction="mean",
+    zero_infinity=False,
+):
     """Readable alpha-recursion CTC loss (for small cases), F.ctc_loss's semantics.
 
     log_probs (T, N, C); targets (N, S) padded or 1-D concatenated; lengths as sequences or
@@ -304,18 +322,22 @@ def ctc_greedy_decode_torch(log_probs, input_lengths=None, blank=0, logits=False
     lp = _normalised(log_probs, logits)
     T, N, C = lp.shape
     device = lp.device
-    lengths = (torch.full((N,), T, dtype=torch.int64, device=device) if input_lengths is None
-               else torch.as_tensor(input_lengths, dtype=torch.int64, device=device))
-    best = lp.argmax(-1).t()                                                    # (N, T)
+    lengths = (
+        torch.full((N,), T, dtype=torch.int64, device=device)
+        if input_lengths is None
+        else torch.as_tensor(input_lengths, dtype=torch.int64, device=device)
+    )
+    best = lp.argmax(-1).t()  # (N, T)
     prob = lp.gather(-1, best.t().unsqueeze(-1)).squeeze(-1).t().double().exp().float()
     t_idx = torch.arange(T, device=device)
     valid = t_idx[None, :] < lengths[:, None]
-    label = torch.where(valid, best, torch.full_like(best, -2))   # padded frames end every run
+    label = torch.where(valid, best, torch.full_like(best, -2))  # padded frames end every run
     prev = torch.cat([torch.full_like(label[:, :1], -1), label[:, :-1]], dim=1)
     run_start = label != prev
     run_id = run_start.long().cumsum(1) - 1
     run_max = torch.full((N, T), float("-inf"), device=device).scatter_reduce(
-        1, run_id, prob, reduce="amax")
+        1, run_id, prob, reduce="amax"
+    )
     emit = run_start & valid & (label != blank)
     slot = emit.long().cumsum(1) - 1
     rows = torch.arange(N, device=device)[:, None].expand(N, T)

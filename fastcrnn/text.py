@@ -2,6 +2,7 @@
 
 Class 0 is the CTC blank; the i-th character of a :class:`Charset` (0-based) is class ``i + 1``.
 """
+
 import os
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
@@ -43,16 +44,18 @@ class Charset:
             chars = chars.chars
         if not isinstance(chars, str):
             if not isinstance(chars, (list, tuple)):
-                raise TypeError(f"chars must be a str or a sequence of str, got "
-                                f"{type(chars).__name__}")
+                raise TypeError(
+                    f"chars must be a str or a sequence of str, got {type(chars).__name__}"
+                )
             for i, c in enumerate(chars):
                 if not isinstance(c, str):
                     raise TypeError(f"chars[{i}] must be a str, got {type(c).__name__}")
                 if len(c) != 1:
                     raise ValueError(f"chars[{i}] must be exactly one character, got {c!r}")
         if not isinstance(case_insensitive, bool):
-            raise TypeError(f"case_insensitive must be a bool, got "
-                            f"{type(case_insensitive).__name__}")
+            raise TypeError(
+                f"case_insensitive must be a bool, got {type(case_insensitive).__name__}"
+            )
         if len(chars) == 0:
             raise ValueError("chars must not be empty (the alphabet needs at least one character)")
         self.case_insensitive: bool = case_insensitive
@@ -60,8 +63,10 @@ class Charset:
         ordered = []
         for i, c in enumerate(chars):
             if c in seen:
-                raise ValueError(f"chars has a duplicate character {c!r} at position {i} "
-                                 f"(first at position {seen[c]})")
+                raise ValueError(
+                    f"chars has a duplicate character {c!r} at position {i} "
+                    f"(first at position {seen[c]})"
+                )
             seen[c] = i
             key = _fold(c) if case_insensitive else c
             if key not in ordered:
@@ -97,11 +102,15 @@ class Charset:
             if line == "":
                 continue
             if len(line) != 1:
-                raise ValueError(f"alphabet file {path!r}, line {lineno}: expected exactly one "
-                                 f"character, got {line!r} ({len(line)} characters)")
+                raise ValueError(
+                    f"alphabet file {path!r}, line {lineno}: expected exactly one "
+                    f"character, got {line!r} ({len(line)} characters)"
+                )
             if line in first_line:
-                raise ValueError(f"alphabet file {path!r}, line {lineno}: duplicate character "
-                                 f"{line!r} (first on line {first_line[line]})")
+                raise ValueError(
+                    f"alphabet file {path!r}, line {lineno}: duplicate character "
+                    f"{line!r} (first on line {first_line[line]})"
+                )
             first_line[line] = lineno
             chars.append(line)
         if not chars:
@@ -109,14 +118,16 @@ class Charset:
         return cls(chars, case_insensitive=case_insensitive)
 
     @classmethod
-    def load(cls, spec: Union[str, os.PathLike, "Charset"],
-             case_insensitive: bool = False) -> "Charset":
+    def load(
+        cls, spec: Union[str, os.PathLike, "Charset"], case_insensitive: bool = False
+    ) -> "Charset":
         """An alphabet from a Charset, a path to an existing file (see :meth:`from_file`) or a
         string of characters (the ``--alphabet`` command-line convention)."""
         if isinstance(spec, Charset):
             return cls(spec.chars, case_insensitive=case_insensitive or spec.case_insensitive)
-        if isinstance(spec, os.PathLike) or (isinstance(spec, str) and len(spec) > 1
-                                              and os.path.isfile(spec)):
+        if isinstance(spec, os.PathLike) or (
+            isinstance(spec, str) and len(spec) > 1 and os.path.isfile(spec)
+        ):
             return cls.from_file(spec, case_insensitive=case_insensitive)
         return cls(spec, case_insensitive=case_insensitive)
 
@@ -133,14 +144,17 @@ class Charset:
         return self.normalize(ch) in self._index if isinstance(ch, str) else False
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, Charset) and self.chars == other.chars
-                and self.case_insensitive == other.case_insensitive)
+        return (
+            isinstance(other, Charset)
+            and self.chars == other.chars
+            and self.case_insensitive == other.case_insensitive
+        )
 
     def __hash__(self) -> int:
         return hash((self.chars, self.case_insensitive))
 
     def __repr__(self) -> str:
-        return (f"Charset({''.join(self.chars)!r}, case_insensitive={self.case_insensitive})")
+        return f"Charset({''.join(self.chars)!r}, case_insensitive={self.case_insensitive})"
 
     def to_string(self) -> str:
         """The alphabet as one string (round-trips through ``Charset(s)``)."""
@@ -159,8 +173,10 @@ class Charset:
     def char(self, cls_index: int) -> str:
         """The character of class ``cls_index`` in [1, len]; ValueError otherwise (0 is blank)."""
         if not 1 <= cls_index <= len(self.chars):
-            raise ValueError(f"class index {cls_index} is not a character of this charset "
-                             f"(valid: 1..{len(self.chars)}; 0 is the blank)")
+            raise ValueError(
+                f"class index {cls_index} is not a character of this charset "
+                f"(valid: 1..{len(self.chars)}; 0 is the blank)"
+            )
         return self.chars[cls_index - 1]
 
     def extended(self, new_chars: Union[str, Sequence[str]]) -> "Charset":
@@ -188,8 +204,12 @@ class LabelConverter:
             (default) raises ValueError naming the character and the string, ``"skip"`` drops it.
     """
 
-    def __init__(self, charset: Union[Charset, str, os.PathLike], case_insensitive: bool = False,
-                 unknown: str = "error"):
+    def __init__(
+        self,
+        charset: Union[Charset, str, os.PathLike],
+        case_insensitive: bool = False,
+        unknown: str = "error",
+    ):
         if unknown not in _UNKNOWN_POLICIES:
             raise ValueError(f"unknown must be one of {_UNKNOWN_POLICIES}, got {unknown!r}")
         self.charset = Charset.load(charset, case_insensitive=case_insensitive)
@@ -215,8 +235,10 @@ class LabelConverter:
             if k is None:
                 if self.unknown == "skip":
                     continue
-                raise ValueError(f"character {text[pos]!r} (position {pos}) of {text!r} is not "
-                                 f"in the charset; pass unknown='skip' to drop such characters")
+                raise ValueError(
+                    f"character {text[pos]!r} (position {pos}) of {text!r} is not "
+                    f"in the charset; pass unknown='skip' to drop such characters"
+                )
             out.append(k)
         return out
 
@@ -241,15 +263,15 @@ class LabelConverter:
             ids = self.encode_one(t)
             flat.extend(ids)
             lengths.append(len(ids))
-        return (torch.tensor(flat, dtype=torch.int64),
-                torch.tensor(lengths, dtype=torch.int64))
+        return (torch.tensor(flat, dtype=torch.int64), torch.tensor(lengths, dtype=torch.int64))
 
     def decode_tokens(self, tokens: Sequence[int]) -> str:
         """The string of a sequence of (already collapsed, blank-free) class indices."""
         return "".join(self.charset.char(int(k)) for k in tokens)
 
-    def decode(self, decoding: "GreedyDecoding", with_confidence: bool = False
-               ) -> Union[str, Tuple[str, float], List[str], List[Tuple[str, float]]]:
+    def decode(
+        self, decoding: "GreedyDecoding", with_confidence: bool = False
+    ) -> Union[str, Tuple[str, float], List[str], List[Tuple[str, float]]]:
         """Strings from a :class:`fastcrnn.GreedyDecoding` (the result of ctc_greedy_decode).
 
         Returns a list of str (one per batch element), or with ``with_confidence=True`` a list of
@@ -265,7 +287,7 @@ class LabelConverter:
         for name in ("tokens", "lengths", "token_probs"):
             if not hasattr(decoding, name):
                 raise TypeError(f"decoding must be a GreedyDecoding, got {type(decoding).__name__}")
-        tokens: Union[torch.Tensor, List[Any]]     # tensors, then their .tolist()
+        tokens: Union[torch.Tensor, List[Any]]  # tensors, then their .tolist()
         lengths: Union[torch.Tensor, List[Any]]
         probs: Optional[torch.Tensor]
         tokens, lengths, probs = decoding.tokens, decoding.lengths, decoding.token_probs
@@ -275,11 +297,13 @@ class LabelConverter:
         tokens = tokens.detach().cpu().tolist()
         lengths = lengths.detach().cpu().tolist()
         probs = probs.detach().to(torch.float64).cpu() if with_confidence else None
-        out: List[Any] = []   # str, or (str, confidence)
+        out: List[Any] = []  # str, or (str, confidence)
         for row, (toks, n) in enumerate(zip(tokens, lengths)):
             if n < 0:
-                raise ValueError(f"decoding row {row} is marked invalid (length {n}): its input "
-                                 f"length was out of range")
+                raise ValueError(
+                    f"decoding row {row} is marked invalid (length {n}): its input "
+                    f"length was out of range"
+                )
             text = "".join(self._char(k, row) for k in toks[:n])
             if with_confidence:
                 conf = float(torch.prod(cast(torch.Tensor, probs)[row, :n])) if n else 1.0
@@ -290,7 +314,9 @@ class LabelConverter:
 
     def _char(self, k: int, row: int) -> str:
         if not 1 <= k <= len(self.charset):
-            raise ValueError(f"decoding row {row} holds class {k}, which is not a character of "
-                             f"the charset (1..{len(self.charset)}; the model has more classes "
-                             f"than the charset?)")
+            raise ValueError(
+                f"decoding row {row} holds class {k}, which is not a character of "
+                f"the charset (1..{len(self.charset)}; the model has more classes "
+                f"than the charset?)"
+            )
         return self.charset.chars[k - 1]

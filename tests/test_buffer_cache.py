@@ -1,5 +1,6 @@
 """The CPU buffer cache behind the ops' large buffers (fastcrnn.memory): reuse, the limit,
 results that do not depend on it, ordinary tensors out, threads and forked children."""
+
 import io
 import multiprocessing
 import os
@@ -102,8 +103,16 @@ def test_limit_bounds_what_is_held(fresh_cache):
     assert fastcrnn.cpu_cache_info()["held_bytes"] == 0  # off: nothing is kept
 
 
-@pytest.mark.parametrize("bad, error", [(1.5, TypeError), (True, TypeError), ("1", TypeError),
-                                        (-1, ValueError), (1 << 64, ValueError)])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (1.5, TypeError),
+        (True, TypeError),
+        ("1", TypeError),
+        (-1, ValueError),
+        (1 << 64, ValueError),
+    ],
+)
 def test_limit_rejects_bad_values(bad, error):
     with pytest.raises(error, match="nbytes"):
         fastcrnn.set_cpu_cache_limit(bad)
@@ -190,8 +199,9 @@ def test_ctc_results_do_not_depend_on_the_cache(fresh_cache):
     cached = _ctc_grad(log_probs, targets, input_lengths, target_lengths)
     for a, b in zip(uncached, cached):
         assert torch.equal(a, b)
-    expected = torch.nn.functional.ctc_loss(log_probs, targets, input_lengths, target_lengths,
-                                            reduction="sum", zero_infinity=False)
+    expected = torch.nn.functional.ctc_loss(
+        log_probs, targets, input_lengths, target_lengths, reduction="sum", zero_infinity=False
+    )
     torch.testing.assert_close(cached[0], expected, atol=1e-3, rtol=1e-5)
 
 
@@ -204,14 +214,22 @@ except ValueError as e:
 """
 
 
-@pytest.mark.parametrize("value, expected", [("3", str(3 << 20)),
-                                             ("-2", "ValueError FASTCRNN_CPU_CACHE_MB"),
-                                             ("99999999999999999999",
-                                              "ValueError FASTCRNN_CPU_CACHE_MB")])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("3", str(3 << 20)),
+        ("-2", "ValueError FASTCRNN_CPU_CACHE_MB"),
+        ("99999999999999999999", "ValueError FASTCRNN_CPU_CACHE_MB"),
+    ],
+)
 def test_limit_from_the_environment(value, expected):
-    env = dict(os.environ, FASTCRNN_CPU_CACHE_MB=value,
-               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    out = subprocess.run([sys.executable, "-c", _ENV_PROBE], env=env, capture_output=True,
-                         text=True, timeout=120)
+    env = dict(
+        os.environ,
+        FASTCRNN_CPU_CACHE_MB=value,
+        PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _ENV_PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(expected), out.stdout

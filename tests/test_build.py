@@ -1,4 +1,5 @@
 """The build itself: build_info and the import-time checks."""
+
 import os
 import sys
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 import fastcrnn
+
 
 def test_build_info_fields():
     info = fastcrnn.build_info()
@@ -35,8 +37,9 @@ def test_ops_are_registered():
 def test_missing_extension_gives_rebuild_instructions(monkeypatch):
     """Without the compiled module, loading it says how to rebuild (no bare error)."""
     import fastcrnn._ext as ext
+
     monkeypatch.delattr(fastcrnn, "_C", raising=False)
-    monkeypatch.setitem(sys.modules, "fastcrnn._C", None)   # makes the import fail
+    monkeypatch.setitem(sys.modules, "fastcrnn._C", None)  # makes the import fail
     with pytest.raises(ImportError, match="could not be loaded") as exc:
         ext._load()
     assert "pip install --no-build-isolation -e ." in str(exc.value)
@@ -44,6 +47,7 @@ def test_missing_extension_gives_rebuild_instructions(monkeypatch):
 
 def test_version_mismatch_is_an_import_error(monkeypatch):
     import fastcrnn._ext as ext
+
     real = ext._C.build_info
 
     class FakeC:

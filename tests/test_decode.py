@@ -2,17 +2,18 @@
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from helpers import run_with_cpu_isa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastcrnn
 from fastcrnn import reference
-from helpers import run_with_cpu_isa
-
 
 
 def assert_matches_reference(out, lp, lengths, blank, logits):
-    ref = reference.ctc_greedy_decode_loop(lp.cpu(), None if lengths is None else list(lengths),
-                                           blank, logits)
+    ref = reference.ctc_greedy_decode_loop(
+        lp.cpu(), None if lengths is None else list(lengths), blank, logits
+    )
     vec = reference.ctc_greedy_decode_torch(lp.cpu(), lengths, blank, logits)
     names = ("tokens", "lengths", "token_probs", "token_frames")
     for name, got, want, want_vec in zip(names, out, ref, vec):
@@ -33,18 +34,26 @@ def peaky_scores(T, N, C, blank, seed, sharp=True):
     if sharp and T > 0 and N > 0:
         run = torch.randint(1, 6, (T, N), generator=g)
         labels = torch.randint(0, C, (T, N), generator=g)
-        labels = torch.where(torch.rand(T, N, generator=g) < 0.5, torch.full_like(labels, blank),
-                             labels)
+        labels = torch.where(
+            torch.rand(T, N, generator=g) < 0.5, torch.full_like(labels, blank), labels
+        )
         t = torch.arange(T)[:, None].expand(T, N)
-        start = (t // run) * run            # frames in the same block share one label
+        start = (t // run) * run  # frames in the same block share one label
         chosen = labels.gather(0, start)
         scores.scatter_add_(2, chosen.unsqueeze(-1), torch.full((T, N, 1), 6.0))
     return scores
 
 
 @settings(max_examples=120, deadline=None)
-@given(T=st.integers(0, 300), N=st.integers(0, 16), C=st.integers(1, 100),
-       data=st.data(), logits=st.booleans(), sharp=st.booleans(), seed=st.integers(0, 2**31))
+@given(
+    T=st.integers(0, 300),
+    N=st.integers(0, 16),
+    C=st.integers(1, 100),
+    data=st.data(),
+    logits=st.booleans(),
+    sharp=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
 def test_matches_reference_random(T, N, C, data, logits, sharp, seed):
     blank = data.draw(st.integers(0, C - 1))
     lengths = data.draw(st.lists(st.integers(0, T), min_size=N, max_size=N))
@@ -85,7 +94,7 @@ def test_non_contiguous(device, layout):
 def test_ties_and_nan(device):
     T, N, C = 60, 6, 7
     g = torch.Generator().manual_seed(3)
-    scores = torch.randint(0, 3, (T, N, C), generator=g).float()   # many exact ties
+    scores = torch.randint(0, 3, (T, N, C), generator=g).float()  # many exact ties
     scores[5, 0, 4] = float("nan")
     scores[6, 0, 2] = float("nan")
     scores[10:13, 1, :] = float("nan")
@@ -107,8 +116,9 @@ def test_worked_example(device):
     assert out.tokens.tolist() == [1, 1, 2, 3] + [-1] * 5
     assert int(out.lengths) == 4
     assert out.token_frames.tolist() == [0, 3, 4, 8] + [-1] * 5
-    torch.testing.assert_close(out.token_probs.cpu(),
-                               torch.tensor([0.9, 0.7, 0.95, 0.85] + [0.0] * 5))
+    torch.testing.assert_close(
+        out.token_probs.cpu(), torch.tensor([0.9, 0.7, 0.95, 0.85] + [0.0] * 5)
+    )
 
 
 def test_unbatched_and_lengths_forms(device):
@@ -131,26 +141,29 @@ def test_empty(device):
     assert (out.token_frames == -1).all() and (out.token_probs == 0).all()
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(log_probs=torch.randn(2, 3, 4, 5)), ValueError, "log_probs"),
-    (dict(log_probs=torch.randn(5)), ValueError, "log_probs"),
-    (dict(log_probs=torch.randn(4, 2, 0)), ValueError, "C > 0"),
-    (dict(log_probs=torch.randint(0, 5, (4, 2, 3))), TypeError, "log_probs"),
-    (dict(log_probs=[[0.0]]), TypeError, "log_probs"),
-    (dict(blank=3), ValueError, "blank"),
-    (dict(blank=-1), ValueError, "blank"),
-    (dict(blank=1.0), TypeError, "blank"),
-    (dict(input_lengths=[1, -1]), ValueError, "input_lengths"),
-    (dict(input_lengths=[1, 5]), ValueError, "input_lengths"),
-    (dict(input_lengths=[1, 2, 3]), ValueError, "input_lengths"),
-    (dict(input_lengths=torch.tensor([1, -1])), ValueError, "input_lengths"),
-    (dict(input_lengths=torch.tensor([1, 5])), ValueError, "input_lengths"),
-    (dict(input_lengths=torch.tensor([1, 2, 3])), ValueError, "input_lengths"),
-    (dict(input_lengths=torch.tensor([[1, 2]])), ValueError, "input_lengths"),
-    (dict(input_lengths=torch.tensor([1.0, 2.0])), TypeError, "input_lengths"),
-    (dict(input_lengths=[1.5, 2]), TypeError, "input_lengths"),
-    (dict(input_lengths="12"), TypeError, "input_lengths"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(log_probs=torch.randn(2, 3, 4, 5)), ValueError, "log_probs"),
+        (dict(log_probs=torch.randn(5)), ValueError, "log_probs"),
+        (dict(log_probs=torch.randn(4, 2, 0)), ValueError, "C > 0"),
+        (dict(log_probs=torch.randint(0, 5, (4, 2, 3))), TypeError, "log_probs"),
+        (dict(log_probs=[[0.0]]), TypeError, "log_probs"),
+        (dict(blank=3), ValueError, "blank"),
+        (dict(blank=-1), ValueError, "blank"),
+        (dict(blank=1.0), TypeError, "blank"),
+        (dict(input_lengths=[1, -1]), ValueError, "input_lengths"),
+        (dict(input_lengths=[1, 5]), ValueError, "input_lengths"),
+        (dict(input_lengths=[1, 2, 3]), ValueError, "input_lengths"),
+        (dict(input_lengths=torch.tensor([1, -1])), ValueError, "input_lengths"),
+        (dict(input_lengths=torch.tensor([1, 5])), ValueError, "input_lengths"),
+        (dict(input_lengths=torch.tensor([1, 2, 3])), ValueError, "input_lengths"),
+        (dict(input_lengths=torch.tensor([[1, 2]])), ValueError, "input_lengths"),
+        (dict(input_lengths=torch.tensor([1.0, 2.0])), TypeError, "input_lengths"),
+        (dict(input_lengths=[1.5, 2]), TypeError, "input_lengths"),
+        (dict(input_lengths="12"), TypeError, "input_lengths"),
+    ],
+)
 def test_bad_input(kwargs, exc, match):
     args = dict(log_probs=torch.randn(4, 2, 3).log_softmax(-1))
     args.update(kwargs)
@@ -163,7 +176,7 @@ def test_raw_op_checks_its_arguments():
     op = torch.ops.fastcrnn.greedy_decode
     lp = torch.randn(4, 2, 3)
     with pytest.raises(ValueError, match="input_lengths"):
-        op(lp, torch.tensor([5, 1]), 0, False, False)   # CPU values are always checked
+        op(lp, torch.tensor([5, 1]), 0, False, False)  # CPU values are always checked
     with pytest.raises(ValueError, match="blank"):
         op(lp, torch.tensor([4, 1]), 3, False, True)
     with pytest.raises(ValueError, match="log_probs"):
@@ -211,7 +224,8 @@ def test_every_cpu_isa_variant(isa):
         "        want = reference.ctc_greedy_decode_loop(lp, None, 0, logits)\n"
         "        for a, b in zip(got, want):\n"
         "            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, equal_nan=True)\n"
-        "print(info['cpu_isa'])\n")
+        "print(info['cpu_isa'])\n"
+    )
     used = run_with_cpu_isa(isa, script).strip().splitlines()[-1]
     if isa == "avx2" and used != "avx2":
         pytest.skip("this CPU lacks AVX2")
@@ -242,7 +256,7 @@ def test_cuda_unvalidated_bad_length_marks_row():
 def test_cuda_graph_capture():
     lp = torch.randn(26, 64, 37, device="cuda").log_softmax(-1)
     lengths = torch.full((64,), 26, device="cuda")
-    fastcrnn.ctc_greedy_decode(lp, lengths)            # warm up outside the graph
+    fastcrnn.ctc_greedy_decode(lp, lengths)  # warm up outside the graph
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):

@@ -6,6 +6,7 @@ cache keyed on (data_ptr, _version) serves stale weights. Each case here primes 
 every mode (training, eval + no_grad, inference_mode), changes the parameters one way, and
 compares every mode with torch's own module built from the parameters at that moment.
 """
+
 import pathlib
 import re
 
@@ -14,13 +15,22 @@ import torch
 from torch import nn
 
 import fastcrnn
-from fastcrnn.nn import (CRNN, LSTM, RNN, EncoderDecoder, LSTMCell, Seq2SeqAttentionDecoder,
-                         Seq2SeqDecoder, Seq2SeqEncoder)
+from fastcrnn.nn import (
+    CRNN,
+    LSTM,
+    RNN,
+    EncoderDecoder,
+    LSTMCell,
+    Seq2SeqAttentionDecoder,
+    Seq2SeqDecoder,
+    Seq2SeqEncoder,
+)
 
 MODES = ("train", "eval_no_grad", "inference_mode")
 
 
 # ---- the modules and their torch twins --------------------------------------------------------
+
 
 class Case:
     """A fastcrnn module, a torch module with the same parameter names, and an input."""
@@ -34,8 +44,9 @@ class Case:
 
 def _seq2seq(backend, attention):
     dec_cls = Seq2SeqAttentionDecoder if attention else Seq2SeqDecoder
-    return EncoderDecoder(Seq2SeqEncoder(13, 8, 6, 2, backend=backend),
-                          dec_cls(11, 8, 6, 2, backend=backend))
+    return EncoderDecoder(
+        Seq2SeqEncoder(13, 8, 6, 2, backend=backend), dec_cls(11, 8, 6, 2, backend=backend)
+    )
 
 
 def _seq2seq_input(device):
@@ -46,27 +57,50 @@ def _seq2seq_input(device):
 
 
 def _randn(*shape):
-    return lambda device: (torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-                           .to(device),)
+    return lambda device: (
+        torch.randn(*shape, generator=torch.Generator().manual_seed(1)).to(device),
+    )
 
 
 CASES = [
     Case("lstm", lambda: LSTM(7, 5), lambda: nn.LSTM(7, 5), _randn(6, 3, 7)),
-    Case("lstm-2-layer-bidirectional", lambda: LSTM(7, 5, 2, bidirectional=True),
-         lambda: nn.LSTM(7, 5, 2, bidirectional=True), _randn(6, 3, 7)),
-    Case("lstm-bidirectional-lengths", lambda: LSTM(7, 5, bidirectional=True),
-         lambda: LSTM(7, 5, bidirectional=True, backend="torch"),
-         lambda device: (_randn(6, 3, 7)(device)[0], None, torch.tensor([6, 2, 4]))),
+    Case(
+        "lstm-2-layer-bidirectional",
+        lambda: LSTM(7, 5, 2, bidirectional=True),
+        lambda: nn.LSTM(7, 5, 2, bidirectional=True),
+        _randn(6, 3, 7),
+    ),
+    Case(
+        "lstm-bidirectional-lengths",
+        lambda: LSTM(7, 5, bidirectional=True),
+        lambda: LSTM(7, 5, bidirectional=True, backend="torch"),
+        lambda device: (_randn(6, 3, 7)(device)[0], None, torch.tensor([6, 2, 4])),
+    ),
     Case("lstm-cell", lambda: LSTMCell(7, 5), lambda: nn.LSTMCell(7, 5), _randn(3, 7)),
-    Case("rnn", lambda: RNN(7, 5, 2, bidirectional=True),
-         lambda: nn.RNN(7, 5, 2, bidirectional=True), _randn(6, 3, 7)),
-    Case("crnn", lambda: CRNN(32, 1, 9, 8, channels=(4, 4, 8, 8, 8, 8, 8)),
-         lambda: CRNN(32, 1, 9, 8, channels=(4, 4, 8, 8, 8, 8, 8), backend="torch"),
-         _randn(2, 1, 32, 24)),
-    Case("seq2seq", lambda: _seq2seq("fused", False), lambda: _seq2seq("torch", False),
-         _seq2seq_input),
-    Case("seq2seq-attention", lambda: _seq2seq("fused", True), lambda: _seq2seq("torch", True),
-         _seq2seq_input),
+    Case(
+        "rnn",
+        lambda: RNN(7, 5, 2, bidirectional=True),
+        lambda: nn.RNN(7, 5, 2, bidirectional=True),
+        _randn(6, 3, 7),
+    ),
+    Case(
+        "crnn",
+        lambda: CRNN(32, 1, 9, 8, channels=(4, 4, 8, 8, 8, 8, 8)),
+        lambda: CRNN(32, 1, 9, 8, channels=(4, 4, 8, 8, 8, 8, 8), backend="torch"),
+        _randn(2, 1, 32, 24),
+    ),
+    Case(
+        "seq2seq",
+        lambda: _seq2seq("fused", False),
+        lambda: _seq2seq("torch", False),
+        _seq2seq_input,
+    ),
+    Case(
+        "seq2seq-attention",
+        lambda: _seq2seq("fused", True),
+        lambda: _seq2seq("torch", True),
+        _seq2seq_input,
+    ),
 ]
 
 
@@ -111,8 +145,13 @@ def assert_current(case, module, inputs, device, params=None):
             want = _run_functional(twin, params, inputs, mode)
         assert len(got) == len(want) > 0
         for g, w in zip(got, want):
-            torch.testing.assert_close(g.detach(), w.detach(), rtol=_tol(device),
-                                       atol=_tol(device), msg=f"{case} in mode {mode}")
+            torch.testing.assert_close(
+                g.detach(),
+                w.detach(),
+                rtol=_tol(device),
+                atol=_tol(device),
+                msg=f"{case} in mode {mode}",
+            )
 
 
 def _run_functional(module, params, inputs, mode):
@@ -148,6 +187,7 @@ def _setup(case, device):
 
 # ---- optimizers -------------------------------------------------------------------------------
 
+
 def _optimizers(device):
     opts = {
         "adam-fused": lambda p: torch.optim.Adam(p, lr=0.05, fused=True),
@@ -160,8 +200,9 @@ def _optimizers(device):
     }
     if device.type == "cuda":
         opts["adam-capturable"] = lambda p: torch.optim.Adam(p, lr=0.05, capturable=True)
-        opts["adamw-fused-capturable"] = lambda p: torch.optim.AdamW(p, lr=0.05, fused=True,
-                                                                     capturable=True)
+        opts["adamw-fused-capturable"] = lambda p: torch.optim.AdamW(
+            p, lr=0.05, fused=True, capturable=True
+        )
     return opts
 
 
@@ -176,8 +217,10 @@ def test_optimizer_steps(case, opt_name, device):
     if opt_name not in factories:
         pytest.skip(f"{opt_name} needs CUDA")
     if device.type == "cuda" and not ("fused" in opt_name or "capturable" in opt_name):
-        pytest.skip("the for-loop and foreach updates are the CPU cases' kernels; on CUDA the "
-                    "fused and capturable ones are what differs")
+        pytest.skip(
+            "the for-loop and foreach updates are the CPU cases' kernels; on CUDA the "
+            "fused and capturable ones are what differs"
+        )
     module, inputs = _setup(case, device)
     opt = factories[opt_name](list(module.parameters()))
     for _ in range(3):
@@ -188,6 +231,7 @@ def test_optimizer_steps(case, opt_name, device):
 
 
 # ---- direct writes ----------------------------------------------------------------------------
+
 
 def _noise_like(p, seed):
     g = torch.Generator().manual_seed(seed)
@@ -220,8 +264,10 @@ def write_no_grad_copy(module):
 
 
 def write_load_state_dict(module):
-    state = {k: v + _noise_like(v, i) if v.is_floating_point() else v
-             for i, (k, v) in enumerate(module.state_dict().items())}
+    state = {
+        k: v + _noise_like(v, i) if v.is_floating_point() else v
+        for i, (k, v) in enumerate(module.state_dict().items())
+    }
     module.load_state_dict(state)
 
 
@@ -258,19 +304,28 @@ def write_to_float64(module):
     module.to(torch.float64)
 
 
-WRITES = [write_data_add, write_data_assign, write_no_grad_copy, write_load_state_dict,
-          write_set_, write_storage_alias, write_numpy_view, write_new_parameters,
-          write_to_float64]
+WRITES = [
+    write_data_add,
+    write_data_assign,
+    write_no_grad_copy,
+    write_load_state_dict,
+    write_set_,
+    write_storage_alias,
+    write_numpy_view,
+    write_new_parameters,
+    write_to_float64,
+]
 
 
 def _inputs_like(module, inputs):
     dtype = next(module.parameters()).dtype
-    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-                 for t in inputs)
+    return tuple(
+        t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)
-@pytest.mark.parametrize("write", WRITES, ids=lambda w: w.__name__[len("write_"):])
+@pytest.mark.parametrize("write", WRITES, ids=lambda w: w.__name__[len("write_") :])
 def test_parameter_writes(case, write, device):
     """Each way of changing parameters outside autograd is seen by the next call, twice over
     (the second write finds whatever the first call may have cached)."""
@@ -285,8 +340,9 @@ def test_parameter_writes(case, write, device):
 def test_functional_call(case, device):
     """torch.func.functional_call with other tensors than the module's parameters."""
     module, inputs = _setup(case, device)
-    params = {name: p.detach() + _noise_like(p, i)
-              for i, (name, p) in enumerate(_named_params(module))}
+    params = {
+        name: p.detach() + _noise_like(p, i) for i, (name, p) in enumerate(_named_params(module))
+    }
     assert_current(case, module, inputs, device, params=params)
     # and the module's own parameters are used again afterwards
     assert_current(case, module, inputs, device)
@@ -324,11 +380,16 @@ def _tensor_attributes(module):
     found = []
     for name, sub in module.named_modules():
         for attr, value in vars(sub).items():
-            if attr in ("_parameters", "_buffers", "_modules") or \
-                    attr in _ALLOWED_TENSOR_ATTRIBUTES:
+            if (
+                attr in ("_parameters", "_buffers", "_modules")
+                or attr in _ALLOWED_TENSOR_ATTRIBUTES
+            ):
                 continue
-            values = value.values() if isinstance(value, dict) else (
-                value if isinstance(value, (list, tuple)) else [value])
+            values = (
+                value.values()
+                if isinstance(value, dict)
+                else (value if isinstance(value, (list, tuple)) else [value])
+            )
             if any(isinstance(v, torch.Tensor) for v in values):
                 found.append(f"{name}.{attr}" if name else attr)
     return found
@@ -348,8 +409,10 @@ def test_package_keys_nothing_on_tensor_versions():
     value current (fused optimizers and ``p.data`` writes change neither)."""
     root = pathlib.Path(fastcrnn.__file__).parent
     pattern = re.compile(r"\._version\b|\.data_ptr\(\)|_version_counter")
-    offenders = [f"{path.relative_to(root)}:{i}"
-                 for path in sorted(root.rglob("*.py"))
-                 for i, line in enumerate(path.read_text().splitlines(), 1)
-                 if pattern.search(line)]
+    offenders = [
+        f"{path.relative_to(root)}:{i}"
+        for path in sorted(root.rglob("*.py"))
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert offenders == []

@@ -4,21 +4,45 @@ nn.LSTM / nn.LSTMCell (identical weights) and fastcrnn.reference."""
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from helpers import assert_close, grads, run_with_cpu_isa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastcrnn
 from fastcrnn import reference
 from fastcrnn.nn import LSTM, LSTMCell
-from helpers import assert_close, grads, run_with_cpu_isa
 
 
-def _pair(I, H, layers=1, bidirectional=False, batch_first=False, bias=True, dtype=torch.float64,
-          device="cpu", dropout=0.0):
-    ref = torch.nn.LSTM(I, H, num_layers=layers, bidirectional=bidirectional,
-                        batch_first=batch_first, bias=bias, dropout=dropout).to(device, dtype)
-    ours = LSTM(I, H, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
-                bias=bias, dropout=dropout).to(device, dtype)
+def _pair(
+    I,
+    H,
+    layers=1,
+    bidirectional=False,
+    batch_first=False,
+    bias=True,
+    dtype=torch.float64,
+    device="cpu",
+    dropout=0.0,
+):
+    ref = torch.nn.LSTM(
+        I,
+        H,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        batch_first=batch_first,
+        bias=bias,
+        dropout=dropout,
+    ).to(device, dtype)
+    ours = LSTM(
+        I,
+        H,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        batch_first=batch_first,
+        bias=bias,
+        dropout=dropout,
+    ).to(device, dtype)
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
@@ -26,6 +50,7 @@ def _pair(I, H, layers=1, bidirectional=False, batch_first=False, bias=True, dty
 # ---------------------------------------------------------------------------------------------
 # nn.LSTM drop-in: values and every gradient
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -51,7 +76,7 @@ def test_lstm_matches_torch(device, layers, bidirectional, batch_first, with_sta
     g = [torch.randn_like(t) for t in (o1, h1, c1)]
     ga = grads((o1, h1, c1), leaves + list(ref.parameters()), g)
     gb = grads((o2, h2, c2), leaves + list(ours.parameters()), g)
-    names = ["x", "h0", "c0"][:len(leaves)] + [n for n, _ in ref.named_parameters()]
+    names = ["x", "h0", "c0"][: len(leaves)] + [n for n, _ in ref.named_parameters()]
     for a, b, name in zip(ga, gb, names):
         assert_close(b, a, 1e-11, what=f"grad {name}")
 
@@ -89,7 +114,10 @@ def test_packed_sequence_matches_torch(device, bidirectional, enforce_sorted):
     (p1, h1, c1), (p2, h2, c2) = outs
     assert isinstance(p2, torch.nn.utils.rnn.PackedSequence)
     assert torch.equal(p2.batch_sizes, p1.batch_sizes)
-    for a, b in ((p1.sorted_indices, p2.sorted_indices), (p1.unsorted_indices, p2.unsorted_indices)):
+    for a, b in (
+        (p1.sorted_indices, p2.sorted_indices),
+        (p1.unsorted_indices, p2.unsorted_indices),
+    ):
         assert (a is None and b is None) or torch.equal(a, b)
     assert_close(p2.data, p1.data, 1e-12, what="packed output")
     assert_close(h2, h1, 1e-12, what="h_n")
@@ -113,7 +141,7 @@ def test_lengths_argument_matches_packed_torch(device, bidirectional):
     o2, (h2, c2) = ours(x, lengths=lengths.to(device))
     assert_close(o2, o1, 1e-12, what="padded output")
     for n in range(N):  # padded steps output exactly zero
-        assert torch.count_nonzero(o2[n, lengths[n]:]) == 0
+        assert torch.count_nonzero(o2[n, lengths[n] :]) == 0
     assert_close(h2, h1, 1e-12)
     assert_close(c2, c1, 1e-12)
     g = [torch.randn_like(t) for t in (o1, h1, c1)]
@@ -156,8 +184,8 @@ def test_unbatched_input(device):
     assert_close(o2, o1, 1e-12)
     assert_close(h2, h1, 1e-12)
     assert_close(c2, c1, 1e-12)
-    ga, = grads(o1.sum(), [x], None)
-    gb, = grads(o2.sum(), [x], None)
+    (ga,) = grads(o1.sum(), [x], None)
+    (gb,) = grads(o2.sum(), [x], None)
     assert_close(gb, ga, 1e-12)
 
 
@@ -169,8 +197,8 @@ def test_non_contiguous_input(device):
     o1, _ = ref(x)
     o2, _ = ours(x)
     assert_close(o2, o1, 1e-12)
-    ga, = grads(o1.square().sum(), [base], None)
-    gb, = grads(o2.square().sum(), [base], None)
+    (ga,) = grads(o1.square().sum(), [base], None)
+    (gb,) = grads(o2.square().sum(), [base], None)
     assert_close(gb, ga, 1e-12)
 
 
@@ -242,6 +270,7 @@ def test_backend_torch_agrees(device):
 # LSTMCell drop-in
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("with_state", [True, False])
 def test_lstm_cell_matches_torch(device, bias, with_state):
@@ -253,8 +282,10 @@ def test_lstm_cell_matches_torch(device, bias, with_state):
     leaves = [x]
     hx = None
     if with_state:
-        hx = (torch.randn(N, H, dtype=torch.float64, device=device, requires_grad=True),
-              torch.randn(N, H, dtype=torch.float64, device=device, requires_grad=True))
+        hx = (
+            torch.randn(N, H, dtype=torch.float64, device=device, requires_grad=True),
+            torch.randn(N, H, dtype=torch.float64, device=device, requires_grad=True),
+        )
         leaves += list(hx)
     h1, c1 = ref(x, hx)
     h2, c2 = ours(x, hx)
@@ -290,11 +321,18 @@ def test_lstm_cell_unbatched_and_float32(device):
 # ops: gradcheck, opcheck, compile
 # ---------------------------------------------------------------------------------------------
 
+
 def _layer_args(T, N, I, H, D, device="cpu", dtype=torch.float64, lengths=None, bias=True):
     g = lambda *s: torch.randn(*s, dtype=dtype, device=device) * 0.5  # noqa: E731
-    args = [g(T, N, I), g(D, N, H), g(D, N, H), g(D * 4 * H, I), g(D, 4 * H, H),
-            g(D * 4 * H) if bias else None,
-            None if lengths is None else torch.tensor(lengths, device=device)]
+    args = [
+        g(T, N, I),
+        g(D, N, H),
+        g(D, N, H),
+        g(D * 4 * H, I),
+        g(D, 4 * H, H),
+        g(D * 4 * H) if bias else None,
+        None if lengths is None else torch.tensor(lengths, device=device),
+    ]
     return args
 
 
@@ -328,8 +366,9 @@ def test_double_backward_raises_not_implemented(module):
 
 def test_cell_gradcheck():
     g = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
-    assert torch.autograd.gradcheck(fastcrnn.lstm_cell,
-                                    (g(3, 4), g(3, 2), g(3, 2), g(8, 4), g(8, 2), g(8)))
+    assert torch.autograd.gradcheck(
+        fastcrnn.lstm_cell, (g(3, 4), g(3, 2), g(3, 2), g(8, 4), g(8, 2), g(8))
+    )
 
 
 @pytest.mark.parametrize("D", [1, 2])
@@ -346,8 +385,10 @@ def test_layer_opcheck(D, lengths, bias):
 @pytest.mark.parametrize("bias", [True, False])
 def test_cell_opcheck(bias):
     g = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
-    torch.library.opcheck(torch.ops.fastcrnn.lstm_cell.default,
-                          (g(3, 4), g(3, 2), g(3, 2), g(8, 4), g(8, 2), g(8) if bias else None))
+    torch.library.opcheck(
+        torch.ops.fastcrnn.lstm_cell.default,
+        (g(3, 4), g(3, 2), g(3, 2), g(8, 4), g(8, 2), g(8) if bias else None),
+    )
 
 
 def test_compile_fullgraph_padded_with_lengths():
@@ -365,8 +406,8 @@ def test_compile_fullgraph_padded_with_lengths():
     o2, h2, c2 = run(x, lengths)
     assert_close(o1, o2, 1e-6)
     assert_close(h1, h2, 1e-6)
-    ga, = grads(o1.sum() + c1.sum(), [x], None)
-    gb, = grads(o2.sum() + c2.sum(), [x], None)
+    (ga,) = grads(o1.sum() + c1.sum(), [x], None)
+    (gb,) = grads(o2.sum() + c2.sum(), [x], None)
     assert_close(ga, gb, 1e-5)
 
 
@@ -384,8 +425,11 @@ def test_layer_without_saving_matches_and_opcheck(D, lengths):
     for a in args[:6]:
         a.requires_grad_(True)
     out, _, _ = fastcrnn.lstm_layer(*args[:6], lengths=args[6])
-    assert_close(grads(out.sum(), [args[0]], None)[0],
-           grads(torch.ops.fastcrnn.lstm_layer(*args)[0].sum(), [args[0]], None)[0], 1e-12)
+    assert_close(
+        grads(out.sum(), [args[0]], None)[0],
+        grads(torch.ops.fastcrnn.lstm_layer(*args)[0].sum(), [args[0]], None)[0],
+        1e-12,
+    )
     with torch.no_grad():
         out2, _, _ = fastcrnn.lstm_layer(*args[:6], lengths=args[6])
     assert_close(out2, out.detach(), 0.0)
@@ -532,6 +576,7 @@ def test_cell_under_compile_fullgraph_sees_updates():
 # dtypes, autocast, instruction sets, random shapes
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cpu_reduced_precision_layer(dtype):
     ref64, ours = _pair(8, 16, 1, True)
@@ -568,23 +613,32 @@ def test_cpu_autocast_runs_in_bfloat16():
 
 def test_default_isa_kernels_agree():
     """The scalar / generic-vector (baseline ISA) kernels, in a fresh process."""
-    code = ("import torch, fastcrnn\n"
-            "from fastcrnn.nn import LSTM, LSTMCell\n"
-            "assert fastcrnn.build_info()['cpu_isa'] == 'default'\n"
-            "torch.manual_seed(0)\n"
-            "ref = torch.nn.LSTM(5, 11, 2, bidirectional=True)\n"
-            "m = LSTM(5, 11, 2, bidirectional=True); m.load_state_dict(ref.state_dict())\n"
-            "x = torch.randn(6, 3, 5, requires_grad=True)\n"
-            "a, b = ref(x)[0], m(x)[0]\n"
-            "torch.testing.assert_close(b, a, atol=2e-5, rtol=0)\n"
-            "ga, = torch.autograd.grad(a.sum(), [x]); gb, = torch.autograd.grad(b.sum(), [x])\n"
-            "torch.testing.assert_close(gb, ga, atol=2e-5, rtol=0)\n")
+    code = (
+        "import torch, fastcrnn\n"
+        "from fastcrnn.nn import LSTM, LSTMCell\n"
+        "assert fastcrnn.build_info()['cpu_isa'] == 'default'\n"
+        "torch.manual_seed(0)\n"
+        "ref = torch.nn.LSTM(5, 11, 2, bidirectional=True)\n"
+        "m = LSTM(5, 11, 2, bidirectional=True); m.load_state_dict(ref.state_dict())\n"
+        "x = torch.randn(6, 3, 5, requires_grad=True)\n"
+        "a, b = ref(x)[0], m(x)[0]\n"
+        "torch.testing.assert_close(b, a, atol=2e-5, rtol=0)\n"
+        "ga, = torch.autograd.grad(a.sum(), [x]); gb, = torch.autograd.grad(b.sum(), [x])\n"
+        "torch.testing.assert_close(gb, ga, atol=2e-5, rtol=0)\n"
+    )
     run_with_cpu_isa("default", code)
 
 
 @settings(max_examples=12, deadline=None)
-@given(T=st.integers(1, 6), N=st.integers(1, 4), I=st.integers(1, 5), H=st.integers(1, 9),
-       layers=st.integers(1, 2), bidirectional=st.booleans(), seed=st.integers(0, 1000))
+@given(
+    T=st.integers(1, 6),
+    N=st.integers(1, 4),
+    I=st.integers(1, 5),
+    H=st.integers(1, 9),
+    layers=st.integers(1, 2),
+    bidirectional=st.booleans(),
+    seed=st.integers(0, 1000),
+)
 def test_random_shapes_with_lengths(T, N, I, H, layers, bidirectional, seed):
     torch.manual_seed(seed)
     _, ours = _pair(I, H, layers, bidirectional)
@@ -649,6 +703,7 @@ def test_cuda_autocast_and_cell():
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------
+
 
 def test_bad_input_raises():
     m = LSTM(4, 5, 2, bidirectional=True)

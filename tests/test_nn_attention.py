@@ -1,4 +1,5 @@
 """sequence_mask / masked_softmax (fastcrnn.functional) and the attention layers."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,23 +10,27 @@ import fastcrnn.functional as FF
 from fastcrnn import reference
 from fastcrnn.nn import AdditiveAttention, DotProductAttention, MLPAttention
 
-
 # ---- sequence_mask --------------------------------------------------------------------------
+
 
 def test_sequence_mask_tutorial_example_and_no_mutation():
     X = torch.tensor([[1.0, 2, 3], [4, 5, 6]])
     before = X.clone()
-    out = FF.sequence_mask(X, torch.tensor([2, 3]))          # d2l passes float lengths too
+    out = FF.sequence_mask(X, torch.tensor([2, 3]))  # d2l passes float lengths too
     assert torch.equal(out, torch.tensor([[1.0, 2, 0], [4, 5, 6]]))
-    assert torch.equal(X, before)                             # the input is untouched
+    assert torch.equal(X, before)  # the input is untouched
     out = FF.sequence_mask(X, torch.FloatTensor([1, 0]), value=-1)
     assert torch.equal(out, torch.tensor([[1.0, -1, -1], [-1, -1, -1]]))
     assert torch.equal(X, before)
 
 
 @settings(max_examples=25, deadline=None)
-@given(N=st.integers(1, 4), T=st.integers(0, 6), extra=st.lists(st.integers(1, 3), max_size=2),
-       value=st.floats(-5, 5))
+@given(
+    N=st.integers(1, 4),
+    T=st.integers(0, 6),
+    extra=st.lists(st.integers(1, 3), max_size=2),
+    value=st.floats(-5, 5),
+)
 def test_sequence_mask_matches_reference(N, T, extra, value):
     X = torch.randn(N, T, *extra)
     lens = torch.randint(0, T + 2, (N,))
@@ -47,9 +52,15 @@ def test_sequence_mask_rejects_bad_input():
 
 # ---- masked_softmax -------------------------------------------------------------------------
 
+
 @settings(max_examples=30, deadline=None)
-@given(B=st.integers(1, 4), Q=st.integers(1, 4), K=st.integers(1, 7), per_query=st.booleans(),
-       dtype=st.sampled_from([torch.float32, torch.float64]))
+@given(
+    B=st.integers(1, 4),
+    Q=st.integers(1, 4),
+    K=st.integers(1, 7),
+    per_query=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
 def test_masked_softmax_matches_reference_values_and_grads(B, Q, K, per_query, dtype):
     X = torch.randn(B, Q, K, dtype=dtype, requires_grad=True)
     lens = torch.randint(0, K + 1, (B, Q) if per_query else (B,))
@@ -57,7 +68,7 @@ def test_masked_softmax_matches_reference_values_and_grads(B, Q, K, per_query, d
     out = FF.masked_softmax(X, lens)
     ref = reference.masked_softmax(X, lens)
     torch.testing.assert_close(out, ref)
-    assert torch.equal(X.detach(), before)                    # never modifies its input
+    assert torch.equal(X.detach(), before)  # never modifies its input
     full = lens[:, None].expand(B, Q) if lens.dim() == 1 else lens
     valid = full > 0
     # rows sum to one where a key is valid, zero where none is; masked keys get exactly 0
@@ -76,8 +87,9 @@ def test_masked_softmax_matches_reference_values_and_grads(B, Q, K, per_query, d
 def test_masked_softmax_none_lengths_and_float_lengths():
     X = torch.randn(2, 3, 4)
     torch.testing.assert_close(FF.masked_softmax(X, None), torch.softmax(X, -1))
-    torch.testing.assert_close(FF.masked_softmax(X, torch.tensor([2.0, 3.0])),
-                               FF.masked_softmax(X, torch.tensor([2, 3])))
+    torch.testing.assert_close(
+        FF.masked_softmax(X, torch.tensor([2.0, 3.0])), FF.masked_softmax(X, torch.tensor([2, 3]))
+    )
     # the classic example: valid lengths [2, 3] over 4 keys
     out = FF.masked_softmax(torch.rand(2, 2, 4), torch.tensor([2, 3]))
     assert torch.all(out[0, :, 2:] == 0) and torch.all(out[1, :, 3:] == 0)
@@ -102,6 +114,7 @@ def test_masked_softmax_rejects_bad_input():
 
 # ---- attention layers -----------------------------------------------------------------------
 
+
 def test_mlp_attention_tutorial_example():
     keys = torch.ones((2, 10, 2))
     values = torch.arange(40, dtype=torch.float).view(1, 10, 4).repeat(2, 1, 1)
@@ -119,9 +132,16 @@ def test_mlp_attention_tutorial_example():
 
 
 @settings(max_examples=20, deadline=None)
-@given(B=st.integers(1, 3), Q=st.integers(1, 3), K=st.integers(1, 6), dq=st.integers(1, 5),
-       dk=st.integers(1, 5), dv=st.integers(1, 4), units=st.integers(1, 6),
-       use_lens=st.booleans())
+@given(
+    B=st.integers(1, 3),
+    Q=st.integers(1, 3),
+    K=st.integers(1, 6),
+    dq=st.integers(1, 5),
+    dk=st.integers(1, 5),
+    dv=st.integers(1, 4),
+    units=st.integers(1, 6),
+    use_lens=st.booleans(),
+)
 def test_mlp_attention_matches_reference(B, Q, K, dq, dk, dv, units, use_lens):
     att = MLPAttention(dk, dq, units, 0.0).double()
     q = torch.randn(B, Q, dq, dtype=torch.float64, requires_grad=True)
@@ -129,8 +149,9 @@ def test_mlp_attention_matches_reference(B, Q, K, dq, dk, dv, units, use_lens):
     v = torch.randn(B, K, dv, dtype=torch.float64, requires_grad=True)
     lens = torch.randint(1, K + 1, (B,)) if use_lens else None
     out = att(q, k, v, lens)
-    ref, ref_w = reference.additive_attention(q, k, v, lens, att.W_q.weight, att.W_k.weight,
-                                              att.v.weight)
+    ref, ref_w = reference.additive_attention(
+        q, k, v, lens, att.W_q.weight, att.W_k.weight, att.v.weight
+    )
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(att.attention_weights, ref_w)
     g = torch.randn_like(out)
@@ -141,8 +162,13 @@ def test_mlp_attention_matches_reference(B, Q, K, dq, dk, dv, units, use_lens):
 
 
 @settings(max_examples=20, deadline=None)
-@given(B=st.integers(1, 3), Q=st.integers(1, 4), K=st.integers(1, 6), d=st.integers(1, 6),
-       dv=st.integers(1, 4))
+@given(
+    B=st.integers(1, 3),
+    Q=st.integers(1, 4),
+    K=st.integers(1, 6),
+    d=st.integers(1, 6),
+    dv=st.integers(1, 4),
+)
 def test_dot_product_attention_matches_reference_and_torch(B, Q, K, d, dv):
     att = DotProductAttention(0.0)
     q, k, v = torch.randn(B, Q, d), torch.randn(B, K, d), torch.randn(B, K, dv)
@@ -151,7 +177,7 @@ def test_dot_product_attention_matches_reference_and_torch(B, Q, K, d, dv):
     ref, ref_w = reference.dot_product_attention(q, k, v, lens)
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(att.attention_weights, ref_w)
-    mask = torch.arange(K)[None, None, :] < lens[:, None, None]        # True = attend
+    mask = torch.arange(K)[None, None, :] < lens[:, None, None]  # True = attend
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
 
 
@@ -160,7 +186,7 @@ def test_attention_gradcheck():
     q = torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, 5, 2, dtype=torch.float64, requires_grad=True)
-    lens = torch.tensor([[2, 5], [0, 3]])                     # a zero-length row included
+    lens = torch.tensor([[2, 5], [0, 3]])  # a zero-length row included
     assert torch.autograd.gradcheck(lambda a, b, c: att(a, b, c, lens), (q, k, v))
     out = att(q, k, v, lens)
     assert torch.all(out[1, 0] == 0)

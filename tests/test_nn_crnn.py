@@ -1,5 +1,6 @@
 """CRNN (both variants) and BiLSTM: shapes, crnn.pytorch / tutorial compatibility, backends,
 errors, and a training smoke test (a small CRNN overfits a batch to zero errors)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,13 +8,14 @@ from torch import nn
 
 import fastcrnn
 from fastcrnn import reference
-from fastcrnn.nn import CRNN, BiLSTM, BidirectionalLSTM
+from fastcrnn.nn import CRNN, BidirectionalLSTM, BiLSTM
 
 FUSED = "fused"
 SMALL = (8, 16, 16, 16, 24, 24, 24)
 
 
 # ---- crnn.pytorch, as published (meijieru/crnn.pytorch models/crnn.py), for comparison ------
+
 
 class _PubBidirectionalLSTM(nn.Module):
     def __init__(self, nIn, nHidden, nOut):
@@ -61,8 +63,9 @@ class _PubCRNN(nn.Module):
         cnn.add_module("pooling{0}".format(3), nn.MaxPool2d((2, 2), (2, 1), (0, 1)))
         convRelu(6, True)
         self.cnn = cnn
-        self.rnn = nn.Sequential(_PubBidirectionalLSTM(512, nh, nh),
-                                 _PubBidirectionalLSTM(nh, nh, nclass))
+        self.rnn = nn.Sequential(
+            _PubBidirectionalLSTM(512, nh, nh), _PubBidirectionalLSTM(nh, nh, nclass)
+        )
 
     def forward(self, input):
         conv = self.cnn(input)
@@ -73,6 +76,7 @@ class _PubCRNN(nn.Module):
 
 
 # ---- the tutorial's own network (section 2.2), verbatim apart from the prints ----------------
+
 
 class _TutBiLSTM(nn.Module):
     def __init__(self, nIn, nHidden, nOut):
@@ -113,8 +117,9 @@ class _TutCRNN(nn.Module):
         cnn.add_module("conv6", nn.Conv2d(512, 512, 2, 1, 0))
         cnn.add_module("relu6", nn.ReLU(True))
         self.cnn = cnn
-        self.rnn = nn.Sequential(_TutBiLSTM(512, nhidden, nhidden),
-                                 _TutBiLSTM(nhidden, nhidden, nclass))
+        self.rnn = nn.Sequential(
+            _TutBiLSTM(512, nhidden, nhidden), _TutBiLSTM(nhidden, nhidden, nclass)
+        )
 
     def forward(self, input):
         conv = self.cnn(input)
@@ -126,11 +131,19 @@ class _TutCRNN(nn.Module):
 
 CRNN_PYTORCH_KEYS = (
     [f"cnn.conv{i}.{p}" for i in range(7) for p in ("weight", "bias")]
-    + [f"cnn.batchnorm{i}.{p}" for i in (2, 4, 6)
-       for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
-    + [f"rnn.{j}.rnn.{w}_l0{s}" for j in (0, 1) for s in ("", "_reverse")
-       for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    + [f"rnn.{j}.embedding.{p}" for j in (0, 1) for p in ("weight", "bias")])
+    + [
+        f"cnn.batchnorm{i}.{p}"
+        for i in (2, 4, 6)
+        for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    ]
+    + [
+        f"rnn.{j}.rnn.{w}_l0{s}"
+        for j in (0, 1)
+        for s in ("", "_reverse")
+        for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    ]
+    + [f"rnn.{j}.embedding.{p}" for j in (0, 1) for p in ("weight", "bias")]
+)
 
 
 def _randomise_bn(model):
@@ -146,6 +159,7 @@ def _randomise_bn(model):
 
 # ---- crnn.pytorch variant -------------------------------------------------------------------
 
+
 def test_crnn_pytorch_state_dict_keys_and_checkpoint_loads():
     torch.manual_seed(0)
     ours = CRNN(32, 1, 37, 256)
@@ -153,14 +167,14 @@ def test_crnn_pytorch_state_dict_keys_and_checkpoint_loads():
     pub = _PubCRNN(32, 1, 37, 256)
     _randomise_bn(pub)
     pub.eval()
-    ours.load_state_dict(pub.state_dict())       # strict: a published checkpoint loads unchanged
+    ours.load_state_dict(pub.state_dict())  # strict: a published checkpoint loads unchanged
     ours.eval()
     x = torch.rand(2, 1, 32, 100)
     with torch.no_grad():
         out, ref = ours(x), pub(x)
     assert out.shape == (26, 2, 37)
     torch.testing.assert_close(out, ref)
-    pub.load_state_dict(ours.state_dict())       # and back
+    pub.load_state_dict(ours.state_dict())  # and back
 
 
 def test_crnn_pytorch_leaky_relu_matches_published():
@@ -176,6 +190,7 @@ def test_crnn_pytorch_leaky_relu_matches_published():
 
 
 # ---- seed variant (the tutorial's network) --------------------------------------------------
+
 
 def test_seed_tutorial_example_shape():
     torch.manual_seed(2)
@@ -198,7 +213,7 @@ def test_seed_matches_tutorial_network():
         for a, b in rename.items():
             k = k.replace(a, b)
         sd[k] = v
-    ours.load_state_dict(sd)                         # strict: every tensor has its place
+    ours.load_state_dict(sd)  # strict: every tensor has its place
     assert "cnn.BN4.running_mean" in sd and "cnn.BN5.weight" in sd
     x = torch.rand(3, 1, 32, 120)
     with torch.no_grad():
@@ -207,10 +222,14 @@ def test_seed_matches_tutorial_network():
 
 # ---- output length, output kinds, BiLSTM ----------------------------------------------------
 
-@pytest.mark.parametrize("variant,widths", [
-    ("crnn.pytorch", [4, 5, 7, 8, 33, 100, 101]),
-    ("seed", [32, 33, 35, 36, 64, 100, 200]),
-])
+
+@pytest.mark.parametrize(
+    "variant,widths",
+    [
+        ("crnn.pytorch", [4, 5, 7, 8, 33, 100, 101]),
+        ("seed", [32, 33, 35, 36, 64, 100, 200]),
+    ],
+)
 def test_output_length_matches_forward(variant, widths):
     torch.manual_seed(4)
     model = CRNN(32, 1, 5, 8, variant=variant, channels=SMALL).eval()
@@ -271,6 +290,7 @@ def test_backends_agree(backend):
 
 # ---- errors ---------------------------------------------------------------------------------
 
+
 def test_crnn_rejects_bad_arguments():
     with pytest.raises(ValueError, match="imgH"):
         CRNN(64, 1, 5, 8)
@@ -311,6 +331,7 @@ def test_crnn_rejects_bad_arguments():
 
 # ---- training smoke test --------------------------------------------------------------------
 
+
 def _synthetic_batch(n, width, nclass, max_len, seed):
     """Images whose label sequence is drawn as bright vertical bars: class c -> bar height."""
     g = torch.Generator().manual_seed(seed)
@@ -321,7 +342,7 @@ def _synthetic_batch(n, width, nclass, max_len, seed):
         lab = torch.randint(1, nclass, (L,), generator=g)
         slot = width // max_len
         for j, c in enumerate(lab.tolist()):
-            images[i, 0, 32 - 4 * c:, j * slot + 2: j * slot + slot - 2] = 1.0
+            images[i, 0, 32 - 4 * c :, j * slot + 2 : j * slot + slot - 2] = 1.0
         labels.append(lab)
         lengths.append(L)
     images += 0.05 * torch.randn(images.shape, generator=g)
@@ -337,7 +358,7 @@ def test_crnn_overfits_small_batch_to_zero_errors(one_thread):
     input_lengths = torch.full((8,), T, dtype=torch.long)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
-    for step in range(500):                    # converges in about 250 steps
+    for step in range(500):  # converges in about 250 steps
         model.train()
         lp = model(images)
         loss = F.ctc_loss(lp, targets, input_lengths, target_lengths, blank=0)
@@ -349,19 +370,21 @@ def test_crnn_overfits_small_batch_to_zero_errors(one_thread):
             model.eval()
             with torch.no_grad():
                 dec = fastcrnn.ctc_greedy_decode(model(images))
-            if all(dec.tokens[i, :dec.lengths[i]].tolist() == labels[i].tolist()
-                   for i in range(8)):
+            if all(
+                dec.tokens[i, : dec.lengths[i]].tolist() == labels[i].tolist() for i in range(8)
+            ):
                 break
     model.eval()
     with torch.no_grad():
         dec = fastcrnn.ctc_greedy_decode(model(images))
-    errors = sum(dec.tokens[i, :dec.lengths[i]].tolist() != labels[i].tolist() for i in range(8))
+    errors = sum(dec.tokens[i, : dec.lengths[i]].tolist() != labels[i].tolist() for i in range(8))
     assert errors == 0, (errors, step, first, loss.item())
 
 
 def test_torch_backend_exports():
     """backend="torch" is the export path: torch.export and TorchScript tracing reproduce it."""
     import warnings
+
     torch.manual_seed(9)
     model = CRNN(32, 1, 7, 16, channels=SMALL, backend="torch").eval()
     x = torch.rand(2, 1, 32, 48)

@@ -4,6 +4,7 @@ The guarantees: after many optimizer steps (Adam, AdamW with weight decay, SGD w
 weight decay) in train mode, the old classifier rows, every frozen parameter and every
 BatchNorm buffer are bitwise unchanged, so the logits of the old classes are bitwise unchanged
 and the log-probabilities shift only by the new normaliser."""
+
 import copy
 import io
 
@@ -12,8 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastcrnn.nn import (CRNN, ExpandedLinear, expand_classifier, load_with_new_classes,
-                         merge_classifier)
+from fastcrnn.nn import (
+    CRNN,
+    ExpandedLinear,
+    expand_classifier,
+    load_with_new_classes,
+    merge_classifier,
+)
 
 SMALL = (8, 16, 16, 16, 24, 24, 24)
 C, K = 7, 3
@@ -38,8 +44,9 @@ OPTIMIZERS = {
     "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
     "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
     "sgd": lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, weight_decay=0.1),
-    "sgd-nesterov": lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, nesterov=True,
-                                              weight_decay=0.01),
+    "sgd-nesterov": lambda p: torch.optim.SGD(
+        p, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.01
+    ),
 }
 
 
@@ -65,9 +72,9 @@ def test_only_new_rows_train(variant, opt_name, one_thread):
     # the optimizer gets ALL parameters (the common mistake): frozen ones must still not move
     opt = OPTIMIZERS[opt_name](model.parameters())
     T = model.output_length(width)
-    targets = torch.tensor([C, C + 1, 2, C + 2, 1, C])          # new and old classes
+    targets = torch.tensor([C, C + 1, 2, C + 2, 1, C])  # new and old classes
     for _ in range(25):
-        model.train()                                            # BatchNorm must stay in eval
+        model.train()  # BatchNorm must stay in eval
         lp = F.log_softmax(model(torch.rand(3, 1, 32, width)), 2)
         loss = F.ctc_loss(lp, targets, torch.full((3,), T), torch.tensor([2, 2, 2]))
         opt.zero_grad()
@@ -79,16 +86,16 @@ def test_only_new_rows_train(variant, opt_name, one_thread):
     for k, v in before.items():
         if k.startswith("rnn.1.embedding."):
             continue
-        assert torch.equal(after[k], v), k                       # bitwise, buffers included
+        assert torch.equal(after[k], v), k  # bitwise, buffers included
     assert torch.equal(head.old_weight, before["rnn.1.embedding.weight"])
     assert torch.equal(head.old_bias, before["rnn.1.embedding.bias"])
-    assert not torch.equal(head.new_weight, new_before)          # the new rows did train
+    assert not torch.equal(head.new_weight, new_before)  # the new rows did train
 
     model.eval()
     with torch.no_grad():
         new_logits = model(x)
     assert new_logits.shape == old_logits.shape[:2] + (C + K,)
-    assert torch.equal(new_logits[..., :C], old_logits)          # bitwise unchanged
+    assert torch.equal(new_logits[..., :C], old_logits)  # bitwise unchanged
     # log-probabilities of the old classes shift only by the new normaliser
     shift = F.log_softmax(new_logits, 2)[..., :C] - F.log_softmax(old_logits, 2)
     expected = (torch.logsumexp(old_logits, 2) - torch.logsumexp(new_logits, 2))[..., None]
@@ -123,7 +130,7 @@ def test_expand_keeps_previous_requires_grad_flags():
     model = _trained_like_crnn()
     model.cnn.conv0.weight.requires_grad_(False)
     expand_classifier(model, 2)
-    expand_classifier(model, 1)                  # a second expansion: the 2 rows become old
+    expand_classifier(model, 1)  # a second expansion: the 2 rows become old
     head = model.rnn[1].embedding
     assert head.old_features == C + 2 and head.out_features == C + 3 and model.nclass == C + 3
     merge_classifier(model)
@@ -133,8 +140,9 @@ def test_expand_keeps_previous_requires_grad_flags():
 
 def test_generic_model_with_layer_name_and_pickling():
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(),
-                          nn.Sequential(nn.Linear(6, 5)))
+    model = nn.Sequential(
+        nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Sequential(nn.Linear(6, 5))
+    )
     model.train()
     model(torch.randn(8, 4))
     x = torch.randn(3, 4)
@@ -196,7 +204,7 @@ def test_load_with_new_classes_errors_and_equal_size():
     other = CRNN(32, 1, C + 1, 16, channels=(8, 16, 16, 16, 24, 24, 32))
     with pytest.raises(RuntimeError, match="size mismatch"):
         load_with_new_classes(other, ckpt)
-    assert type(other.rnn[1].embedding) is nn.Linear          # restored after the failure
+    assert type(other.rnn[1].embedding) is nn.Linear  # restored after the failure
     bad = dict(ckpt)
     bad.pop("cnn.conv2.bias")
     with pytest.raises(RuntimeError, match="Missing"):

@@ -1,5 +1,6 @@
 """fastcrnn.nn.RNN (vanilla RNN from the step equations), the LSTM backend switch and the
 one-hot / masking helpers of fastcrnn.functional."""
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ FUSED = "fused"
 
 # ---- one_hot / to_onehot ---------------------------------------------------------------------
 
+
 def test_one_hot_tutorial_example():
     X = torch.arange(10).view(2, 5)
     inputs = FF.to_onehot(X, 10)
@@ -30,8 +32,11 @@ def test_one_hot_tutorial_example():
 
 
 @settings(max_examples=25, deadline=None)
-@given(shape=st.lists(st.integers(0, 4), min_size=0, max_size=3), n_class=st.integers(1, 7),
-       dtype=st.sampled_from([torch.float32, torch.float64, torch.int64]))
+@given(
+    shape=st.lists(st.integers(0, 4), min_size=0, max_size=3),
+    n_class=st.integers(1, 7),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.int64]),
+)
 def test_one_hot_matches_reference(shape, n_class, dtype):
     x = torch.randint(0, n_class, shape)
     out = FF.one_hot(x, n_class, dtype)
@@ -58,12 +63,15 @@ def test_one_hot_rejects_bad_input():
 
 # ---- vanilla RNN vs nn.RNN and the reference ------------------------------------------------
 
+
 def _pair(I, H, layers, bidir, nonlin="tanh", bias=True, batch_first=False, dtype=torch.float64):
-    ours = RNN(I, H, layers, nonlinearity=nonlin, bias=bias, batch_first=batch_first,
-               bidirectional=bidir).to(dtype)
-    theirs = nn.RNN(I, H, layers, nonlinearity=nonlin, bias=bias, batch_first=batch_first,
-                    bidirectional=bidir).to(dtype)
-    theirs.load_state_dict(ours.state_dict())            # the same names and shapes
+    ours = RNN(
+        I, H, layers, nonlinearity=nonlin, bias=bias, batch_first=batch_first, bidirectional=bidir
+    ).to(dtype)
+    theirs = nn.RNN(
+        I, H, layers, nonlinearity=nonlin, bias=bias, batch_first=batch_first, bidirectional=bidir
+    ).to(dtype)
+    theirs.load_state_dict(ours.state_dict())  # the same names and shapes
     return ours, theirs
 
 
@@ -74,32 +82,47 @@ def test_state_dict_keys_are_nn_rnn():
         assert list(ours.state_dict()) == list(theirs.state_dict())
         for k, v in theirs.state_dict().items():
             assert ours.state_dict()[k].shape == v.shape
-        ours.load_state_dict(theirs.state_dict())         # both directions load strictly
+        ours.load_state_dict(theirs.state_dict())  # both directions load strictly
         theirs.load_state_dict(ours.state_dict())
 
 
 @settings(max_examples=20, deadline=None)
-@given(T=st.integers(1, 6), N=st.integers(1, 4), I=st.integers(1, 5), H=st.integers(1, 6),
-       layers=st.integers(1, 3), bidir=st.booleans(), nonlin=st.sampled_from(["tanh", "relu"]),
-       bias=st.booleans(), batch_first=st.booleans(), with_h0=st.booleans())
-def test_matches_nn_rnn_values_and_grads(T, N, I, H, layers, bidir, nonlin, bias, batch_first,
-                                         with_h0):
+@given(
+    T=st.integers(1, 6),
+    N=st.integers(1, 4),
+    I=st.integers(1, 5),
+    H=st.integers(1, 6),
+    layers=st.integers(1, 3),
+    bidir=st.booleans(),
+    nonlin=st.sampled_from(["tanh", "relu"]),
+    bias=st.booleans(),
+    batch_first=st.booleans(),
+    with_h0=st.booleans(),
+)
+def test_matches_nn_rnn_values_and_grads(
+    T, N, I, H, layers, bidir, nonlin, bias, batch_first, with_h0
+):
     ours, theirs = _pair(I, H, layers, bidir, nonlin, bias, batch_first)
     shape = (N, T, I) if batch_first else (T, N, I)
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     dirs = 2 if bidir else 1
-    h0 = torch.randn(layers * dirs, N, H, dtype=torch.float64, requires_grad=True) \
-        if with_h0 else None
+    h0 = (
+        torch.randn(layers * dirs, N, H, dtype=torch.float64, requires_grad=True)
+        if with_h0
+        else None
+    )
     out, hn = ours(x, h0)
     out_t, hn_t = theirs(x, h0)
     torch.testing.assert_close(out, out_t)
     torch.testing.assert_close(hn, hn_t)
     g_out, g_h = torch.randn_like(out), torch.randn_like(hn)
     inputs = [x] + ([h0] if with_h0 else [])
-    ga = torch.autograd.grad((out * g_out).sum() + (hn * g_h).sum(), inputs + list(
-        ours.parameters()))
-    gb = torch.autograd.grad((out_t * g_out).sum() + (hn_t * g_h).sum(), inputs + list(
-        theirs.parameters()))
+    ga = torch.autograd.grad(
+        (out * g_out).sum() + (hn * g_h).sum(), inputs + list(ours.parameters())
+    )
+    gb = torch.autograd.grad(
+        (out_t * g_out).sum() + (hn_t * g_h).sum(), inputs + list(theirs.parameters())
+    )
     for a, b in zip(ga, gb):
         torch.testing.assert_close(a, b)
 
@@ -138,18 +161,18 @@ def test_packed_sequence_matches_nn_rnn():
 def test_unbatched_and_output_layer():
     torch.manual_seed(1)
     ours = RNN(10, 16, output_size=10)
-    x = FF.one_hot(torch.arange(5) % 10, 10)               # the tutorial's (1, 5) sequence
+    x = FF.one_hot(torch.arange(5) % 10, 10)  # the tutorial's (1, 5) sequence
     y, h = ours(x)
     assert y.shape == (5, 10) and h.shape == (1, 16)
     # the output layer is applied per step to the hidden states
     rnn_only = RNN(10, 16)
-    rnn_only.load_state_dict({k: v for k, v in ours.state_dict().items()
-                              if not k.startswith("output.")})
+    rnn_only.load_state_dict(
+        {k: v for k, v in ours.state_dict().items() if not k.startswith("output.")}
+    )
     hs, hn = rnn_only(x)
     torch.testing.assert_close(y, ours.output(hs))
     torch.testing.assert_close(h, hn)
-    assert set(ours.state_dict()) - set(rnn_only.state_dict()) == {"output.weight",
-                                                                  "output.bias"}
+    assert set(ours.state_dict()) - set(rnn_only.state_dict()) == {"output.weight", "output.bias"}
 
 
 def test_gradcheck_float64():
@@ -201,6 +224,7 @@ def test_rnn_rejects_bad_arguments():
 
 
 # ---- the LSTM backend switch ----------------------------------------------------------------
+
 
 def test_make_lstm_torch_and_errors():
     lstm = make_lstm("torch", 4, 5, 2, bidirectional=True)

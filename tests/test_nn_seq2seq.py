@@ -1,4 +1,5 @@
 """Seq2Seq: encoder, plain and attention decoders, masked loss, greedy/beam predict, BLEU, demo."""
+
 import itertools
 import math
 
@@ -8,8 +9,15 @@ import torch.nn.functional as F
 
 from fastcrnn import reference
 from fastcrnn.demos import seq2seq as demo
-from fastcrnn.nn import (EncoderDecoder, MaskedSoftmaxCELoss, Seq2SeqAttentionDecoder,
-                         Seq2SeqDecoder, Seq2SeqEncoder, bleu, predict)
+from fastcrnn.nn import (
+    EncoderDecoder,
+    MaskedSoftmaxCELoss,
+    Seq2SeqAttentionDecoder,
+    Seq2SeqDecoder,
+    Seq2SeqEncoder,
+    bleu,
+    predict,
+)
 
 FUSED = "fused"
 
@@ -19,6 +27,7 @@ def _lstm_params(rnn):
 
 
 # ---- shapes (the tutorial's examples) -------------------------------------------------------
+
 
 def test_encoder_decoder_tutorial_shapes():
     X = torch.zeros((4, 7), dtype=torch.long)
@@ -55,6 +64,7 @@ def test_attention_decoder_shapes_and_weights():
 
 # ---- agreement with the references ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("with_lens", [False, True])
 def test_encoder_matches_reference_lstm(with_lens):
     torch.manual_seed(1)
@@ -85,8 +95,9 @@ def _attention_decoder_reference(dec, Y, enc_out, h, c, lens):
     keys = enc_out.transpose(0, 1)
     outs, weights = [], []
     for x in emb:
-        ctx, w = reference.additive_attention(h[-1].unsqueeze(1), keys, keys, lens,
-                                              att.W_q.weight, att.W_k.weight, att.v.weight)
+        ctx, w = reference.additive_attention(
+            h[-1].unsqueeze(1), keys, keys, lens, att.W_q.weight, att.W_k.weight, att.v.weight
+        )
         step = torch.cat([ctx.squeeze(1), x], -1).unsqueeze(0)
         o, (h, c) = reference.lstm(step, params, dec.num_layers, hx=(h, c))
         outs.append(o)
@@ -128,13 +139,15 @@ def test_plain_decoder_matches_nn_lstm_and_gradcheck():
     Y = torch.randint(0, 5, (2, 3))
     logits, _ = net(X, Y)
     state = enc(X)[1]
-    out, _ = reference.lstm(dec.embedding(Y).transpose(0, 1), _lstm_params(dec.rnn), 1,
-                            hx=state)
+    out, _ = reference.lstm(dec.embedding(Y).transpose(0, 1), _lstm_params(dec.rnn), 1, hx=state)
     torch.testing.assert_close(logits, dec.dense(out).transpose(0, 1))
     w = dec.dense.weight
     assert torch.autograd.gradcheck(
-        lambda weight: F.linear(dec.rnn(dec.embedding(Y).transpose(0, 1), state)[0], weight,
-                                dec.dense.bias).sum(), (w.detach().requires_grad_(),))
+        lambda weight: F.linear(
+            dec.rnn(dec.embedding(Y).transpose(0, 1), state)[0], weight, dec.dense.bias
+        ).sum(),
+        (w.detach().requires_grad_(),),
+    )
 
 
 @pytest.mark.parametrize("backend", [FUSED])
@@ -155,12 +168,13 @@ def test_backends_agree(backend):
 
 # ---- masked loss ----------------------------------------------------------------------------
 
+
 def test_masked_softmax_ce_loss_averages_over_valid_tokens():
     torch.manual_seed(5)
     N, T, V = 3, 6, 7
     pred = torch.randn(N, T, V, dtype=torch.float64, requires_grad=True)
     label = torch.randint(0, V, (N, T))
-    label[1, 2:] = -100                       # padding may hold anything
+    label[1, 2:] = -100  # padding may hold anything
     valid = torch.tensor([4, 2, 6])
     keep = torch.arange(T)[None] < valid[:, None]
     expected = F.cross_entropy(pred[keep], label[keep])
@@ -169,10 +183,12 @@ def test_masked_softmax_ce_loss_averages_over_valid_tokens():
     # "none": the mean over each sequence's own valid tokens
     per_seq = MaskedSoftmaxCELoss("none")(pred, label, valid)
     for n in range(N):
-        torch.testing.assert_close(per_seq[n], F.cross_entropy(pred[n, :valid[n]],
-                                                               label[n, :valid[n]]))
-    torch.testing.assert_close(MaskedSoftmaxCELoss("sum")(pred, label, valid),
-                               expected * valid.sum())
+        torch.testing.assert_close(
+            per_seq[n], F.cross_entropy(pred[n, : valid[n]], label[n, : valid[n]])
+        )
+    torch.testing.assert_close(
+        MaskedSoftmaxCELoss("sum")(pred, label, valid), expected * valid.sum()
+    )
     # no gradient into padded positions
     (grad,) = torch.autograd.grad(loss, pred)
     assert torch.all(grad[~keep] == 0) and torch.all(grad[keep].abs().sum(-1) > 0)
@@ -204,13 +220,14 @@ def test_masked_loss_empty_and_errors():
 
 # ---- predict: greedy and beam search --------------------------------------------------------
 
+
 def _tiny_net(seed=6, attention=True, vocab=5):
     torch.manual_seed(seed)
     enc = Seq2SeqEncoder(8, 4, 6, 2)
     dec_cls = Seq2SeqAttentionDecoder if attention else Seq2SeqDecoder
     dec = dec_cls(vocab, 4, 6, 2)
     net = EncoderDecoder(enc, dec)
-    with torch.no_grad():                      # sharpen the distributions a little
+    with torch.no_grad():  # sharpen the distributions a little
         dec.dense.weight.mul_(4)
     return net
 
@@ -287,9 +304,11 @@ def test_beam_search_not_worse_than_greedy_in_score():
     g, _ = predict(net, src, 1, 2, 5, beam_size=1, length_penalty=0.0)
     b, _ = predict(net, src, 1, 2, 5, beam_size=4, length_penalty=0.0)
     with torch.no_grad():
+
         def score(seq):
             full = seq + [2] if len(seq) < 5 else seq
             return _sequence_logp(net, src, full, 1)
+
         assert score(b) >= score(g) - 1e-9
 
 
@@ -309,7 +328,7 @@ def test_predict_rejects_bad_arguments():
         predict(net.encoder, [1], 1, 2, 3)
     net.train()
     predict(net, [1, 2], 1, 2, 3)
-    assert net.training                       # restored after the call
+    assert net.training  # restored after the call
 
 
 def test_encoder_decoder_reject_bad_input():
@@ -335,15 +354,16 @@ def test_encoder_decoder_reject_bad_input():
 
 # ---- BLEU -----------------------------------------------------------------------------------
 
+
 def test_bleu_values():
     assert bleu("a b c d", "a b c d", 2) == 1.0
-    assert bleu(["x"], ["x"], 2) == 1.0                # short: orders > len(pred) skipped
+    assert bleu(["x"], ["x"], 2) == 1.0  # short: orders > len(pred) skipped
     assert bleu("", "a", 2) == 0.0 and bleu([], [], 3) == 1.0
     assert bleu("x y", "a b", 2) == 0.0
     # p1 = 4/4, p2 = 1/3 ("a b" only), no brevity penalty (4 vs 4)
     assert bleu("a b d c", "a b c d", 2) == pytest.approx((1 / 3) ** 0.25)
     # p1 = 3/4, p2 = 1/3
-    assert bleu("a b c e", "a b d c", 2) == pytest.approx(0.75 ** 0.5 * (1 / 3) ** 0.25)
+    assert bleu("a b c e", "a b d c", 2) == pytest.approx(0.75**0.5 * (1 / 3) ** 0.25)
     # brevity penalty: pred 2 tokens, label 4 -> exp(1 - 2) ; precisions 1
     assert bleu("a b", "a b c d", 2) == pytest.approx(math.exp(-1))
     # clipped counts: "a a a" vs "a b": p1 = 1/3
@@ -360,6 +380,7 @@ def test_bleu_errors():
 
 # ---- the demo task learns -------------------------------------------------------------------
 
+
 def test_demo_task_data():
     assert demo.spell(342) == ["three", "hundred", "forty", "two"]
     assert demo.spell(0) == ["zero"] and demo.spell(15) == ["fifteen"]
@@ -375,9 +396,19 @@ def test_seq2seq_demo_reaches_bleu(tmp_path, one_thread):
     """200 steps of the demo's training (small model, fixed seed) reach held-out BLEU-2 >= 0.9
     on numbers never seen in training (measured: about 0.95-1.0)."""
     png = tmp_path / "attn.png"
-    result = demo.run(steps=200, embed_size=16, num_hiddens=32, num_layers=1, seed=0,
-                      beam_size=2, heatmap=str(png), renderer="pillow", verbose=False,
-                      eval_limit=50, examples=2)
+    result = demo.run(
+        steps=200,
+        embed_size=16,
+        num_hiddens=32,
+        num_layers=1,
+        seed=0,
+        beam_size=2,
+        heatmap=str(png),
+        renderer="pillow",
+        verbose=False,
+        eval_limit=50,
+        examples=2,
+    )
     assert result["losses"][-1] < result["losses"][0] / 10
     assert result["bleu_greedy"] >= 0.9, result["bleu_greedy"]
     assert result["bleu_beam"] >= 0.9, result["bleu_beam"]
@@ -387,8 +418,27 @@ def test_seq2seq_demo_reaches_bleu(tmp_path, one_thread):
 
 def test_demo_main_runs(tmp_path, capsys, one_thread):
     png = tmp_path / "heat.png"
-    assert demo.main(["--steps", "3", "--max-number", "40", "--hidden", "8", "--embed-size",
-                      "4", "--layers", "1", "--heatmap", str(png), "--examples", "2"]) == 0
+    assert (
+        demo.main(
+            [
+                "--steps",
+                "3",
+                "--max-number",
+                "40",
+                "--hidden",
+                "8",
+                "--embed-size",
+                "4",
+                "--layers",
+                "1",
+                "--heatmap",
+                str(png),
+                "--examples",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "BLEU" in out and "heatmap" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

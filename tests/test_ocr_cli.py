@@ -1,5 +1,6 @@
 """`python -m fastcrnn ...` end to end on tiny data (in process through fastcrnn.ocr.cli.main,
 plus real `python -m fastcrnn` subprocesses for the entry point itself)."""
+
 import contextlib
 import io
 import json
@@ -27,6 +28,7 @@ class Result:
 def cli(*args, check=True):
     """Runs `fastcrnn ARGS` in this process (as the console script would) and captures it."""
     from fastcrnn.ocr.cli import main
+
     out, err = io.StringIO(), io.StringIO()
     threads = torch.get_num_threads()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -42,15 +44,22 @@ def cli(*args, check=True):
             torch.set_num_threads(threads)
     proc = Result(rc, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
-        raise AssertionError(f"fastcrnn {args} failed ({proc.returncode}):\n{proc.stdout}\n"
-                             f"{proc.stderr}")
+        raise AssertionError(
+            f"fastcrnn {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
 def cli_subprocess(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "fastcrnn", *map(str, args)], cwd=cwd or ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "fastcrnn", *map(str, args)],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 # small models on a shared CI machine: one thread avoids OpenMP oversubscription
@@ -60,10 +69,25 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def lmdbs(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    cli("make-lmdb", "--output", d / "train", "--synthetic", 64, "--alphabet", "0123456789",
-        "--min_len", 1, "--max_len", 4, "--seed", 1, "--no_progress")
+    cli(
+        "make-lmdb",
+        "--output",
+        d / "train",
+        "--synthetic",
+        64,
+        "--alphabet",
+        "0123456789",
+        "--min_len",
+        1,
+        "--max_len",
+        4,
+        "--seed",
+        1,
+        "--no_progress",
+    )
     # the validation set from a folder of images plus a path<TAB>label file
     from fastcrnn.ocr.data import SyntheticTextLines
+
     ds = SyntheticTextLines("0123456789", 12, 1, 4, seed=2)
     os.makedirs(d / "imgs")
     lines = []
@@ -72,18 +96,42 @@ def lmdbs(tmp_path_factory):
         img.save(d / "imgs" / f"{i}.png")
         lines.append(f"{i}.png\t{label}")
     (d / "imgs" / "labels.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cli("make-lmdb", "--output", d / "val", "--labels", d / "imgs" / "labels.txt",
-        "--no_progress")
+    cli("make-lmdb", "--output", d / "val", "--labels", d / "imgs" / "labels.txt", "--no_progress")
     return d
 
 
 @pytest.fixture(scope="module")
 def trained(lmdbs):
     expr = lmdbs / "expr"
-    p = cli("train", "--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val", "--alphabet",
-            "0123456789", "--expr_dir", expr, "--batchSize", 16, "--nepoch", 2, "--adam",
-            "--lr", "1e-3", "--displayInterval", 2, "--valInterval", 3, "--saveInterval", 3,
-            "--workers", 1, "--keep_ratio", "--no_progress", *TINY)
+    p = cli(
+        "train",
+        "--trainRoot",
+        lmdbs / "train",
+        "--valRoot",
+        lmdbs / "val",
+        "--alphabet",
+        "0123456789",
+        "--expr_dir",
+        expr,
+        "--batchSize",
+        16,
+        "--nepoch",
+        2,
+        "--adam",
+        "--lr",
+        "1e-3",
+        "--displayInterval",
+        2,
+        "--valInterval",
+        3,
+        "--saveInterval",
+        3,
+        "--workers",
+        1,
+        "--keep_ratio",
+        "--no_progress",
+        *TINY,
+    )
     assert "validation: word accuracy" in p.stderr + p.stdout
     return expr
 
@@ -91,6 +139,7 @@ def trained(lmdbs):
 def test_make_lmdb_and_train_checkpoints(lmdbs, trained):
     from fastcrnn.ocr.checkpoint import load_checkpoint
     from fastcrnn.ocr.data import LmdbDataset
+
     assert len(LmdbDataset(lmdbs / "train")) == 64 and len(LmdbDataset(lmdbs / "val")) == 12
     last = torch.load(trained / "last.pth", weights_only=True)
     assert last["charset"] == "0123456789" and last["step"] == 8 and last["epoch"] == 2
@@ -101,8 +150,16 @@ def test_make_lmdb_and_train_checkpoints(lmdbs, trained):
 
 
 def test_eval_json_matches_predictions(lmdbs, trained):
-    p = cli("eval", "--checkpoint", trained / "last.pth", "--valRoot", lmdbs / "val",
-            "--show", 12, "--no_progress")
+    p = cli(
+        "eval",
+        "--checkpoint",
+        trained / "last.pth",
+        "--valRoot",
+        lmdbs / "val",
+        "--show",
+        12,
+        "--no_progress",
+    )
     out = p.stdout.strip().splitlines()
     result = json.loads(out[-1])
     assert set(result) == {"word_accuracy", "cer", "norm_edit_distance", "num_samples"}
@@ -110,6 +167,7 @@ def test_eval_json_matches_predictions(lmdbs, trained):
     assert "word accuracy" in p.stdout
     # recompute from the predictions listed in the table
     from fastcrnn.ocr.metrics import recognition_metrics
+
     rows = [l for l in out[1:13]]
     preds = [r[:28].strip() for r in rows]
     refs = [r[29:57].strip() for r in rows]
@@ -120,12 +178,14 @@ def test_eval_json_matches_predictions(lmdbs, trained):
 
 def test_predict(lmdbs, trained):
     from fastcrnn.ocr.evaluate import load_recognizer
+
     imgs = [lmdbs / "imgs" / "0.png", lmdbs / "imgs" / "1.png"]
     p = cli("predict", "--checkpoint", trained / "best.pth", *imgs)
     lines = p.stdout.strip().splitlines()
     assert len(lines) == 2
     rec = load_recognizer(str(trained / "best.pth"))
     from PIL import Image
+
     for line, path in zip(lines, imgs):
         name, text, conf = line.split("\t")
         assert name == str(path)
@@ -138,11 +198,27 @@ def test_predict(lmdbs, trained):
 
 def test_resume_and_errors(lmdbs, trained, tmp_path):
     import shutil
+
     expr = tmp_path / "expr"
     shutil.copytree(trained, expr)
-    common = ["--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val", "--expr_dir", expr,
-              "--batchSize", 16, "--adam", "--lr", "1e-3", "--workers", 0, "--keep_ratio",
-              "--no_progress", *TINY]
+    common = [
+        "--trainRoot",
+        lmdbs / "train",
+        "--valRoot",
+        lmdbs / "val",
+        "--expr_dir",
+        expr,
+        "--batchSize",
+        16,
+        "--adam",
+        "--lr",
+        "1e-3",
+        "--workers",
+        0,
+        "--keep_ratio",
+        "--no_progress",
+        *TINY,
+    ]
     p = cli("train", *common, "--alphabet", "0123456789", "--nepoch", 3, "--resume")
     assert "resuming" in p.stderr + p.stdout
     assert torch.load(expr / "last.pth", weights_only=True)["step"] == 12
@@ -163,11 +239,40 @@ def test_train_schedule_clipping_and_plain_log(lmdbs, tmp_path):
     """The opt-in schedule and clipping flags reach the optimizer; a log that is not a terminal
     is whole lines with the gradient norm, and epochs numbered from 1 to --nepoch."""
     import re
-    p = cli("train", "--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val", "--alphabet",
-            "0123456789", "--expr_dir", tmp_path / "e", "--batchSize", 16, "--nepoch", 2,
-            "--adam", "--lr", "1e-3", "--lr_schedule", "cosine", "--warmup_steps", 2,
-            "--grad_clip", 1.5, "--displayInterval", 1, "--valInterval", 3, "--saveInterval", 3,
-            "--workers", 0, *TINY)  # progress bars on, but stdout is not a terminal
+
+    p = cli(
+        "train",
+        "--trainRoot",
+        lmdbs / "train",
+        "--valRoot",
+        lmdbs / "val",
+        "--alphabet",
+        "0123456789",
+        "--expr_dir",
+        tmp_path / "e",
+        "--batchSize",
+        16,
+        "--nepoch",
+        2,
+        "--adam",
+        "--lr",
+        "1e-3",
+        "--lr_schedule",
+        "cosine",
+        "--warmup_steps",
+        2,
+        "--grad_clip",
+        1.5,
+        "--displayInterval",
+        1,
+        "--valInterval",
+        3,
+        "--saveInterval",
+        3,
+        "--workers",
+        0,
+        *TINY,
+    )  # progress bars on, but stdout is not a terminal
     log = p.stdout + p.stderr
     assert "\r" not in log
     assert "adam lr 0.001 (cosine, 2 warm-up steps), gradient norm clipped to 1.5" in log
@@ -175,16 +280,20 @@ def test_train_schedule_clipping_and_plain_log(lmdbs, tmp_path):
     lrs = [float(x) for x in re.findall(r"\] loss .*, lr ([0-9.e-]+)$", log, re.M)]
     assert len(lrs) == 8 and lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)
     import math
+
     for k in range(2, 8):  # cosine from the peak after the warm-up towards 0 at step 8
-        assert lrs[k] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * (k - 2) / 6)),
-                                       rel=2e-3), (k, lrs)
+        assert lrs[k] == pytest.approx(
+            1e-3 * 0.5 * (1 + math.cos(math.pi * (k - 2) / 6)), rel=2e-3
+        ), (k, lrs)
     epochs = {int(e) for e in re.findall(r"\[epoch (\d+)/2 step", log)}
     assert epochs == {1, 2}
     # 4 steps per epoch: the epoch-end validations are labelled with the epoch that ended
     assert "[epoch 1/2 step 4] validation" in log and "[epoch 2/2 step 8] validation" in log
-    for bad, word in ((["--lr_schedule", "linear"], "--lr_schedule"),
-                      (["--grad_clip", "-1"], "--grad_clip"),
-                      (["--warmup_steps", "-2"], "--warmup_steps")):
+    for bad, word in (
+        (["--lr_schedule", "linear"], "--lr_schedule"),
+        (["--grad_clip", "-1"], "--grad_clip"),
+        (["--warmup_steps", "-2"], "--warmup_steps"),
+    ):
         p = cli("train", "--trainRoot", "x", "--valRoot", "y", *bad, check=False)
         assert p.returncode == 2 and word in p.stderr, (bad, p.stderr)
 
@@ -192,22 +301,76 @@ def test_train_schedule_clipping_and_plain_log(lmdbs, tmp_path):
 def test_pretrained_with_module_prefix(lmdbs, trained, tmp_path):
     sd = torch.load(trained / "last.pth", weights_only=True)["model"]
     torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "ddp.pth")
-    p = cli("train", "--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val",
-            "--alphabet", "0123456789", "--expr_dir", tmp_path / "e", "--batchSize", 16,
-            "--nepoch", 1, "--max_steps", 1, "--pretrained", tmp_path / "ddp.pth", "--workers",
-            0, "--keep_ratio", "--no_progress", "--lr", "1e-12", "--adam", *TINY)
+    p = cli(
+        "train",
+        "--trainRoot",
+        lmdbs / "train",
+        "--valRoot",
+        lmdbs / "val",
+        "--alphabet",
+        "0123456789",
+        "--expr_dir",
+        tmp_path / "e",
+        "--batchSize",
+        16,
+        "--nepoch",
+        1,
+        "--max_steps",
+        1,
+        "--pretrained",
+        tmp_path / "ddp.pth",
+        "--workers",
+        0,
+        "--keep_ratio",
+        "--no_progress",
+        "--lr",
+        "1e-12",
+        "--adam",
+        *TINY,
+    )
     assert "loaded pretrained" in p.stderr + p.stdout
-    p = cli("train", "--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val",
-            "--expr_dir", tmp_path / "f", "--nepoch", 1, "--pretrained", tmp_path / "ddp.pth",
-            "--no_progress", "--nh", "8", "--channels", "8,8,16,16,16,16,16", check=False)
+    p = cli(
+        "train",
+        "--trainRoot",
+        lmdbs / "train",
+        "--valRoot",
+        lmdbs / "val",
+        "--expr_dir",
+        tmp_path / "f",
+        "--nepoch",
+        1,
+        "--pretrained",
+        tmp_path / "ddp.pth",
+        "--no_progress",
+        "--nh",
+        "8",
+        "--channels",
+        "8,8,16,16,16,16,16",
+        check=False,
+    )
     assert p.returncode != 0 and "does not fit" in p.stderr
 
 
 def test_finetune_adds_characters(lmdbs, trained, tmp_path):
     out = tmp_path / "ft"
-    cli("finetune", "--checkpoint", trained / "last.pth", "--add-chars", "xy", "--synthetic",
-        32, "--max_steps", 2, "--batchSize", 8, "--expr_dir", out, "--valInterval", 2,
-        "--no_progress")
+    cli(
+        "finetune",
+        "--checkpoint",
+        trained / "last.pth",
+        "--add-chars",
+        "xy",
+        "--synthetic",
+        32,
+        "--max_steps",
+        2,
+        "--batchSize",
+        8,
+        "--expr_dir",
+        out,
+        "--valInterval",
+        2,
+        "--no_progress",
+    )
     ck = torch.load(out / "last.pth", weights_only=True)
     assert ck["charset"] == "0123456789xy"
     old = torch.load(trained / "last.pth", weights_only=True)["model"]
@@ -216,24 +379,56 @@ def test_finetune_adds_characters(lmdbs, trained, tmp_path):
     # only the new rows trained: the old classes' weights and the rest are unchanged
     assert torch.equal(w_new[: w_old.shape[0]], w_old)
     assert torch.equal(ck["model"]["cnn.conv0.weight"], old["cnn.conv0.weight"])
-    assert not torch.equal(w_new[w_old.shape[0]:], torch.zeros_like(w_new[w_old.shape[0]:]))
+    assert not torch.equal(w_new[w_old.shape[0] :], torch.zeros_like(w_new[w_old.shape[0] :]))
     p = cli("predict", "--checkpoint", out / "last.pth", lmdbs / "imgs" / "0.png")
     assert p.stdout.count("\t") == 2
-    p = cli("finetune", "--checkpoint", trained / "last.pth", "--add-chars", "1", "--synthetic",
-            8, check=False)
+    p = cli(
+        "finetune",
+        "--checkpoint",
+        trained / "last.pth",
+        "--add-chars",
+        "1",
+        "--synthetic",
+        8,
+        check=False,
+    )
     assert p.returncode != 0 and "already in the charset" in p.stderr
 
 
 def test_demo_tiny(tmp_path):
     out = tmp_path / "demo"
-    p = cli("demo", "--output", out, "--train_samples", 48, "--test_samples", 16, "--steps", 3,
-            "--batchSize", 16, "--valInterval", 2, "--val_subset", 8, "--displayInterval", 1,
-            "--nh", 16, "--channels", "8,8,16,16,16,16,16", "--threads", 1, "--no_progress")
+    p = cli(
+        "demo",
+        "--output",
+        out,
+        "--train_samples",
+        48,
+        "--test_samples",
+        16,
+        "--steps",
+        3,
+        "--batchSize",
+        16,
+        "--valInterval",
+        2,
+        "--val_subset",
+        8,
+        "--displayInterval",
+        1,
+        "--nh",
+        16,
+        "--channels",
+        "8,8,16,16,16,16,16",
+        "--threads",
+        1,
+        "--no_progress",
+    )
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["num_samples"] == 16 and summary["steps"] == 3
     for f in ("demo.pth", "curve.png", "samples.png", "metrics.json"):
         assert (out / f).stat().st_size > 0, f
     from PIL import Image
+
     assert Image.open(out / "samples.png").size[0] > 100
     ck = torch.load(out / "demo.pth", weights_only=True)
     assert ck["charset"] == "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -247,6 +442,7 @@ def test_seq2seq_dispatch():
     p = cli("seq2seq-demo", "--help", check=False)
     try:
         import fastcrnn.demos.seq2seq  # noqa: F401
+
         assert p.returncode == 0
     except ImportError:
         assert p.returncode != 0 and "not part of this installation" in p.stderr
@@ -255,9 +451,19 @@ def test_seq2seq_dispatch():
 def test_benchmark_report_runs_as_a_script(tmp_path):
     """The benchmark report is benchmarks/report.py of the checkout (the CLI has no bench
     command: the package does not reach outside itself)."""
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "report.py"), "--only",
-                        "no-such-family", "--out", str(tmp_path / "b")], capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "report.py"),
+            "--only",
+            "no-such-family",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert "fastcrnn" in p.stdout and (tmp_path / "b" / "report-cpu.json").exists()
     assert cli("bench", check=False).returncode == 2

@@ -1,6 +1,6 @@
 """OCR data: synthetic generator, crnn.pytorch LMDB round trip, collate lengths."""
+
 import io
-import os
 
 import numpy as np
 import pytest
@@ -10,8 +10,13 @@ PIL = pytest.importorskip("PIL")
 lmdb = pytest.importorskip("lmdb")
 from PIL import Image  # noqa: E402
 
-from fastcrnn.ocr.data import (AlignCollate, LmdbDataset, SyntheticTextLines,  # noqa: E402
-                               read_label_file, write_lmdb)
+from fastcrnn.ocr.data import (  # noqa: E402
+    AlignCollate,
+    LmdbDataset,
+    SyntheticTextLines,
+    read_label_file,
+    write_lmdb,
+)
 
 ALPHA = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -45,8 +50,9 @@ def test_synthetic_deterministic_and_varied():
 
 
 def test_synthetic_wider_for_longer_text():
-    ds = SyntheticTextLines(ALPHA, texts=["ab", "abcdefghijklmnop"], seed=0, size_range=(24, 24),
-                            max_rotation=0.0)
+    ds = SyntheticTextLines(
+        ALPHA, texts=["ab", "abcdefghijklmnop"], seed=0, size_range=(24, 24), max_rotation=0.0
+    )
     assert ds[1][0].width > 3 * ds[0][0].width
 
 
@@ -95,8 +101,9 @@ def test_lmdb_with_dataloader_workers(tmp_path):
     samples = _samples(10, seed=1)
     write_lmdb(tmp_path / "db", samples)
     ds = LmdbDataset(tmp_path / "db")
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2,
-                                         collate_fn=AlignCollate(32, keep_ratio=True))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=4, num_workers=2, collate_fn=AlignCollate(32, keep_ratio=True)
+    )
     texts = [t for batch in loader for t in batch.texts]
     assert texts == [t for _, t in samples]
 
@@ -149,9 +156,9 @@ def _crnn_pytorch_T(widths):
 def test_collate_keep_ratio_lengths_and_padding():
     rng = np.random.default_rng(0)
     imgs = []
-    for (h, w, bg) in [(40, 100, 200), (20, 30, 10), (64, 256, 128)]:
+    for h, w, bg in [(40, 100, 200), (20, 30, 10), (64, 256, 128)]:
         arr = np.full((h, w), bg, dtype=np.uint8)
-        arr[h // 4: 3 * h // 4, 2: w - 2] = rng.integers(0, 255, (h // 2, w - 4))
+        arr[h // 4 : 3 * h // 4, 2 : w - 2] = rng.integers(0, 255, (h // 2, w - 4))
         imgs.append((Image.fromarray(arr, "L"), f"t{w}"))
     coll = AlignCollate(imgH=32, keep_ratio=True, output_length=_crnn_pytorch_T)
     batch = coll(imgs)
@@ -191,6 +198,7 @@ def test_collate_lengths_make_ctc_ignore_padding():
     import torch.nn.functional as F
 
     import fastcrnn
+
     T, N, C = 12, 2, 5
     lp = torch.randn(T, N, C).log_softmax(-1)
     lengths = torch.tensor([7, 12])

@@ -1,4 +1,5 @@
 """DDP: `torchrun --nproc_per_node=2 -m fastcrnn train` on CPU (gloo), tiny data, few steps."""
+
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ def _env():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from fastcrnn.ocr.data import SyntheticTextLines, write_lmdb
+
     d = tmp_path_factory.mktemp("ddp")
     for name, n, seed in (("train", 64, 1), ("val", 8, 2)):
         ds = SyntheticTextLines("0123456789", n, 1, 4, seed=seed)
@@ -33,18 +35,49 @@ def data(tmp_path_factory):
 
 
 def _torchrun(*args):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        *map(str, args),
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
 
 
 def test_torchrun_train_cli(data):
     expr = data / "expr"
-    p = _torchrun("-m", "fastcrnn", "train", "--trainRoot", data / "train", "--valRoot",
-                  data / "val", "--alphabet", "0123456789", "--expr_dir", expr, "--batchSize",
-                  16, "--nepoch", 2, "--adam", "--lr", "1e-3", "--displayInterval", 1,
-                  "--valInterval", 2, "--saveInterval", 2, "--workers", 0, "--no_progress",
-                  *TINY)
+    p = _torchrun(
+        "-m",
+        "fastcrnn",
+        "train",
+        "--trainRoot",
+        data / "train",
+        "--valRoot",
+        data / "val",
+        "--alphabet",
+        "0123456789",
+        "--expr_dir",
+        expr,
+        "--batchSize",
+        16,
+        "--nepoch",
+        2,
+        "--adam",
+        "--lr",
+        "1e-3",
+        "--displayInterval",
+        1,
+        "--valInterval",
+        2,
+        "--saveInterval",
+        2,
+        "--workers",
+        0,
+        "--no_progress",
+        *TINY,
+    )
     out = p.stdout + p.stderr
     assert p.returncode == 0, out
     assert "(2 processes)" in out
@@ -59,7 +92,8 @@ def test_ddp_ranks_stay_in_sync(data, tmp_path):
     """Every rank ends with the same weights (gradients are averaged), different from the
     initial ones, while each rank trained on its own half of the data."""
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, sys, torch
         from fastcrnn.ocr.cli import build_parser
         from fastcrnn.ocr import train
@@ -76,9 +110,9 @@ def test_ddp_ranks_stay_in_sync(data, tmp_path):
             trainer.step = step
             return real_fit(trainer, *a, **k)
         train.fit = fit
-        args = build_parser().parse_args(["train", "--trainRoot", {str(data / 'train')!r},
-            "--valRoot", {str(data / 'val')!r}, "--alphabet", "0123456789", "--expr_dir",
-            {str(tmp_path / 'e')!r}, "--batchSize", "8", "--nepoch", "1", "--adam", "--lr",
+        args = build_parser().parse_args(["train", "--trainRoot", {str(data / "train")!r},
+            "--valRoot", {str(data / "val")!r}, "--alphabet", "0123456789", "--expr_dir",
+            {str(tmp_path / "e")!r}, "--batchSize", "8", "--nepoch", "1", "--adam", "--lr",
             "1e-2", "--workers", "0", "--no_progress", "--nh", "16", "--channels",
             "8,8,16,16,16,16,16"])
         rank = os.environ["RANK"]
@@ -87,13 +121,15 @@ def test_ddp_ranks_stay_in_sync(data, tmp_path):
         torch.save(dict(params={{n: p.detach() for n, p in net.named_parameters()}},
                         init=captured["init"], texts=captured["texts"]),
                    {str(tmp_path)!r} + f"/rank{{rank}}.pt")
-    """))
+    """)
+    )
     p = _torchrun(str(script))
     assert p.returncode == 0, p.stdout + p.stderr
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert len(r0["texts"]) == len(r1["texts"]) == 32
     from fastcrnn.ocr.data import LmdbDataset
+
     ds = LmdbDataset(data / "train")
     assert sorted(r0["texts"] + r1["texts"]) == sorted(ds.label(i) for i in range(64))
     for name, p0 in r0["params"].items():

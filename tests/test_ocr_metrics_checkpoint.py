@@ -1,4 +1,5 @@
 """OCR metrics on known strings; checkpoint atomicity and error reporting."""
+
 import math
 import os
 import subprocess
@@ -10,9 +11,14 @@ import torch
 
 pytest.importorskip("rapidfuzz")
 
-from fastcrnn.ocr.checkpoint import (CheckpointError, load_checkpoint, plain_config,  # noqa: E402
-                                     save_checkpoint, strip_module_prefix)
-from fastcrnn.ocr.metrics import edit_distance, recognition_metrics  # noqa: E402
+from fastcrnn.ocr.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    plain_config,
+    save_checkpoint,
+    strip_module_prefix,
+)
+from fastcrnn.ocr.metrics import edit_distance, recognition_metrics
 
 
 def test_edit_distance_known():
@@ -55,9 +61,16 @@ def _state(charset="abc"):
     opt = torch.optim.Adam(model.parameters())
     model(torch.randn(2, 3)).sum().backward()
     opt.step()
-    return dict(model=model.state_dict(), optimizer=opt.state_dict(), epoch=3, step=42,
-                best_accuracy=0.5, charset=charset, case_insensitive=False,
-                config=plain_config(dict(imgH=32, nh=8, channels=(1, 2), fn=print, name=None)))
+    return dict(
+        model=model.state_dict(),
+        optimizer=opt.state_dict(),
+        epoch=3,
+        step=42,
+        best_accuracy=0.5,
+        charset=charset,
+        case_insensitive=False,
+        config=plain_config(dict(imgH=32, nh=8, channels=(1, 2), fn=print, name=None)),
+    )
 
 
 def test_round_trip_weights_only(tmp_path):
@@ -96,7 +109,7 @@ def test_bad_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_checkpoint(tmp_path / "trunc.pth")
     corrupt = bytearray(data)
-    corrupt[len(corrupt) // 3: len(corrupt) // 3 + 64] = b"\xff" * 64
+    corrupt[len(corrupt) // 3 : len(corrupt) // 3 + 64] = b"\xff" * 64
     (tmp_path / "corrupt.pth").write_bytes(bytes(corrupt))
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "corrupt.pth")
@@ -137,10 +150,12 @@ def test_crash_mid_save_keeps_previous(tmp_path):
     # removes its own temp file
     stale = {p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")}
     assert len(stale) == 1
+
     class Boom:
         def __reduce__(self):
             raise RuntimeError("boom")
-    with pytest.raises(Exception):
+
+    with pytest.raises(RuntimeError, match="boom"):
         save_checkpoint(path, dict(model={}, bad=Boom()))
     assert {p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")} == stale
     assert load_checkpoint(path)["step"] == 42

@@ -1,4 +1,5 @@
 """The references themselves, checked against torch's own modules and ops where they exist."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -117,15 +118,17 @@ def test_ctc_reference_gradient_after_log_softmax_matches_torch():
 
 def test_ctc_reference_concatenated_targets():
     lp, targets, il, tl = _ctc_case(T=10, N=3, C=6, S=4, seed=3)
-    flat = torch.cat([targets[n, :tl[n]] for n in range(3)])
-    torch.testing.assert_close(reference.ctc_loss(lp, flat, il, tl, reduction="none"),
-                               F.ctc_loss(lp, targets, il, tl, reduction="none"))
+    flat = torch.cat([targets[n, : tl[n]] for n in range(3)])
+    torch.testing.assert_close(
+        reference.ctc_loss(lp, flat, il, tl, reduction="none"),
+        F.ctc_loss(lp, targets, il, tl, reduction="none"),
+    )
 
 
 @pytest.mark.parametrize("logits", [False, True])
 def test_greedy_references_agree(logits):
     x = torch.randn(40, 6, 9)
-    x[::3, :, 0] += 3                                   # plenty of blanks and repeats
+    x[::3, :, 0] += 3  # plenty of blanks and repeats
     lp = x if logits else x.log_softmax(-1)
     lengths = [40, 0, 13, 39, 1, 20]
     loop = reference.ctc_greedy_decode_loop(lp, lengths, 0, logits)

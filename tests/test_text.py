@@ -1,4 +1,5 @@
 """fastcrnn.text: Charset / LabelConverter round trips and errors."""
+
 import random
 
 import pytest
@@ -37,8 +38,10 @@ def test_encode_layout_and_blank():
 def test_round_trip_through_decoder(seed):
     rng = random.Random(seed)
     conv = LabelConverter(ALPHA + " -")
-    texts = ["".join(rng.choice(conv.charset.chars) for _ in range(rng.randint(0, 12)))
-             for _ in range(rng.randint(1, 9))]
+    texts = [
+        "".join(rng.choice(conv.charset.chars) for _ in range(rng.randint(0, 12)))
+        for _ in range(rng.randint(1, 9))
+    ]
     dec = _decoding_from_texts(conv, texts)
     assert conv.decode(dec) == texts
     with_conf = conv.decode(dec, with_confidence=True)
@@ -149,8 +152,7 @@ def test_decode_errors():
     dec = fastcrnn.ctc_greedy_decode(scores, logits=True)
     with pytest.raises(ValueError, match="class 4"):
         conv.decode(dec)
-    bad = fastcrnn.GreedyDecoding(dec.tokens, torch.tensor([-1]), dec.token_probs,
-                                  dec.token_frames)
+    bad = fastcrnn.GreedyDecoding(dec.tokens, torch.tensor([-1]), dec.token_probs, dec.token_frames)
     with pytest.raises(ValueError, match="invalid"):
         conv.decode(bad)
     with pytest.raises(TypeError, match="decoding"):

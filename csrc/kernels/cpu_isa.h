@@ -10,35 +10,44 @@ namespace fastcrnn::cpu {
 
 enum class Isa : int { kDefault = 0, kAvx2 = 1, kAvx512 = 2 };
 
-Isa active_isa();            // chosen once, on first use
+Isa active_isa();  // chosen once, on first use
 const char* isa_name(Isa isa);
 
 }  // namespace fastcrnn::cpu
 
 // Declares one kernel function in every ISA namespace.
-#define FASTCRNN_DECLARE_CPU_KERNEL(ret, name, params)      \
-  namespace fastcrnn::cpu::isa_default { ret name params; } \
-  namespace fastcrnn::cpu::isa_avx2 { ret name params; }    \
-  namespace fastcrnn::cpu::isa_avx512 { ret name params; }
+#define FASTCRNN_DECLARE_CPU_KERNEL(ret, name, params) \
+  namespace fastcrnn::cpu::isa_default {               \
+  ret name params;                                     \
+  }                                                    \
+  namespace fastcrnn::cpu::isa_avx2 {                  \
+  ret name params;                                     \
+  }                                                    \
+  namespace fastcrnn::cpu::isa_avx512 {                \
+  ret name params;                                     \
+  }
 
 #if defined(FASTCRNN_HAVE_ISA_AVX512)
 #define FASTCRNN_DISPATCH_AVX512_(name, ...) \
-  case ::fastcrnn::cpu::Isa::kAvx512: return ::fastcrnn::cpu::isa_avx512::name(__VA_ARGS__);
+  case ::fastcrnn::cpu::Isa::kAvx512:        \
+    return ::fastcrnn::cpu::isa_avx512::name(__VA_ARGS__);
 #else
 #define FASTCRNN_DISPATCH_AVX512_(name, ...)
 #endif
 #if defined(FASTCRNN_HAVE_ISA_AVX2)
 #define FASTCRNN_DISPATCH_AVX2_(name, ...) \
-  case ::fastcrnn::cpu::Isa::kAvx2: return ::fastcrnn::cpu::isa_avx2::name(__VA_ARGS__);
+  case ::fastcrnn::cpu::Isa::kAvx2:        \
+    return ::fastcrnn::cpu::isa_avx2::name(__VA_ARGS__);
 #else
 #define FASTCRNN_DISPATCH_AVX2_(name, ...)
 #endif
 
-#define FASTCRNN_CPU_DISPATCH(name, ...)                              \
-  do {                                                                \
-    switch (::fastcrnn::cpu::active_isa()) {                          \
-      FASTCRNN_DISPATCH_AVX512_(name, __VA_ARGS__)                    \
-      FASTCRNN_DISPATCH_AVX2_(name, __VA_ARGS__)                      \
-      default: return ::fastcrnn::cpu::isa_default::name(__VA_ARGS__); \
-    }                                                                 \
+#define FASTCRNN_CPU_DISPATCH(name, ...)                        \
+  do {                                                          \
+    switch (::fastcrnn::cpu::active_isa()) {                    \
+      FASTCRNN_DISPATCH_AVX512_(name, __VA_ARGS__)              \
+      FASTCRNN_DISPATCH_AVX2_(name, __VA_ARGS__)                \
+      default:                                                  \
+        return ::fastcrnn::cpu::isa_default::name(__VA_ARGS__); \
+    }                                                           \
   } while (0)

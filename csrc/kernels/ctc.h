@@ -36,11 +36,11 @@ struct CtcParams {
   int64_t W = 1;
 
   // Accumulation-typed buffers (float, or double for float64 scores).
-  void* nll = nullptr;        // (N,) out: -log p(target | input); +inf impossible, NaN bad row
+  void* nll = nullptr;  // (N,) out: -log p(target | input); +inf impossible, NaN bad row
   // N * T * W forward out / backward in. CUDA: (N, T, W). CPU: lane-major blocks of sorted
   // sample groups (kernels/ctc_cpu.cpp); only the backward of the same build reads it.
   void* log_alpha = nullptr;
-  void* norms = nullptr;      // (T, N) log-sum-exp of each logits row (from_logits only)
+  void* norms = nullptr;  // (T, N) log-sum-exp of each logits row (from_logits only)
 
   // Backward only.
   const void* grad_nll = nullptr;  // (N,) incoming gradient of each loss
@@ -49,7 +49,7 @@ struct CtcParams {
   // CUDA only: (N, 2 W + 1) int32 workspace: per state the next state with the same label and
   // whether it is the label's first state; then the sample's gradient kind.
   int32_t* label_links = nullptr;
-  void* grad = nullptr;            // (T, N, C) contiguous out, dtype of scores
+  void* grad = nullptr;  // (T, N, C) contiguous out, dtype of scores
   bool zero_infinity = false;
 };
 

@@ -276,19 +276,18 @@ struct Group {
   const Layout& layout;
   int64_t k = 0, width = 0;
   int64_t n[kGroup];
-  bool live[kGroup];                   // this lane runs a recursion
+  bool live[kGroup];  // this lane runs a recursion
   // S of each live lane, 0 otherwise; exact in float lanes: S > 2^24 would need a log_alpha
   // of more than T * W > 2^23 * 2^24 entries
   alignas(64) acc_t states[kGroup];
-  alignas(64) acc_t shift[kGroup];     // emission shift of the current frame (-norm)
-  std::vector<int64_t> offset;         // (W, kGroup): class element of each state in a frame
-  std::vector<acc_t> skip;             // (W + 2, kGroup): 0 where s - 2 -> s is allowed, -inf else
-  std::vector<acc_t> gathered;         // (W, kGroup): the current frame's emissions
-  std::vector<acc_t> wide;             // (T, W, kGroup) block for a narrow (last) group
+  alignas(64) acc_t shift[kGroup];  // emission shift of the current frame (-norm)
+  std::vector<int64_t> offset;      // (W, kGroup): class element of each state in a frame
+  std::vector<acc_t> skip;          // (W + 2, kGroup): 0 where s - 2 -> s is allowed, -inf else
+  std::vector<acc_t> gathered;      // (W, kGroup): the current frame's emissions
+  std::vector<acc_t> wide;          // (T, W, kGroup) block for a narrow (last) group
 
   Group(const CtcParams& p_, const Layout& l)
-      : p(p_), layout(l), offset(l.W * kGroup), skip((l.W + 2) * kGroup),
-        gathered(l.W * kGroup) {}
+      : p(p_), layout(l), offset(l.W * kGroup), skip((l.W + 2) * kGroup), gathered(l.W * kGroup) {}
 
   // Sets up group k; `runs(n)` says whether sample n runs a recursion in this pass.
   template <typename Runs>
@@ -401,8 +400,8 @@ void forward(const CtcParams& p) {
       }
     }
     if (g.width < kGroup)
-      narrow_lanes(block, static_cast<acc_t*>(p.log_alpha) + layout.block_offset(k),
-                   p.T * p.W, g.width);
+      narrow_lanes(block, static_cast<acc_t*>(p.log_alpha) + layout.block_offset(k), p.T * p.W,
+                   g.width);
   });
 }
 
@@ -462,9 +461,9 @@ void subtract_posteriors(const CtcParams& p, const Layout& layout,
         for (int64_t j = 0; j < kGroup; j += K) {
           const V e = g.emission(st, j);
           const int64_t at = st * kGroup + j;
-          V v = e + lse3(V::loadu(next + at), V::loadu(next + at + kGroup),
-                         V::loadu(next + at + 2 * kGroup) +
-                             V::loadu(g.skip.data() + at + 2 * kGroup));
+          V v = e +
+                lse3(V::loadu(next + at), V::loadu(next + at + kGroup),
+                     V::loadu(next + at + 2 * kGroup) + V::loadu(g.skip.data() + at + 2 * kGroup));
           // a lane's recursion starts at its last frame, on its last two states
           const V starts = (V::loadu(starting + j) == V(acc_t(1))) &
                            (V(acc_t(st + 2)) >= V::loadu(g.states + j));
@@ -558,13 +557,17 @@ void backward(const CtcParams& p) {
 }  // namespace
 
 void ctc_loss_forward_cpu(const CtcParams& p) {
-  if (p.dtype == Dtype::kFloat64) forward<double>(p);
-  else forward<float>(p);
+  if (p.dtype == Dtype::kFloat64)
+    forward<double>(p);
+  else
+    forward<float>(p);
 }
 
 void ctc_loss_backward_cpu(const CtcParams& p) {
-  if (p.dtype == Dtype::kFloat64) backward<double>(p);
-  else backward<float>(p);
+  if (p.dtype == Dtype::kFloat64)
+    backward<double>(p);
+  else
+    backward<float>(p);
 }
 
 }  // namespace fastcrnn::cpu::FASTCRNN_ISA_NS

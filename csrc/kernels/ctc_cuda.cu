@@ -23,15 +23,27 @@ constexpr int kThreads = 256;
 constexpr int kRowWarps = 8;
 enum : int32_t { kKindNormal = 0, kKindZero = 1, kKindNaN = 2 };
 
-template <typename T> __device__ __forceinline__ T from_acc(float v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+template <typename T>
+__device__ __forceinline__ T from_acc(float v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ __half from_acc<__half>(float v) {
+  return __float2half(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
   return __float2bfloat16(v);
 }
-template <typename T> __device__ __forceinline__ T from_acc(double v) { return static_cast<T>(v); }
+template <typename T>
+__device__ __forceinline__ T from_acc(double v) {
+  return static_cast<T>(v);
+}
 
 template <typename acc_t>
-__device__ __forceinline__ acc_t neg_inf() { return -INFINITY; }
+__device__ __forceinline__ acc_t neg_inf() {
+  return -INFINITY;
+}
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t lse3(acc_t a, acc_t b, acc_t c) {
@@ -130,8 +142,7 @@ __global__ void norms_kernel(CtcParams p) {
     for (int64_t c = lane; c < p.C; c += 32) sum += exp(to_acc(x[c]) - m);
   for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
   if (lane == 0)
-    static_cast<acc_t*>(p.norms)[row] =
-        (bad || m == neg_inf<acc_t>()) ? acc_t(NAN) : m + log(sum);
+    static_cast<acc_t*>(p.norms)[row] = (bad || m == neg_inf<acc_t>()) ? acc_t(NAN) : m + log(sum);
 }
 
 template <typename scalar_t>
@@ -191,10 +202,16 @@ __global__ void beta_kernel(CtcParams p) {
     const int64_t c = label_of(s, st, p.blank);
     int32_t nx = -1;
     for (int64_t o = st + 2; o < s.S; o += 2)
-      if (label_of(s, o, p.blank) == c) { nx = static_cast<int32_t>(o); break; }
+      if (label_of(s, o, p.blank) == c) {
+        nx = static_cast<int32_t>(o);
+        break;
+      }
     int32_t is_first = 1;
     for (int64_t o = st - 2; o >= 0; o -= 2)
-      if (label_of(s, o, p.blank) == c) { is_first = 0; break; }
+      if (label_of(s, o, p.blank) == c) {
+        is_first = 0;
+        break;
+      }
     next[st] = nx;
     first[st] = is_first;
   }
@@ -268,8 +285,9 @@ void ctc_loss_forward_cuda(const CtcParams& p, void* cuda_stream) {
   FASTCRNN_CUDA_DTYPE_SWITCH(p.dtype, {
     if (p.from_logits && p.T > 0) {
       const int64_t rows = p.T * p.N;
-      norms_kernel<scalar_t><<<static_cast<unsigned>(cuda::ceil_div(rows, kRowWarps)),
-                               32 * kRowWarps, 0, stream>>>(p);
+      norms_kernel<scalar_t>
+          <<<static_cast<unsigned>(cuda::ceil_div(rows, kRowWarps)), 32 * kRowWarps, 0, stream>>>(
+              p);
       cuda::check_launch("ctc norms_kernel");
     }
     alpha_kernel<scalar_t><<<static_cast<unsigned>(p.N), kThreads, 0, stream>>>(p);

@@ -20,12 +20,12 @@ struct GreedyDecodeParams {
   const int64_t* input_lengths = nullptr;  // (N,)
   int64_t blank = 0;
   bool logits = false;
-  int32_t* frame_label = nullptr;  // (T, N) workspace
-  float* frame_prob = nullptr;     // (T, N) workspace
-  int64_t* tokens = nullptr;       // (N, T)
-  int64_t* lengths = nullptr;      // (N,)
-  float* token_probs = nullptr;    // (N, T)
-  int64_t* token_frames = nullptr; // (N, T)
+  int32_t* frame_label = nullptr;   // (T, N) workspace
+  float* frame_prob = nullptr;      // (T, N) workspace
+  int64_t* tokens = nullptr;        // (N, T)
+  int64_t* lengths = nullptr;       // (N,)
+  float* token_probs = nullptr;     // (N, T)
+  int64_t* token_frames = nullptr;  // (N, T)
 };
 
 void greedy_decode_cuda(const GreedyDecodeParams& p, void* cuda_stream);

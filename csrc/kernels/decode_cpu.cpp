@@ -15,13 +15,15 @@ namespace {
 
 template <typename acc_t>
 struct RowStats {
-  acc_t max;         // first maximal value (NaN if the row holds one)
-  int64_t argmax;    // its index: the first NaN, else the first maximal element, as torch.argmax
-  acc_t sum_exp;     // sum of exp(x - max) over the row; only when asked
+  acc_t max;       // first maximal value (NaN if the row holds one)
+  int64_t argmax;  // its index: the first NaN, else the first maximal element, as torch.argmax
+  acc_t sum_exp;   // sum of exp(x - max) over the row; only when asked
 };
 
 template <typename acc_t>
-inline bool better(acc_t a, acc_t b) { return a > b || (std::isnan(a) && !std::isnan(b)); }
+inline bool better(acc_t a, acc_t b) {
+  return a > b || (std::isnan(a) && !std::isnan(b));
+}
 
 // Max, first argmax and (optionally) sum of exponentials of a contiguous chunk.
 template <typename acc_t>
@@ -116,8 +118,10 @@ RowStats<acc_t> row_stats(const scalar_t* row, int64_t C, int64_t stride, bool w
     const int64_t n = std::min(kChunk, C - start);
     for (int64_t j = 0; j < n; ++j) buffer[j] = static_cast<acc_t>(row[(start + j) * stride]);
     RowStats<acc_t> part = chunk_stats<acc_t>(buffer, n, want_sum);
-    if (start == 0) total = part;
-    else merge(total, part, start, want_sum);
+    if (start == 0)
+      total = part;
+    else
+      merge(total, part, start, want_sum);
   }
   return total;
 }
@@ -161,10 +165,18 @@ void collapse_runs(const GreedyDecodeParams& p) {
 
 void greedy_decode_cpu(const GreedyDecodeParams& p) {
   switch (p.dtype) {
-    case Dtype::kFloat32: best_path_frames<float, float>(p); break;
-    case Dtype::kFloat64: best_path_frames<double, double>(p); break;
-    case Dtype::kFloat16: best_path_frames<c10::Half, float>(p); break;
-    case Dtype::kBFloat16: best_path_frames<c10::BFloat16, float>(p); break;
+    case Dtype::kFloat32:
+      best_path_frames<float, float>(p);
+      break;
+    case Dtype::kFloat64:
+      best_path_frames<double, double>(p);
+      break;
+    case Dtype::kFloat16:
+      best_path_frames<c10::Half, float>(p);
+      break;
+    case Dtype::kBFloat16:
+      best_path_frames<c10::BFloat16, float>(p);
+      break;
   }
   collapse_runs(p);
 }

@@ -29,19 +29,26 @@ struct FrameState {
   bool has_nan = false;
 
   __device__ __forceinline__ void add(acc_t v, int c, bool want_sum) {
-    if (idx == kNoIndex || better(v, max)) { max = v; idx = c; }
+    if (idx == kNoIndex || better(v, max)) {
+      max = v;
+      idx = c;
+    }
     if (want_sum) {
-      if (isnan(v)) has_nan = true;
-      else if (v > run_max) { sum = sum * exp(run_max - v) + acc_t(1); run_max = v; }
-      else if (v != -INFINITY) sum += exp(v - run_max);
+      if (isnan(v))
+        has_nan = true;
+      else if (v > run_max) {
+        sum = sum * exp(run_max - v) + acc_t(1);
+        run_max = v;
+      } else if (v != -INFINITY)
+        sum += exp(v - run_max);
     }
   }
 
   __device__ __forceinline__ void combine(const FrameState& o, bool want_sum) {
-    if (o.idx != kNoIndex &&
-        (idx == kNoIndex || better(o.max, max) ||
-         ((o.max == max || (isnan(o.max) && isnan(max))) && o.idx < idx))) {
-      max = o.max; idx = o.idx;
+    if (o.idx != kNoIndex && (idx == kNoIndex || better(o.max, max) ||
+                              ((o.max == max || (isnan(o.max) && isnan(max))) && o.idx < idx))) {
+      max = o.max;
+      idx = o.idx;
     }
     if (want_sum) {
       has_nan = has_nan || o.has_nan;
@@ -88,7 +95,8 @@ __global__ void best_path_frames_kernel(GreedyDecodeParams p, bool vector_loads)
       const uint4 raw = __ldg(packed + k);
       const scalar_t* v = reinterpret_cast<const scalar_t*>(&raw);
 #pragma unroll
-      for (int j = 0; j < kPack; ++j) s.add(to_acc(v[j]), static_cast<int>(k * kPack + j), p.logits);
+      for (int j = 0; j < kPack; ++j)
+        s.add(to_acc(v[j]), static_cast<int>(k * kPack + j), p.logits);
     }
   } else {
     for (int64_t c = lane; c < p.C; c += 32)
@@ -125,10 +133,10 @@ void greedy_decode_cuda(const GreedyDecodeParams& p, void* cuda_stream) {
   const int64_t frames = p.T * p.N;
   if (frames > 0 && p.C > 0) {
     FASTCRNN_CUDA_DTYPE_SWITCH(p.dtype, {
-      const bool vector_loads =
-          p.stride_c == 1 && (p.C * sizeof(scalar_t)) % 16 == 0 &&
-          (p.stride_t * sizeof(scalar_t)) % 16 == 0 && (p.stride_n * sizeof(scalar_t)) % 16 == 0 &&
-          reinterpret_cast<uintptr_t>(p.scores) % 16 == 0;
+      const bool vector_loads = p.stride_c == 1 && (p.C * sizeof(scalar_t)) % 16 == 0 &&
+                                (p.stride_t * sizeof(scalar_t)) % 16 == 0 &&
+                                (p.stride_n * sizeof(scalar_t)) % 16 == 0 &&
+                                reinterpret_cast<uintptr_t>(p.scores) % 16 == 0;
       const int64_t blocks = cuda::ceil_div(frames, kWarpsPerBlock);
       best_path_frames_kernel<scalar_t>
           <<<static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream>>>(p, vector_loads);

@@ -26,15 +26,15 @@ constexpr int kLstmMaxDirs = 2;
 struct LstmForwardParams {
   Dtype dtype = Dtype::kFloat32;
   int64_t N = 0, H = 0, D = 1;
-  void* gates[kLstmMaxDirs] = {nullptr, nullptr};        // storage, rows of stride gates_stride
+  void* gates[kLstmMaxDirs] = {nullptr, nullptr};  // storage, rows of stride gates_stride
   int64_t gates_stride = 0;
-  const void* h_prev[kLstmMaxDirs] = {nullptr, nullptr}; // storage (N, H); only read when padded
-  void* h_next[kLstmMaxDirs] = {nullptr, nullptr};       // storage (N, H)
-  const void* c_prev[kLstmMaxDirs] = {nullptr, nullptr}; // acc (N, H)
-  void* c_next[kLstmMaxDirs] = {nullptr, nullptr};       // acc (N, H)
-  void* out[kLstmMaxDirs] = {nullptr, nullptr};          // storage rows of stride out_stride, or null
+  const void* h_prev[kLstmMaxDirs] = {nullptr, nullptr};  // storage (N, H); only read when padded
+  void* h_next[kLstmMaxDirs] = {nullptr, nullptr};        // storage (N, H)
+  const void* c_prev[kLstmMaxDirs] = {nullptr, nullptr};  // acc (N, H)
+  void* c_next[kLstmMaxDirs] = {nullptr, nullptr};        // acc (N, H)
+  void* out[kLstmMaxDirs] = {nullptr, nullptr};  // storage rows of stride out_stride, or null
   int64_t out_stride = 0;
-  const int64_t* lengths = nullptr;                       // (N,) or null: all valid
+  const int64_t* lengths = nullptr;  // (N,) or null: all valid
   int64_t t[kLstmMaxDirs] = {0, 0};
   bool save_acts = true;
 };
@@ -50,15 +50,15 @@ struct LstmForwardParams {
 struct LstmBackwardParams {
   Dtype dtype = Dtype::kFloat32;
   int64_t N = 0, H = 0, D = 1;
-  const void* acts[kLstmMaxDirs] = {nullptr, nullptr};   // storage activations, rows of acts_stride
+  const void* acts[kLstmMaxDirs] = {nullptr, nullptr};  // storage activations, rows of acts_stride
   int64_t acts_stride = 0;
-  const void* c_prev[kLstmMaxDirs] = {nullptr, nullptr}; // acc (N, H)
-  const void* dout[kLstmMaxDirs] = {nullptr, nullptr};   // storage rows of dout_stride, or null
+  const void* c_prev[kLstmMaxDirs] = {nullptr, nullptr};  // acc (N, H)
+  const void* dout[kLstmMaxDirs] = {nullptr, nullptr};    // storage rows of dout_stride, or null
   int64_t dout_stride = 0;
-  const void* dh_rec[kLstmMaxDirs] = {nullptr, nullptr}; // storage (N, H), or null
-  void* dh_carry[kLstmMaxDirs] = {nullptr, nullptr};     // acc (N, H), in/out
-  void* dc[kLstmMaxDirs] = {nullptr, nullptr};           // acc (N, H), in/out
-  void* dgates[kLstmMaxDirs] = {nullptr, nullptr};       // storage, rows of dgates_stride
+  const void* dh_rec[kLstmMaxDirs] = {nullptr, nullptr};  // storage (N, H), or null
+  void* dh_carry[kLstmMaxDirs] = {nullptr, nullptr};      // acc (N, H), in/out
+  void* dc[kLstmMaxDirs] = {nullptr, nullptr};            // acc (N, H), in/out
+  void* dgates[kLstmMaxDirs] = {nullptr, nullptr};        // storage, rows of dgates_stride
   int64_t dgates_stride = 0;
   const int64_t* lengths = nullptr;
   int64_t t[kLstmMaxDirs] = {0, 0};

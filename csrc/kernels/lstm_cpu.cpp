@@ -17,7 +17,9 @@ namespace fastcrnn::cpu::FASTCRNN_ISA_NS {
 namespace {
 
 template <typename acc_t>
-inline acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + std::exp(-x)); }
+inline acc_t sigmoid(acc_t x) {
+  return acc_t(1) / (acc_t(1) + std::exp(-x));
+}
 
 template <typename acc_t>
 inline at::vec::Vectorized<acc_t> vsigmoid(const at::vec::Vectorized<acc_t>& x) {
@@ -25,7 +27,9 @@ inline at::vec::Vectorized<acc_t> vsigmoid(const at::vec::Vectorized<acc_t>& x) 
   return one / (one + x.neg().exp());
 }
 
-inline int64_t grain_rows(int64_t H) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(H, 1)); }
+inline int64_t grain_rows(int64_t H) {
+  return std::max<int64_t>(1, 4096 / std::max<int64_t>(H, 1));
+}
 
 template <typename scalar_t, typename acc_t>
 void forward_row(scalar_t* g, const acc_t* cp, acc_t* cn, scalar_t* hn, scalar_t* out, int64_t H,
@@ -168,19 +172,35 @@ void backward_step(const LstmBackwardParams& p) {
 
 void lstm_forward_step_cpu(const LstmForwardParams& p) {
   switch (p.dtype) {
-    case Dtype::kFloat32: forward_step<float, float>(p); break;
-    case Dtype::kFloat64: forward_step<double, double>(p); break;
-    case Dtype::kFloat16: forward_step<c10::Half, float>(p); break;
-    case Dtype::kBFloat16: forward_step<c10::BFloat16, float>(p); break;
+    case Dtype::kFloat32:
+      forward_step<float, float>(p);
+      break;
+    case Dtype::kFloat64:
+      forward_step<double, double>(p);
+      break;
+    case Dtype::kFloat16:
+      forward_step<c10::Half, float>(p);
+      break;
+    case Dtype::kBFloat16:
+      forward_step<c10::BFloat16, float>(p);
+      break;
   }
 }
 
 void lstm_backward_step_cpu(const LstmBackwardParams& p) {
   switch (p.dtype) {
-    case Dtype::kFloat32: backward_step<float, float>(p); break;
-    case Dtype::kFloat64: backward_step<double, double>(p); break;
-    case Dtype::kFloat16: backward_step<c10::Half, float>(p); break;
-    case Dtype::kBFloat16: backward_step<c10::BFloat16, float>(p); break;
+    case Dtype::kFloat32:
+      backward_step<float, float>(p);
+      break;
+    case Dtype::kFloat64:
+      backward_step<double, double>(p);
+      break;
+    case Dtype::kFloat16:
+      backward_step<c10::Half, float>(p);
+      break;
+    case Dtype::kBFloat16:
+      backward_step<c10::BFloat16, float>(p);
+      break;
   }
 }
 

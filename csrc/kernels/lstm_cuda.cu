@@ -13,13 +13,26 @@ namespace {
 using cuda::to_acc;
 constexpr int kThreads = 256;
 
-template <typename T> __device__ __forceinline__ T from_float(float v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+template <typename T>
+__device__ __forceinline__ T from_float(float v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16(v);
 }
-template <typename T> __device__ __forceinline__ T from_acc(double v) { return static_cast<T>(v); }
-template <typename T> __device__ __forceinline__ T from_acc(float v) { return from_float<T>(v); }
+template <typename T>
+__device__ __forceinline__ T from_acc(double v) {
+  return static_cast<T>(v);
+}
+template <typename T>
+__device__ __forceinline__ T from_acc(float v) {
+  return from_float<T>(v);
+}
 
 __device__ __forceinline__ float sigmoid_acc(float x) { return 1.f / (1.f + expf(-x)); }
 __device__ __forceinline__ double sigmoid_acc(double x) { return 1.0 / (1.0 + exp(-x)); }
@@ -78,7 +91,8 @@ __global__ void lstm_backward_kernel(LstmBackwardParams p) {
   acc_t* dcp = static_cast<acc_t*>(p.dc[d]) + n * H + j;
   scalar_t* dg = static_cast<scalar_t*>(p.dgates[d]) + n * p.dgates_stride + j;
   acc_t dh = *dh_carry;
-  if (p.dh_rec[d]) dh += static_cast<acc_t>(to_acc(static_cast<const scalar_t*>(p.dh_rec[d])[n * H + j]));
+  if (p.dh_rec[d])
+    dh += static_cast<acc_t>(to_acc(static_cast<const scalar_t*>(p.dh_rec[d])[n * H + j]));
   if (!valid) {
     *dh_carry = dh;
     const scalar_t zero = from_acc<scalar_t>(acc_t(0));
@@ -89,7 +103,8 @@ __global__ void lstm_backward_kernel(LstmBackwardParams p) {
     return;
   }
   if (p.dout[d])
-    dh += static_cast<acc_t>(to_acc(static_cast<const scalar_t*>(p.dout[d])[n * p.dout_stride + j]));
+    dh +=
+        static_cast<acc_t>(to_acc(static_cast<const scalar_t*>(p.dout[d])[n * p.dout_stride + j]));
   const scalar_t* a = static_cast<const scalar_t*>(p.acts[d]) + n * p.acts_stride + j;
   const acc_t i = static_cast<acc_t>(to_acc(a[0])), f = static_cast<acc_t>(to_acc(a[H]));
   const acc_t g = static_cast<acc_t>(to_acc(a[2 * H])), o = static_cast<acc_t>(to_acc(a[3 * H]));

@@ -114,9 +114,8 @@ BlockCache* cache_instance = nullptr;
 BlockCache& cache() {
   static const bool installed = [] {
     cache_instance = new BlockCache(limit_from_env());
-    pthread_atfork(nullptr, nullptr, [] {
-      cache_instance = new BlockCache(cache_instance->limit());
-    });
+    pthread_atfork(nullptr, nullptr,
+                   [] { cache_instance = new BlockCache(cache_instance->limit()); });
     return true;
   }();
   (void)installed;

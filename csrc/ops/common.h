@@ -12,10 +12,14 @@ namespace fastcrnn::ops {
 // Maps a floating tensor dtype onto the kernels' Dtype; anything else is a TypeError naming `arg`.
 inline Dtype kernel_dtype(const at::Tensor& t, const char* arg) {
   switch (t.scalar_type()) {
-    case at::kFloat: return Dtype::kFloat32;
-    case at::kDouble: return Dtype::kFloat64;
-    case at::kHalf: return Dtype::kFloat16;
-    case at::kBFloat16: return Dtype::kBFloat16;
+    case at::kFloat:
+      return Dtype::kFloat32;
+    case at::kDouble:
+      return Dtype::kFloat64;
+    case at::kHalf:
+      return Dtype::kFloat16;
+    case at::kBFloat16:
+      return Dtype::kBFloat16;
     default:
       TORCH_CHECK_TYPE(false, arg, " must be float32, float64, float16 or bfloat16, got ",
                        t.scalar_type());
@@ -25,8 +29,8 @@ inline Dtype kernel_dtype(const at::Tensor& t, const char* arg) {
 // A 1-D integer lengths tensor of `count` entries on `device`, returned as contiguous int64.
 inline at::Tensor checked_lengths(const at::Tensor& lengths, int64_t count,
                                   const at::Device& device, const char* arg) {
-  TORCH_CHECK_TYPE(lengths.scalar_type() == at::kLong || lengths.scalar_type() == at::kInt,
-                   arg, " must be an int32 or int64 tensor, got ", lengths.scalar_type());
+  TORCH_CHECK_TYPE(lengths.scalar_type() == at::kLong || lengths.scalar_type() == at::kInt, arg,
+                   " must be an int32 or int64 tensor, got ", lengths.scalar_type());
   TORCH_CHECK_VALUE(lengths.dim() == 1, arg, " must be 1-D, got shape ", lengths.sizes());
   TORCH_CHECK_VALUE(lengths.size(0) == count, arg, " must have one entry per batch element (",
                     count, "), got ", lengths.size(0));

@@ -9,13 +9,17 @@ namespace {
 bool built(Isa isa) {
   switch (isa) {
 #if defined(FASTCRNN_HAVE_ISA_AVX512)
-    case Isa::kAvx512: return true;
+    case Isa::kAvx512:
+      return true;
 #endif
 #if defined(FASTCRNN_HAVE_ISA_AVX2)
-    case Isa::kAvx2: return true;
+    case Isa::kAvx2:
+      return true;
 #endif
-    case Isa::kDefault: return true;
-    default: return false;
+    case Isa::kDefault:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -30,7 +34,8 @@ bool supported(Isa isa) {
     case Isa::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
              __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
-    default: return true;
+    default:
+      return true;
   }
 #else
   return isa == Isa::kDefault;
@@ -42,8 +47,10 @@ Isa choose() {
   // lacks, so a wrong setting is slow, not a crash.
   Isa cap = Isa::kAvx512;
   if (const char* env = std::getenv("FASTCRNN_CPU_ISA")) {
-    if (std::strcmp(env, "default") == 0) cap = Isa::kDefault;
-    else if (std::strcmp(env, "avx2") == 0) cap = Isa::kAvx2;
+    if (std::strcmp(env, "default") == 0)
+      cap = Isa::kDefault;
+    else if (std::strcmp(env, "avx2") == 0)
+      cap = Isa::kAvx2;
   }
   for (int i = static_cast<int>(cap); i > 0; --i) {
     Isa isa = static_cast<Isa>(i);
@@ -61,9 +68,12 @@ Isa active_isa() {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    default: return "default";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    default:
+      return "default";
   }
 }
 

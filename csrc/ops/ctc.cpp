@@ -69,8 +69,8 @@ int64_t prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
   p.C = log_probs.size(2);
   TORCH_CHECK_VALUE(p.C > 0, name, " must have at least one class (C > 0)");
   TORCH_CHECK_VALUE(blank >= 0 && blank < p.C, "blank must be in [0, ", p.C, "), got ", blank);
-  TORCH_CHECK_VALUE(p.T < (int64_t(1) << 30) && p.C < (int64_t(1) << 31),
-                    name, ": T must be below 2^30 and C below 2^31");
+  TORCH_CHECK_VALUE(p.T < (int64_t(1) << 30) && p.C < (int64_t(1) << 31), name,
+                    ": T must be below 2^30 and C below 2^31");
   const at::Device device = log_probs.device();
   at::Tensor scores = log_probs.stride(2) == 1 || p.C == 1 ? log_probs : log_probs.contiguous();
 
@@ -83,8 +83,8 @@ int64_t prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
                     targets.device());
   const bool padded = targets.dim() == 2;
   if (padded) {
-    TORCH_CHECK_VALUE(targets.size(0) == p.N, "targets must have one row per batch element (",
-                      p.N, "), got ", targets.size(0));
+    TORCH_CHECK_VALUE(targets.size(0) == p.N, "targets must have one row per batch element (", p.N,
+                      "), got ", targets.size(0));
   }
   at::Tensor in_len = checked_lengths(input_lengths, p.N, device, "input_lengths");
   at::Tensor tgt_len = checked_lengths(target_lengths, p.N, device, "target_lengths");
@@ -106,8 +106,7 @@ int64_t prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
       TORCH_CHECK_VALUE(il[n] >= 0 && il[n] <= p.T, "input_lengths must lie in [0, T=", p.T,
                         "], got ", il[n], " at index ", n);
       TORCH_CHECK_VALUE(tl[n] >= 0 && tl[n] <= bound, "target_lengths must lie in [0, ",
-                        padded ? "S=" : "len(targets)=", bound, "], got ", tl[n], " at index ",
-                        n);
+                        padded ? "S=" : "len(targets)=", bound, "], got ", tl[n], " at index ", n);
       const int64_t off = padded ? n * bound : total;
       offs[n] = off;
       total += tl[n];
@@ -117,8 +116,8 @@ int64_t prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
       for (int64_t i = 0; i < tl[n]; ++i) {
         const int64_t c = lab[off + i];
         TORCH_CHECK_VALUE(c >= 0 && c < p.C && c != blank, "targets must lie in [0, C=", p.C,
-                          ") and differ from blank=", blank, ", got ", c, " for batch element ",
-                          n, " (fastcrnn rejects what torch.nn.functional.ctc_loss silently "
+                          ") and differ from blank=", blank, ", got ", c, " for batch element ", n,
+                          " (fastcrnn rejects what torch.nn.functional.ctc_loss silently "
                           "mis-computes)");
       }
     }
@@ -185,10 +184,12 @@ at::Tensor prepare_ctc_backward(const at::Tensor& grad_nll, const at::Tensor& lo
                        (!p.from_logits || norms.scalar_type() == acc),
                    "saved CTC tensors must be ", acc);
   at::Tensor g = grad_nll.to(acc).contiguous();
-  at::Tensor nll_c = nll.contiguous(), alpha_c = log_alpha.contiguous(), norms_c = norms.contiguous();
+  at::Tensor nll_c = nll.contiguous(), alpha_c = log_alpha.contiguous(),
+             norms_c = norms.contiguous();
   // CUDA keeps log_beta here; the CPU backward needs no (N, T, W) workspace
-  at::Tensor gamma = log_probs.is_cuda() ? at::empty({p.N, p.T, p.W}, log_alpha.options().dtype(acc))
-                                         : at::Tensor();
+  at::Tensor gamma = log_probs.is_cuda()
+                         ? at::empty({p.N, p.T, p.W}, log_alpha.options().dtype(acc))
+                         : at::Tensor();
   at::Tensor grad = empty_cached({p.T, p.N, p.C}, log_probs.options());
   keep.insert(keep.end(), {g, nll_c, alpha_c, norms_c, gamma});
   p.grad_nll = g.data_ptr();

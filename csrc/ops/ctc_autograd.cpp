@@ -56,10 +56,9 @@ CtcForwardOutputs forward_and_save(AutogradContext* ctx, const at::Tensor& log_p
 // d loss / d log_probs from the per-sample gradient, with what forward_and_save kept.
 at::Tensor saved_backward(AutogradContext* ctx, const at::Tensor& grad_nll) {
   const variable_list s = ctx->get_saved_variables();
-  return backward_op().call(grad_nll, s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-                            ctx->saved_data["blank"].toInt(),
-                            ctx->saved_data["from_logits"].toBool(),
-                            ctx->saved_data["zero_infinity"].toBool());
+  return backward_op().call(
+      grad_nll, s[0], s[1], s[2], s[3], s[4], s[5], s[6], ctx->saved_data["blank"].toInt(),
+      ctx->saved_data["from_logits"].toBool(), ctx->saved_data["zero_infinity"].toBool());
 }
 
 class CtcForwardFunction : public torch::autograd::Function<CtcForwardFunction> {
@@ -69,8 +68,8 @@ class CtcForwardFunction : public torch::autograd::Function<CtcForwardFunction> 
                                const at::Tensor& target_lengths, int64_t blank, bool from_logits,
                                bool zero_infinity, bool validate) {
     auto [nll, log_alpha, norms] =
-        forward_and_save(ctx, log_probs, targets, input_lengths, target_lengths, blank,
-                         from_logits, zero_infinity, validate);
+        forward_and_save(ctx, log_probs, targets, input_lengths, target_lengths, blank, from_logits,
+                         zero_infinity, validate);
     ctx->mark_non_differentiable({log_alpha, norms});
     // log_alpha and norms never receive a gradient: do not allocate zeros for them
     ctx->set_materialize_grads(false);
@@ -156,9 +155,9 @@ class CtcLossFunction : public torch::autograd::Function<CtcLossFunction> {
                             const at::Tensor& targets, const at::Tensor& input_lengths,
                             const at::Tensor& target_lengths, int64_t blank, int64_t reduction,
                             bool zero_infinity, bool from_logits, bool validate) {
-    const at::Tensor nll = std::get<0>(forward_and_save(ctx, log_probs, targets, input_lengths,
-                                                        target_lengths, blank, from_logits,
-                                                        zero_infinity, validate));
+    const at::Tensor nll =
+        std::get<0>(forward_and_save(ctx, log_probs, targets, input_lengths, target_lengths, blank,
+                                     from_logits, zero_infinity, validate));
     ctx->saved_data["reduction"] = reduction;
     at::AutoDispatchBelowADInplaceOrView below;
     return reduce_losses(nll, target_lengths, reduction, zero_infinity);
@@ -195,20 +194,18 @@ class CtcBackwardFunction : public torch::autograd::Function<CtcBackwardFunction
   }
 };
 
-CtcForwardOutputs ctc_loss_forward_autograd(const at::Tensor& log_probs,
-                                            const at::Tensor& targets,
+CtcForwardOutputs ctc_loss_forward_autograd(const at::Tensor& log_probs, const at::Tensor& targets,
                                             const at::Tensor& input_lengths,
                                             const at::Tensor& target_lengths, int64_t blank,
                                             bool from_logits, bool zero_infinity, bool validate) {
   if (!records_grad({&log_probs})) {
     // no graph to record: skip the autograd node and the saved tensors
     at::AutoDispatchBelowADInplaceOrView below;
-    return forward_op().call(log_probs, targets, input_lengths, target_lengths, blank,
-                             from_logits, zero_infinity, validate);
+    return forward_op().call(log_probs, targets, input_lengths, target_lengths, blank, from_logits,
+                             zero_infinity, validate);
   }
-  variable_list out = CtcForwardFunction::apply(log_probs, targets, input_lengths,
-                                                target_lengths, blank, from_logits,
-                                                zero_infinity, validate);
+  variable_list out = CtcForwardFunction::apply(log_probs, targets, input_lengths, target_lengths,
+                                                blank, from_logits, zero_infinity, validate);
   return {out[0], out[1], out[2]};
 }
 
@@ -237,9 +234,8 @@ at::Tensor ctc_loss_composite(const at::Tensor& log_probs, const at::Tensor& tar
     return CtcLossFunction::apply(log_probs, targets, input_lengths, target_lengths, blank,
                                   reduction, zero_infinity, from_logits, validate);
   }
-  at::Tensor nll = std::get<0>(forward_op().call(log_probs, targets, input_lengths,
-                                                 target_lengths, blank, from_logits,
-                                                 zero_infinity, validate));
+  at::Tensor nll = std::get<0>(forward_op().call(log_probs, targets, input_lengths, target_lengths,
+                                                 blank, from_logits, zero_infinity, validate));
   return reduce_losses(nll, target_lengths, reduction, zero_infinity);
 }
 

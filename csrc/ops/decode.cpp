@@ -9,8 +9,7 @@ namespace fastcrnn::ops {
 DecodeOutputs prepare_greedy_decode(const at::Tensor& scores, const at::Tensor& input_lengths,
                                     int64_t blank, bool logits, bool validate,
                                     GreedyDecodeParams& p, std::vector<at::Tensor>& keep) {
-  TORCH_CHECK_VALUE(scores.dim() == 3, "log_probs must have shape (T, N, C), got ",
-                    scores.sizes());
+  TORCH_CHECK_VALUE(scores.dim() == 3, "log_probs must have shape (T, N, C), got ", scores.sizes());
   p.dtype = kernel_dtype(scores, "log_probs");
   p.T = scores.size(0);
   p.N = scores.size(1);
@@ -55,7 +54,8 @@ DecodeOutputs greedy_decode_cpu_op(const at::Tensor& scores, const at::Tensor& i
                                    int64_t blank, bool logits, bool validate) {
   GreedyDecodeParams p;
   std::vector<at::Tensor> keep;
-  DecodeOutputs out = prepare_greedy_decode(scores, input_lengths, blank, logits, validate, p, keep);
+  DecodeOutputs out =
+      prepare_greedy_decode(scores, input_lengths, blank, logits, validate, p, keep);
   run_cpu(p);
   return out;
 }

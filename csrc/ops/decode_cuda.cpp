@@ -12,7 +12,8 @@ DecodeOutputs greedy_decode_cuda_op(const at::Tensor& scores, const at::Tensor& 
   const c10::cuda::CUDAGuard guard(scores.device());
   GreedyDecodeParams p;
   std::vector<at::Tensor> keep;
-  DecodeOutputs out = prepare_greedy_decode(scores, input_lengths, blank, logits, validate, p, keep);
+  DecodeOutputs out =
+      prepare_greedy_decode(scores, input_lengths, blank, logits, validate, p, keep);
   try {
     greedy_decode_cuda(p, c10::cuda::getCurrentCUDAStream(scores.device().index()).stream());
   } catch (const std::exception& e) {

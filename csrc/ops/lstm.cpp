@@ -47,7 +47,8 @@ LstmSizes check_lstm_layer(const at::Tensor& x, const at::Tensor& h0, const at::
   kernel_dtype(x, "input");
   TORCH_CHECK_VALUE(w_hh.dim() == 3 && (w_hh.size(0) == 1 || w_hh.size(0) == 2),
                     "weight_hh must have shape (D, 4*hidden_size, hidden_size) with D in {1, 2}, "
-                    "got ", w_hh.sizes());
+                    "got ",
+                    w_hh.sizes());
   const LstmSizes s = layer_sizes(x, w_hh);
   TORCH_CHECK_VALUE(s.H > 0 && w_hh.size(1) == 4 * s.H,
                     "weight_hh must have shape (D, 4*H, H), got ", w_hh.sizes());
@@ -129,7 +130,9 @@ LstmSizes check_lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& g
 
 namespace {
 
-void cpu_forward_step(const LstmForwardParams& p) { FASTCRNN_CPU_DISPATCH(lstm_forward_step_cpu, p); }
+void cpu_forward_step(const LstmForwardParams& p) {
+  FASTCRNN_CPU_DISPATCH(lstm_forward_step_cpu, p);
+}
 void cpu_backward_step(const LstmBackwardParams& p) {
   FASTCRNN_CPU_DISPATCH(lstm_backward_step_cpu, p);
 }

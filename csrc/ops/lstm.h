@@ -75,9 +75,9 @@ LstmSizes check_lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& g
 // Whole-sequence layer, one or both directions (D = w_hh.size(0)); lengths (N,) int or none.
 // Direction 0 reads state s and writes s+1 at time t = s; direction 1 reads state t+1 and
 // writes t. Without `save` (inference) the loop keeps only two states per direction.
-LstmLayerOutputs lstm_layer_forward(const at::Tensor& x, const at::Tensor& h0,
-                                    const at::Tensor& c0, const at::Tensor& w_ih,
-                                    const at::Tensor& w_hh, const std::optional<at::Tensor>& bias,
+LstmLayerOutputs lstm_layer_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                    const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                    const std::optional<at::Tensor>& bias,
                                     const std::optional<at::Tensor>& lengths, bool save,
                                     const LstmForwardStep& step);
 
@@ -96,7 +96,7 @@ LstmCellOutputs lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, cons
 
 LstmGrads lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
                              const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
-                             const at::Tensor& w_ih, const at::Tensor& w_hh,
-                             const at::Tensor& acts, const LstmBackwardStep& step);
+                             const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& acts,
+                             const LstmBackwardStep& step);
 
 }  // namespace fastcrnn::ops

@@ -33,8 +33,8 @@ const c10::TypedOperatorHandle<CellBackwardSig>& cell_backward_op() {
 class LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& hx,
-                               const at::Tensor& cx, const at::Tensor& w_ih,
-                               const at::Tensor& w_hh, const std::optional<at::Tensor>& bias) {
+                               const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                               const std::optional<at::Tensor>& bias) {
     at::AutoDispatchBelowADInplaceOrView below;
     auto [h, c, acts] = cell_op().call(x, hx, cx, w_ih, w_hh, bias);
     ctx->save_for_backward({x, hx, cx, w_ih, w_hh, acts});

@@ -29,9 +29,7 @@ std::function<void(const Params&)> on_stream(void (*launch)(const Params&, void*
 
 LstmForwardStep forward_step(void* stream) { return on_stream(&lstm_forward_step_cuda, stream); }
 
-LstmBackwardStep backward_step(void* stream) {
-  return on_stream(&lstm_backward_step_cuda, stream);
-}
+LstmBackwardStep backward_step(void* stream) { return on_stream(&lstm_backward_step_cuda, stream); }
 
 Tensor6 layer_cuda(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                    const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -44,10 +42,9 @@ Tensor6 layer_cuda(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& 
 }
 
 Tensor6 layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_hn,
-                            const at::Tensor& grad_cn, const at::Tensor& x,
-                            const at::Tensor& w_ih, const at::Tensor& w_hh,
-                            const std::optional<at::Tensor>& lengths, const at::Tensor& acts,
-                            const at::Tensor& hs, const at::Tensor& cs) {
+                            const at::Tensor& grad_cn, const at::Tensor& x, const at::Tensor& w_ih,
+                            const at::Tensor& w_hh, const std::optional<at::Tensor>& lengths,
+                            const at::Tensor& acts, const at::Tensor& hs, const at::Tensor& cs) {
   const c10::cuda::CUDAGuard guard(x.device());
   return lstm_layer_backward(grad_output, grad_hn, grad_cn, x, w_ih, w_hh, lengths, acts, hs, cs,
                              backward_step(current_stream(x)))
@@ -61,10 +58,9 @@ Tensor3 cell_cuda(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
   return lstm_cell_forward(x, h, c, w_ih, w_hh, bias, forward_step(current_stream(x))).as_tuple();
 }
 
-Tensor6 cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& grad_c,
-                           const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
-                           const at::Tensor& w_ih, const at::Tensor& w_hh,
-                           const at::Tensor& acts) {
+Tensor6 cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& x,
+                           const at::Tensor& h, const at::Tensor& c, const at::Tensor& w_ih,
+                           const at::Tensor& w_hh, const at::Tensor& acts) {
   const c10::cuda::CUDAGuard guard(x.device());
   return lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, acts,
                             backward_step(current_stream(x)))

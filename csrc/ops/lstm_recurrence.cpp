@@ -117,8 +117,10 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
   if (T * N > 0) {
     at::Tensor gates2d = gates.view({T * N, G});
     const at::Tensor x2d = x.view({T * N, I});
-    if (bias.has_value()) at::addmm_out(gates2d, *bias, x2d, w_ih.t());
-    else at::mm_out(gates2d, x2d, w_ih.t());
+    if (bias.has_value())
+      at::addmm_out(gates2d, *bias, x2d, w_ih.t());
+    else
+      at::mm_out(gates2d, x2d, w_ih.t());
   }
   for (int64_t d = 0; d < D; ++d) {
     const int64_t s0 = d == 0 ? 0 : T;
@@ -186,7 +188,11 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
     c_n[d].copy_(cs[d][s_last]);
   }
   if (!save) {
-    return {output, h_n, c_n, empty_cached({0}, opts), empty_cached({0}, opts),
+    return {output,
+            h_n,
+            c_n,
+            empty_cached({0}, opts),
+            empty_cached({0}, opts),
             empty_cached({0}, acc_opts)};
   }
   return {output, h_n, c_n, gates, hs, cs};
@@ -271,8 +277,8 @@ LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& g
       have_rec = true;
     }
   }
-  at::Tensor dh0 = have_rec ? dh_carry.add_(dh_rec.to(acc)).to(x.scalar_type())
-                            : dh_carry.to(x.scalar_type());
+  at::Tensor dh0 =
+      have_rec ? dh_carry.add_(dh_rec.to(acc)).to(x.scalar_type()) : dh_carry.to(x.scalar_type());
   at::Tensor dc0 = dc.to(x.scalar_type());
 
   const at::Tensor dg2d = dgates.view({T * N, G});
@@ -306,8 +312,10 @@ LstmCellOutputs lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, cons
   const auto gate_gemm = [&](int64_t begin, int64_t size) {
     at::Tensor g = gates.narrow(1, begin, size);
     const auto rows = [&](const at::Tensor& w) { return w.narrow(0, begin, size).t(); };
-    if (bias.has_value()) at::addmm_out(g, bias->narrow(0, begin, size), x, rows(w_ih));
-    else at::mm_out(g, x, rows(w_ih));
+    if (bias.has_value())
+      at::addmm_out(g, bias->narrow(0, begin, size), x, rows(w_ih));
+    else
+      at::mm_out(g, x, rows(w_ih));
     at::addmm_out(g, g, h, rows(w_hh));
   };
   // Two single-threaded column halves side by side, as split_columns_pays explains for the layer.
@@ -340,8 +348,8 @@ LstmCellOutputs lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, cons
 
 LstmGrads lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
                              const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
-                             const at::Tensor& w_ih, const at::Tensor& w_hh,
-                             const at::Tensor& acts, const LstmBackwardStep& step) {
+                             const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& acts,
+                             const LstmBackwardStep& step) {
   const LstmSizes sz = check_lstm_cell_backward(grad_h, grad_c, x, w_hh, acts);
   const int64_t N = sz.N, I = sz.I, H = sz.H;
   const Dtype dtype = kernel_dtype(x, "input");

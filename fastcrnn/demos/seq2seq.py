@@ -8,6 +8,7 @@ BLEU (greedy and beam search) and example translations, and writes an attention 
     python -m fastcrnn seq2seq-demo [--steps 300] [--heatmap seq2seq_attention.png] ...
     python -m fastcrnn.demos.seq2seq ...
 """
+
 import argparse
 import random
 import time
@@ -16,14 +17,38 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from fastcrnn.bleu import bleu
-from fastcrnn.nn.seq2seq import (EncoderDecoder, MaskedSoftmaxCELoss, Seq2SeqAttentionDecoder,
-                                 Seq2SeqDecoder, Seq2SeqEncoder)
+from fastcrnn.nn.seq2seq import (
+    EncoderDecoder,
+    MaskedSoftmaxCELoss,
+    Seq2SeqAttentionDecoder,
+    Seq2SeqDecoder,
+    Seq2SeqEncoder,
+)
 from fastcrnn.nn.seq2seq_predict import predict
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
-         "eighteen", "nineteen"]
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 _TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
@@ -78,38 +103,61 @@ def _batch(pairs, src_vocab: Vocab, tgt_vocab: Vocab, src_len: int, tgt_len: int
         tgt_valid.append(len(t))
         src.append(s + [0] * (src_len - len(s)))
         tgt.append(t + [0] * (tgt_len - len(t)))
-    return (torch.tensor(src), torch.tensor(src_valid), torch.tensor(tgt),
-            torch.tensor(tgt_valid))
+    return (torch.tensor(src), torch.tensor(src_valid), torch.tensor(tgt), torch.tensor(tgt_valid))
 
 
-def build_model(src_vocab_size: int, tgt_vocab_size: int, embed_size: int = 32,
-                num_hiddens: int = 64, num_layers: int = 2, dropout: float = 0.0,
-                attention: bool = True, backend: Optional[str] = None) -> EncoderDecoder:
-    encoder = Seq2SeqEncoder(src_vocab_size, embed_size, num_hiddens, num_layers, dropout,
-                             backend=backend)
+def build_model(
+    src_vocab_size: int,
+    tgt_vocab_size: int,
+    embed_size: int = 32,
+    num_hiddens: int = 64,
+    num_layers: int = 2,
+    dropout: float = 0.0,
+    attention: bool = True,
+    backend: Optional[str] = None,
+) -> EncoderDecoder:
+    encoder = Seq2SeqEncoder(
+        src_vocab_size, embed_size, num_hiddens, num_layers, dropout, backend=backend
+    )
     dec_cls = Seq2SeqAttentionDecoder if attention else Seq2SeqDecoder
-    decoder = dec_cls(tgt_vocab_size, embed_size, num_hiddens, num_layers, dropout,
-                      backend=backend)
+    decoder = dec_cls(tgt_vocab_size, embed_size, num_hiddens, num_layers, dropout, backend=backend)
     return EncoderDecoder(encoder, decoder)
 
 
-def evaluate_bleu(net: EncoderDecoder, pairs, src_vocab: Vocab, tgt_vocab: Vocab, k: int = 2,
-                  beam_size: int = 1, num_steps: int = 8) -> Tuple[float, float]:
+def evaluate_bleu(
+    net: EncoderDecoder,
+    pairs,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    k: int = 2,
+    beam_size: int = 1,
+    num_steps: int = 8,
+) -> Tuple[float, float]:
     """(mean BLEU-k, exact-match accuracy) of the model's translations of ``pairs``."""
     scores, exact = [], 0
     for words, digits in pairs:
         src = src_vocab.encode(words) + [src_vocab.stoi[EOS]]
-        out, _ = predict(net, src, tgt_vocab.stoi[BOS], tgt_vocab.stoi[EOS], num_steps,
-                         beam_size=beam_size)
+        out, _ = predict(
+            net, src, tgt_vocab.stoi[BOS], tgt_vocab.stoi[EOS], num_steps, beam_size=beam_size
+        )
         pred = tgt_vocab.decode(out)
         scores.append(bleu(pred, digits, k))
         exact += pred == digits
     return sum(scores) / len(scores), exact / len(pairs)
 
 
-def train(net: EncoderDecoder, train_pairs, src_vocab: Vocab, tgt_vocab: Vocab, steps: int,
-          batch_size: int = 64, lr: float = 0.01, log_every: int = 0, seed: int = 0,
-          grad_clip: float = 1.0) -> List[float]:
+def train(
+    net: EncoderDecoder,
+    train_pairs,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 0.01,
+    log_every: int = 0,
+    seed: int = 0,
+    grad_clip: float = 1.0,
+) -> List[float]:
     """Teacher-forced training with Adam on MaskedSoftmaxCELoss; returns the loss per step."""
     src_len = max(len(s) for s, _ in train_pairs) + 1
     tgt_len = max(len(t) for _, t in train_pairs) + 1
@@ -135,8 +183,13 @@ def train(net: EncoderDecoder, train_pairs, src_vocab: Vocab, tgt_vocab: Vocab, 
     return losses
 
 
-def write_heatmap(weights: torch.Tensor, src_tokens: Sequence[str], tgt_tokens: Sequence[str],
-                  path: str, renderer: str = "auto") -> str:
+def write_heatmap(
+    weights: torch.Tensor,
+    src_tokens: Sequence[str],
+    tgt_tokens: Sequence[str],
+    path: str,
+    renderer: str = "auto",
+) -> str:
     """Writes an attention heatmap (rows: output steps, columns: source tokens) as a PNG.
 
     renderer: "matplotlib", "pillow" or "auto" (matplotlib when installed, else Pillow).
@@ -150,6 +203,7 @@ def write_heatmap(weights: torch.Tensor, src_tokens: Sequence[str], tgt_tokens: 
     if renderer in ("auto", "matplotlib"):
         try:
             import matplotlib
+
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
@@ -168,6 +222,7 @@ def write_heatmap(weights: torch.Tensor, src_tokens: Sequence[str], tgt_tokens: 
             plt.close(fig)
             return "matplotlib"
     from PIL import Image, ImageDraw
+
     cell, left, top = 40, 80, 80
     rows, cols = w.shape
     img = Image.new("RGB", (left + cell * cols + 10, top + cell * rows + 10), "white")
@@ -177,46 +232,79 @@ def write_heatmap(weights: torch.Tensor, src_tokens: Sequence[str], tgt_tokens: 
         for j in range(cols):
             v = float(w[i, j].clamp(0, 1))
             shade = int(255 * (1 - v))
-            draw.rectangle([left + j * cell, top + i * cell, left + (j + 1) * cell - 1,
-                            top + (i + 1) * cell - 1], fill=(255, shade, shade))
+            draw.rectangle(
+                [
+                    left + j * cell,
+                    top + i * cell,
+                    left + (j + 1) * cell - 1,
+                    top + (i + 1) * cell - 1,
+                ],
+                fill=(255, shade, shade),
+            )
     for j in range(cols):
         draw.text((left + j * cell + 2, 4 + (j % 4) * 16), str(src_tokens[j])[:9], fill="black")
     img.save(path, format="PNG")
     return "pillow"
 
 
-def run(steps: int = 300, batch_size: int = 64, embed_size: int = 32, num_hiddens: int = 64,
-        num_layers: int = 2, lr: float = 0.01, max_number: int = 999, beam_size: int = 3,
-        seed: int = 0, heatmap: Optional[str] = "seq2seq_attention.png", examples: int = 6,
-        backend: Optional[str] = None, renderer: str = "auto", verbose: bool = True,
-        eval_limit: Optional[int] = None) -> Dict:
+def run(
+    steps: int = 300,
+    batch_size: int = 64,
+    embed_size: int = 32,
+    num_hiddens: int = 64,
+    num_layers: int = 2,
+    lr: float = 0.01,
+    max_number: int = 999,
+    beam_size: int = 3,
+    seed: int = 0,
+    heatmap: Optional[str] = "seq2seq_attention.png",
+    examples: int = 6,
+    backend: Optional[str] = None,
+    renderer: str = "auto",
+    verbose: bool = True,
+    eval_limit: Optional[int] = None,
+) -> Dict:
     """Trains and evaluates; returns a dict with bleu_greedy, bleu_beam, exact_greedy,
     exact_beam, losses, examples, heatmap, renderer and the model."""
     torch.manual_seed(seed)
     train_pairs, test_pairs, src_vocab, tgt_vocab = make_task(max_number, seed=seed)
     if eval_limit is not None:
         test_pairs = test_pairs[:eval_limit]
-    net = build_model(len(src_vocab), len(tgt_vocab), embed_size, num_hiddens, num_layers,
-                      backend=backend)
+    net = build_model(
+        len(src_vocab), len(tgt_vocab), embed_size, num_hiddens, num_layers, backend=backend
+    )
     log = print if verbose else (lambda *a, **k: None)
-    log(f"task: spelled-out numbers 0..{max_number} -> digits; {len(train_pairs)} train, "
+    log(
+        f"task: spelled-out numbers 0..{max_number} -> digits; {len(train_pairs)} train, "
         f"{len(test_pairs)} held-out pairs; src vocab {len(src_vocab)}, tgt vocab "
-        f"{len(tgt_vocab)}")
+        f"{len(tgt_vocab)}"
+    )
     t0 = time.perf_counter()
-    losses = train(net, train_pairs, src_vocab, tgt_vocab, steps, batch_size, lr,
-                   log_every=max(1, steps // 10) if verbose else 0, seed=seed)
+    losses = train(
+        net,
+        train_pairs,
+        src_vocab,
+        tgt_vocab,
+        steps,
+        batch_size,
+        lr,
+        log_every=max(1, steps // 10) if verbose else 0,
+        seed=seed,
+    )
     log(f"trained {steps} steps in {time.perf_counter() - t0:.1f} s")
     num_steps = max(len(t) for _, t in train_pairs + test_pairs) + 2
     b_greedy, e_greedy = evaluate_bleu(net, test_pairs, src_vocab, tgt_vocab, 2, 1, num_steps)
-    b_beam, e_beam = evaluate_bleu(net, test_pairs, src_vocab, tgt_vocab, 2, beam_size,
-                                   num_steps)
-    log(f"held-out BLEU-2: greedy {b_greedy:.3f} (exact {e_greedy:.1%}), beam {beam_size} "
-        f"{b_beam:.3f} (exact {e_beam:.1%})")
+    b_beam, e_beam = evaluate_bleu(net, test_pairs, src_vocab, tgt_vocab, 2, beam_size, num_steps)
+    log(
+        f"held-out BLEU-2: greedy {b_greedy:.3f} (exact {e_greedy:.1%}), beam {beam_size} "
+        f"{b_beam:.3f} (exact {e_beam:.1%})"
+    )
     shown = []
     for words, digits in test_pairs[:examples]:
         src = src_vocab.encode(words) + [src_vocab.stoi[EOS]]
-        out, attn = predict(net, src, tgt_vocab.stoi[BOS], tgt_vocab.stoi[EOS], num_steps,
-                            beam_size=beam_size)
+        out, attn = predict(
+            net, src, tgt_vocab.stoi[BOS], tgt_vocab.stoi[EOS], num_steps, beam_size=beam_size
+        )
         pred = tgt_vocab.decode(out)
         shown.append((" ".join(words), " ".join(pred), bleu(pred, digits, 2)))
         log(f"  {' '.join(words):45s} => {' '.join(pred):10s} bleu {shown[-1][2]:.3f}")
@@ -228,15 +316,25 @@ def run(steps: int = 300, batch_size: int = 64, embed_size: int = 32, num_hidden
         rows = tgt_vocab.decode(out) + ([EOS] if attn.shape[0] > len(out) else [])
         used = write_heatmap(attn, words + [EOS], rows, heatmap, renderer)
         log(f"attention heatmap for '{' '.join(words)}' written to {heatmap} ({used})")
-    return {"bleu_greedy": b_greedy, "bleu_beam": b_beam, "exact_greedy": e_greedy,
-            "exact_beam": e_beam, "losses": losses, "examples": shown, "heatmap": heatmap,
-            "renderer": used, "model": net}
+    return {
+        "bleu_greedy": b_greedy,
+        "bleu_beam": b_beam,
+        "exact_greedy": e_greedy,
+        "exact_beam": e_beam,
+        "losses": losses,
+        "examples": shown,
+        "heatmap": heatmap,
+        "renderer": used,
+        "model": net,
+    }
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fastcrnn seq2seq-demo",
-                                description="Seq2Seq with attention: spelled-out numbers to "
-                                            "digits (synthetic, no downloads).")
+    p = argparse.ArgumentParser(
+        prog="python -m fastcrnn seq2seq-demo",
+        description="Seq2Seq with attention: spelled-out numbers to "
+        "digits (synthetic, no downloads).",
+    )
     p.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--embed-size", type=int, default=32)
@@ -247,12 +345,23 @@ def main(argv=None) -> int:
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--examples", type=int, default=6, help="example translations to print")
-    p.add_argument("--heatmap", default="seq2seq_attention.png",
-                   help="PNG path for the attention heatmap ('' to skip)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: fastest for this small model)")
-    p.add_argument("--backend", choices=("fused", "torch"), default=None,
-                   help="LSTM backend (default: the library default)")
+    p.add_argument(
+        "--heatmap",
+        default="seq2seq_attention.png",
+        help="PNG path for the attention heatmap ('' to skip)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: fastest for this small model)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("fused", "torch"),
+        default=None,
+        help="LSTM backend (default: the library default)",
+    )
     args = p.parse_args(argv)
     for name in ("steps", "batch_size", "embed_size", "hidden", "layers", "beam_size"):
         if getattr(args, name) < 1:
@@ -262,10 +371,20 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if not 1 <= args.max_number <= 9999:
         p.error("--max-number must be in [1, 9999]")
-    run(steps=args.steps, batch_size=args.batch_size, embed_size=args.embed_size,
-        num_hiddens=args.hidden, num_layers=args.layers, lr=args.lr, max_number=args.max_number,
-        beam_size=args.beam_size, seed=args.seed, heatmap=args.heatmap or None,
-        examples=args.examples, backend=args.backend)
+    run(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        embed_size=args.embed_size,
+        num_hiddens=args.hidden,
+        num_layers=args.layers,
+        lr=args.lr,
+        max_number=args.max_number,
+        beam_size=args.beam_size,
+        seed=args.seed,
+        heatmap=args.heatmap or None,
+        examples=args.examples,
+        backend=args.backend,
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Attention layers: additive (MLP / Bahdanau) and scaled dot-product, with masked softmax."""
+
 import math
 from typing import Optional, Sequence, Union
 
@@ -16,17 +17,22 @@ def _check_qkv(query, key, value, valid_lens, q_dim=None, k_dim=None):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 3:
-            raise ValueError(f"{name} must be 3-D (batch, steps, features), got shape "
-                             f"{tuple(t.shape)}")
+            raise ValueError(
+                f"{name} must be 3-D (batch, steps, features), got shape {tuple(t.shape)}"
+            )
         if not t.dtype.is_floating_point:
             raise TypeError(f"{name} must be floating point, got {t.dtype}")
     B = query.shape[0]
     if key.shape[0] != B or value.shape[0] != B:
-        raise ValueError(f"query, key and value must share the batch size, got "
-                         f"{query.shape[0]}, {key.shape[0]}, {value.shape[0]}")
+        raise ValueError(
+            f"query, key and value must share the batch size, got "
+            f"{query.shape[0]}, {key.shape[0]}, {value.shape[0]}"
+        )
     if key.shape[1] != value.shape[1]:
-        raise ValueError(f"key and value must have the same number of steps, got "
-                         f"{key.shape[1]} and {value.shape[1]}")
+        raise ValueError(
+            f"key and value must have the same number of steps, got "
+            f"{key.shape[1]} and {value.shape[1]}"
+        )
     if q_dim is not None and query.shape[-1] != q_dim:
         raise ValueError(f"query must have {q_dim} features, got {query.shape[-1]}")
     if k_dim is not None and key.shape[-1] != k_dim:
@@ -59,12 +65,17 @@ class MLPAttention(nn.Module):
         self.dropout = nn.Dropout(probability(dropout))
         self.attention_weights: Optional[torch.Tensor] = None
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                valid_lens: Union[torch.Tensor, Sequence[int], None] = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        valid_lens: Union[torch.Tensor, Sequence[int], None] = None,
+    ) -> torch.Tensor:
         _check_qkv(query, key, value, valid_lens, self.W_q.in_features, self.W_k.in_features)
         q, k = self.W_q(query), self.W_k(key)
-        features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))      # (B, Q, K, units)
-        scores = self.v(features).squeeze(-1)                       # (B, Q, K)
+        features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))  # (B, Q, K, units)
+        scores = self.v(features).squeeze(-1)  # (B, Q, K)
         self.attention_weights = masked_softmax(scores, valid_lens)
         return torch.bmm(self.dropout(self.attention_weights), value)
 
@@ -84,12 +95,19 @@ class DotProductAttention(nn.Module):
         self.dropout = nn.Dropout(probability(dropout))
         self.attention_weights: Optional[torch.Tensor] = None
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                valid_lens: Union[torch.Tensor, Sequence[int], None] = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        valid_lens: Union[torch.Tensor, Sequence[int], None] = None,
+    ) -> torch.Tensor:
         _check_qkv(query, key, value, valid_lens)
         if query.shape[-1] != key.shape[-1]:
-            raise ValueError(f"query and key must have the same number of features, got "
-                             f"{query.shape[-1]} and {key.shape[-1]}")
+            raise ValueError(
+                f"query and key must have the same number of features, got "
+                f"{query.shape[-1]} and {key.shape[-1]}"
+            )
         scores = torch.bmm(query, key.transpose(1, 2)) / math.sqrt(query.shape[-1])
         self.attention_weights = masked_softmax(scores, valid_lens)
         return torch.bmm(self.dropout(self.attention_weights), value)

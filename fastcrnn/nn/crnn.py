@@ -3,7 +3,8 @@
 Two variants:
 
 * ``"crnn.pytorch"`` (default): the widely used crnn.pytorch network. Width-preserving pools
-  (2,2)/(2,1)/(0,1) (they halve the height only, so the width keeps enough frames), BatchNorm after conv2, conv4 and conv6,
+  (2,2)/(2,1)/(0,1) (they halve the height only, so the width keeps enough frames), BatchNorm
+  after conv2, conv4 and conv6,
   (N, 1, 32, 100) -> T = 26. Its state_dict keys are exactly crnn.pytorch's (cnn.conv0..conv6,
   cnn.batchnorm2/4/6, rnn.0.rnn.*, rnn.0.embedding.*, rnn.1.rnn.*, rnn.1.embedding.*), so its
   published checkpoints load unchanged.
@@ -11,6 +12,7 @@ Two variants:
   cnn.BN4 / cnn.BN5), max-pools (2,2), (2,2), (1,2)/2, (1,2)/2 and a final 2x2 conv;
   (N, 1, 32, 200) -> T = 11.
 """
+
 from numbers import Integral
 from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union
 
@@ -37,8 +39,12 @@ class BiLSTM(nn.Module):
     def __init__(self, n_in: int, n_hidden: int, n_out: int, backend: Optional[str] = None):
         super().__init__()
         self.backend = check_backend(backend)
-        self.rnn = make_lstm(self.backend, positive_int(n_in, "n_in"), positive_int(n_hidden, "n_hidden"),
-                             bidirectional=True)
+        self.rnn = make_lstm(
+            self.backend,
+            positive_int(n_in, "n_in"),
+            positive_int(n_hidden, "n_hidden"),
+            bidirectional=True,
+        )
         self.embedding = nn.Linear(n_hidden * 2, positive_int(n_out, "n_out"))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -47,8 +53,9 @@ class BiLSTM(nn.Module):
         if input.dim() != 3:
             raise ValueError(f"input must have shape (T, N, n_in), got {tuple(input.shape)}")
         if input.shape[-1] != self.rnn.input_size:
-            raise ValueError(f"input must have {self.rnn.input_size} features, got "
-                             f"{input.shape[-1]}")
+            raise ValueError(
+                f"input must have {self.rnn.input_size} features, got {input.shape[-1]}"
+            )
         recurrent, _ = self.rnn(input)
         T, N, H = recurrent.shape
         return self.embedding(recurrent.reshape(T * N, H)).reshape(T, N, -1)
@@ -62,17 +69,29 @@ _ConvSpec = Tuple[Literal["conv"], int, int, int]
 _PoolSpec = Tuple[Literal["pool"], Tuple[int, int], Tuple[int, int], Tuple[int, int]]
 _LAYOUT: Dict[str, List[Union[_ConvSpec, _PoolSpec]]] = {
     "crnn.pytorch": [
-        ("conv", 0, 3, 1), ("pool", (2, 2), (2, 2), (0, 0)),
-        ("conv", 1, 3, 1), ("pool", (2, 2), (2, 2), (0, 0)),
-        ("conv", 2, 3, 1), ("conv", 3, 3, 1), ("pool", (2, 2), (2, 1), (0, 1)),
-        ("conv", 4, 3, 1), ("conv", 5, 3, 1), ("pool", (2, 2), (2, 1), (0, 1)),
+        ("conv", 0, 3, 1),
+        ("pool", (2, 2), (2, 2), (0, 0)),
+        ("conv", 1, 3, 1),
+        ("pool", (2, 2), (2, 2), (0, 0)),
+        ("conv", 2, 3, 1),
+        ("conv", 3, 3, 1),
+        ("pool", (2, 2), (2, 1), (0, 1)),
+        ("conv", 4, 3, 1),
+        ("conv", 5, 3, 1),
+        ("pool", (2, 2), (2, 1), (0, 1)),
         ("conv", 6, 2, 0),
     ],
     "seed": [
-        ("conv", 0, 3, 1), ("pool", (2, 2), (2, 2), (0, 0)),
-        ("conv", 1, 3, 1), ("pool", (2, 2), (2, 2), (0, 0)),
-        ("conv", 2, 3, 1), ("conv", 3, 3, 1), ("pool", (1, 2), (2, 2), (0, 0)),
-        ("conv", 4, 3, 1), ("conv", 5, 3, 1), ("pool", (1, 2), (2, 2), (0, 0)),
+        ("conv", 0, 3, 1),
+        ("pool", (2, 2), (2, 2), (0, 0)),
+        ("conv", 1, 3, 1),
+        ("pool", (2, 2), (2, 2), (0, 0)),
+        ("conv", 2, 3, 1),
+        ("conv", 3, 3, 1),
+        ("pool", (1, 2), (2, 2), (0, 0)),
+        ("conv", 4, 3, 1),
+        ("conv", 5, 3, 1),
+        ("pool", (1, 2), (2, 2), (0, 0)),
         ("conv", 6, 2, 0),
     ],
 }
@@ -118,9 +137,18 @@ class CRNN(nn.Module):
 
     classifier_name = "rnn.1.embedding"
 
-    def __init__(self, imgH: int, nc: int, nclass: int, nh: int, variant: str = "crnn.pytorch",
-                 leaky_relu: bool = False, output: str = "log_probs",
-                 backend: Optional[str] = None, channels: Optional[Sequence[int]] = None):
+    def __init__(
+        self,
+        imgH: int,
+        nc: int,
+        nclass: int,
+        nh: int,
+        variant: str = "crnn.pytorch",
+        leaky_relu: bool = False,
+        output: str = "log_probs",
+        backend: Optional[str] = None,
+        channels: Optional[Sequence[int]] = None,
+    ):
         super().__init__()
         if not isinstance(variant, str) or variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -128,12 +156,16 @@ class CRNN(nn.Module):
             raise ValueError(f"output must be 'log_probs' or 'logits', got {output!r}")
         self.imgH = positive_int(imgH, "imgH")
         if variant == "crnn.pytorch" and self.imgH % 16:
-            raise ValueError(f"imgH must be a multiple of 16 for variant 'crnn.pytorch' "
-                             f"(it must be 32), got {self.imgH}")
+            raise ValueError(
+                f"imgH must be a multiple of 16 for variant 'crnn.pytorch' "
+                f"(it must be 32), got {self.imgH}"
+            )
         h, ok = _trace(variant, self.imgH, 0)
         if not ok or h != 1:
-            raise ValueError(f"imgH must be 32 for variant {variant!r} (the feature map must "
-                             f"have height 1), got {self.imgH}")
+            raise ValueError(
+                f"imgH must be 32 for variant {variant!r} (the feature map must "
+                f"have height 1), got {self.imgH}"
+            )
         self.nc = positive_int(nc, "nc")
         self.nclass = positive_int(nclass, "nclass")
         self.nh = positive_int(nh, "nh")
@@ -161,8 +193,11 @@ class CRNN(nn.Module):
                     pool = nn.MaxPool2d(k, 2) if k != (2, 2) else nn.MaxPool2d(2, 2)
                 # module index: after conv0, conv1, conv3, conv5 (crnn.pytorch numbers pools
                 # 0..3; the tutorial names them after the conv they follow)
-                name = (f"pooling{pool_i}" if variant == "crnn.pytorch"
-                        else f"pooling{(0, 1, 3, 5)[pool_i]}")
+                name = (
+                    f"pooling{pool_i}"
+                    if variant == "crnn.pytorch"
+                    else f"pooling{(0, 1, 3, 5)[pool_i]}"
+                )
                 cnn.add_module(name, pool)
                 pool_i += 1
                 continue
@@ -180,12 +215,15 @@ class CRNN(nn.Module):
                 if i in bn_layers:
                     cnn.add_module(f"BN{i}", nn.BatchNorm2d(n_out))
         self.cnn = cnn
-        self.rnn = nn.Sequential(BiLSTM(self.channels[6], nh, nh, self.backend),
-                                 BiLSTM(nh, nh, nclass, self.backend))
+        self.rnn = nn.Sequential(
+            BiLSTM(self.channels[6], nh, nh, self.backend), BiLSTM(nh, nh, nclass, self.backend)
+        )
 
     def extra_repr(self) -> str:
-        return (f"imgH={self.imgH}, nc={self.nc}, nclass={self.nclass}, nh={self.nh}, "
-                f"variant={self.variant!r}, output={self.output!r}, backend={self.backend!r}")
+        return (
+            f"imgH={self.imgH}, nc={self.nc}, nclass={self.nclass}, nh={self.nh}, "
+            f"variant={self.variant!r}, output={self.output!r}, backend={self.backend!r}"
+        )
 
     def output_length(self, width: Union[int, torch.Tensor]) -> Union[int, torch.Tensor]:
         """Number of frames T for an input of width ``width`` (int or integer tensor).
@@ -200,8 +238,9 @@ class CRNN(nn.Module):
             size, ok = _trace(self.variant, w, 1)
             return torch.where(ok & (size > 0), size, torch.zeros_like(size))
         if isinstance(width, bool) or not isinstance(width, Integral):
-            raise TypeError(f"width must be an int or an integer tensor, got "
-                            f"{type(width).__name__}")
+            raise TypeError(
+                f"width must be an int or an integer tensor, got {type(width).__name__}"
+            )
         size, ok = _trace(self.variant, int(width), 1)
         return int(size) if ok and size > 0 else 0
 
@@ -212,23 +251,27 @@ class CRNN(nn.Module):
         if not input.dtype.is_floating_point:
             raise TypeError(f"input must be a floating-point image tensor, got {input.dtype}")
         if input.dim() != 4:
-            raise ValueError(f"input must have shape (N, {self.nc}, {self.imgH}, W), got "
-                             f"{tuple(input.shape)}")
+            raise ValueError(
+                f"input must have shape (N, {self.nc}, {self.imgH}, W), got {tuple(input.shape)}"
+            )
         N, C, H, W = input.shape
         if C != self.nc:
-            raise ValueError(f"input must have {self.nc} channels, got {C} "
-                             f"(shape {tuple(input.shape)})")
+            raise ValueError(
+                f"input must have {self.nc} channels, got {C} (shape {tuple(input.shape)})"
+            )
         if H != self.imgH:
             raise ValueError(f"input height must be imgH={self.imgH}, got {H}")
         if self.output_length(W) < 1:
-            raise ValueError(f"input width {W} is too small: the network needs a width that "
-                             f"gives at least one frame (variant {self.variant!r})")
+            raise ValueError(
+                f"input width {W} is too small: the network needs a width that "
+                f"gives at least one frame (variant {self.variant!r})"
+            )
         conv = self.cnn(input)
         assert conv.shape[2] == 1, conv.shape
-        return conv.squeeze(2).permute(2, 0, 1)                   # (T, N, C)
+        return conv.squeeze(2).permute(2, 0, 1)  # (T, N, C)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        out = self.rnn(self.features(input))                      # (T, N, nclass)
+        out = self.rnn(self.features(input))  # (T, N, nclass)
         if self.output == "log_probs":
             return F.log_softmax(out, dim=2)
         return out

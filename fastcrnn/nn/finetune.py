@@ -12,6 +12,7 @@ model's logits for the old classes (its log-probabilities shift only by the new 
 unfreezes the model; :func:`load_with_new_classes` loads a checkpoint whose classifier is
 smaller than the model's through this path (never by silently skipping weights).
 """
+
 import math
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple, cast
 
@@ -22,8 +23,13 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from fastcrnn.ops._checks import positive_int
 
-__all__ = ["ExpandedLinear", "expand_classifier", "merge_classifier", "load_with_new_classes",
-           "frozen_norm_layers"]
+__all__ = [
+    "ExpandedLinear",
+    "expand_classifier",
+    "merge_classifier",
+    "load_with_new_classes",
+    "frozen_norm_layers",
+]
 
 _RECORD = "_fastcrnn_finetune_requires_grad"
 
@@ -41,11 +47,10 @@ class ExpandedLinear(nn.Module):
     give the concatenated (C + k) matrices; :meth:`to_linear` makes a plain ``nn.Linear``.
     """
 
-    old_weight: torch.Tensor              # buffers, registered in __init__
+    old_weight: torch.Tensor  # buffers, registered in __init__
     old_bias: Optional[torch.Tensor]
 
-    def __init__(self, old: nn.Linear, num_new: int,
-                 init: Optional[_InitFn] = None):
+    def __init__(self, old: nn.Linear, num_new: int, init: Optional[_InitFn] = None):
         super().__init__()
         if not isinstance(old, nn.Linear):
             raise TypeError(f"old must be an nn.Linear, got {type(old).__name__}")
@@ -56,10 +61,14 @@ class ExpandedLinear(nn.Module):
         self.out_features = self.old_features + self.num_new
         self.register_buffer("old_weight", w.clone())
         self.register_buffer("old_bias", None if old.bias is None else old.bias.detach().clone())
-        self.new_weight = nn.Parameter(torch.empty(self.num_new, self.in_features,
-                                                   dtype=w.dtype, device=w.device))
-        self.new_bias = (nn.Parameter(torch.empty(self.num_new, dtype=w.dtype, device=w.device))
-                         if old.bias is not None else None)
+        self.new_weight = nn.Parameter(
+            torch.empty(self.num_new, self.in_features, dtype=w.dtype, device=w.device)
+        )
+        self.new_bias = (
+            nn.Parameter(torch.empty(self.num_new, dtype=w.dtype, device=w.device))
+            if old.bias is not None
+            else None
+        )
         with torch.no_grad():
             if init is None:
                 # nn.Linear's own initialisation for the new rows
@@ -71,8 +80,10 @@ class ExpandedLinear(nn.Module):
                 init(self.new_weight, self.new_bias)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, old_features={self.old_features} (frozen), "
-                f"new_features={self.num_new}, bias={self.new_bias is not None}")
+        return (
+            f"in_features={self.in_features}, old_features={self.old_features} (frozen), "
+            f"new_features={self.num_new}, bias={self.new_bias is not None}"
+        )
 
     @property
     def weight(self) -> torch.Tensor:
@@ -86,25 +97,35 @@ class ExpandedLinear(nn.Module):
         return torch.cat([cast(torch.Tensor, self.old_bias), self.new_bias], 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([F.linear(x, self.old_weight, self.old_bias),
-                          F.linear(x, self.new_weight, self.new_bias)], dim=-1)
+        return torch.cat(
+            [
+                F.linear(x, self.old_weight, self.old_bias),
+                F.linear(x, self.new_weight, self.new_bias),
+            ],
+            dim=-1,
+        )
 
     def to_linear(self) -> nn.Linear:
         """One plain nn.Linear (in, C + k) with the concatenated weights (trainable)."""
         w = self.old_weight
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.new_bias is not None,
-                        device=w.device, dtype=w.dtype)
+        lin = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.new_bias is not None,
+            device=w.device,
+            dtype=w.dtype,
+        )
         with torch.no_grad():
             lin.weight.copy_(self.weight)
             if lin.bias is not None:
-                lin.bias.copy_(cast(torch.Tensor, self.bias))   # not None: lin has a bias
+                lin.bias.copy_(cast(torch.Tensor, self.bias))  # not None: lin has a bias
         return lin
 
 
 # ---- normalisation layers that stay in eval mode --------------------------------------------
 
 if TYPE_CHECKING:
-    _FrozenNormBase = nn.Module   # the mixin only ever precedes a normalisation Module
+    _FrozenNormBase = nn.Module  # the mixin only ever precedes a normalisation Module
 else:
     _FrozenNormBase = object
 
@@ -125,10 +146,13 @@ def _frozen_class(cls: type) -> type:
     if getattr(cls, "_fastcrnn_frozen_norm", False):
         return cls
     if cls not in _FROZEN_CLASSES:
-        frozen = type("Frozen" + cls.__name__, (_FrozenNorm, cls),
-                      {"__module__": __name__, "_fastcrnn_original": cls})
+        frozen = type(
+            "Frozen" + cls.__name__,
+            (_FrozenNorm, cls),
+            {"__module__": __name__, "_fastcrnn_original": cls},
+        )
         _FROZEN_CLASSES[cls] = frozen
-        globals()[frozen.__name__] = frozen            # picklable by name
+        globals()[frozen.__name__] = frozen  # picklable by name
     return _FROZEN_CLASSES[cls]
 
 
@@ -155,14 +179,17 @@ def frozen_norm_layers(model: nn.Module) -> List[str]:
 
 # ---- public API -----------------------------------------------------------------------------
 
+
 def _resolve(model: nn.Module, layer: Optional[str]) -> Tuple[str, nn.Module, str]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if layer is None:
         layer = getattr(model, "classifier_name", None)
         if layer is None:
-            raise ValueError("layer must name the Linear to expand (dotted name, e.g. "
-                             "'rnn.1.embedding'): the model has no classifier_name")
+            raise ValueError(
+                "layer must name the Linear to expand (dotted name, e.g. "
+                "'rnn.1.embedding'): the model has no classifier_name"
+            )
     if not isinstance(layer, str) or not layer:
         raise TypeError(f"layer must be a non-empty str (a dotted module name), got {layer!r}")
     parent_name, _, attr = layer.rpartition(".")
@@ -178,14 +205,19 @@ def _resolve(model: nn.Module, layer: Optional[str]) -> Tuple[str, nn.Module, st
 
 def _set_nclass(model: nn.Module, layer: str, out_features: int) -> None:
     if layer == getattr(model, "classifier_name", None) and isinstance(
-            getattr(model, "nclass", None), int):
+        getattr(model, "nclass", None), int
+    ):
         # torch's stubs type Module.__setattr__'s value as Tensor | Module; any value is
         # allowed at runtime (an int attribute here)
         model.nclass = out_features  # type: ignore[assignment]
 
 
-def expand_classifier(model: nn.Module, num_new_classes: int, layer: Optional[str] = None,
-                      init: Optional[_InitFn] = None) -> nn.Module:
+def expand_classifier(
+    model: nn.Module,
+    num_new_classes: int,
+    layer: Optional[str] = None,
+    init: Optional[_InitFn] = None,
+) -> nn.Module:
     """Grows a Linear by ``num_new_classes`` output rows and freezes everything else, in place.
 
     Args:
@@ -212,8 +244,9 @@ def expand_classifier(model: nn.Module, num_new_classes: int, layer: Optional[st
     if not isinstance(target, nn.Linear):
         raise TypeError(f"layer {layer!r} must be an nn.Linear, got {type(target).__name__}")
     if not hasattr(model, _RECORD):
-        object.__setattr__(model, _RECORD, {n: p.requires_grad
-                                            for n, p in model.named_parameters()})
+        object.__setattr__(
+            model, _RECORD, {n: p.requires_grad for n, p in model.named_parameters()}
+        )
     expanded = ExpandedLinear(target, int(num_new_classes), init)
     setattr(parent, attr, expanded)
     for p in model.parameters():
@@ -227,8 +260,9 @@ def expand_classifier(model: nn.Module, num_new_classes: int, layer: Optional[st
     return model
 
 
-def merge_classifier(model: nn.Module, layer: Optional[str] = None,
-                     unfreeze: bool = True) -> nn.Module:
+def merge_classifier(
+    model: nn.Module, layer: Optional[str] = None, unfreeze: bool = True
+) -> nn.Module:
     """Turns an :class:`ExpandedLinear` back into one plain nn.Linear (same outputs), in place.
 
     layer: its dotted name; default ``model.classifier_name``, or the model's only
@@ -241,14 +275,17 @@ def merge_classifier(model: nn.Module, layer: Optional[str] = None,
     if layer is None and getattr(model, "classifier_name", None) is None:
         found = [n for n, m in model.named_modules() if isinstance(m, ExpandedLinear)]
         if len(found) != 1:
-            raise ValueError(f"layer must be given: the model has {len(found)} expanded "
-                             f"classifiers")
+            raise ValueError(
+                f"layer must be given: the model has {len(found)} expanded classifiers"
+            )
         layer = found[0]
     layer, parent, attr = _resolve(model, layer)
     target = getattr(parent, attr)
     if not isinstance(target, ExpandedLinear):
-        raise ValueError(f"layer {layer!r} is not an expanded classifier (got "
-                         f"{type(target).__name__}); call expand_classifier first")
+        raise ValueError(
+            f"layer {layer!r} is not an expanded classifier (got "
+            f"{type(target).__name__}); call expand_classifier first"
+        )
     merged = target.to_linear()
     setattr(parent, attr, merged)
     _set_nclass(model, layer, merged.out_features)
@@ -269,8 +306,9 @@ def merge_classifier(model: nn.Module, layer: Optional[str] = None,
     return model
 
 
-def load_with_new_classes(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
-                          layer: Optional[str] = None) -> nn.Module:
+def load_with_new_classes(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], layer: Optional[str] = None
+) -> nn.Module:
     """Loads a checkpoint whose classifier has fewer classes than the model's, explicitly.
 
     The model (built with C + k classes) and the checkpoint (C classes) must agree on every
@@ -290,18 +328,23 @@ def load_with_new_classes(model: nn.Module, state_dict: Mapping[str, torch.Tenso
         raise ValueError(f"state_dict has no {key!r}: it is not a checkpoint of this model")
     w = state_dict[key]
     if not isinstance(w, torch.Tensor) or w.dim() != 2 or w.shape[1] != target.in_features:
-        raise ValueError(f"state_dict[{key!r}] must have shape (C, {target.in_features}), got "
-                         f"{tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}")
+        raise ValueError(
+            f"state_dict[{key!r}] must have shape (C, {target.in_features}), got "
+            f"{tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}"
+        )
     old_c, new_c = w.shape[0], target.out_features
     if old_c > new_c:
-        raise ValueError(f"the checkpoint's classifier has {old_c} classes, more than the "
-                         f"model's {new_c}: build the model with at least {old_c}")
+        raise ValueError(
+            f"the checkpoint's classifier has {old_c} classes, more than the "
+            f"model's {new_c}: build the model with at least {old_c}"
+        )
     if old_c == new_c:
         model.load_state_dict(state_dict, strict=True)
         return model
     p = target.weight
-    small = nn.Linear(target.in_features, old_c, bias=target.bias is not None,
-                      device=p.device, dtype=p.dtype)
+    small = nn.Linear(
+        target.in_features, old_c, bias=target.bias is not None, device=p.device, dtype=p.dtype
+    )
     init_w = target.weight.detach()[old_c:].clone()
     init_b = None if target.bias is None else target.bias.detach()[old_c:].clone()
     setattr(parent, attr, small)

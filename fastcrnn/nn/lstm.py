@@ -4,6 +4,7 @@ Same constructor arguments, parameter names, shapes and initialisation as torch.
 torch.nn.LSTMCell, so ``load_state_dict`` moves weights both ways. ``backend="torch"`` runs
 torch's own LSTM on the same parameters (the path for ONNX / TorchScript export).
 """
+
 import math
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -13,11 +14,19 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fastcrnn.nn.recurrent import RecurrentBase
-from fastcrnn.ops._checks import (DtypeMismatchError, LengthsLike, check_backend, positive_int,
-                                  require_float, require_like, require_tensor)
+from fastcrnn.ops._checks import (
+    DtypeMismatchError,
+    LengthsLike,
+    check_backend,
+    positive_int,
+    require_float,
+    require_like,
+    require_tensor,
+)
 from fastcrnn.ops.lstm import autocast_dtype, lstm_cell, lstm_layer
 
 __all__ = ["LSTM", "LSTMCell"]
+
 
 class LSTM(RecurrentBase):
     """Multi-layer, optionally bidirectional LSTM, a drop-in for :class:`torch.nn.LSTM`.
@@ -43,19 +52,40 @@ class LSTM(RecurrentBase):
 
     num_gates = 4
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, device: Union[torch.device, str, None] = None,
-                 dtype: Optional[torch.dtype] = None, backend: str = "fused"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: Union[torch.device, str, None] = None,
+        dtype: Optional[torch.dtype] = None,
+        backend: str = "fused",
+    ):
         super().__init__()
         if proj_size != 0:
-            raise NotImplementedError("fastcrnn.nn.LSTM does not support proj_size (use "
-                                      "torch.nn.LSTM for projected LSTMs)")
+            raise NotImplementedError(
+                "fastcrnn.nn.LSTM does not support proj_size (use "
+                "torch.nn.LSTM for projected LSTMs)"
+            )
         self.mode = "LSTM"
         self.proj_size = 0
         self.backend = check_backend(backend)
-        self._init_recurrent(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                             bidirectional, device, dtype)
+        self._init_recurrent(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+        )
 
     def reset_parameters(self) -> None:
         """uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, in nn.LSTM's order."""
@@ -66,8 +96,9 @@ class LSTM(RecurrentBase):
 
     # -----------------------------------------------------------------------------------------
 
-    def _layer_weights(self, layer: int
-                       ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    def _layer_weights(
+        self, layer: int
+    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """The op's (weight_ih (D*4H, I), weight_hh (D, 4H, H), bias (D*4H,) or None) of one
         layer, built from the parameters on every call.
 
@@ -78,7 +109,7 @@ class LSTM(RecurrentBase):
         """
         dirs = self.num_directions
         suffixes = [self.suffix(layer, d) for d in range(dirs)]
-        w_ih: Union[List[torch.Tensor], torch.Tensor]   # per direction, then the op's one tensor
+        w_ih: Union[List[torch.Tensor], torch.Tensor]  # per direction, then the op's one tensor
         w_hh: Union[List[torch.Tensor], torch.Tensor]
         w_ih = [getattr(self, f"weight_ih{s}") for s in suffixes]
         w_hh = [getattr(self, f"weight_hh{s}") for s in suffixes]
@@ -92,9 +123,12 @@ class LSTM(RecurrentBase):
             bias = b[0] if dirs == 1 else torch.cat(b, 0)
         return w_ih, w_hh, bias
 
-    def forward(self, input: Union[torch.Tensor, PackedSequence],
-                hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, lengths: LengthsLike = None
-                ) -> Tuple[Union[torch.Tensor, PackedSequence], Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self,
+        input: Union[torch.Tensor, PackedSequence],
+        hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        lengths: LengthsLike = None,
+    ) -> Tuple[Union[torch.Tensor, PackedSequence], Tuple[torch.Tensor, torch.Tensor]]:
         x, lens, layout = self._prepare_input(input, lengths)
         if hx is None:
             h0 = c0 = self._initial_state(None, "h0", x, layout)
@@ -107,8 +141,10 @@ class LSTM(RecurrentBase):
             out, h_n, c_n = self._torch_forward(x, h0, c0, lens)
         else:
             out, h_n, c_n = self._fused_forward(x, h0, c0, lens)
-        return self._restore_output(out, layout), (self._restore_state(h_n, layout),
-                                                   self._restore_state(c_n, layout))
+        return self._restore_output(out, layout), (
+            self._restore_state(h_n, layout),
+            self._restore_state(c_n, layout),
+        )
 
     def _fused_forward(self, x, h0, c0, lens):
         dirs = self.num_directions
@@ -118,8 +154,9 @@ class LSTM(RecurrentBase):
             w_ih, w_hh, bias = self._layer_weights(layer)
             sl = slice(layer * dirs, (layer + 1) * dirs)
             # every layer gets the same lengths: check them (one host sync on CUDA) once
-            out, h, c = lstm_layer(layer_input, h0[sl], c0[sl], w_ih, w_hh, bias, lens,
-                                   validate=layer == 0)
+            out, h, c = lstm_layer(
+                layer_input, h0[sl], c0[sl], w_ih, w_hh, bias, lens, validate=layer == 0
+            )
             h_n.append(h)
             c_n.append(c)
             layer_input = out
@@ -133,8 +170,17 @@ class LSTM(RecurrentBase):
         """torch's own LSTM on these parameters (time-major x, original batch order)."""
         weights = self._flat_weights
         if lens is None:
-            out, h_n, c_n = torch.lstm(x, (h0, c0), weights, self.bias, self.num_layers,
-                                       self.dropout, self.training, self.bidirectional, False)
+            out, h_n, c_n = torch.lstm(
+                x,
+                (h0, c0),
+                weights,
+                self.bias,
+                self.num_layers,
+                self.dropout,
+                self.training,
+                self.bidirectional,
+                False,
+            )
             return out, h_n, c_n
         T = x.shape[0]
         lens_cpu = lens.cpu()
@@ -143,13 +189,21 @@ class LSTM(RecurrentBase):
             raise ValueError("backend='torch' needs every length >= 1")
         packed = pack_padded_sequence(x, lens_cpu, enforce_sorted=False)
         order = packed.sorted_indices
-        data, h_n, c_n = torch.lstm(packed.data, packed.batch_sizes,
-                                    (h0.index_select(1, order), c0.index_select(1, order)),
-                                    weights, self.bias, self.num_layers, self.dropout,
-                                    self.training, self.bidirectional)
+        data, h_n, c_n = torch.lstm(
+            packed.data,
+            packed.batch_sizes,
+            (h0.index_select(1, order), c0.index_select(1, order)),
+            weights,
+            self.bias,
+            self.num_layers,
+            self.dropout,
+            self.training,
+            self.bidirectional,
+        )
         inverse = packed.unsorted_indices
         out, _ = pad_packed_sequence(
-            PackedSequence(data, packed.batch_sizes, order, inverse), total_length=T)
+            PackedSequence(data, packed.batch_sizes, order, inverse), total_length=T
+        )
         return out, h_n.index_select(1, inverse), c_n.index_select(1, inverse)
 
 
@@ -162,9 +216,15 @@ class LSTMCell(nn.Module):
     bias_ih, bias_hh (4H,) as torch.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 device: Union[torch.device, str, None] = None,
-                 dtype: Optional[torch.dtype] = None, backend: str = "fused"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: Union[torch.device, str, None] = None,
+        dtype: Optional[torch.dtype] = None,
+        backend: str = "fused",
+    ):
         super().__init__()
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
@@ -193,26 +253,30 @@ class LSTMCell(nn.Module):
             s += ", bias=False"
         return s
 
-    def forward(self, input: torch.Tensor,
-                hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input: torch.Tensor, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         require_tensor(input, "input")
         require_float(input, "input")
         if input.dim() not in (1, 2):
-            raise ValueError(f"LSTMCell: expected input to be 1-D or 2-D, got shape "
-                             f"{tuple(input.shape)}")
+            raise ValueError(
+                f"LSTMCell: expected input to be 1-D or 2-D, got shape {tuple(input.shape)}"
+            )
         unbatched = input.dim() == 1
         x = input.unsqueeze(0) if unbatched else input
         N, I = x.shape
         if I != self.input_size:
-            raise ValueError(f"input has inconsistent input_size: got {I}, expected "
-                             f"{self.input_size}")
+            raise ValueError(
+                f"input has inconsistent input_size: got {I}, expected {self.input_size}"
+            )
         if x.dtype != self.weight_ih.dtype:
-            raise DtypeMismatchError(f"input dtype {x.dtype} does not match the parameters' "
-                                     f"dtype {self.weight_ih.dtype}")
+            raise DtypeMismatchError(
+                f"input dtype {x.dtype} does not match the parameters' dtype {self.weight_ih.dtype}"
+            )
         if x.device != self.weight_ih.device:
-            raise ValueError(f"input is on {x.device} but the parameters are on "
-                             f"{self.weight_ih.device}")
+            raise ValueError(
+                f"input is on {x.device} but the parameters are on {self.weight_ih.device}"
+            )
         H = self.hidden_size
         if hx is None:
             h = c = torch.zeros(N, H, dtype=x.dtype, device=x.device)
@@ -225,16 +289,18 @@ class LSTMCell(nn.Module):
             if unbatched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
         if self.backend == "torch":
-            h1, c1 = torch.lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, self.bias_ih,
-                                     self.bias_hh)
+            h1, c1 = torch.lstm_cell(
+                x, (h, c), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+            )
         else:
             bias = self.bias_ih + self.bias_hh if self.bias else None
             if autocast_dtype(x.device) is None:
                 # input and state were checked above and the op checks the parameters against
                 # them: a decoder calls this once per step, so lstm_cell's second round of Python
                 # checks is skipped
-                h1, c1, _ = torch.ops.fastcrnn.lstm_cell(x, h, c, self.weight_ih, self.weight_hh,
-                                                         bias)
+                h1, c1, _ = torch.ops.fastcrnn.lstm_cell(
+                    x, h, c, self.weight_ih, self.weight_hh, bias
+                )
             else:
                 h1, c1 = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, bias)
         if unbatched:

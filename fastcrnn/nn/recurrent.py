@@ -8,6 +8,7 @@ time-major form with :meth:`_prepare_input`, checks each initial state with
 :meth:`_initial_state`, runs its layers on (T, N, features) tensors, and gives results back in
 the caller's form with :meth:`_restore_output` / :meth:`_restore_state`.
 """
+
 import math
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union, cast
 
@@ -15,8 +16,16 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from fastcrnn.ops._checks import (DtypeMismatchError, LengthsLike, lengths_tensor, positive_int,
-                                  probability, require_float, require_like, require_tensor)
+from fastcrnn.ops._checks import (
+    DtypeMismatchError,
+    LengthsLike,
+    lengths_tensor,
+    positive_int,
+    probability,
+    require_float,
+    require_like,
+    require_tensor,
+)
 
 __all__ = ["RecurrentBase", "InputLayout"]
 
@@ -24,10 +33,10 @@ __all__ = ["RecurrentBase", "InputLayout"]
 class InputLayout(NamedTuple):
     """How the caller passed the input, so the outputs can be given back the same way."""
 
-    packed: Optional[PackedSequence]     # the PackedSequence given, or None
+    packed: Optional[PackedSequence]  # the PackedSequence given, or None
     lengths_cpu: Optional[torch.Tensor]  # its lengths (N,) int64 on the CPU, original order
-    unbatched: bool                      # input was (T, features)
-    batch_first: bool                    # input was (N, T, features)
+    unbatched: bool  # input was (T, features)
+    batch_first: bool  # input was (N, T, features)
 
 
 class RecurrentBase(nn.Module):
@@ -42,10 +51,18 @@ class RecurrentBase(nn.Module):
     #: gates per unit: 4 (LSTM) or 1 (vanilla RNN)
     num_gates = 1
 
-    def _init_recurrent(self, input_size: int, hidden_size: int, num_layers: int, bias: bool,
-                        batch_first: bool, dropout: float, bidirectional: bool,
-                        device: Union[torch.device, str, None] = None,
-                        dtype: Optional[torch.dtype] = None) -> None:
+    def _init_recurrent(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bias: bool,
+        batch_first: bool,
+        dropout: float,
+        bidirectional: bool,
+        device: Union[torch.device, str, None] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.num_layers = positive_int(num_layers, "num_layers")
@@ -114,8 +131,9 @@ class RecurrentBase(nn.Module):
 
     # ---- input and state ----------------------------------------------------------------------
 
-    def _prepare_input(self, input: Union[torch.Tensor, PackedSequence], lengths: LengthsLike
-                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor], InputLayout]:
+    def _prepare_input(
+        self, input: Union[torch.Tensor, PackedSequence], lengths: LengthsLike
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], InputLayout]:
         """Returns x (T, N, input_size), lengths (N,) int64 on x's device or None, and the
         layout. Raises TypeError / ValueError naming the argument for anything invalid; length
         values of a tensor are left to the caller (a list's are checked here)."""
@@ -128,8 +146,9 @@ class RecurrentBase(nn.Module):
         else:
             require_tensor(input, "input")
             if input.dim() not in (2, 3):
-                raise ValueError(f"input must be 2-D (unbatched) or 3-D, got shape "
-                                 f"{tuple(input.shape)}")
+                raise ValueError(
+                    f"input must be 2-D (unbatched) or 3-D, got shape {tuple(input.shape)}"
+                )
             unbatched = input.dim() == 2
             layout = InputLayout(None, None, unbatched, self.batch_first and not unbatched)
             if unbatched:
@@ -142,20 +161,24 @@ class RecurrentBase(nn.Module):
         require_float(x, "input")
         T, N, features = x.shape
         if features != self.input_size:
-            raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
-                             f"{self.input_size}, got {features}")
+            raise ValueError(
+                f"input.size(-1) must be equal to input_size. Expected "
+                f"{self.input_size}, got {features}"
+            )
         first = self._flat_weights[0]
         if x.dtype != first.dtype:
-            raise DtypeMismatchError(f"input dtype {x.dtype} does not match the parameters' "
-                                     f"dtype {first.dtype}")
+            raise DtypeMismatchError(
+                f"input dtype {x.dtype} does not match the parameters' dtype {first.dtype}"
+            )
         if x.device != first.device:
             raise ValueError(f"input is on {x.device} but the parameters are on {first.device}")
         if layout.packed is None and lengths is not None:
             lens = lengths_tensor(lengths, N, T, x.device, "lengths", unbatched=layout.unbatched)
         return x, lens, layout
 
-    def _initial_state(self, state: Optional[torch.Tensor], name: str, x: torch.Tensor,
-                       layout: InputLayout) -> torch.Tensor:
+    def _initial_state(
+        self, state: Optional[torch.Tensor], name: str, x: torch.Tensor, layout: InputLayout
+    ) -> torch.Tensor:
         """A checked initial state (num_layers * D, N, H) for x (T, N, I); zeros for None.
         Unbatched calls take (num_layers * D, H)."""
         LD, N, H = self.num_layers * self.num_directions, x.shape[1], self.hidden_size
@@ -165,18 +188,20 @@ class RecurrentBase(nn.Module):
         return state.unsqueeze(1) if layout.unbatched else state
 
     @staticmethod
-    def _restore_output(out: torch.Tensor, layout: InputLayout
-                        ) -> Union[torch.Tensor, PackedSequence]:
+    def _restore_output(
+        out: torch.Tensor, layout: InputLayout
+    ) -> Union[torch.Tensor, PackedSequence]:
         """out (T, N, F) back in the caller's form (a PackedSequence for packed input)."""
         if layout.packed is not None:
             packed = layout.packed
-            lengths = cast(torch.Tensor, layout.lengths_cpu)   # set for every packed input
+            lengths = cast(torch.Tensor, layout.lengths_cpu)  # set for every packed input
             if packed.sorted_indices is not None:
                 out = out.index_select(1, packed.sorted_indices)
                 lengths = lengths.index_select(0, packed.sorted_indices.cpu())
             data = pack_padded_sequence(out, lengths, enforce_sorted=True).data
-            return PackedSequence(data, packed.batch_sizes, packed.sorted_indices,
-                                  packed.unsorted_indices)
+            return PackedSequence(
+                data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+            )
         if layout.unbatched:
             return out.squeeze(1)
         if layout.batch_first:

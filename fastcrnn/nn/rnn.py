@@ -1,4 +1,5 @@
 """Recurrent building blocks: the LSTM backend switch and a vanilla RNN from its step equations."""
+
 from typing import Any, List, Optional, Tuple, Union, cast
 
 import torch
@@ -8,12 +9,9 @@ from torch.nn.utils.rnn import PackedSequence
 
 from fastcrnn.nn.lstm import LSTM
 from fastcrnn.nn.recurrent import RecurrentBase
-from fastcrnn.ops._checks import (BACKENDS, DEFAULT_BACKEND, LengthsLike, check_backend,
-                                  positive_int)
+from fastcrnn.ops._checks import BACKENDS, DEFAULT_BACKEND, LengthsLike, check_backend, positive_int
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "check_backend", "make_lstm",
-           "RNN"]
-
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "check_backend", "make_lstm", "RNN"]
 
 
 def make_lstm(backend: Optional[str], *args: Any, **kwargs: Any) -> nn.Module:
@@ -56,23 +54,43 @@ class RNN(RecurrentBase):
         layer — and h_n (num_layers * dirs, N, hidden_size)); a PackedSequence in, one out.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False,
-                 output_size: Optional[int] = None,
-                 device: Union[torch.device, str, None] = None,
-                 dtype: Optional[torch.dtype] = None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        output_size: Optional[int] = None,
+        device: Union[torch.device, str, None] = None,
+        dtype: Optional[torch.dtype] = None,
+    ):
         super().__init__()
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        self._init_recurrent(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                             bidirectional, device, dtype)
-        self.output_size = None if output_size is None else positive_int(output_size,
-                                                                         "output_size")
-        self.output = (nn.Linear(self.hidden_size * self.num_directions, self.output_size,
-                                 device=device, dtype=dtype)
-                       if self.output_size is not None else None)
+        self._init_recurrent(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+        )
+        self.output_size = None if output_size is None else positive_int(output_size, "output_size")
+        self.output = (
+            nn.Linear(
+                self.hidden_size * self.num_directions, self.output_size, device=device, dtype=dtype
+            )
+            if self.output_size is not None
+            else None
+        )
 
     def reset_parameters(self) -> None:
         """nn.RNN's initialisation: every weight and bias uniform in ±1/sqrt(hidden_size)."""
@@ -81,20 +99,35 @@ class RNN(RecurrentBase):
             self.output.reset_parameters()
 
     def extra_repr(self) -> str:
-        return self._extra_repr([f"nonlinearity={self.nonlinearity!r}"]
-                                if self.nonlinearity != "tanh" else [])
+        return self._extra_repr(
+            [f"nonlinearity={self.nonlinearity!r}"] if self.nonlinearity != "tanh" else []
+        )
 
-    def begin_state(self, batch_size: int, device: Union[torch.device, str, None] = None,
-                    dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def begin_state(
+        self,
+        batch_size: int,
+        device: Union[torch.device, str, None] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> torch.Tensor:
         """Zero initial state (num_layers * dirs, batch_size, hidden_size)."""
         dirs = 2 if self.bidirectional else 1
-        w = cast(torch.Tensor, self.weight_hh_l0)   # a Parameter set by _init_recurrent
-        return torch.zeros(self.num_layers * dirs, batch_size, self.hidden_size,
-                           device=device or w.device, dtype=dtype or w.dtype)
+        w = cast(torch.Tensor, self.weight_hh_l0)  # a Parameter set by _init_recurrent
+        return torch.zeros(
+            self.num_layers * dirs,
+            batch_size,
+            self.hidden_size,
+            device=device or w.device,
+            dtype=dtype or w.dtype,
+        )
 
-    def _direction(self, x: torch.Tensor, h: torch.Tensor, sfx: str,
-                   lengths: Optional[torch.Tensor], reverse: bool
-                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _direction(
+        self,
+        x: torch.Tensor,
+        h: torch.Tensor,
+        sfx: str,
+        lengths: Optional[torch.Tensor],
+        reverse: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         w_ih = getattr(self, f"weight_ih{sfx}")
         w_hh = getattr(self, f"weight_hh{sfx}")
         b_ih = getattr(self, f"bias_ih{sfx}") if self.bias else None
@@ -115,18 +148,29 @@ class RNN(RecurrentBase):
                 h = new
                 outputs[t] = new
         # every step t in range(T) was filled above
-        out = (torch.stack(cast("List[torch.Tensor]", outputs)) if T
-               else x.new_zeros(0, x.shape[1], self.hidden_size))
+        out = (
+            torch.stack(cast("List[torch.Tensor]", outputs))
+            if T
+            else x.new_zeros(0, x.shape[1], self.hidden_size)
+        )
         return out, h
 
-    def forward(self, input: Union[torch.Tensor, PackedSequence],
-                hx: Optional[torch.Tensor] = None, lengths: LengthsLike = None
-                ) -> Tuple[Union[torch.Tensor, PackedSequence], torch.Tensor]:
+    def forward(
+        self,
+        input: Union[torch.Tensor, PackedSequence],
+        hx: Optional[torch.Tensor] = None,
+        lengths: LengthsLike = None,
+    ) -> Tuple[Union[torch.Tensor, PackedSequence], torch.Tensor]:
         x, lengths, layout = self._prepare_input(input, lengths)
         T = x.shape[0]
         dirs = self.num_directions
-        if lengths is not None and layout.packed is None and not torch.compiler.is_compiling() \
-                and lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+        if (
+            lengths is not None
+            and layout.packed is None
+            and not torch.compiler.is_compiling()
+            and lengths.numel()
+            and (int(lengths.min()) < 0 or int(lengths.max()) > T)
+        ):
             # the step loop indexes nothing by length, but a length outside [0, T] means
             # the caller's padding is not what they think
             raise ValueError(f"lengths must lie in [0, {T}]")

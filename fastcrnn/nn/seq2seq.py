@@ -5,6 +5,7 @@ the encoder's final state; a decoder with additive attention whose query is the 
 ``EncoderDecoder``; ``MaskedSoftmaxCELoss`` (mean over valid tokens only). Greedy and beam
 search prediction live in :mod:`fastcrnn.nn.seq2seq_predict`, BLEU in :mod:`fastcrnn.bleu`.
 """
+
 from typing import Any, Optional, Sequence, Tuple, Union, cast
 
 import torch
@@ -16,8 +17,15 @@ from fastcrnn.nn.attention import MLPAttention
 from fastcrnn.nn.rnn import make_lstm
 from fastcrnn.ops._checks import check_backend, positive_int, probability
 
-__all__ = ["Encoder", "Decoder", "Seq2SeqEncoder", "Seq2SeqDecoder", "Seq2SeqAttentionDecoder",
-           "EncoderDecoder", "MaskedSoftmaxCELoss"]
+__all__ = [
+    "Encoder",
+    "Decoder",
+    "Seq2SeqEncoder",
+    "Seq2SeqDecoder",
+    "Seq2SeqAttentionDecoder",
+    "EncoderDecoder",
+    "MaskedSoftmaxCELoss",
+]
 
 # valid lengths: an (N,) tensor or a list / tuple of ints
 _Lens = Union[torch.Tensor, Sequence[int]]
@@ -35,8 +43,9 @@ def _tokens(X, name: str, vocab_size: int) -> torch.Tensor:
     if X.numel() and not torch.compiler.is_compiling():
         lo, hi = int(X.min()), int(X.max())
         if lo < 0 or hi >= vocab_size:
-            raise ValueError(f"{name} must hold token ids in [0, {vocab_size}), got "
-                             f"{lo if lo < 0 else hi}")
+            raise ValueError(
+                f"{name} must hold token ids in [0, {vocab_size}), got {lo if lo < 0 else hi}"
+            )
     return X.long()
 
 
@@ -46,8 +55,7 @@ def _valid_lens(valid_lens, N: int, T: int, device, name: str) -> Optional[torch
     if isinstance(valid_lens, (list, tuple)):
         valid_lens = torch.tensor([positive_int(v, name, 0) for v in valid_lens], dtype=torch.int64)
     if not isinstance(valid_lens, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor or list of ints, got "
-                        f"{type(valid_lens).__name__}")
+        raise TypeError(f"{name} must be a tensor or list of ints, got {type(valid_lens).__name__}")
     if valid_lens.dtype.is_floating_point or valid_lens.dtype == torch.bool:
         if valid_lens.dtype == torch.bool or not torch.equal(valid_lens, valid_lens.round()):
             raise TypeError(f"{name} must hold whole numbers, got {valid_lens.dtype}")
@@ -136,8 +144,13 @@ class _EmbeddedLSTM:
         embedding plus `extra_inputs` features (the attention decoder's context)."""
         embed_size = positive_int(embed_size, "embed_size")
         self.embedding = nn.Embedding(self.vocab_size, embed_size)
-        self.rnn = make_lstm(self.backend, embed_size + extra_inputs, self.num_hiddens,
-                             self.num_layers, dropout=dropout)
+        self.rnn = make_lstm(
+            self.backend,
+            embed_size + extra_inputs,
+            self.num_hiddens,
+            self.num_layers,
+            dropout=dropout,
+        )
 
 
 class Seq2SeqEncoder(Encoder, _EmbeddedLSTM):
@@ -149,26 +162,36 @@ class Seq2SeqEncoder(Encoder, _EmbeddedLSTM):
     padded outputs are zero; without it every step is run, as in the tutorial.
     """
 
-    def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
-                 dropout: float = 0.0, backend: Optional[str] = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_size: int,
+        num_hiddens: int,
+        num_layers: int,
+        dropout: float = 0.0,
+        backend: Optional[str] = None,
+    ):
         super().__init__()
         dropout = self._init_sizes(vocab_size, num_hiddens, num_layers, dropout, backend)
         self._add_embedding_and_lstm(embed_size, 0, dropout)
 
-    def begin_state(self, batch_size: int, device: Union[torch.device, str, None] = None
-                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def begin_state(
+        self, batch_size: int, device: Union[torch.device, str, None] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Zero (h, c), each (num_layers, batch_size, num_hiddens)."""
         w = self.embedding.weight
-        z = torch.zeros(self.num_layers, batch_size, self.num_hiddens,
-                        device=device or w.device, dtype=w.dtype)
+        z = torch.zeros(
+            self.num_layers, batch_size, self.num_hiddens, device=device or w.device, dtype=w.dtype
+        )
         return (z, z.clone())
 
-    def forward(self, X: torch.Tensor, valid_lens: Optional[_Lens] = None, *args: Any
-                ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, X: torch.Tensor, valid_lens: Optional[_Lens] = None, *args: Any
+    ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         X = _tokens(X, "X", self.vocab_size)
         N, S = X.shape
         lens = _valid_lens(valid_lens, N, S, X.device, "valid_lens")
-        emb = self.embedding(X).transpose(0, 1)                     # (S, N, E)
+        emb = self.embedding(X).transpose(0, 1)  # (S, N, E)
         return _run_lstm(self.rnn, emb, self.begin_state(N, X.device), lens)
 
 
@@ -180,8 +203,15 @@ class Seq2SeqDecoder(Decoder, _EmbeddedLSTM):
     num_layers.
     """
 
-    def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
-                 dropout: float = 0.0, backend: Optional[str] = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_size: int,
+        num_hiddens: int,
+        num_layers: int,
+        dropout: float = 0.0,
+        backend: Optional[str] = None,
+    ):
         super().__init__()
         dropout = self._init_sizes(vocab_size, num_hiddens, num_layers, dropout, backend)
         self._add_embedding_and_lstm(embed_size, 0, dropout)
@@ -197,24 +227,31 @@ class Seq2SeqDecoder(Decoder, _EmbeddedLSTM):
                 raise ValueError(f"state {name} must have shape {expect}, got {got}")
         return tuple(state)
 
-    def init_state(self, enc_outputs: Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
-                   *args: Any) -> Tuple[torch.Tensor, ...]:
+    def init_state(
+        self, enc_outputs: Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]], *args: Any
+    ) -> Tuple[torch.Tensor, ...]:
         if not isinstance(enc_outputs, (tuple, list)) or len(enc_outputs) != 2:
             raise TypeError("enc_outputs must be the encoder's (outputs, state)")
         state = enc_outputs[1]
-        return self._check_hidden(state, state[0].shape[1] if isinstance(state, (tuple, list))
-                                  and isinstance(state[0], torch.Tensor) else -1)
+        return self._check_hidden(
+            state,
+            state[0].shape[1]
+            if isinstance(state, (tuple, list)) and isinstance(state[0], torch.Tensor)
+            else -1,
+        )
 
-    def forward(self, X: torch.Tensor, state: Tuple[torch.Tensor, torch.Tensor]
-                ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, X: torch.Tensor, state: Tuple[torch.Tensor, torch.Tensor]
+    ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         X = _tokens(X, "X", self.vocab_size)
         state = self._check_hidden(state, X.shape[0])
-        emb = self.embedding(X).transpose(0, 1)                     # (T, N, E)
+        emb = self.embedding(X).transpose(0, 1)  # (T, N, E)
         out, state = self.rnn(emb, state)
-        return self.dense(out).transpose(0, 1), state               # (N, T, V)
+        return self.dense(out).transpose(0, 1), state  # (N, T, V)
 
-    def reorder_state(self, state: Sequence[torch.Tensor], index: torch.Tensor
-                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def reorder_state(
+        self, state: Sequence[torch.Tensor], index: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         h, c = state
         return (h.index_select(1, index), c.index_select(1, index))
 
@@ -232,8 +269,15 @@ class Seq2SeqAttentionDecoder(Decoder, _EmbeddedLSTM):
     ``attention_weights`` is then (N, T, S): one row of weights over the source per step.
     """
 
-    def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
-                 dropout: float = 0.0, backend: Optional[str] = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_size: int,
+        num_hiddens: int,
+        num_layers: int,
+        dropout: float = 0.0,
+        backend: Optional[str] = None,
+    ):
         super().__init__()
         dropout = self._init_sizes(vocab_size, num_hiddens, num_layers, dropout, backend)
         self.attention = MLPAttention(num_hiddens, num_hiddens, num_hiddens, dropout)
@@ -241,20 +285,28 @@ class Seq2SeqAttentionDecoder(Decoder, _EmbeddedLSTM):
         self.dense = nn.Linear(num_hiddens, vocab_size)
         self._attention_weights: Optional[torch.Tensor] = None
 
-    def init_state(self, enc_outputs: Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
-                   enc_valid_lens: Optional[_Lens] = None, *args: Any) -> _AttentionState:
+    def init_state(
+        self,
+        enc_outputs: Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
+        enc_valid_lens: Optional[_Lens] = None,
+        *args: Any,
+    ) -> _AttentionState:
         if not isinstance(enc_outputs, (tuple, list)) or len(enc_outputs) != 2:
             raise TypeError("enc_outputs must be the encoder's (outputs, state)")
         outputs, hidden = enc_outputs
-        if not isinstance(outputs, torch.Tensor) or outputs.dim() != 3 \
-                or outputs.shape[-1] != self.num_hiddens:
+        if (
+            not isinstance(outputs, torch.Tensor)
+            or outputs.dim() != 3
+            or outputs.shape[-1] != self.num_hiddens
+        ):
             raise ValueError(f"encoder outputs must have shape (S, N, {self.num_hiddens})")
         S, N = outputs.shape[0], outputs.shape[1]
         lens = _valid_lens(enc_valid_lens, N, S, outputs.device, "enc_valid_lens")
         return (outputs.permute(1, 0, 2), tuple(hidden), lens)
 
-    def forward(self, X: torch.Tensor, state: _AttentionState
-                ) -> Tuple[torch.Tensor, _AttentionState]:
+    def forward(
+        self, X: torch.Tensor, state: _AttentionState
+    ) -> Tuple[torch.Tensor, _AttentionState]:
         X = _tokens(X, "X", self.vocab_size)
         if not isinstance(state, (tuple, list)) or len(state) != 3:
             raise TypeError("state must be (enc_outputs, (h, c), enc_valid_lens) from init_state")
@@ -264,20 +316,22 @@ class Seq2SeqAttentionDecoder(Decoder, _EmbeddedLSTM):
             raise ValueError(f"X has batch size {N} but the state has {enc_outputs.shape[0]}")
         h, c = hidden
         if tuple(h.shape) != (self.num_layers, N, self.num_hiddens):
-            raise ValueError(f"state h must have shape {(self.num_layers, N, self.num_hiddens)}, "
-                             f"got {tuple(h.shape)}")
-        emb = self.embedding(X).transpose(0, 1)                     # (T, N, E)
+            raise ValueError(
+                f"state h must have shape {(self.num_layers, N, self.num_hiddens)}, "
+                f"got {tuple(h.shape)}"
+            )
+        emb = self.embedding(X).transpose(0, 1)  # (T, N, E)
         outputs, weights = [], []
         for x in emb:
-            query = hidden[0][-1].unsqueeze(1)                      # (N, 1, H)
-            context = self.attention(query, enc_outputs, enc_outputs, lens)   # (N, 1, H)
+            query = hidden[0][-1].unsqueeze(1)  # (N, 1, H)
+            context = self.attention(query, enc_outputs, enc_outputs, lens)  # (N, 1, H)
             step_in = torch.cat((context, x.unsqueeze(1)), dim=-1)  # (N, 1, H + E)
             out, hidden = self.rnn(step_in.transpose(0, 1), hidden)
             outputs.append(out)
             weights.append(cast(torch.Tensor, self.attention.attention_weights))  # set just now
         if outputs:
             out = self.dense(torch.cat(outputs, dim=0)).transpose(0, 1)
-            self._attention_weights = torch.cat(weights, dim=1)     # (N, T, S)
+            self._attention_weights = torch.cat(weights, dim=1)  # (N, T, S)
         else:
             out = emb.new_zeros(N, 0, self.vocab_size)
             self._attention_weights = emb.new_zeros(N, 0, enc_outputs.shape[1])
@@ -285,9 +339,11 @@ class Seq2SeqAttentionDecoder(Decoder, _EmbeddedLSTM):
 
     def reorder_state(self, state: _AttentionState, index: torch.Tensor) -> _AttentionState:
         enc_outputs, (h, c), lens = state
-        return (enc_outputs.index_select(0, index),
-                (h.index_select(1, index), c.index_select(1, index)),
-                None if lens is None else lens.index_select(0, index))
+        return (
+            enc_outputs.index_select(0, index),
+            (h.index_select(1, index), c.index_select(1, index)),
+            None if lens is None else lens.index_select(0, index),
+        )
 
     @property
     def attention_weights(self) -> Optional[torch.Tensor]:
@@ -305,8 +361,13 @@ class EncoderDecoder(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
 
-    def forward(self, enc_X: torch.Tensor, dec_X: torch.Tensor,
-                enc_valid_lens: Optional[_Lens] = None, *args: Any) -> Tuple[torch.Tensor, Any]:
+    def forward(
+        self,
+        enc_X: torch.Tensor,
+        dec_X: torch.Tensor,
+        enc_valid_lens: Optional[_Lens] = None,
+        *args: Any,
+    ) -> Tuple[torch.Tensor, Any]:
         enc_outputs = self.encoder(enc_X, enc_valid_lens, *args)
         # the decoder is a Decoder (or has its interface): nn.Module's attributes are untyped
         dec_state = cast(Decoder, self.decoder).init_state(enc_outputs, enc_valid_lens, *args)
@@ -329,15 +390,17 @@ class MaskedSoftmaxCELoss(nn.Module):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.reduction = reduction
 
-    def forward(self, pred: torch.Tensor, label: torch.Tensor, valid_len: _Lens
-                ) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, label: torch.Tensor, valid_len: _Lens) -> torch.Tensor:
         if not isinstance(pred, torch.Tensor) or not pred.dtype.is_floating_point:
             raise TypeError("pred must be a floating-point tensor of logits")
         if pred.dim() != 3:
             raise ValueError(f"pred must have shape (N, T, V), got {tuple(pred.shape)}")
         N, T, V = pred.shape
-        if not isinstance(label, torch.Tensor) or label.dtype.is_floating_point \
-                or label.dtype == torch.bool:
+        if (
+            not isinstance(label, torch.Tensor)
+            or label.dtype.is_floating_point
+            or label.dtype == torch.bool
+        ):
             raise TypeError("label must be an integer tensor")
         if label.shape != (N, T):
             raise ValueError(f"label must have shape ({N}, {T}), got {tuple(label.shape)}")
@@ -349,8 +412,9 @@ class MaskedSoftmaxCELoss(nn.Module):
         if bool(((label < 0) | (label >= V))[keep].any()):
             raise ValueError(f"label must hold class indices in [0, {V}) at valid positions")
         safe = torch.where(keep, label, torch.zeros_like(label))
-        per_token = F.cross_entropy(pred.reshape(N * T, V), safe.reshape(-1),
-                                    reduction="none").reshape(N, T)
+        per_token = F.cross_entropy(
+            pred.reshape(N * T, V), safe.reshape(-1), reduction="none"
+        ).reshape(N, T)
         per_token = torch.where(keep, per_token, torch.zeros_like(per_token))
         if self.reduction == "sum":
             return per_token.sum()

@@ -1,4 +1,5 @@
 """Prediction with a trained :class:`fastcrnn.nn.EncoderDecoder`: greedy and beam search."""
+
 from typing import List, Sequence, Tuple, Union, cast
 
 import torch
@@ -16,16 +17,23 @@ def _source(src_tokens, name="src_tokens") -> List[int]:
             raise ValueError(f"{name} must be a 1-D integer tensor or a list of ints")
         return [int(t) for t in src_tokens]
     if not isinstance(src_tokens, (list, tuple)):
-        raise TypeError(f"{name} must be a list of ints or a 1-D tensor, got "
-                        f"{type(src_tokens).__name__}")
+        raise TypeError(
+            f"{name} must be a list of ints or a 1-D tensor, got {type(src_tokens).__name__}"
+        )
     return [positive_int(t, name, 0) for t in src_tokens]
 
 
 @torch.no_grad()
-def predict(net: EncoderDecoder, src_tokens: Union[torch.Tensor, Sequence[int]], bos: int,
-            eos: int, num_steps: int, beam_size: int = 1, length_penalty: float = 0.75,
-            device: Union[torch.device, str, None] = None,
-            ) -> Tuple[List[int], torch.Tensor]:
+def predict(
+    net: EncoderDecoder,
+    src_tokens: Union[torch.Tensor, Sequence[int]],
+    bos: int,
+    eos: int,
+    num_steps: int,
+    beam_size: int = 1,
+    length_penalty: float = 0.75,
+    device: Union[torch.device, str, None] = None,
+) -> Tuple[List[int], torch.Tensor]:
     """Translates one source sentence by greedy (beam_size=1) or beam search.
 
     src_tokens: the source token ids (list or 1-D tensor), without padding. bos / eos: the
@@ -44,7 +52,7 @@ def predict(net: EncoderDecoder, src_tokens: Union[torch.Tensor, Sequence[int]],
     src = _source(src_tokens)
     if not src:
         raise ValueError("src_tokens must hold at least one token")
-    vocab = cast(int, net.decoder.vocab_size)   # every Seq2Seq decoder has one
+    vocab = cast(int, net.decoder.vocab_size)  # every Seq2Seq decoder has one
     bos, eos = positive_int(bos, "bos", 0), positive_int(eos, "eos", 0)
     for name, v in (("bos", bos), ("eos", eos)):
         if v >= vocab:
@@ -58,8 +66,9 @@ def predict(net: EncoderDecoder, src_tokens: Union[torch.Tensor, Sequence[int]],
     was_training = net.training
     net.eval()
     try:
-        return _beam_search(net, src, bos, eos, num_steps, beam_size, float(length_penalty),
-                            torch.device(device))
+        return _beam_search(
+            net, src, bos, eos, num_steps, beam_size, float(length_penalty), torch.device(device)
+        )
     finally:
         net.train(was_training)
 
@@ -78,13 +87,14 @@ def _beam_search(net, src, bos, eos, num_steps, k, alpha, device):
     live_scores = torch.zeros(1, dtype=torch.float64)
     live_attn: List[List[torch.Tensor]] = [[]]
     last = torch.tensor([[bos]], dtype=torch.long, device=device)
-    finished = []                                          # (normalised score, tokens, attn)
+    finished = []  # (normalised score, tokens, attn)
     for step in range(num_steps):
         logits, state = net.decoder(last, state)
-        logp = F.log_softmax(logits[:, -1].double(), dim=-1).cpu()         # (B, V)
+        logp = F.log_softmax(logits[:, -1].double(), dim=-1).cpu()  # (B, V)
         weights = net.decoder.attention_weights
-        rows = (weights[:, -1].float().cpu() if weights is not None
-                else torch.zeros(logp.shape[0], 0))
+        rows = (
+            weights[:, -1].float().cpu() if weights is not None else torch.zeros(logp.shape[0], 0)
+        )
         cand = (live_scores[:, None] + logp).reshape(-1)
         V = logp.shape[1]
         top = torch.topk(cand, min(2 * k, cand.numel()))
@@ -95,7 +105,7 @@ def _beam_search(net, src, bos, eos, num_steps, k, alpha, device):
             if tok == eos:
                 if len(finished) < k:
                     L = len(live_tokens[b]) + 1
-                    finished.append((score / L ** alpha, live_tokens[b], attn))
+                    finished.append((score / L**alpha, live_tokens[b], attn))
             else:
                 new_tokens.append(live_tokens[b] + [tok])
                 new_scores.append(score)

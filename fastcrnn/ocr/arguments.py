@@ -1,6 +1,7 @@
 """Command-line options of ``python -m fastcrnn train`` (crnn.pytorch's flags, kept as they are,
 plus fastcrnn's own in snake_case like ``--max_steps``) and the helpers turning them into
 objects."""
+
 import argparse
 from typing import Any, Dict, List
 
@@ -8,27 +9,38 @@ from fastcrnn.ocr.data.collate import AlignCollate
 from fastcrnn.ocr.engine import DEFAULT_ALPHABET, LR_SCHEDULES
 from fastcrnn.ocr.model import FULL_CHANNELS
 
-__all__ = ["positive", "non_negative", "channels_arg", "add_model_args", "add_train_args",
-           "optimizer_name", "make_collate"]
+__all__ = [
+    "positive",
+    "non_negative",
+    "channels_arg",
+    "add_model_args",
+    "add_train_args",
+    "optimizer_name",
+    "make_collate",
+]
 
 
 def positive(kind):
     """An argparse type: ``kind(s)`` that must be > 0."""
+
     def parse(s):
         v = kind(s)
         if v <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
         return v
+
     return parse
 
 
 def non_negative(kind):
     """An argparse type: ``kind(s)`` that must be >= 0."""
+
     def parse(s):
         v = kind(s)
         if v < 0:
             raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
         return v
+
     return parse
 
 
@@ -45,14 +57,22 @@ def channels_arg(s: str) -> List[int]:
 
 def add_model_args(p: argparse.ArgumentParser, nh: int = 256, channels=FULL_CHANNELS):
     p.add_argument("--imgH", type=positive(int), default=32, help="input height (32)")
-    p.add_argument("--imgW", type=positive(int), default=100,
-                   help="input width without --keep_ratio (100)")
-    p.add_argument("--keep_ratio", action="store_true",
-                   help="resize to height imgH keeping the aspect ratio, pad to the widest")
+    p.add_argument(
+        "--imgW", type=positive(int), default=100, help="input width without --keep_ratio (100)"
+    )
+    p.add_argument(
+        "--keep_ratio",
+        action="store_true",
+        help="resize to height imgH keeping the aspect ratio, pad to the widest",
+    )
     p.add_argument("--nh", type=positive(int), default=nh, help="LSTM hidden size per direction")
     p.add_argument("--variant", default="crnn.pytorch", choices=["crnn.pytorch", "seed"])
-    p.add_argument("--channels", type=channels_arg, default=list(channels),
-                   help="7 comma-separated conv widths (default crnn.pytorch's)")
+    p.add_argument(
+        "--channels",
+        type=channels_arg,
+        default=list(channels),
+        help="7 comma-separated conv widths (default crnn.pytorch's)",
+    )
     p.add_argument("--leaky_relu", action="store_true")
 
 
@@ -60,55 +80,103 @@ def add_train_args(p: argparse.ArgumentParser, need_data: bool = True):
     p.add_argument("--trainRoot", required=need_data, help="training LMDB (crnn.pytorch format)")
     p.add_argument("--valRoot", required=need_data, help="validation LMDB")
     p.add_argument("--workers", type=int, default=2, help="data loading workers")
-    p.add_argument("--batchSize", type=positive(int), default=64,
-                   help="batch size (per process under torchrun)")
+    p.add_argument(
+        "--batchSize",
+        type=positive(int),
+        default=64,
+        help="batch size (per process under torchrun)",
+    )
     p.add_argument("--nepoch", type=positive(int), default=25)
     p.add_argument("--cuda", action="store_true", help="train on the GPU")
     p.add_argument("--amp", action="store_true", help="float16 mixed precision (GPU only)")
-    p.add_argument("--pretrained", default="",
-                   help="initial weights: a fastcrnn checkpoint or a crnn.pytorch state dict "
-                        "(DataParallel/DDP 'module.' prefixes are accepted)")
-    p.add_argument("--alphabet", default=DEFAULT_ALPHABET,
-                   help="the characters, or a UTF-8 file with one character per line")
+    p.add_argument(
+        "--pretrained",
+        default="",
+        help="initial weights: a fastcrnn checkpoint or a crnn.pytorch state dict "
+        "(DataParallel/DDP 'module.' prefixes are accepted)",
+    )
+    p.add_argument(
+        "--alphabet",
+        default=DEFAULT_ALPHABET,
+        help="the characters, or a UTF-8 file with one character per line",
+    )
     p.add_argument("--ignore_case", action="store_true", help="case-insensitive alphabet")
-    p.add_argument("--unknown", default="error", choices=["error", "skip"],
-                   help="labels with characters outside the alphabet: fail, or drop them")
+    p.add_argument(
+        "--unknown",
+        default="error",
+        choices=["error", "skip"],
+        help="labels with characters outside the alphabet: fail, or drop them",
+    )
     p.add_argument("--expr_dir", default="expr", help="where last.pth / best.pth go")
     p.add_argument("--displayInterval", type=positive(int), default=500)
-    p.add_argument("--n_test_disp", type=int, default=10,
-                   help="predictions shown at each validation")
+    p.add_argument(
+        "--n_test_disp", type=int, default=10, help="predictions shown at each validation"
+    )
     p.add_argument("--valInterval", type=positive(int), default=500)
     p.add_argument("--saveInterval", type=positive(int), default=500)
-    p.add_argument("--lr", type=positive(float), default=0.01,
-                   help="learning rate (crnn.pytorch: 0.01 for RMSprop/Adadelta; ~1e-3 Adam); "
-                        "the peak rate under --lr_schedule")
+    p.add_argument(
+        "--lr",
+        type=positive(float),
+        default=0.01,
+        help="learning rate (crnn.pytorch: 0.01 for RMSprop/Adadelta; ~1e-3 Adam); "
+        "the peak rate under --lr_schedule",
+    )
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     opt = p.add_mutually_exclusive_group()
     opt.add_argument("--adam", action="store_true", help="Adam (default RMSprop)")
     opt.add_argument("--adadelta", action="store_true", help="Adadelta (default RMSprop)")
     p.add_argument("--manualSeed", type=int, default=1234)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from EXPR_DIR/last.pth (model, optimizer, epoch, step)")
-    p.add_argument("--max_steps", type=positive(int), default=None,
-                   help="stop after this many optimizer steps in total")
-    p.add_argument("--lr_schedule", default="constant", choices=list(LR_SCHEDULES),
-                   help="learning rate per step: constant (crnn.pytorch's, the default), cosine "
-                        "(decay to 0 at the last step) or step (x --lr_gamma every "
-                        "--lr_step_size steps)")
-    p.add_argument("--warmup_steps", type=non_negative(int), default=0,
-                   help="linear learning-rate warm-up over this many steps (default 0)")
-    p.add_argument("--lr_step_size", type=positive(int), default=None,
-                   help="with --lr_schedule step: steps between decays (default a third of "
-                        "the training)")
-    p.add_argument("--lr_gamma", type=positive(float), default=0.1,
-                   help="with --lr_schedule step: the decay factor (default 0.1)")
-    p.add_argument("--grad_clip", type=non_negative(float), default=0.0,
-                   help="clip the global gradient norm to this (default 0: no clipping)")
-    p.add_argument("--backend", default=None, choices=["fused", "torch"],
-                   help="LSTM backend (default fused)")
-    p.add_argument("--no_progress", action="store_true",
-                   help="no tqdm progress bars (there are none when the output is not a "
-                        "terminal)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from EXPR_DIR/last.pth (model, optimizer, epoch, step)",
+    )
+    p.add_argument(
+        "--max_steps",
+        type=positive(int),
+        default=None,
+        help="stop after this many optimizer steps in total",
+    )
+    p.add_argument(
+        "--lr_schedule",
+        default="constant",
+        choices=list(LR_SCHEDULES),
+        help="learning rate per step: constant (crnn.pytorch's, the default), cosine "
+        "(decay to 0 at the last step) or step (x --lr_gamma every "
+        "--lr_step_size steps)",
+    )
+    p.add_argument(
+        "--warmup_steps",
+        type=non_negative(int),
+        default=0,
+        help="linear learning-rate warm-up over this many steps (default 0)",
+    )
+    p.add_argument(
+        "--lr_step_size",
+        type=positive(int),
+        default=None,
+        help="with --lr_schedule step: steps between decays (default a third of the training)",
+    )
+    p.add_argument(
+        "--lr_gamma",
+        type=positive(float),
+        default=0.1,
+        help="with --lr_schedule step: the decay factor (default 0.1)",
+    )
+    p.add_argument(
+        "--grad_clip",
+        type=non_negative(float),
+        default=0.0,
+        help="clip the global gradient norm to this (default 0: no clipping)",
+    )
+    p.add_argument(
+        "--backend", default=None, choices=["fused", "torch"], help="LSTM backend (default fused)"
+    )
+    p.add_argument(
+        "--no_progress",
+        action="store_true",
+        help="no tqdm progress bars (there are none when the output is not a terminal)",
+    )
 
 
 def optimizer_name(args) -> str:
@@ -117,5 +185,10 @@ def optimizer_name(args) -> str:
 
 def make_collate(cfg: Dict[str, Any]) -> AlignCollate:
     """The AlignCollate a model config (:func:`fastcrnn.ocr.model.model_config`) asks for."""
-    return AlignCollate(cfg["imgH"], cfg["imgW"], keep_ratio=cfg["keep_ratio"],
-                        min_width=cfg.get("min_width"), max_width=cfg.get("max_width"))
+    return AlignCollate(
+        cfg["imgH"],
+        cfg["imgW"],
+        keep_ratio=cfg["keep_ratio"],
+        min_width=cfg.get("min_width"),
+        max_width=cfg.get("max_width"),
+    )

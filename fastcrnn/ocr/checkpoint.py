@@ -5,14 +5,22 @@ A checkpoint is a dict of plain types only: ``format`` ("fastcrnn-ocr"), ``versi
 ``best_accuracy``, ``charset`` (the alphabet string), ``case_insensitive`` and ``config``
 (dict of str/int/float/bool/None/lists: the model and data settings).
 """
+
 import os
 import tempfile
 from typing import Any, Dict, Mapping, Optional
 
 import torch
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "strip_module_prefix",
-           "plain_config", "FORMAT", "VERSION"]
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "strip_module_prefix",
+    "plain_config",
+    "FORMAT",
+    "VERSION",
+]
 
 FORMAT = "fastcrnn-ocr"
 VERSION = 1
@@ -62,12 +70,16 @@ def save_checkpoint(path: str, state: Mapping[str, Any]) -> None:
 def strip_module_prefix(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
     """A state dict without the "module." prefixes that DataParallel / DDP add."""
     if all(isinstance(k, str) and k.startswith("module.") for k in state_dict) and state_dict:
-        return {k[len("module."):]: v for k, v in state_dict.items()}
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
-def load_checkpoint(path: str, expected_charset: Optional[str] = None,
-                    map_location="cpu", allow_bare_state_dict: bool = False) -> Dict[str, Any]:
+def load_checkpoint(
+    path: str,
+    expected_charset: Optional[str] = None,
+    map_location="cpu",
+    allow_bare_state_dict: bool = False,
+) -> Dict[str, Any]:
     """Loads a checkpoint with ``torch.load(weights_only=True)``.
 
     Raises FileNotFoundError when absent and :class:`CheckpointError` when it is truncated or
@@ -82,18 +94,23 @@ def load_checkpoint(path: str, expected_charset: Optional[str] = None,
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip / unpickling errors of all kinds
-        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt (or not a torch "
-                              f"file): {type(exc).__name__}: {str(exc)[:200]}") from exc
+        raise CheckpointError(
+            f"checkpoint {path!r} is truncated or corrupt (or not a torch "
+            f"file): {type(exc).__name__}: {str(exc)[:200]}"
+        ) from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path!r} holds a {type(obj).__name__}, not a dict")
     if obj.get("format") != FORMAT:
         if allow_bare_state_dict and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return {"model": strip_module_prefix(obj)}
-        raise CheckpointError(f"checkpoint {path!r} is not a fastcrnn OCR checkpoint (no "
-                              f"format={FORMAT!r} entry)")
+        raise CheckpointError(
+            f"checkpoint {path!r} is not a fastcrnn OCR checkpoint (no format={FORMAT!r} entry)"
+        )
     if not isinstance(obj.get("version"), int) or obj["version"] > VERSION:
-        raise CheckpointError(f"checkpoint {path!r} has version {obj.get('version')!r}; this "
-                              f"fastcrnn reads versions up to {VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path!r} has version {obj.get('version')!r}; this "
+            f"fastcrnn reads versions up to {VERSION}"
+        )
     for key in ("model", "charset", "config"):
         if key not in obj:
             raise CheckpointError(f"checkpoint {path!r} lacks its {key!r} entry")
@@ -101,7 +118,9 @@ def load_checkpoint(path: str, expected_charset: Optional[str] = None,
         raise CheckpointError(f"checkpoint {path!r}: 'model' is not a state dict")
     obj["model"] = strip_module_prefix(obj["model"])
     if expected_charset is not None and obj["charset"] != expected_charset:
-        raise CheckpointError(f"checkpoint {path!r} was trained for charset "
-                              f"{obj['charset']!r} ({len(obj['charset'])} characters), not "
-                              f"{expected_charset!r} ({len(expected_charset)} characters)")
+        raise CheckpointError(
+            f"checkpoint {path!r} was trained for charset "
+            f"{obj['charset']!r} ({len(obj['charset'])} characters), not "
+            f"{expected_charset!r} ({len(expected_charset)} characters)"
+        )
     return obj

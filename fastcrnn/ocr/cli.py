@@ -4,6 +4,7 @@ Commands: demo, train, eval, predict, finetune, make-lmdb, seq2seq-demo. (The be
 is a script of the source checkout, not of the package: ``python benchmarks/report.py``.)
 Run ``python -m fastcrnn <command> --help`` for each one's options.
 """
+
 import argparse
 import importlib
 import os
@@ -31,12 +32,17 @@ def _add_make_lmdb_args(p: argparse.ArgumentParser):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--labels", help="a UTF-8 file of 'path<TAB>label' lines")
     src.add_argument("--synthetic", type=int, help="this many generated text lines")
-    p.add_argument("--images", default=None,
-                   help="folder the label file's relative paths start from (default: the label "
-                        "file's folder)")
-    p.add_argument("--alphabet", default=None,
-                   help="with --synthetic: the characters (or an alphabet file); default "
-                        "lowercase letters and digits")
+    p.add_argument(
+        "--images",
+        default=None,
+        help="folder the label file's relative paths start from (default: the label file's folder)",
+    )
+    p.add_argument(
+        "--alphabet",
+        default=None,
+        help="with --synthetic: the characters (or an alphabet file); default "
+        "lowercase letters and digits",
+    )
     p.add_argument("--min_len", type=int, default=4)
     p.add_argument("--max_len", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
@@ -44,22 +50,27 @@ def _add_make_lmdb_args(p: argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fastcrnn.ocr.arguments import add_model_args, add_train_args
     from fastcrnn.ocr.demo import add_demo_args
     from fastcrnn.ocr.finetune import add_finetune_args
-    from fastcrnn.ocr.arguments import add_model_args, add_train_args
+
     parser = argparse.ArgumentParser(
-        prog="fastcrnn", description="fastcrnn text recognition: train, evaluate, predict, "
-        "fine-tune CRNN models with fused CTC / LSTM kernels.")
+        prog="fastcrnn",
+        description="fastcrnn text recognition: train, evaluate, predict, "
+        "fine-tune CRNN models with fused CTC / LSTM kernels.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     p = sub.add_parser("demo", help="generate data, train, evaluate, plot (the main job)")
     add_demo_args(p)
-    p = sub.add_parser("train", help="train a CRNN on LMDB data (crnn.pytorch flags; torchrun "
-                                     "for DDP)")
+    p = sub.add_parser(
+        "train", help="train a CRNN on LMDB data (crnn.pytorch flags; torchrun for DDP)"
+    )
     add_train_args(p)
     add_model_args(p)
-    p = sub.add_parser("eval", help="word accuracy / CER / normalised edit distance of a "
-                                    "checkpoint on an LMDB")
+    p = sub.add_parser(
+        "eval", help="word accuracy / CER / normalised edit distance of a checkpoint on an LMDB"
+    )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--valRoot", required=True)
     p.add_argument("--batchSize", type=int, default=64)
@@ -73,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda", action="store_true")
     p = sub.add_parser("finetune", help="add characters to a trained model and fine-tune it")
     add_finetune_args(p)
-    p = sub.add_parser("make-lmdb", help="write a crnn.pytorch LMDB from a label file or from "
-                                         "the synthetic generator")
+    p = sub.add_parser(
+        "make-lmdb",
+        help="write a crnn.pytorch LMDB from a label file or from the synthetic generator",
+    )
     _add_make_lmdb_args(p)
     p = sub.add_parser("seq2seq-demo", help="the Seq2Seq with attention demo", add_help=False)
     p.add_argument("demo_args", nargs=argparse.REMAINDER)
@@ -84,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _make_lmdb(args) -> int:
     from fastcrnn.ocr.data import SyntheticTextLines, read_label_file, write_lmdb
     from fastcrnn.ocr.engine import DEFAULT_ALPHABET
+
     if args.labels is not None:
         if not os.path.isfile(args.labels):
             raise SystemExit(f"error: label file {args.labels!r} not found")
@@ -91,8 +105,13 @@ def _make_lmdb(args) -> int:
     else:
         if args.synthetic < 0:
             raise SystemExit("error: --synthetic must be >= 0")
-        ds = SyntheticTextLines(args.alphabet or DEFAULT_ALPHABET, args.synthetic,
-                                args.min_len, args.max_len, seed=args.seed)
+        ds = SyntheticTextLines(
+            args.alphabet or DEFAULT_ALPHABET,
+            args.synthetic,
+            args.min_len,
+            args.max_len,
+            seed=args.seed,
+        )
         samples = (ds[i] for i in range(len(ds)))
     n = write_lmdb(args.output, samples, progress=not args.no_progress)
     print(f"wrote {n} samples to {args.output}")
@@ -104,8 +123,9 @@ def _seq2seq(argv: List[str]):
         mod = importlib.import_module("fastcrnn.demos.seq2seq")
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("fastcrnn.demos"):
-            raise SystemExit("error: the Seq2Seq demo (fastcrnn.demos.seq2seq) is not part of "
-                             "this installation") from None
+            raise SystemExit(
+                "error: the Seq2Seq demo (fastcrnn.demos.seq2seq) is not part of this installation"
+            ) from None
         raise
     rc = mod.main(argv)
     return rc if isinstance(rc, int) else 0
@@ -124,6 +144,7 @@ def main(argv: Optional[List[str]] = None):
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         # user errors (bad alphabet, checkpoint, data) as one line, not a traceback
         from fastcrnn.ocr.checkpoint import CheckpointError
+
         if isinstance(exc, RuntimeError) and not isinstance(exc, CheckpointError):
             raise
         print(f"fastcrnn {args.command}: error: {exc}", file=sys.stderr)
@@ -133,18 +154,23 @@ def main(argv: Optional[List[str]] = None):
 def _run(args):
     if args.command == "demo":
         from fastcrnn.ocr.demo import demo_main
+
         demo_main(args)
     elif args.command == "train":
         from fastcrnn.ocr.train import train_main
+
         train_main(args)
     elif args.command == "eval":
         from fastcrnn.ocr.evaluate import eval_main
+
         eval_main(args)
     elif args.command == "predict":
         from fastcrnn.ocr.evaluate import predict_main
+
         predict_main(args)
     elif args.command == "finetune":
         from fastcrnn.ocr.finetune import finetune_main
+
         finetune_main(args)
     elif args.command == "make-lmdb":
         _make_lmdb(args)

@@ -3,6 +3,7 @@
 Under ``torchrun`` (WORLD_SIZE > 1) training runs DistributedDataParallel: gloo on CPU, nccl on
 GPU; only rank 0 logs, validates and writes checkpoints.
 """
+
 import os
 from typing import List, Tuple
 
@@ -18,6 +19,7 @@ def setup_distributed(use_cuda: bool) -> Tuple[bool, int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         import torch.distributed as dist
+
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if use_cuda:
             torch.cuda.set_device(local_rank)
@@ -34,6 +36,7 @@ def barrier(distributed: bool) -> None:
     """torch.distributed.barrier() when ``distributed``, else nothing."""
     if distributed:
         import torch.distributed as dist
+
         dist.barrier()
 
 
@@ -41,6 +44,7 @@ def cleanup_distributed(distributed: bool) -> None:
     """Destroys the process group set up by :func:`setup_distributed`."""
     if distributed:
         import torch.distributed as dist
+
         dist.destroy_process_group()
 
 
@@ -49,8 +53,9 @@ class ResumableSampler(torch.utils.data.Sampler):
     distributed, uses a DistributedSampler — and can skip the first ``skip`` indices of an epoch
     (resuming in the middle of an epoch)."""
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True, distributed: bool = False,
-                 dataset=None):
+    def __init__(
+        self, n: int, seed: int, shuffle: bool = True, distributed: bool = False, dataset=None
+    ):
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.epoch, self.skip = 0, 0
         self.base = None
@@ -71,7 +76,7 @@ class ResumableSampler(torch.utils.data.Sampler):
         return torch.randperm(self.n, generator=g).tolist()
 
     def __iter__(self):
-        return iter(self._indices()[self.skip:])
+        return iter(self._indices()[self.skip :])
 
     def __len__(self) -> int:
         total = len(self.base) if self.base is not None else self.n

@@ -4,6 +4,7 @@
 choice of optimizer; :func:`make_scheduler` builds the opt-in warm-up + cosine / step-decay
 schedules; :func:`evaluate` / :func:`predict_batch` read a loader of batches.
 """
+
 import math
 import random
 import time
@@ -19,9 +20,19 @@ from fastcrnn.ocr.metrics import recognition_metrics
 from fastcrnn.ocr.model import unwrap
 from fastcrnn.text import LabelConverter
 
-__all__ = ["Trainer", "make_optimizer", "make_scheduler", "LR_SCHEDULES", "predict_batch",
-           "evaluate", "check_labels", "seed_everything", "blank_prior_bias", "init_blank_bias",
-           "DEFAULT_ALPHABET"]
+__all__ = [
+    "Trainer",
+    "make_optimizer",
+    "make_scheduler",
+    "LR_SCHEDULES",
+    "predict_batch",
+    "evaluate",
+    "check_labels",
+    "seed_everything",
+    "blank_prior_bias",
+    "init_blank_bias",
+    "DEFAULT_ALPHABET",
+]
 
 DEFAULT_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -30,7 +41,7 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 def seed_everything(seed: int) -> None:
     """Seeds Python's, NumPy's and torch's generators."""
     random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
+    np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
 
 
@@ -46,12 +57,19 @@ def make_optimizer(params, name: str, lr: float, beta1: float = 0.5) -> torch.op
     raise ValueError(f"optimizer must be adam, adadelta or rmsprop, got {name!r}")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str = "constant", *,
-                   total_steps: Optional[int] = None, warmup_steps: int = 0,
-                   step_size: Optional[int] = None, gamma: float = 0.1,
-                   final_factor: float = 0.0, start_step: int = 0,
-                   max_seconds: Optional[float] = None,
-                   clock=time.monotonic) -> Optional[torch.optim.lr_scheduler.LambdaLR]:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    schedule: str = "constant",
+    *,
+    total_steps: Optional[int] = None,
+    warmup_steps: int = 0,
+    step_size: Optional[int] = None,
+    gamma: float = 0.1,
+    final_factor: float = 0.0,
+    start_step: int = 0,
+    max_seconds: Optional[float] = None,
+    clock=time.monotonic,
+) -> Optional[torch.optim.lr_scheduler.LambdaLR]:
     """A per-step learning-rate schedule, or None for a constant rate without warm-up.
 
     Args:
@@ -81,8 +99,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str = "constant",
         raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
     if not 0.0 <= final_factor <= 1.0:
         raise ValueError(f"final_factor must be in [0, 1], got {final_factor!r}")
-    if total_steps is not None and (isinstance(total_steps, bool)
-                                    or not isinstance(total_steps, int) or total_steps <= 0):
+    if total_steps is not None and (
+        isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0
+    ):
         raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
     if schedule == "cosine" and total_steps is None:
         raise ValueError("total_steps is required for the 'cosine' schedule")
@@ -139,8 +158,7 @@ def blank_prior_bias(frames: float, label_length: float, num_classes: int) -> fl
     what the all-blank plateau predicts: blank on ``frames - label_length`` of ``frames``
     frames, the rest spread over the ``num_classes - 1`` characters."""
     if not 0 < label_length < frames:
-        raise ValueError(f"label_length must be in (0, frames), got {label_length} and "
-                         f"{frames}")
+        raise ValueError(f"label_length must be in (0, frames), got {label_length} and {frames}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     return math.log((frames - label_length) / label_length * (num_classes - 1))
@@ -176,8 +194,13 @@ class _TimedSchedule:
 
 
 @torch.no_grad()
-def predict_batch(net: nn.Module, images: torch.Tensor, widths: torch.Tensor,
-                  converter: LabelConverter, amp: bool = False) -> List[Tuple[str, float]]:
+def predict_batch(
+    net: nn.Module,
+    images: torch.Tensor,
+    widths: torch.Tensor,
+    converter: LabelConverter,
+    amp: bool = False,
+) -> List[Tuple[str, float]]:
     """(text, confidence) per image of a padded batch; frames beyond each width are ignored."""
     device = next(net.parameters()).device
     images = images.to(device, non_blocking=True)
@@ -188,32 +211,45 @@ def predict_batch(net: nn.Module, images: torch.Tensor, widths: torch.Tensor,
     return converter.decode(dec, with_confidence=True)
 
 
-def evaluate(net: nn.Module, loader, converter: LabelConverter, amp: bool = False,
-             progress: bool = False, desc: str = "eval") -> Dict[str, Any]:
+def evaluate(
+    net: nn.Module,
+    loader,
+    converter: LabelConverter,
+    amp: bool = False,
+    progress: bool = False,
+    desc: str = "eval",
+) -> Dict[str, Any]:
     """Runs the model (in eval mode) over a loader of :class:`Batch`.
 
     Returns ``metrics`` (see :func:`recognition_metrics`) plus ``predictions``,
     ``confidences`` and ``references`` (case-folded when the charset is case-insensitive).
     ``progress`` shows a progress bar, only when the output is a terminal."""
     from fastcrnn.ocr.progress import interactive
+
     was_training = net.training
     net.eval()
     preds, confs, refs = [], [], []
     iterator = loader
     if progress and interactive():
         from tqdm import tqdm
+
         iterator = tqdm(loader, desc=desc, leave=False, unit="batch")
     try:
         for batch in iterator:
-            for (text, conf), ref in zip(predict_batch(net, batch.images, batch.widths,
-                                                       converter, amp), batch.texts):
+            for (text, conf), ref in zip(
+                predict_batch(net, batch.images, batch.widths, converter, amp), batch.texts
+            ):
                 preds.append(text)
                 confs.append(conf)
                 refs.append(converter.charset.normalize(ref))
     finally:
         net.train(was_training)
-    return dict(metrics=recognition_metrics(preds, refs), predictions=preds,
-                confidences=confs, references=refs)
+    return dict(
+        metrics=recognition_metrics(preds, refs),
+        predictions=preds,
+        confidences=confs,
+        references=refs,
+    )
 
 
 class Trainer:
@@ -233,9 +269,15 @@ class Trainer:
     quantity a training collapse shows first).
     """
 
-    def __init__(self, model: nn.Module, converter: LabelConverter,
-                 optimizer: torch.optim.Optimizer, amp: bool = False,
-                 grad_clip: Optional[float] = None, scheduler=None):
+    def __init__(
+        self,
+        model: nn.Module,
+        converter: LabelConverter,
+        optimizer: torch.optim.Optimizer,
+        amp: bool = False,
+        grad_clip: Optional[float] = None,
+        scheduler=None,
+    ):
         if grad_clip is not None and (isinstance(grad_clip, bool) or not grad_clip >= 0):
             raise ValueError(f"grad_clip must be a number >= 0 or None, got {grad_clip!r}")
         self.model = model
@@ -245,8 +287,9 @@ class Trainer:
         self.device = next(self.net.parameters()).device
         self.amp = bool(amp) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.criterion = fastcrnn.nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True,
-                                             from_logits=True)
+        self.criterion = fastcrnn.nn.CTCLoss(
+            blank=0, reduction="mean", zero_infinity=True, from_logits=True
+        )
         self.grad_clip = grad_clip or None
         self.scheduler = scheduler
         self.grad_norm = float("nan")
@@ -285,6 +328,8 @@ def check_labels(dataset, converter: LabelConverter, name: str) -> None:
         label = dataset.label(i)
         for ch in charset.normalize(label):
             if ch not in charset._index:
-                raise ValueError(f"{name}: sample {i + 1} has label {label!r} with character "
-                                 f"{ch!r} not in the alphabet (use --unknown skip to drop such "
-                                 f"characters, or add it to --alphabet)")
+                raise ValueError(
+                    f"{name}: sample {i + 1} has label {label!r} with character "
+                    f"{ch!r} not in the alphabet (use --unknown skip to drop such "
+                    f"characters, or add it to --alphabet)"
+                )

@@ -1,6 +1,6 @@
 """`python -m fastcrnn eval` / `predict`: load a checkpoint, recognise, report."""
+
 import json
-import os
 from typing import Any, Dict, List, Tuple
 
 import torch
@@ -20,10 +20,13 @@ class Recognizer:
         self.net = net.eval()
         self.converter = converter
         self.config = config
-        self.collate = AlignCollate(config["imgH"], config["imgW"],
-                                    keep_ratio=config["keep_ratio"],
-                                    min_width=config.get("min_width"),
-                                    max_width=config.get("max_width"))
+        self.collate = AlignCollate(
+            config["imgH"],
+            config["imgW"],
+            keep_ratio=config["keep_ratio"],
+            min_width=config.get("min_width"),
+            max_width=config.get("max_width"),
+        )
 
     @property
     def device(self) -> torch.device:
@@ -33,6 +36,7 @@ class Recognizer:
     def read(self, images) -> List[Tuple[str, float]]:
         """(text, confidence) per PIL image; each image is run alone (no padding effects)."""
         from fastcrnn.ocr.engine import predict_batch
+
         out = []
         for img in images:
             batch = self.collate([(img, "")])
@@ -51,16 +55,20 @@ def load_recognizer(path: str, device="cpu", backend=None) -> Recognizer:
     try:
         net.load_state_dict(ck["model"], strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path!r}: the weights do not fit its own config "
-                              f"and charset ({len(charset)} characters): {str(exc)[:400]}") from None
+        raise CheckpointError(
+            f"checkpoint {path!r}: the weights do not fit its own config "
+            f"and charset ({len(charset)} characters): {str(exc)[:400]}"
+        ) from None
     return Recognizer(net.to(device), LabelConverter(charset), ck["config"])
 
 
 def format_metrics_table(metrics: Dict[str, Any]) -> str:
-    rows = [("samples", f"{metrics['num_samples']}"),
-            ("word accuracy", f"{metrics['word_accuracy']:.4f}"),
-            ("CER", f"{metrics['cer']:.4f}"),
-            ("norm. edit distance", f"{metrics['norm_edit_distance']:.4f}")]
+    rows = [
+        ("samples", f"{metrics['num_samples']}"),
+        ("word accuracy", f"{metrics['word_accuracy']:.4f}"),
+        ("CER", f"{metrics['cer']:.4f}"),
+        ("norm. edit distance", f"{metrics['norm_edit_distance']:.4f}"),
+    ]
     w = max(len(k) for k, _ in rows)
     line = "+" + "-" * (w + 2) + "+" + "-" * 12 + "+"
     body = [f"| {k:<{w}} | {v:>10} |" for k, v in rows]
@@ -70,12 +78,18 @@ def format_metrics_table(metrics: Dict[str, Any]) -> str:
 def eval_main(args) -> Dict[str, Any]:
     from fastcrnn.ocr.data import LmdbDataset
     from fastcrnn.ocr.engine import evaluate
+
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("error: --cuda given but no CUDA GPU is available")
     rec = load_recognizer(args.checkpoint, "cuda" if args.cuda else "cpu")
     ds = LmdbDataset(args.valRoot)
-    loader = torch.utils.data.DataLoader(ds, batch_size=args.batchSize, shuffle=False,
-                                         num_workers=args.workers, collate_fn=rec.collate)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=args.batchSize,
+        shuffle=False,
+        num_workers=args.workers,
+        collate_fn=rec.collate,
+    )
     res = evaluate(rec.net, loader, rec.converter, progress=not args.no_progress)
     m = res["metrics"]
     shown = 0
@@ -87,14 +101,22 @@ def eval_main(args) -> Dict[str, Any]:
             print(f"{p:<28} {r:<28} {c:6.3f}{'' if p == r else '  x'}")
             shown += 1
     print(format_metrics_table(m))
-    print(json.dumps(dict(word_accuracy=m["word_accuracy"], cer=m["cer"],
-                          norm_edit_distance=m["norm_edit_distance"],
-                          num_samples=m["num_samples"])))
+    print(
+        json.dumps(
+            dict(
+                word_accuracy=m["word_accuracy"],
+                cer=m["cer"],
+                norm_edit_distance=m["norm_edit_distance"],
+                num_samples=m["num_samples"],
+            )
+        )
+    )
     return m
 
 
 def predict_main(args) -> List[Tuple[str, str, float]]:
     from PIL import Image, UnidentifiedImageError
+
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("error: --cuda given but no CUDA GPU is available")
     rec = load_recognizer(args.checkpoint, "cuda" if args.cuda else "cpu")

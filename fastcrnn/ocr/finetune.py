@@ -7,6 +7,7 @@ instead, starting from the expanded model). Checkpoints are written with the cla
 back into one Linear (:func:`fastcrnn.nn.merge_classifier`) and the extended charset, so
 ``eval`` / ``predict`` / a later ``finetune`` load them like any other.
 """
+
 import argparse
 import copy
 import os
@@ -14,11 +15,11 @@ from typing import Any, Dict
 
 import torch
 
-from fastcrnn.ocr.checkpoint import load_checkpoint, plain_config
-from fastcrnn.ocr.model import build_model
 from fastcrnn.ocr.arguments import make_collate
+from fastcrnn.ocr.checkpoint import load_checkpoint, plain_config
 from fastcrnn.ocr.engine import Trainer, check_labels, make_optimizer, seed_everything
 from fastcrnn.ocr.loop import fit
+from fastcrnn.ocr.model import build_model
 from fastcrnn.ocr.progress import make_logger
 from fastcrnn.text import Charset, LabelConverter
 
@@ -27,15 +28,26 @@ __all__ = ["add_finetune_args", "finetune_main", "merged_state_dict"]
 
 def add_finetune_args(p: argparse.ArgumentParser):
     p.add_argument("--checkpoint", required=True, help="the trained model (fastcrnn checkpoint)")
-    p.add_argument("--add-chars", dest="add_chars", required=True,
-                   help="the new characters, as a string (or a file, one per line)")
+    p.add_argument(
+        "--add-chars",
+        dest="add_chars",
+        required=True,
+        help="the new characters, as a string (or a file, one per line)",
+    )
     p.add_argument("--trainRoot", default=None, help="training LMDB with the new characters")
     p.add_argument("--valRoot", default=None, help="validation LMDB")
-    p.add_argument("--synthetic", type=int, default=0,
-                   help="instead of LMDBs: this many synthetic lines over the extended alphabet "
-                        "(each holding at least one new character), plus a held-out fifth")
-    p.add_argument("--train_all", action="store_true",
-                   help="train every weight, not only the new classifier rows")
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        help="instead of LMDBs: this many synthetic lines over the extended alphabet "
+        "(each holding at least one new character), plus a held-out fifth",
+    )
+    p.add_argument(
+        "--train_all",
+        action="store_true",
+        help="train every weight, not only the new classifier rows",
+    )
     p.add_argument("--expr_dir", default="expr_finetune")
     p.add_argument("--batchSize", type=int, default=64)
     p.add_argument("--nepoch", type=int, default=5)
@@ -60,6 +72,7 @@ def merged_state_dict(net: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """The state dict of ``net`` with an expanded classifier merged into one Linear (``net``
     itself is left expanded)."""
     from fastcrnn.nn import ExpandedLinear, merge_classifier
+
     if not any(isinstance(m, ExpandedLinear) for m in net.modules()):
         return net.state_dict()
     twin = copy.deepcopy(net)
@@ -79,18 +92,21 @@ class _WithNewChars:
 
     def __getitem__(self, i):
         import random
+
         from fastcrnn.ocr.data.synthetic import render_text_line
+
         text = self.base.text(i)
         rng = random.Random(self.seed * 7_777_777 + i)
         if i % 2 == 0 and text:
             pos = rng.randrange(len(text))
-            text = text[:pos] + rng.choice(self.new_chars) + text[pos + 1:]
+            text = text[:pos] + rng.choice(self.new_chars) + text[pos + 1 :]
         font = self.base.fonts[rng.randrange(len(self.base.fonts))]
         return render_text_line(text, rng, font, **self.base.render_kwargs), text
 
 
 def finetune_main(args) -> Dict[str, Any]:
     from fastcrnn.nn import expand_classifier, merge_classifier
+
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("error: --cuda given but no CUDA GPU is available")
     if not args.synthetic and not (args.trainRoot and args.valRoot):
@@ -119,33 +135,62 @@ def finetune_main(args) -> Dict[str, Any]:
     collate = make_collate(cfg)
     if args.synthetic:
         from fastcrnn.ocr.data import SyntheticTextLines
+
         n_val = max(args.synthetic // 5, 1)
         base = SyntheticTextLines(new, args.synthetic + n_val, seed=args.manualSeed)
-        full = _WithNewChars(base, new.chars[len(old):], args.manualSeed)
+        full = _WithNewChars(base, new.chars[len(old) :], args.manualSeed)
         train_set = torch.utils.data.Subset(full, range(args.synthetic))
         val_set = torch.utils.data.Subset(full, range(args.synthetic, args.synthetic + n_val))
     else:
         from fastcrnn.ocr.data import LmdbDataset
+
         train_set, val_set = LmdbDataset(args.trainRoot), LmdbDataset(args.valRoot)
         check_labels(train_set, converter, f"--trainRoot {args.trainRoot}")
     name = "adadelta" if args.adadelta else "rmsprop" if args.rmsprop else "adam"
     optimizer = make_optimizer(net.parameters(), name, args.lr, args.beta1)
     trainer = Trainer(net, converter, optimizer)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batchSize, shuffle=False,
-                                             num_workers=args.workers, collate_fn=collate)
+    val_loader = torch.utils.data.DataLoader(
+        val_set,
+        batch_size=args.batchSize,
+        shuffle=False,
+        num_workers=args.workers,
+        collate_fn=collate,
+    )
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    log(f"fine-tuning {args.checkpoint}: {len(old)} -> {len(new)} characters (added "
-        f"{''.join(new.chars[len(old):])!r}), {trainable} trainable parameters, "
-        f"{len(train_set)} training samples")
-    extra = dict(charset=new.to_string(), case_insensitive=new.case_insensitive, config=cfg,
-                 args=plain_config(vars(args)), finetuned_from=os.path.abspath(args.checkpoint))
-    hist = fit(trainer, train_set, val_loader, nepoch=args.nepoch, batch_size=args.batchSize,
-               collate=collate, expr_dir=args.expr_dir, seed=args.manualSeed,
-               workers=args.workers, display_interval=args.displayInterval,
-               val_interval=args.valInterval, save_interval=args.saveInterval,
-               max_steps=args.max_steps, checkpoint_extra=extra, log=log,
-               progress=not args.no_progress, n_test_disp=args.n_test_disp,
-               before_save=merged_state_dict)
-    log(f"done: best validation word accuracy {max(hist['best_accuracy'], 0):.4f}; "
-        f"checkpoints in {args.expr_dir} (classifier merged, {len(new)} characters)")
+    log(
+        f"fine-tuning {args.checkpoint}: {len(old)} -> {len(new)} characters (added "
+        f"{''.join(new.chars[len(old) :])!r}), {trainable} trainable parameters, "
+        f"{len(train_set)} training samples"
+    )
+    extra = dict(
+        charset=new.to_string(),
+        case_insensitive=new.case_insensitive,
+        config=cfg,
+        args=plain_config(vars(args)),
+        finetuned_from=os.path.abspath(args.checkpoint),
+    )
+    hist = fit(
+        trainer,
+        train_set,
+        val_loader,
+        nepoch=args.nepoch,
+        batch_size=args.batchSize,
+        collate=collate,
+        expr_dir=args.expr_dir,
+        seed=args.manualSeed,
+        workers=args.workers,
+        display_interval=args.displayInterval,
+        val_interval=args.valInterval,
+        save_interval=args.saveInterval,
+        max_steps=args.max_steps,
+        checkpoint_extra=extra,
+        log=log,
+        progress=not args.no_progress,
+        n_test_disp=args.n_test_disp,
+        before_save=merged_state_dict,
+    )
+    log(
+        f"done: best validation word accuracy {max(hist['best_accuracy'], 0):.4f}; "
+        f"checkpoints in {args.expr_dir} (classifier merged, {len(new)} characters)"
+    )
     return hist

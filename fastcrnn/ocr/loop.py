@@ -1,4 +1,5 @@
 """The training loop: epochs, periodic validation, ``last.pth`` / ``best.pth``, logging."""
+
 import math
 import os
 import time
@@ -18,14 +19,31 @@ __all__ = ["fit"]
 COLLAPSE_DROP = 0.05
 
 
-def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int,
-        collate: Callable, expr_dir: Optional[str], seed: int, workers: int = 0,
-        display_interval: int = 100, val_interval: int = 500, save_interval: int = 500,
-        max_steps: Optional[int] = None, max_seconds: Optional[float] = None,
-        state: Optional[Dict[str, Any]] = None, checkpoint_extra: Optional[Dict] = None,
-        distributed: bool = False, rank: int = 0, log: Callable[[str], None] = print,
-        progress: bool = True, n_test_disp: int = 0,
-        before_save: Optional[Callable[[nn.Module], Dict[str, Any]]] = None) -> Dict[str, Any]:
+def fit(
+    trainer: Trainer,
+    train_set,
+    val_loader,
+    *,
+    nepoch: int,
+    batch_size: int,
+    collate: Callable,
+    expr_dir: Optional[str],
+    seed: int,
+    workers: int = 0,
+    display_interval: int = 100,
+    val_interval: int = 500,
+    save_interval: int = 500,
+    max_steps: Optional[int] = None,
+    max_seconds: Optional[float] = None,
+    state: Optional[Dict[str, Any]] = None,
+    checkpoint_extra: Optional[Dict] = None,
+    distributed: bool = False,
+    rank: int = 0,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    n_test_disp: int = 0,
+    before_save: Optional[Callable[[nn.Module], Dict[str, Any]]] = None,
+) -> Dict[str, Any]:
     """The training loop: epochs over ``train_set``, validation every ``val_interval`` steps and
     at each epoch end, ``last.pth`` every ``save_interval`` steps and at each epoch end,
     ``best.pth`` on a new best validation word accuracy (rank 0 only).
@@ -37,8 +55,8 @@ def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int
     output is a terminal.
 
     ``state`` (from a checkpoint) resumes: epoch (completed epochs), batch within the epoch,
-    step, best accuracy (the optimizer and model must be restored, and the scheduler set to the step, by
-    the caller).
+    step, best accuracy (the optimizer and model must be restored, and the scheduler set to the
+    step, by the caller).
     ``checkpoint_extra`` holds the plain entries saved with every checkpoint (charset, config).
     ``before_save(net)`` may return the model state dict to save (default ``net.state_dict()``).
 
@@ -48,17 +66,22 @@ def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int
     ``images``.
     """
     state = dict(state or {})
-    epoch = int(state.get("epoch", 0))          # completed epochs; the running one is epoch + 1
+    epoch = int(state.get("epoch", 0))  # completed epochs; the running one is epoch + 1
     skip_batches = int(state.get("batch", 0))
     step = int(state.get("step", 0))
     best = float(state.get("best_accuracy", -1.0))
     best_step = [state.get("best_step")]
     hist = dict(steps=[], losses=[], grad_norms=[], val_steps=[], val_accuracy=[], val_cer=[])
     sampler = ResumableSampler(len(train_set), seed, distributed=distributed, dataset=train_set)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=sampler,
-                                         num_workers=workers, collate_fn=collate,
-                                         pin_memory=trainer.device.type == "cuda",
-                                         persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=trainer.device.type == "cuda",
+        persistent_workers=False,
+    )
     is_main = rank == 0
     start = time.time()
     images_seen = 0
@@ -69,8 +92,15 @@ def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int
         net = trainer.net
         model_state = before_save(net) if before_save else net.state_dict()
         ck = dict(checkpoint_extra or {})
-        ck.update(model=model_state, optimizer=trainer.optimizer.state_dict(), epoch=epoch_done,
-                  batch=batch_i, step=step, best_accuracy=best, best_step=best_step[0])
+        ck.update(
+            model=model_state,
+            optimizer=trainer.optimizer.state_dict(),
+            epoch=epoch_done,
+            batch=batch_i,
+            step=step,
+            best_accuracy=best,
+            best_step=best_step[0],
+        )
         save_checkpoint(os.path.join(expr_dir, name), ck)
 
     last_val = [-1]
@@ -82,25 +112,36 @@ def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int
             return
         last_val[0] = step
         if is_main and val_loader is not None:
-            res = evaluate(trainer.net, val_loader, trainer.converter, trainer.amp,
-                           progress=progress, desc="validate")
+            res = evaluate(
+                trainer.net,
+                val_loader,
+                trainer.converter,
+                trainer.amp,
+                progress=progress,
+                desc="validate",
+            )
             m = res["metrics"]
             hist["val_steps"].append(step)
             hist["val_accuracy"].append(m["word_accuracy"])
             hist["val_cer"].append(m["cer"])
-            for p, r, c in list(zip(res["predictions"], res["references"],
-                                    res["confidences"]))[:n_test_disp]:
+            for p, r, c in list(zip(res["predictions"], res["references"], res["confidences"]))[
+                :n_test_disp
+            ]:
                 log(f"  {p!r:<24} gt {r!r:<24} conf {c:.3f}")
             improved = m["word_accuracy"] > best
             note = ""
             if improved:
                 note = " (best)"
             elif best - m["word_accuracy"] > COLLAPSE_DROP:
-                note = (f" -- {100 * (best - m['word_accuracy']):.1f} points below the best "
-                        f"({best:.4f} at step {best_step[0]}), which best.pth keeps")
-            log(f"[epoch {epoch_shown}/{nepoch} step {step}] validation: word accuracy "
+                note = (
+                    f" -- {100 * (best - m['word_accuracy']):.1f} points below the best "
+                    f"({best:.4f} at step {best_step[0]}), which best.pth keeps"
+                )
+            log(
+                f"[epoch {epoch_shown}/{nepoch} step {step}] validation: word accuracy "
                 f"{m['word_accuracy']:.4f}, CER {m['cer']:.4f}, norm. edit distance "
-                f"{m['norm_edit_distance']:.4f} on {m['num_samples']} samples" + note)
+                f"{m['norm_edit_distance']:.4f} on {m['num_samples']} samples" + note
+            )
             if improved:
                 best = m["word_accuracy"]
                 best_step[0] = step
@@ -108,8 +149,13 @@ def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int
         barrier(distributed)
 
     done = False
-    prog = TrainProgress(log if is_main else (lambda s: None), nepoch, total=max_steps,
-                         initial=step, bar=progress and is_main)
+    prog = TrainProgress(
+        log if is_main else (lambda s: None),
+        nepoch,
+        total=max_steps,
+        initial=step,
+        bar=progress and is_main,
+    )
     try:
         while epoch < nepoch and not done:
             sampler.set_epoch(epoch, skip_batches * batch_size)
@@ -120,8 +166,10 @@ def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int
                 lr = trainer.optimizer.param_groups[0]["lr"]  # this step's (a scheduler moves it)
                 loss = trainer.step(batch)
                 if not math.isfinite(loss):
-                    raise FloatingPointError(f"the loss became {loss} at step {step + 1}; lower "
-                                             f"--lr (or use --adam / --adadelta, --grad_clip)")
+                    raise FloatingPointError(
+                        f"the loss became {loss} at step {step + 1}; lower "
+                        f"--lr (or use --adam / --adadelta, --grad_clip)"
+                    )
                 step += 1
                 batch_i += 1
                 images_seen += len(batch.texts)
@@ -150,6 +198,13 @@ def fit(trainer: Trainer, train_set, val_loader, *, nepoch: int, batch_size: int
                 last_save[0] = step
     finally:
         prog.close()
-    hist.update(best_accuracy=best, best_step=best_step[0], loss_spikes=prog.spikes_total,
-                step=step, epoch=epoch, seconds=time.time() - start, images=images_seen)
+    hist.update(
+        best_accuracy=best,
+        best_step=best_step[0],
+        loss_spikes=prog.spikes_total,
+        step=step,
+        epoch=epoch,
+        seconds=time.time() - start,
+        images=images_seen,
+    )
     return hist

@@ -1,4 +1,5 @@
 """Recognition metrics over (prediction, reference) string pairs; edit distance by rapidfuzz."""
+
 from typing import Dict, Sequence
 
 __all__ = ["edit_distance", "recognition_metrics"]
@@ -32,8 +33,9 @@ def recognition_metrics(predictions: Sequence[str], references: Sequence[str]) -
         raise TypeError("predictions and references must be sequences of str, not str")
     predictions, references = list(predictions), list(references)
     if len(predictions) != len(references):
-        raise ValueError(f"predictions has {len(predictions)} entries but references has "
-                         f"{len(references)}")
+        raise ValueError(
+            f"predictions has {len(predictions)} entries but references has {len(references)}"
+        )
     for name, seq in (("predictions", predictions), ("references", references)):
         for s in seq:
             if not isinstance(s, str):

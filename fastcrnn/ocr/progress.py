@@ -5,6 +5,7 @@ frames. Every line numbers epochs from 1. Each display line carries the mean and
 loss and gradient norm of the interval, and the number of loss spikes, so that a collapsing
 training shows in the log before its validation does.
 """
+
 import math
 import sys
 from typing import Callable, Optional
@@ -24,17 +25,20 @@ def interactive() -> bool:
 def make_logger(enabled: bool = True) -> Callable[[str], None]:
     """A ``log(msg)`` printing one line (through tqdm.write when a bar may be on screen, so
     the bar is redrawn below the line); a no-op when not ``enabled`` (ranks other than 0)."""
+
     def log(msg: str):
         if not enabled:
             return
         if interactive():
             try:
                 from tqdm import tqdm
+
                 tqdm.write(msg)
                 return
             except ImportError:
                 pass
         print(msg, flush=True)
+
     return log
 
 
@@ -47,16 +51,25 @@ class TrainProgress:
     and ``spike_min``; each spike is also logged on its own line with the step's gradient norm.
     """
 
-    def __init__(self, log: Callable[[str], None], nepoch: int, total: Optional[int] = None,
-                 initial: int = 0, bar: bool = True, spike_factor: float = 3.0,
-                 spike_min: float = 0.5):
+    def __init__(
+        self,
+        log: Callable[[str], None],
+        nepoch: int,
+        total: Optional[int] = None,
+        initial: int = 0,
+        bar: bool = True,
+        spike_factor: float = 3.0,
+        spike_min: float = 0.5,
+    ):
         self.log, self.nepoch = log, nepoch
         self.spike_factor, self.spike_min = spike_factor, spike_min
         self.bar = None
         if bar and interactive():
             from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=initial, unit="step", desc="train",
-                            dynamic_ncols=True)
+
+            self.bar = tqdm(
+                total=total, initial=initial, unit="step", desc="train", dynamic_ncols=True
+            )
         self.ema, self.ema_n = 0.0, 0
         self.spikes_total = 0
         self._reset()
@@ -70,8 +83,10 @@ class TrainProgress:
         if self.ema_n >= 50 and loss > max(self.spike_factor * self.ema, self.spike_min):
             self.spikes += 1
             self.spikes_total += 1
-            self.log(f"[epoch {epoch}/{self.nepoch} step {step}] loss spike: {loss:.4f} "
-                     f"against a running mean of {self.ema:.4f}, gradient norm {grad_norm:.3g}")
+            self.log(
+                f"[epoch {epoch}/{self.nepoch} step {step}] loss spike: {loss:.4f} "
+                f"against a running mean of {self.ema:.4f}, gradient norm {grad_norm:.3g}"
+            )
         # the spike itself enters the mean, so a lasting rise stops counting as spikes
         self.ema_n += 1
         self.ema += (loss - self.ema) / min(self.ema_n, 50)
@@ -84,14 +99,16 @@ class TrainProgress:
             self.gn_n += 1
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(epoch=f"{epoch}/{self.nepoch}", loss=f"{loss:.3f}",
-                                 gnorm=f"{grad_norm:.2g}")
+            self.bar.set_postfix(
+                epoch=f"{epoch}/{self.nepoch}", loss=f"{loss:.3f}", gnorm=f"{grad_norm:.2g}"
+            )
 
     def display(self, epoch: int, step: int, lr: Optional[float] = None) -> float:
         """Logs the interval's line and starts a new interval; returns its mean loss."""
         mean = self.loss_sum / max(self.n, 1)
-        line = (f"[epoch {epoch}/{self.nepoch} step {step}] loss {mean:.4f} "
-                f"(max {self.loss_max:.4f})")
+        line = (
+            f"[epoch {epoch}/{self.nepoch} step {step}] loss {mean:.4f} (max {self.loss_max:.4f})"
+        )
         if self.gn_n:
             line += f", grad norm {self.gn_sum / self.gn_n:.3g} (max {self.gn_max:.3g})"
         if lr is not None:

@@ -8,6 +8,7 @@ process. The pieces live in :mod:`fastcrnn.ocr.engine` (step, optimizer, schedul
 :mod:`fastcrnn.ocr.loop` (``fit``), :mod:`fastcrnn.ocr.distributed` and
 :mod:`fastcrnn.ocr.arguments`; this module re-exports them.
 """
+
 import math
 import os
 from typing import Any, Dict
@@ -17,18 +18,37 @@ from torch import nn
 
 from fastcrnn.ocr.arguments import add_model_args, add_train_args, make_collate, optimizer_name
 from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint, plain_config
-from fastcrnn.ocr.distributed import (ResumableSampler, cleanup_distributed,
-                                      setup_distributed)
-from fastcrnn.ocr.engine import (DEFAULT_ALPHABET, Trainer, check_labels, evaluate,
-                                 make_optimizer, make_scheduler, predict_batch, seed_everything)
+from fastcrnn.ocr.distributed import ResumableSampler, cleanup_distributed, setup_distributed
+from fastcrnn.ocr.engine import (
+    DEFAULT_ALPHABET,
+    Trainer,
+    check_labels,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    predict_batch,
+    seed_everything,
+)
 from fastcrnn.ocr.loop import fit
 from fastcrnn.ocr.model import build_model, model_config
 from fastcrnn.ocr.progress import make_logger
 from fastcrnn.text import Charset, LabelConverter
 
-__all__ = ["Trainer", "ResumableSampler", "predict_batch", "evaluate", "fit", "add_train_args",
-           "add_model_args", "train_main", "setup_distributed", "make_optimizer",
-           "make_scheduler", "load_pretrained", "DEFAULT_ALPHABET"]
+__all__ = [
+    "Trainer",
+    "ResumableSampler",
+    "predict_batch",
+    "evaluate",
+    "fit",
+    "add_train_args",
+    "add_model_args",
+    "train_main",
+    "setup_distributed",
+    "make_optimizer",
+    "make_scheduler",
+    "load_pretrained",
+    "DEFAULT_ALPHABET",
+]
 
 
 def load_pretrained(net: nn.Module, path: str, log=print) -> None:
@@ -37,8 +57,10 @@ def load_pretrained(net: nn.Module, path: str, log=print) -> None:
     try:
         net.load_state_dict(ck["model"], strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"--pretrained {path!r} does not fit this model (check --nh, "
-                           f"--channels, --variant, --alphabet): {str(exc)[:500]}") from None
+        raise CheckpointError(
+            f"--pretrained {path!r} does not fit this model (check --nh, "
+            f"--channels, --variant, --alphabet): {str(exc)[:500]}"
+        ) from None
     log(f"loaded pretrained weights from {path}")
 
 
@@ -62,11 +84,18 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
         seed_everything(args.manualSeed)
         charset = Charset.load(args.alphabet, case_insensitive=args.ignore_case)
         converter = LabelConverter(charset, unknown=args.unknown)
-        cfg = model_config(imgH=args.imgH, nh=args.nh, variant=args.variant,
-                           channels=args.channels, leaky_relu=args.leaky_relu, imgW=args.imgW,
-                           keep_ratio=args.keep_ratio)
+        cfg = model_config(
+            imgH=args.imgH,
+            nh=args.nh,
+            variant=args.variant,
+            channels=args.channels,
+            leaky_relu=args.leaky_relu,
+            imgW=args.imgW,
+            keep_ratio=args.keep_ratio,
+        )
         if train_set is None:
             from fastcrnn.ocr.data import LmdbDataset
+
             train_set = LmdbDataset(args.trainRoot)
             val_set = LmdbDataset(args.valRoot)
             if is_main:
@@ -81,9 +110,14 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
             if not os.path.isfile(last):
                 raise SystemExit(f"error: --resume: no checkpoint at {last}")
             ck = load_checkpoint(last, expected_charset=charset.to_string())
-            if ck["config"].get("channels") != cfg["channels"] or ck["config"].get("nh") != cfg["nh"]:
-                raise SystemExit(f"error: --resume: {last} was trained with model config "
-                                 f"{ck['config']}, not {cfg}")
+            if (
+                ck["config"].get("channels") != cfg["channels"]
+                or ck["config"].get("nh") != cfg["nh"]
+            ):
+                raise SystemExit(
+                    f"error: --resume: {last} was trained with model config "
+                    f"{ck['config']}, not {cfg}"
+                )
             net.load_state_dict(ck["model"])
             if ck.get("optimizer"):
                 optimizer.load_state_dict(ck["optimizer"])
@@ -91,51 +125,95 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
                 for group in optimizer.param_groups:
                     group["lr"] = args.lr
                     group.pop("initial_lr", None)
-            state = dict(epoch=ck.get("epoch", 0), batch=ck.get("batch", 0),
-                         step=ck.get("step", 0), best_accuracy=ck.get("best_accuracy", -1.0),
-                         best_step=ck.get("best_step"))
+            state = dict(
+                epoch=ck.get("epoch", 0),
+                batch=ck.get("batch", 0),
+                step=ck.get("step", 0),
+                best_accuracy=ck.get("best_accuracy", -1.0),
+                best_step=ck.get("best_step"),
+            )
             log(f"resuming from {last}: epoch {state['epoch']} done, step {state['step']}")
         elif args.pretrained:
             load_pretrained(net, args.pretrained, log)
         total = planned_steps(args, len(train_set), world)
-        scheduler = make_scheduler(optimizer, args.lr_schedule, total_steps=total,
-                                   warmup_steps=args.warmup_steps, step_size=args.lr_step_size,
-                                   gamma=args.lr_gamma, start_step=int(state.get("step", 0)))
+        scheduler = make_scheduler(
+            optimizer,
+            args.lr_schedule,
+            total_steps=total,
+            warmup_steps=args.warmup_steps,
+            step_size=args.lr_step_size,
+            gamma=args.lr_gamma,
+            start_step=int(state.get("step", 0)),
+        )
         model = net
         if distributed:
             model = nn.parallel.DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None)
-        trainer = Trainer(model, converter, optimizer, amp=args.amp,
-                          grad_clip=args.grad_clip or None, scheduler=scheduler)
+                net, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        trainer = Trainer(
+            model,
+            converter,
+            optimizer,
+            amp=args.amp,
+            grad_clip=args.grad_clip or None,
+            scheduler=scheduler,
+        )
         collate = make_collate(cfg)
         val_loader = None
         if val_set is not None and len(val_set) and is_main:
-            val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batchSize,
-                                                     shuffle=False, num_workers=args.workers,
-                                                     collate_fn=collate)
+            val_loader = torch.utils.data.DataLoader(
+                val_set,
+                batch_size=args.batchSize,
+                shuffle=False,
+                num_workers=args.workers,
+                collate_fn=collate,
+            )
         if is_main:
             recipe = f"lr {args.lr:g} ({args.lr_schedule}"
             recipe += f", {args.warmup_steps} warm-up steps)" if args.warmup_steps else ")"
             if args.grad_clip:
                 recipe += f", gradient norm clipped to {args.grad_clip:g}"
-            log(f"training on {device} ({world} process{'es' if world > 1 else ''}), "
+            log(
+                f"training on {device} ({world} process{'es' if world > 1 else ''}), "
                 f"{len(train_set)} training samples, alphabet of {len(charset)} characters, "
                 f"{sum(p.numel() for p in net.parameters())} parameters, "
-                f"{optimizer_name(args)} {recipe}, {total} steps planned")
-        extra = dict(charset=charset.to_string(), case_insensitive=charset.case_insensitive,
-                     config=cfg, args=plain_config(vars(args)))
-        hist = fit(trainer, train_set, val_loader, nepoch=args.nepoch, batch_size=args.batchSize,
-                   collate=collate, expr_dir=args.expr_dir, seed=args.manualSeed,
-                   workers=args.workers, display_interval=args.displayInterval,
-                   val_interval=args.valInterval, save_interval=args.saveInterval,
-                   max_steps=args.max_steps, state=state, checkpoint_extra=extra,
-                   distributed=distributed, rank=rank, log=log,
-                   progress=not args.no_progress, n_test_disp=args.n_test_disp)
+                f"{optimizer_name(args)} {recipe}, {total} steps planned"
+            )
+        extra = dict(
+            charset=charset.to_string(),
+            case_insensitive=charset.case_insensitive,
+            config=cfg,
+            args=plain_config(vars(args)),
+        )
+        hist = fit(
+            trainer,
+            train_set,
+            val_loader,
+            nepoch=args.nepoch,
+            batch_size=args.batchSize,
+            collate=collate,
+            expr_dir=args.expr_dir,
+            seed=args.manualSeed,
+            workers=args.workers,
+            display_interval=args.displayInterval,
+            val_interval=args.valInterval,
+            save_interval=args.saveInterval,
+            max_steps=args.max_steps,
+            state=state,
+            checkpoint_extra=extra,
+            distributed=distributed,
+            rank=rank,
+            log=log,
+            progress=not args.no_progress,
+            n_test_disp=args.n_test_disp,
+        )
         if is_main:
             at = f" (step {hist['best_step']})" if hist.get("best_step") is not None else ""
-            log(f"done: {hist['step']} steps, best validation word accuracy "
+            log(
+                f"done: {hist['step']} steps, best validation word accuracy "
                 f"{max(hist['best_accuracy'], 0):.4f}{at} in best.pth; checkpoints in "
-                f"{args.expr_dir}")
+                f"{args.expr_dir}"
+            )
         return hist
     finally:
         cleanup_distributed(distributed)

@@ -1,4 +1,5 @@
 """Argument checks shared by the Python op wrappers (the C++ ops re-check what they rely on)."""
+
 from numbers import Integral
 from typing import Optional, Sequence, Tuple, Union, cast
 
@@ -36,8 +37,7 @@ def require_like(t, name: str, shape: Tuple[int, ...], ref: torch.Tensor) -> tor
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
     if t.dtype != ref.dtype:
-        raise DtypeMismatchError(f"{name} must have the input's dtype {ref.dtype}, got "
-                                 f"{t.dtype}")
+        raise DtypeMismatchError(f"{name} must have the input's dtype {ref.dtype}, got {t.dtype}")
     if t.device != ref.device:
         raise ValueError(f"{name} must be on the input's device {ref.device}, got {t.device}")
     return t
@@ -50,8 +50,14 @@ def skip_value_checks(t: torch.Tensor) -> bool:
     return t.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
-def lengths_tensor(value: LengthsLike, count: int, limit: int, device: torch.device, name: str,
-                   unbatched: bool = False) -> torch.Tensor:
+def lengths_tensor(
+    value: LengthsLike,
+    count: int,
+    limit: int,
+    device: torch.device,
+    name: str,
+    unbatched: bool = False,
+) -> torch.Tensor:
     """Returns lengths as a 1-D int64 tensor of `count` entries on `device`.
 
     None means `limit` for every entry. A list or tuple is checked against [0, limit] here (free);
@@ -68,8 +74,9 @@ def lengths_tensor(value: LengthsLike, count: int, limit: int, device: torch.dev
         if value.dim() != 1:
             raise ValueError(f"{name} must be 1-D, got shape {tuple(value.shape)}")
         if value.numel() != count:
-            raise ValueError(f"{name} must have {count} entries (one per batch element), "
-                             f"got {value.numel()}")
+            raise ValueError(
+                f"{name} must have {count} entries (one per batch element), got {value.numel()}"
+            )
         if value.device != device:
             if value.device.type != "cpu":
                 raise ValueError(f"{name} is on {value.device} but the input is on {device}")
@@ -77,20 +84,20 @@ def lengths_tensor(value: LengthsLike, count: int, limit: int, device: torch.dev
         # .to() of an int64 tensor still costs a dispatch (~2 us): skip it
         return value if value.dtype == torch.int64 else value.to(torch.int64)
     if unbatched and isinstance(value, Integral) and not isinstance(value, bool):
-        value = [cast(int, value)]     # an Integral: checked by require_int below
+        value = [cast(int, value)]  # an Integral: checked by require_int below
     if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{name} must be a tensor, list or tuple of ints, got "
-                        f"{type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a tensor, list or tuple of ints, got {type(value).__name__}"
+        )
     if len(value) != count:
-        raise ValueError(f"{name} must have {count} entries (one per batch element), "
-                         f"got {len(value)}")
+        raise ValueError(
+            f"{name} must have {count} entries (one per batch element), got {len(value)}"
+        )
     items = [require_int(v, name) for v in value]
     bad = [v for v in items if v < 0 or v > limit]
     if bad:
         raise ValueError(f"{name} must lie in [0, {limit}], got {bad[0]}")
     return torch.tensor(items, dtype=torch.int64, device=device)
-
-
 
 
 # ---- module constructor arguments (every fastcrnn.nn module checks through these) -------------

@@ -5,17 +5,26 @@ Two public functions with the semantics of torch.nn.functional.ctc_loss:
 :func:`ctc_loss` (from log-probabilities) and :func:`ctc_loss_from_logits` (the log_softmax fused
 in: neither pass materialises log-probabilities, only one normaliser per frame).
 """
+
 import torch
 
-from fastcrnn.ops._checks import (LengthsLike, lengths_tensor, require_float, require_int,
-                                  require_tensor, skip_value_checks)
+from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
+from fastcrnn.ops._checks import (
+    LengthsLike,
+    lengths_tensor,
+    require_float,
+    require_int,
+    require_tensor,
+    skip_value_checks,
+)
 
-_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}   # at::Reduction, as the op takes it
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}  # at::Reduction, as the op takes it
 
 
 @torch.library.register_fake("fastcrnn::ctc_loss_forward")
-def _ctc_forward_fake(log_probs, targets, input_lengths, target_lengths, blank, from_logits,
-                      zero_infinity, validate):
+def _ctc_forward_fake(
+    log_probs, targets, input_lengths, target_lengths, blank, from_logits, zero_infinity, validate
+):
     T, N, _ = log_probs.shape
     acc = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
     if validate:
@@ -25,14 +34,27 @@ def _ctc_forward_fake(log_probs, targets, input_lengths, target_lengths, blank, 
     else:
         bound = targets.shape[1] if targets.dim() == 2 else targets.numel()
         W = 2 * torch.sym_min(bound, T) + 1
-    return (log_probs.new_empty((N,), dtype=acc),
-            log_probs.new_empty((N, T, W), dtype=acc),
-            log_probs.new_empty((T, N) if from_logits else (0,), dtype=acc))
+    return (
+        log_probs.new_empty((N,), dtype=acc),
+        log_probs.new_empty((N, T, W), dtype=acc),
+        log_probs.new_empty((T, N) if from_logits else (0,), dtype=acc),
+    )
 
 
 @torch.library.register_fake("fastcrnn::ctc_loss_backward")
-def _ctc_backward_fake(grad, log_probs, targets, input_lengths, target_lengths, nll, log_alpha,
-                       norms, blank, from_logits, zero_infinity):
+def _ctc_backward_fake(
+    grad,
+    log_probs,
+    targets,
+    input_lengths,
+    target_lengths,
+    nll,
+    log_alpha,
+    norms,
+    blank,
+    from_logits,
+    zero_infinity,
+):
     return log_probs.new_empty(log_probs.shape, dtype=log_probs.dtype)
 
 
@@ -41,14 +63,16 @@ def _ctc_backward_fake(grad, log_probs, targets, input_lengths, target_lengths, 
 _ctc_loss_op = torch.ops.fastcrnn.ctc_loss.default
 
 
-def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
-         from_logits):
+def _ctc(
+    scores, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, from_logits
+):
     name = "logits" if from_logits else "log_probs"
     require_tensor(scores, name)
     require_float(scores, name)
     if scores.dim() not in (2, 3):
-        raise ValueError(f"{name} must have shape (T, N, C) or unbatched (T, C), got "
-                         f"{tuple(scores.shape)}")
+        raise ValueError(
+            f"{name} must have shape (T, N, C) or unbatched (T, C), got {tuple(scores.shape)}"
+        )
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {tuple(_REDUCTIONS)}, got {reduction!r}")
     if not isinstance(zero_infinity, bool):
@@ -61,13 +85,15 @@ def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_
     device = scores.device
     if unbatched:
         if targets.dim() != 1:
-            raise ValueError(f"unbatched {name} (T, C) needs 1-D targets (S,), got shape "
-                             f"{tuple(targets.shape)}")
+            raise ValueError(
+                f"unbatched {name} (T, C) needs 1-D targets (S,), got shape {tuple(targets.shape)}"
+            )
         scores = scores.unsqueeze(1)
         targets = targets.unsqueeze(0)
     elif targets.dim() not in (1, 2):
-        raise ValueError("targets must be (N, S) padded or 1-D concatenated, got shape "
-                         f"{tuple(targets.shape)}")
+        raise ValueError(
+            f"targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}"
+        )
     T, N, C = scores.shape
     if C == 0:
         raise ValueError(f"{name} must have at least one class (C > 0)")
@@ -80,35 +106,53 @@ def _ctc(scores, targets, input_lengths, target_lengths, blank, reduction, zero_
             raise ValueError(f"targets is on {targets.device} but {name} is on {device}")
     padded = targets.dim() == 2
     if padded and targets.shape[0] != N:
-        raise ValueError(f"targets must have one row per batch element ({N}), got "
-                         f"{targets.shape[0]}")
+        raise ValueError(
+            f"targets must have one row per batch element ({N}), got {targets.shape[0]}"
+        )
     bound = targets.shape[1] if padded else targets.numel()
     if input_lengths is None or target_lengths is None:
         raise TypeError("input_lengths and target_lengths are required")
-    input_lengths = lengths_tensor(input_lengths, N, T, device, "input_lengths",
-                                   unbatched=unbatched)
+    input_lengths = lengths_tensor(
+        input_lengths, N, T, device, "input_lengths", unbatched=unbatched
+    )
     target_lengths_list = target_lengths if isinstance(target_lengths, (list, tuple)) else None
     given_list = target_lengths_list is not None
-    target_lengths = lengths_tensor(target_lengths, N, bound, device, "target_lengths",
-                                    unbatched=unbatched)
+    target_lengths = lengths_tensor(
+        target_lengths, N, bound, device, "target_lengths", unbatched=unbatched
+    )
 
     # compute in float32 like F.ctc_loss: under autocast, and for half / bfloat16 on the CPU
     low = scores.dtype in (torch.float16, torch.bfloat16)
     if low and (scores.device.type == "cpu" or torch.is_autocast_enabled(scores.device.type)):
         scores = scores.float()
     if given_list and not padded and sum(target_lengths_list) > bound:
-        raise ValueError(f"concatenated targets hold {bound} labels, fewer than the sum of "
-                         "target_lengths")
+        raise ValueError(
+            f"concatenated targets hold {bound} labels, fewer than the sum of target_lengths"
+        )
     # CPU tensors are value-checked by the op (plain loops, free); CUDA ones when validating
-    losses = _ctc_loss_op(scores, targets, input_lengths, target_lengths, blank,
-                          _REDUCTIONS[reduction], zero_infinity, from_logits,
-                          not skip_value_checks(scores))
+    losses = _ctc_loss_op(
+        scores,
+        targets,
+        input_lengths,
+        target_lengths,
+        blank,
+        _REDUCTIONS[reduction],
+        zero_infinity,
+        from_logits,
+        not skip_value_checks(scores),
+    )
     return losses[0] if unbatched and reduction == "none" else losses
 
 
-def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: LengthsLike,
-             target_lengths: LengthsLike,
-             blank: int = 0, reduction: str = "mean", zero_infinity: bool = False) -> torch.Tensor:
+def ctc_loss(
+    log_probs: torch.Tensor,
+    targets: torch.Tensor,
+    input_lengths: LengthsLike,
+    target_lengths: LengthsLike,
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> torch.Tensor:
     """Connectionist Temporal Classification loss: a drop-in for
     ``torch.nn.functional.ctc_loss`` (same arguments, values and gradient).
 
@@ -145,13 +189,27 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Leng
     input_length gives that sample a NaN loss and gradient; NaN beyond input_length is ignored.
     Double backward raises NotImplementedError.
     """
-    return _ctc(log_probs, targets, input_lengths, target_lengths, blank, reduction,
-                zero_infinity, from_logits=False)
+    return _ctc(
+        log_probs,
+        targets,
+        input_lengths,
+        target_lengths,
+        blank,
+        reduction,
+        zero_infinity,
+        from_logits=False,
+    )
 
 
-def ctc_loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, input_lengths: LengthsLike,
-                         target_lengths: LengthsLike, blank: int = 0, reduction: str = "mean",
-                         zero_infinity: bool = False) -> torch.Tensor:
+def ctc_loss_from_logits(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    input_lengths: LengthsLike,
+    target_lengths: LengthsLike,
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> torch.Tensor:
     """CTC loss with the log_softmax fused in: equals
     ``F.ctc_loss(logits.log_softmax(-1), ...)`` in value and in gradient with respect to logits,
     without materialising the log-probabilities (only one log-sum-exp per frame is kept).
@@ -161,5 +219,13 @@ def ctc_loss_from_logits(logits: torch.Tensor, targets: torch.Tensor, input_leng
     A frame whose logits hold NaN or +inf, or are all -inf, has NaN log-probabilities (as
     log_softmax), which gives its sample a NaN loss.
     """
-    return _ctc(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
-                from_logits=True)
+    return _ctc(
+        logits,
+        targets,
+        input_lengths,
+        target_lengths,
+        blank,
+        reduction,
+        zero_infinity,
+        from_logits=True,
+    )

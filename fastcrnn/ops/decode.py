@@ -1,10 +1,18 @@
 """CTC greedy (best-path) decoding over torch.ops.fastcrnn.greedy_decode."""
+
 from typing import NamedTuple
 
 import torch
 
-from fastcrnn.ops._checks import (LengthsLike, lengths_tensor, require_float, require_int,
-                                  require_tensor, skip_value_checks)
+from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
+from fastcrnn.ops._checks import (
+    LengthsLike,
+    lengths_tensor,
+    require_float,
+    require_int,
+    require_tensor,
+    skip_value_checks,
+)
 
 
 class GreedyDecoding(NamedTuple):
@@ -17,6 +25,7 @@ class GreedyDecoding(NamedTuple):
                   run (0 in padding).
     token_frames: (N, T) int64, the first frame of each token (-1 in padding).
     """
+
     tokens: torch.Tensor
     lengths: torch.Tensor
     token_probs: torch.Tensor
@@ -26,14 +35,21 @@ class GreedyDecoding(NamedTuple):
 @torch.library.register_fake("fastcrnn::greedy_decode")
 def _greedy_decode_fake(log_probs, input_lengths, blank, logits, validate):
     T, N, _ = log_probs.shape
-    return (log_probs.new_empty((N, T), dtype=torch.int64),
-            log_probs.new_empty((N,), dtype=torch.int64),
-            log_probs.new_empty((N, T), dtype=torch.float32),
-            log_probs.new_empty((N, T), dtype=torch.int64))
+    return (
+        log_probs.new_empty((N, T), dtype=torch.int64),
+        log_probs.new_empty((N,), dtype=torch.int64),
+        log_probs.new_empty((N, T), dtype=torch.float32),
+        log_probs.new_empty((N, T), dtype=torch.int64),
+    )
 
 
-def ctc_greedy_decode(log_probs: torch.Tensor, input_lengths: LengthsLike = None, blank: int = 0,
-                      logits: bool = False, validate: bool = True) -> GreedyDecoding:
+def ctc_greedy_decode(
+    log_probs: torch.Tensor,
+    input_lengths: LengthsLike = None,
+    blank: int = 0,
+    logits: bool = False,
+    validate: bool = True,
+) -> GreedyDecoding:
     """Best-path CTC decoding: argmax per frame, collapse repeats, drop blanks.
 
     Args:
@@ -54,8 +70,9 @@ def ctc_greedy_decode(log_probs: torch.Tensor, input_lengths: LengthsLike = None
     require_tensor(log_probs, "log_probs")
     require_float(log_probs, "log_probs")
     if log_probs.dim() not in (2, 3):
-        raise ValueError(f"log_probs must have shape (T, N, C) or (T, C), got "
-                         f"{tuple(log_probs.shape)}")
+        raise ValueError(
+            f"log_probs must have shape (T, N, C) or (T, C), got {tuple(log_probs.shape)}"
+        )
     unbatched = log_probs.dim() == 2
     scores = log_probs.unsqueeze(1) if unbatched else log_probs
     T, N, C = scores.shape
@@ -64,8 +81,9 @@ def ctc_greedy_decode(log_probs: torch.Tensor, input_lengths: LengthsLike = None
     blank = require_int(blank, "blank")
     if not 0 <= blank < C:
         raise ValueError(f"blank must be in [0, {C}), got {blank}")
-    lengths = lengths_tensor(input_lengths, N, T, scores.device, "input_lengths",
-                             unbatched=unbatched)
+    lengths = lengths_tensor(
+        input_lengths, N, T, scores.device, "input_lengths", unbatched=unbatched
+    )
     validate = bool(validate) and not skip_value_checks(scores)
     out = torch.ops.fastcrnn.greedy_decode(scores, lengths, blank, bool(logits), validate)
     if unbatched:

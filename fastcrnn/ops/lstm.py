@@ -4,11 +4,13 @@
 ``lstm_cell`` runs one step. Both match nn.LSTM / nn.LSTMCell (gates i, f, g, o).
 The multi-layer / bidirectional / PackedSequence module lives in fastcrnn.nn.lstm.
 """
+
 from typing import Any, Optional, Sequence, Tuple, Union
-from typing import cast as typing_cast   # the wrappers' own `cast` is the autocast dtype
+from typing import cast as typing_cast  # the wrappers' own `cast` is the autocast dtype
 
 import torch
 
+from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
 from fastcrnn.ops._checks import require_float, require_tensor, skip_value_checks
 
 __all__ = ["lstm_layer", "lstm_cell"]
@@ -22,28 +24,43 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 # fake (meta) kernels: shapes for torch.compile
 # ---------------------------------------------------------------------------------------------
 
+
 @torch.library.register_fake("fastcrnn::lstm_layer")
 def _lstm_layer_fake(input, h0, c0, weight_ih, weight_hh, bias, lengths, save_for_backward=True):
     T, N, _ = input.shape
     D, _, H = weight_hh.shape
     if not save_for_backward:
-        return (input.new_empty((T, N, D * H)), input.new_empty((D, N, H)),
-                input.new_empty((D, N, H)), input.new_empty((0,)), input.new_empty((0,)),
-                input.new_empty((0,), dtype=_acc_dtype(input.dtype)))
-    return (input.new_empty((T, N, D * H)), input.new_empty((D, N, H)),
-            input.new_empty((D, N, H)), input.new_empty((T, N, D * 4 * H)),
-            input.new_empty((D, T + 1, N, H)),
-            input.new_empty((D, T + 1, N, H), dtype=_acc_dtype(input.dtype)))
+        return (
+            input.new_empty((T, N, D * H)),
+            input.new_empty((D, N, H)),
+            input.new_empty((D, N, H)),
+            input.new_empty((0,)),
+            input.new_empty((0,)),
+            input.new_empty((0,), dtype=_acc_dtype(input.dtype)),
+        )
+    return (
+        input.new_empty((T, N, D * H)),
+        input.new_empty((D, N, H)),
+        input.new_empty((D, N, H)),
+        input.new_empty((T, N, D * 4 * H)),
+        input.new_empty((D, T + 1, N, H)),
+        input.new_empty((D, T + 1, N, H), dtype=_acc_dtype(input.dtype)),
+    )
 
 
 @torch.library.register_fake("fastcrnn::lstm_layer_backward")
-def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh,
-                              lengths, acts, hs, cs):
+def _lstm_layer_backward_fake(
+    grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, lengths, acts, hs, cs
+):
     D = weight_hh.shape[0]
-    return (input.new_empty(input.shape), grad_h_n.new_empty(grad_h_n.shape, dtype=input.dtype),
-            grad_c_n.new_empty(grad_c_n.shape, dtype=input.dtype),
-            input.new_empty(weight_ih.shape), input.new_empty(weight_hh.shape),
-            input.new_empty((D * weight_hh.shape[1],)))
+    return (
+        input.new_empty(input.shape),
+        grad_h_n.new_empty(grad_h_n.shape, dtype=input.dtype),
+        grad_c_n.new_empty(grad_c_n.shape, dtype=input.dtype),
+        input.new_empty(weight_ih.shape),
+        input.new_empty(weight_hh.shape),
+        input.new_empty((D * weight_hh.shape[1],)),
+    )
 
 
 @torch.library.register_fake("fastcrnn::lstm_cell")
@@ -55,14 +72,20 @@ def _lstm_cell_fake(input, hx, cx, weight_ih, weight_hh, bias):
 
 @torch.library.register_fake("fastcrnn::lstm_cell_backward")
 def _lstm_cell_backward_fake(grad_h, grad_c, input, hx, cx, weight_ih, weight_hh, acts):
-    return (input.new_empty(input.shape), input.new_empty(hx.shape), input.new_empty(cx.shape),
-            input.new_empty(weight_ih.shape), input.new_empty(weight_hh.shape),
-            input.new_empty((weight_hh.shape[0],)))
+    return (
+        input.new_empty(input.shape),
+        input.new_empty(hx.shape),
+        input.new_empty(cx.shape),
+        input.new_empty(weight_ih.shape),
+        input.new_empty(weight_hh.shape),
+        input.new_empty((weight_hh.shape[0],)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # autograd
 # ---------------------------------------------------------------------------------------------
+
 
 def _layer_setup_context(ctx, inputs, output):
     input, _, _, weight_ih, weight_hh, bias, lengths = inputs[:7]
@@ -77,11 +100,15 @@ def _layer_setup_context(ctx, inputs, output):
 
 def _layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _g_acts, _g_hs, _g_cs):
     if not ctx.saved_states:
-        raise RuntimeError("lstm_layer was called with save_for_backward=False: it kept no "
-                           "states to differentiate through")
+        raise RuntimeError(
+            "lstm_layer was called with save_for_backward=False: it kept no "
+            "states to differentiate through"
+        )
     if torch.is_grad_enabled():  # only under create_graph=True: a gradient of the gradient
-        raise NotImplementedError("fastcrnn's LSTM layer does not support double backward "
-                                  "(create_graph=True); use torch.nn.LSTM for that")
+        raise NotImplementedError(
+            "fastcrnn's LSTM layer does not support double backward "
+            "(create_graph=True); use torch.nn.LSTM for that"
+        )
     input, weight_ih, weight_hh, lengths, acts, hs, cs = ctx.saved_tensors
     T, N, _ = input.shape
     D, _, H = weight_hh.shape
@@ -92,12 +119,14 @@ def _layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _g_acts, _g_hs, _g_cs)
     if grad_c_n is None:
         grad_c_n = input.new_zeros((D, N, H))
     dx, dh0, dc0, dw_ih, dw_hh, db = torch.ops.fastcrnn.lstm_layer_backward(
-        grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, lengths, acts, hs, cs)
+        grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, lengths, acts, hs, cs
+    )
     return dx, dh0, dc0, dw_ih, dw_hh, (db if ctx.has_bias else None), None, None
 
 
-torch.library.register_autograd("fastcrnn::lstm_layer", _layer_backward,
-                                setup_context=_layer_setup_context)
+torch.library.register_autograd(
+    "fastcrnn::lstm_layer", _layer_backward, setup_context=_layer_setup_context
+)
 
 
 # The cell's autograd lives in C++ (csrc/ops/lstm_autograd.cpp): it runs once per decoder
@@ -107,6 +136,7 @@ torch.library.register_autograd("fastcrnn::lstm_layer", _layer_backward,
 # ---------------------------------------------------------------------------------------------
 # public wrappers
 # ---------------------------------------------------------------------------------------------
+
 
 def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
     """The dtype an LSTM runs in under torch.autocast on `device`, or None when not autocasting."""
@@ -165,10 +195,16 @@ def _check_lengths_values(lengths: torch.Tensor, T: int, validate: bool) -> None
 WeightArg = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
-def lstm_layer(input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_ih: WeightArg,
-               weight_hh: WeightArg, bias: Optional[WeightArg] = None,
-               lengths: Optional[torch.Tensor] = None, validate: bool = True
-               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def lstm_layer(
+    input: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    weight_ih: WeightArg,
+    weight_hh: WeightArg,
+    bias: Optional[WeightArg] = None,
+    lengths: Optional[torch.Tensor] = None,
+    validate: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One LSTM layer over a whole sequence, one direction or both (D = 1 or 2) in one call.
 
     Args:
@@ -201,18 +237,31 @@ def lstm_layer(input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_i
     if bias is not None and not isinstance(bias, torch.Tensor):
         bias = torch.cat(list(bias), 0)
     require_tensor(weight_hh, "weight_hh")
-    if weight_hh.dim() != 3 or weight_hh.shape[0] not in (1, 2) or weight_hh.shape[2] == 0 \
-            or weight_hh.shape[1] != 4 * weight_hh.shape[2]:
-        raise ValueError(f"weight_hh must have shape (D, 4*H, H) with D in (1, 2), got "
-                         f"{tuple(weight_hh.shape)}")
+    if (
+        weight_hh.dim() != 3
+        or weight_hh.shape[0] not in (1, 2)
+        or weight_hh.shape[2] == 0
+        or weight_hh.shape[1] != 4 * weight_hh.shape[2]
+    ):
+        raise ValueError(
+            f"weight_hh must have shape (D, 4*H, H) with D in (1, 2), got {tuple(weight_hh.shape)}"
+        )
     D, _, H = weight_hh.shape
     T, N, I = input.shape
     cast = autocast_dtype(input.device)
     input, h0, c0, weight_ih, weight_hh, bias = _to_autocast(
-        cast, input, h0, c0, weight_ih, weight_hh, bias)
-    _check_like_input(input, ((weight_ih, "weight_ih", (D * 4 * H, I)), (h0, "h0", (D, N, H)),
-                              (c0, "c0", (D, N, H)), (weight_hh, "weight_hh", None),
-                              (bias, "bias", (D * 4 * H,))))
+        cast, input, h0, c0, weight_ih, weight_hh, bias
+    )
+    _check_like_input(
+        input,
+        (
+            (weight_ih, "weight_ih", (D * 4 * H, I)),
+            (h0, "h0", (D, N, H)),
+            (c0, "c0", (D, N, H)),
+            (weight_hh, "weight_hh", None),
+            (bias, "bias", (D * 4 * H,)),
+        ),
+    )
     if lengths is not None:
         require_tensor(lengths, "lengths")
         if lengths.dtype not in (torch.int32, torch.int64):
@@ -220,24 +269,43 @@ def lstm_layer(input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_i
         if lengths.dim() != 1 or lengths.shape[0] != N:
             raise ValueError(f"lengths must have shape ({N},), got {tuple(lengths.shape)}")
         if lengths.device != input.device:
-            raise ValueError(f"lengths must be on the input's device {input.device}, got "
-                             f"{lengths.device}")
+            raise ValueError(
+                f"lengths must be on the input's device {input.device}, got {lengths.device}"
+            )
         lengths = lengths.to(torch.int64)
         _check_lengths_values(lengths, T, validate)
     # Without a backward to come the op keeps no per-step activations or state history.
     # (the weights and bias are single tensors since the cat / stack above)
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad
-        for t in typing_cast("Tuple[Optional[torch.Tensor], ...]",
-                             (input, h0, c0, weight_ih, weight_hh, bias)))
-    out = _call_op(torch.ops.fastcrnn.lstm_layer, cast, input.device, input, h0, c0, weight_ih,
-                   weight_hh, bias, lengths, save)
+        for t in typing_cast(
+            "Tuple[Optional[torch.Tensor], ...]", (input, h0, c0, weight_ih, weight_hh, bias)
+        )
+    )
+    out = _call_op(
+        torch.ops.fastcrnn.lstm_layer,
+        cast,
+        input.device,
+        input,
+        h0,
+        c0,
+        weight_ih,
+        weight_hh,
+        bias,
+        lengths,
+        save,
+    )
     return out[0], out[1], out[2]
 
 
-def lstm_cell(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih: torch.Tensor,
-              weight_hh: torch.Tensor, bias: Optional[torch.Tensor] = None
-              ) -> Tuple[torch.Tensor, torch.Tensor]:
+def lstm_cell(
+    input: torch.Tensor,
+    hx: torch.Tensor,
+    cx: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """One fused LSTM step, as nn.LSTMCell: returns (h', c'), each (N, H).
 
     input (N, I); hx, cx (N, H); weight_ih (4H, I); weight_hh (4H, H); bias None or (4H,) (the
@@ -252,17 +320,29 @@ def lstm_cell(input: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor, weight_ih
     if input.dim() != 2:
         raise ValueError(f"input must have shape (N, I), got {tuple(input.shape)}")
     require_tensor(weight_hh, "weight_hh")
-    if weight_hh.dim() != 2 or weight_hh.shape[1] == 0 or \
-            weight_hh.shape[0] != 4 * weight_hh.shape[1]:
+    if (
+        weight_hh.dim() != 2
+        or weight_hh.shape[1] == 0
+        or weight_hh.shape[0] != 4 * weight_hh.shape[1]
+    ):
         raise ValueError(f"weight_hh must have shape (4*H, H), got {tuple(weight_hh.shape)}")
     N, I = input.shape
     H = weight_hh.shape[1]
     cast = autocast_dtype(input.device)
     input, hx, cx, weight_ih, weight_hh, bias = _to_autocast(
-        cast, input, hx, cx, weight_ih, weight_hh, bias)
-    _check_like_input(input, ((weight_ih, "weight_ih", (4 * H, I)),
-                              (weight_hh, "weight_hh", None), (hx, "hx", (N, H)),
-                              (cx, "cx", (N, H)), (bias, "bias", (4 * H,))))
-    h, c, _ = _call_op(torch.ops.fastcrnn.lstm_cell, cast, input.device, input, hx, cx,
-                       weight_ih, weight_hh, bias)
+        cast, input, hx, cx, weight_ih, weight_hh, bias
+    )
+    _check_like_input(
+        input,
+        (
+            (weight_ih, "weight_ih", (4 * H, I)),
+            (weight_hh, "weight_hh", None),
+            (hx, "hx", (N, H)),
+            (cx, "cx", (N, H)),
+            (bias, "bias", (4 * H,)),
+        ),
+    )
+    h, c, _ = _call_op(
+        torch.ops.fastcrnn.lstm_cell, cast, input.device, input, hx, cx, weight_ih, weight_hh, bias
+    )
     return h, c

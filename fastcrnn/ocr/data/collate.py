@@ -7,6 +7,7 @@ border pixels). Each sample keeps its own width; with an ``output_length`` funct
 width -> frames mapping) the batch also carries each sample's number of output frames, which is
 passed to the CTC loss and the decoder so that frames coming from padding are ignored by both.
 """
+
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -20,14 +21,21 @@ class Batch(NamedTuple):
     """images: (N, 1, H, W) float32 in [-1, 1]; widths: (N,) int64, each sample's width before
     padding; texts: the N labels; input_lengths: (N,) int64 output frames per sample, or None
     when the collate has no ``output_length`` function."""
+
     images: torch.Tensor
     widths: torch.Tensor
     texts: List[str]
     input_lengths: Optional[torch.Tensor]
 
 
-def resize_image(img: Image.Image, imgH: int, imgW: int, keep_ratio: bool,
-                 min_width: int = 1, max_width: Optional[int] = None) -> Image.Image:
+def resize_image(
+    img: Image.Image,
+    imgH: int,
+    imgW: int,
+    keep_ratio: bool,
+    min_width: int = 1,
+    max_width: Optional[int] = None,
+) -> Image.Image:
     """The image as grayscale, height ``imgH``; width ``imgW`` or, with keep_ratio, the width
     that keeps the aspect ratio, clamped to [min_width, max_width]."""
     if not isinstance(img, Image.Image):
@@ -68,9 +76,15 @@ class AlignCollate:
             frame counts (e.g. a CRNN's ``output_length``).
     """
 
-    def __init__(self, imgH: int = 32, imgW: int = 100, keep_ratio: bool = True,
-                 min_width: Optional[int] = None, max_width: Optional[int] = None,
-                 output_length: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+    def __init__(
+        self,
+        imgH: int = 32,
+        imgW: int = 100,
+        keep_ratio: bool = True,
+        min_width: Optional[int] = None,
+        max_width: Optional[int] = None,
+        output_length: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    ):
         for name, v in (("imgH", imgH), ("imgW", imgW)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -79,8 +93,9 @@ class AlignCollate:
         if not isinstance(min_width, int) or min_width <= 0:
             raise ValueError(f"min_width must be a positive int, got {min_width!r}")
         if max_width is not None and (not isinstance(max_width, int) or max_width < min_width):
-            raise ValueError(f"max_width must be an int >= min_width ({min_width}), got "
-                             f"{max_width!r}")
+            raise ValueError(
+                f"max_width must be an int >= min_width ({min_width}), got {max_width!r}"
+            )
         if output_length is not None and not callable(output_length):
             raise TypeError("output_length must be callable")
         self.imgH, self.imgW, self.keep_ratio = imgH, imgW, bool(keep_ratio)
@@ -91,14 +106,21 @@ class AlignCollate:
         """One image as a (1, imgH, W) tensor and its background value. A tensor is taken as
         already prepared (float, shape (1, imgH, W), values in [-1, 1])."""
         if isinstance(img, torch.Tensor):
-            if img.dim() != 3 or img.shape[0] != 1 or img.shape[1] != self.imgH or \
-                    not img.dtype.is_floating_point:
-                raise ValueError(f"a prepared image must be a float tensor of shape (1, "
-                                 f"{self.imgH}, W), got {img.dtype} {tuple(img.shape)}")
+            if (
+                img.dim() != 3
+                or img.shape[0] != 1
+                or img.shape[1] != self.imgH
+                or not img.dtype.is_floating_point
+            ):
+                raise ValueError(
+                    f"a prepared image must be a float tensor of shape (1, "
+                    f"{self.imgH}, W), got {img.dtype} {tuple(img.shape)}"
+                )
             border = torch.cat([img[0, 0], img[0, -1], img[0, :, 0], img[0, :, -1]])
             return img.float(), float(border.median())
-        return image_to_tensor(resize_image(img, self.imgH, self.imgW, self.keep_ratio,
-                                            self.min_width, self.max_width))
+        return image_to_tensor(
+            resize_image(img, self.imgH, self.imgW, self.keep_ratio, self.min_width, self.max_width)
+        )
 
     def __call__(self, samples: Sequence[Tuple[Image.Image, str]]) -> Batch:
         if len(samples) == 0:
@@ -113,8 +135,9 @@ class AlignCollate:
             texts.append(sample[1])
         return self.pad(tensors, backgrounds, texts)
 
-    def pad(self, tensors: Sequence[torch.Tensor], backgrounds: Sequence[float],
-            texts: Sequence[str]) -> Batch:
+    def pad(
+        self, tensors: Sequence[torch.Tensor], backgrounds: Sequence[float], texts: Sequence[str]
+    ) -> Batch:
         """Pads prepared (1, H, W_i) tensors on the right to the widest, with each background."""
         widths = torch.tensor([t.shape[-1] for t in tensors], dtype=torch.int64)
         W = int(widths.max())
@@ -127,6 +150,8 @@ class AlignCollate:
         if self.output_length is not None:
             lengths = torch.as_tensor(self.output_length(widths), dtype=torch.int64)
             if lengths.shape != widths.shape:
-                raise ValueError(f"output_length returned shape {tuple(lengths.shape)} for "
-                                 f"{tuple(widths.shape)} widths")
+                raise ValueError(
+                    f"output_length returned shape {tuple(lengths.shape)} for "
+                    f"{tuple(widths.shape)} widths"
+                )
         return Batch(images, widths, list(texts), lengths)

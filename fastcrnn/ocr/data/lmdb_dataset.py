@@ -3,6 +3,7 @@
 Layout: key ``num-samples`` -> the count as ASCII digits; for i in 1..count (1-indexed)
 ``image-%09d`` -> an encoded image (PNG, JPEG, ...) and ``label-%09d`` -> the UTF-8 label.
 """
+
 import io
 import os
 from typing import Iterable, Optional, Tuple, Union
@@ -18,7 +19,9 @@ def _lmdb():
     try:
         import lmdb
     except ImportError as exc:
-        raise ImportError("LMDB datasets need the lmdb package: pip install 'fastcrnn[ocr]'") from exc
+        raise ImportError(
+            "LMDB datasets need the lmdb package: pip install 'fastcrnn[ocr]'"
+        ) from exc
     return lmdb
 
 
@@ -47,8 +50,13 @@ def image_to_bytes(image: Union[Image.Image, bytes, str, os.PathLike], fmt: str 
     return data
 
 
-def write_lmdb(path: Union[str, os.PathLike], samples: Iterable[Tuple[object, str]],
-               map_size: int = 1 << 28, commit_every: int = 1000, progress: bool = False) -> int:
+def write_lmdb(
+    path: Union[str, os.PathLike],
+    samples: Iterable[Tuple[object, str]],
+    map_size: int = 1 << 28,
+    commit_every: int = 1000,
+    progress: bool = False,
+) -> int:
     """Writes ``(image, label)`` pairs to a new crnn.pytorch-format LMDB at ``path``.
 
     ``image`` is anything :func:`image_to_bytes` accepts; ``label`` a str (stored UTF-8). The map
@@ -78,12 +86,14 @@ def write_lmdb(path: Union[str, os.PathLike], samples: Iterable[Tuple[object, st
     iterator = samples
     if progress and interactive():
         from tqdm import tqdm
+
         iterator = tqdm(samples, desc=f"writing {path}", unit="img")
     try:
         for image, label in iterator:
             if not isinstance(label, str):
-                raise TypeError(f"sample {count + 1}: label must be a str, got "
-                                f"{type(label).__name__}")
+                raise TypeError(
+                    f"sample {count + 1}: label must be a str, got {type(label).__name__}"
+                )
             count += 1
             try:
                 data = image_to_bytes(image)
@@ -113,8 +123,9 @@ def read_label_file(label_file: Union[str, os.PathLike], image_root: Optional[st
             if not line:
                 continue
             if "\t" not in line:
-                raise ValueError(f"{label_file!r}, line {lineno}: expected 'path<TAB>label', "
-                                 f"got {line!r}")
+                raise ValueError(
+                    f"{label_file!r}, line {lineno}: expected 'path<TAB>label', got {line!r}"
+                )
             rel, label = line.split("\t", 1)
             full = rel if os.path.isabs(rel) else os.path.join(root, rel)
             if not os.path.isfile(full):
@@ -144,12 +155,15 @@ class LmdbDataset:
         with self._open().begin(write=False) as txn:
             raw = txn.get(b"num-samples")
         if raw is None:
-            raise ValueError(f"LMDB {self.root!r} has no 'num-samples' key: not a crnn.pytorch "
-                             f"dataset")
+            raise ValueError(
+                f"LMDB {self.root!r} has no 'num-samples' key: not a crnn.pytorch dataset"
+            )
         try:
             self.num_samples = int(raw.decode("ascii").strip())
         except (UnicodeDecodeError, ValueError):
-            raise ValueError(f"LMDB {self.root!r}: 'num-samples' is not an integer: {raw!r}") from None
+            raise ValueError(
+                f"LMDB {self.root!r}: 'num-samples' is not an integer: {raw!r}"
+            ) from None
         if self.num_samples < 0:
             raise ValueError(f"LMDB {self.root!r}: negative 'num-samples' {self.num_samples}")
 
@@ -160,8 +174,14 @@ class LmdbDataset:
                 # an environment inherited through fork() must not be used in the child; close
                 # the child's copy (py-lmdb refuses to open the same path twice in a process)
                 self._env.close()
-            self._env = _lmdb().open(self.root, max_readers=126, readonly=True, lock=False,
-                                     readahead=False, meminit=False)
+            self._env = _lmdb().open(
+                self.root,
+                max_readers=126,
+                readonly=True,
+                lock=False,
+                readahead=False,
+                meminit=False,
+            )
             self._pid = pid
         return self._env
 
@@ -213,6 +233,7 @@ class LmdbDataset:
             img = Image.open(io.BytesIO(data))
             img = img.convert(self.mode)
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ValueError(f"LMDB {self.root!r}: {key.decode()} is not a readable image "
-                             f"({exc})") from None
+            raise ValueError(
+                f"LMDB {self.root!r}: {key.decode()} is not a readable image ({exc})"
+            ) from None
         return img, label

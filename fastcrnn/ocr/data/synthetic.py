@@ -7,6 +7,7 @@ so the image width varies with the text. Sample ``i`` depends only on ``(seed, i
 is deterministic under a seed whatever the access order or number of DataLoader workers (on one
 machine with the same fonts and Pillow version).
 """
+
 import glob
 import math
 import os
@@ -21,8 +22,14 @@ from fastcrnn.text import Charset
 
 __all__ = ["SyntheticTextLines", "find_fonts", "render_text_line"]
 
-_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts",
-              "/System/Library/Fonts", "C:/Windows/Fonts", os.path.expanduser("~/.fonts"))
+_FONT_DIRS = (
+    "/usr/share/fonts",
+    "/usr/local/share/fonts",
+    "/Library/Fonts",
+    "/System/Library/Fonts",
+    "C:/Windows/Fonts",
+    os.path.expanduser("~/.fonts"),
+)
 
 
 @lru_cache(maxsize=None)
@@ -64,10 +71,17 @@ def _covers(spec: str, chars: Sequence[str]) -> bool:
         return False
 
 
-def render_text_line(text: str, rng: random.Random, font_spec: str = "default",
-                     size_range: Tuple[int, int] = (20, 34), max_rotation: float = 2.0,
-                     noise: float = 12.0, blur: float = 0.8, min_contrast: int = 90,
-                     light_on_dark: float = 0.5) -> Image.Image:
+def render_text_line(
+    text: str,
+    rng: random.Random,
+    font_spec: str = "default",
+    size_range: Tuple[int, int] = (20, 34),
+    max_rotation: float = 2.0,
+    noise: float = 12.0,
+    blur: float = 0.8,
+    min_contrast: int = 90,
+    light_on_dark: float = 0.5,
+) -> Image.Image:
     """Renders one text line as a grayscale ("L") image with random appearance from ``rng``.
 
     Randomised: font size in ``size_range``, letter spacing, foreground/background gray levels at
@@ -138,17 +152,26 @@ class SyntheticTextLines:
     ``dataset[i]`` returns ``(PIL.Image in mode "L", str)``.
     """
 
-    def __init__(self, charset: Union[Charset, str], num_samples: Optional[int] = None,
-                 min_len: int = 4, max_len: int = 10, seed: int = 0,
-                 fonts: Optional[Sequence[str]] = None, texts: Optional[Sequence[str]] = None,
-                 max_fonts: int = 4, **render_kwargs):
+    def __init__(
+        self,
+        charset: Union[Charset, str],
+        num_samples: Optional[int] = None,
+        min_len: int = 4,
+        max_len: int = 10,
+        seed: int = 0,
+        fonts: Optional[Sequence[str]] = None,
+        texts: Optional[Sequence[str]] = None,
+        max_fonts: int = 4,
+        **render_kwargs,
+    ):
         self.charset = Charset.load(charset)
         for name, v in (("min_len", min_len), ("max_len", max_len), ("seed", seed)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{name} must be an int, got {type(v).__name__}")
         if not 0 <= min_len <= max_len:
-            raise ValueError(f"need 0 <= min_len <= max_len, got min_len={min_len}, "
-                             f"max_len={max_len}")
+            raise ValueError(
+                f"need 0 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}"
+            )
         if texts is not None:
             texts = list(texts)
             for t in texts:
@@ -162,7 +185,12 @@ class SyntheticTextLines:
             raise ValueError("num_samples is required when texts is not given")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
             raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
-        self.num_samples, self.min_len, self.max_len, self.seed = num_samples, min_len, max_len, seed
+        self.num_samples, self.min_len, self.max_len, self.seed = (
+            num_samples,
+            min_len,
+            max_len,
+            seed,
+        )
         self.texts = texts
         if isinstance(max_fonts, bool) or not isinstance(max_fonts, int) or max_fonts < 1:
             raise ValueError(f"max_fonts must be an int >= 1, got {max_fonts!r}")
@@ -170,13 +198,18 @@ class SyntheticTextLines:
             found = find_fonts()
             odd = ("italic", "oblique", "light", "thin", "math", "symbol", "condensed")
             plain = [f for f in found if not any(w in os.path.basename(f).lower() for w in odd)]
-            fonts = [f for f in plain + [f for f in found if f not in plain]
-                     if _covers(f, self.charset.chars)][:max_fonts]
+            fonts = [
+                f
+                for f in plain + [f for f in found if f not in plain]
+                if _covers(f, self.charset.chars)
+            ][:max_fonts]
         else:
             fonts = list(fonts)
         if not fonts:
-            raise RuntimeError("no usable font: Pillow's built-in scalable font needs Pillow >= "
-                               "10.1 with FreeType, and no .ttf covering the charset was found")
+            raise RuntimeError(
+                "no usable font: Pillow's built-in scalable font needs Pillow >= "
+                "10.1 with FreeType, and no .ttf covering the charset was found"
+            )
         self.fonts = fonts
         render_text_line("a", random.Random(0), fonts[0], **render_kwargs)  # validates kwargs
         self.render_kwargs = render_kwargs
@@ -189,7 +222,7 @@ class SyntheticTextLines:
         return self._text(self._rng(index))
 
     def _rng(self, index: int) -> random.Random:
-        return random.Random((self.seed * 1_000_003 + index) * 2_654_435_761 % (2 ** 63))
+        return random.Random((self.seed * 1_000_003 + index) * 2_654_435_761 % (2**63))
 
     def _text(self, rng: random.Random) -> str:
         n = rng.randint(self.min_len, self.max_len)
