@@ -4,6 +4,8 @@ Encoder (N, S) token ids -> (outputs (S, N, H), state (h, c)); a plain decoder t
 the encoder's final state; a decoder with additive attention whose query is the top layer's h;
 ``EncoderDecoder``; ``MaskedSoftmaxCELoss`` (mean over valid tokens only). Greedy and beam
 search prediction live in :mod:`fastcrnn.nn.seq2seq_predict`, BLEU in :mod:`fastcrnn.bleu`.
+The file runs past 400 lines on purpose: the encoder, both decoders and the loss share the
+token / valid-length checks and the LSTM runner, and are read together as one d2l-shaped unit.
 """
 
 from typing import Any, Optional, Sequence, Tuple, Union, cast
