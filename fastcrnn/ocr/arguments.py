@@ -179,6 +179,24 @@ def add_train_args(p: argparse.ArgumentParser, need_data: bool = True):
     )
 
 
+def fit_options(args) -> Dict[str, Any]:
+    """The keyword arguments of ``engine.fit`` that come straight from the training flags
+    (crnn.pytorch's names on the left), shared by ``train`` and ``finetune``."""
+    return dict(
+        nepoch=args.nepoch,
+        batch_size=args.batchSize,
+        expr_dir=args.expr_dir,
+        seed=args.manualSeed,
+        workers=args.workers,
+        display_interval=args.displayInterval,
+        val_interval=args.valInterval,
+        save_interval=args.saveInterval,
+        max_steps=args.max_steps,
+        progress=not args.no_progress,
+        n_test_disp=args.n_test_disp,
+    )
+
+
 def optimizer_name(args) -> str:
     return "adam" if args.adam else "adadelta" if args.adadelta else "rmsprop"
 

@@ -15,7 +15,7 @@ from typing import Any, Dict
 
 import torch
 
-from fastcrnn.ocr.arguments import make_collate
+from fastcrnn.ocr.arguments import fit_options, make_collate
 from fastcrnn.ocr.checkpoint import load_checkpoint, plain_config
 from fastcrnn.ocr.engine import Trainer, check_labels, make_optimizer, seed_everything
 from fastcrnn.ocr.loop import fit
@@ -173,21 +173,11 @@ def finetune_main(args) -> Dict[str, Any]:
         trainer,
         train_set,
         val_loader,
-        nepoch=args.nepoch,
-        batch_size=args.batchSize,
         collate=collate,
-        expr_dir=args.expr_dir,
-        seed=args.manualSeed,
-        workers=args.workers,
-        display_interval=args.displayInterval,
-        val_interval=args.valInterval,
-        save_interval=args.saveInterval,
-        max_steps=args.max_steps,
         checkpoint_extra=extra,
         log=log,
-        progress=not args.no_progress,
-        n_test_disp=args.n_test_disp,
         before_save=merged_state_dict,
+        **fit_options(args),
     )
     log(
         f"done: best validation word accuracy {max(hist['best_accuracy'], 0):.4f}; "

@@ -16,7 +16,13 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from fastcrnn.ocr.arguments import add_model_args, add_train_args, make_collate, optimizer_name
+from fastcrnn.ocr.arguments import (
+    add_model_args,
+    add_train_args,
+    fit_options,
+    make_collate,
+    optimizer_name,
+)
 from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint, plain_config
 from fastcrnn.ocr.distributed import ResumableSampler, cleanup_distributed, setup_distributed
 from fastcrnn.ocr.engine import (
@@ -189,23 +195,13 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
             trainer,
             train_set,
             val_loader,
-            nepoch=args.nepoch,
-            batch_size=args.batchSize,
             collate=collate,
-            expr_dir=args.expr_dir,
-            seed=args.manualSeed,
-            workers=args.workers,
-            display_interval=args.displayInterval,
-            val_interval=args.valInterval,
-            save_interval=args.saveInterval,
-            max_steps=args.max_steps,
             state=state,
             checkpoint_extra=extra,
             distributed=distributed,
             rank=rank,
             log=log,
-            progress=not args.no_progress,
-            n_test_disp=args.n_test_disp,
+            **fit_options(args),
         )
         if is_main:
             at = f" (step {hist['best_step']})" if hist.get("best_step") is not None else ""
