@@ -25,6 +25,11 @@ class Result:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
+def data_args(lmdbs):
+    """The data flags of a training on the digit LMDBs of the `lmdbs` fixture."""
+    return ["--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val", "--alphabet", "0123456789"]
+
+
 def cli(*args, check=True):
     """Runs `fastcrnn ARGS` in this process (as the console script would) and captures it."""
     from fastcrnn.ocr.cli import main
@@ -105,12 +110,7 @@ def trained(lmdbs):
     expr = lmdbs / "expr"
     p = cli(
         "train",
-        "--trainRoot",
-        lmdbs / "train",
-        "--valRoot",
-        lmdbs / "val",
-        "--alphabet",
-        "0123456789",
+        *data_args(lmdbs),
         "--expr_dir",
         expr,
         "--batchSize",
@@ -242,12 +242,7 @@ def test_train_schedule_clipping_and_plain_log(lmdbs, tmp_path):
 
     p = cli(
         "train",
-        "--trainRoot",
-        lmdbs / "train",
-        "--valRoot",
-        lmdbs / "val",
-        "--alphabet",
-        "0123456789",
+        *data_args(lmdbs),
         "--expr_dir",
         tmp_path / "e",
         "--batchSize",
@@ -303,12 +298,7 @@ def test_pretrained_with_module_prefix(lmdbs, trained, tmp_path):
     torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "ddp.pth")
     p = cli(
         "train",
-        "--trainRoot",
-        lmdbs / "train",
-        "--valRoot",
-        lmdbs / "val",
-        "--alphabet",
-        "0123456789",
+        *data_args(lmdbs),
         "--expr_dir",
         tmp_path / "e",
         "--batchSize",
