@@ -113,15 +113,22 @@ def _tensors(out):
     return []
 
 
-def _run(module, inputs, mode):
+def _run(module, inputs, mode, params=None):
+    """The module's floating outputs in `mode`; with `params`, through functional_call."""
     module.train(mode == "train")
+
+    def call():
+        if params is None:
+            return _tensors(module(*inputs))
+        return _tensors(torch.func.functional_call(module, params, inputs))
+
     if mode == "train":
-        return _tensors(module(*inputs))
+        return call()
     if mode == "eval_no_grad":
         with torch.no_grad():
-            return _tensors(module(*inputs))
+            return call()
     with torch.inference_mode():
-        return [t.clone() for t in _tensors(module(*inputs))]
+        return [t.clone() for t in call()]
 
 
 def _tol(device):
@@ -137,12 +144,8 @@ def assert_current(case, module, inputs, device, params=None):
         twin = case.make_twin().to(device=device, dtype=next(module.parameters()).dtype)
         # before `module` runs: in training BatchNorm moves its running statistics
         twin.load_state_dict(module.state_dict())
-        if params is None:
-            got = _run(module, inputs, mode)
-            want = _run(twin, inputs, mode)
-        else:
-            got = _run_functional(module, params, inputs, mode)
-            want = _run_functional(twin, params, inputs, mode)
+        got = _run(module, inputs, mode, params)
+        want = _run(twin, inputs, mode, params)
         assert len(got) == len(want) > 0
         for g, w in zip(got, want):
             torch.testing.assert_close(
@@ -152,18 +155,6 @@ def assert_current(case, module, inputs, device, params=None):
                 atol=_tol(device),
                 msg=f"{case} in mode {mode}",
             )
-
-
-def _run_functional(module, params, inputs, mode):
-    module.train(mode == "train")
-    call = lambda: torch.func.functional_call(module, params, inputs)  # noqa: E731
-    if mode == "train":
-        return _tensors(call())
-    if mode == "eval_no_grad":
-        with torch.no_grad():
-            return _tensors(call())
-    with torch.inference_mode():
-        return [t.clone() for t in _tensors(call())]
 
 
 def _prime(module, inputs):

@@ -5,6 +5,7 @@ objects."""
 import argparse
 from typing import Any, Dict, List
 
+from fastcrnn.ocr.checkpoint import plain_config
 from fastcrnn.ocr.data.collate import AlignCollate
 from fastcrnn.ocr.engine import DEFAULT_ALPHABET, LR_SCHEDULES
 from fastcrnn.ocr.model import FULL_CHANNELS
@@ -176,6 +177,16 @@ def add_train_args(p: argparse.ArgumentParser, need_data: bool = True):
         "--no_progress",
         action="store_true",
         help="no tqdm progress bars (there are none when the output is not a terminal)",
+    )
+
+
+def checkpoint_extra(charset, cfg: Dict[str, Any], args) -> Dict[str, Any]:
+    """The plain entries every checkpoint of a run carries: alphabet, model config, flags."""
+    return dict(
+        charset=charset.to_string(),
+        case_insensitive=charset.case_insensitive,
+        config=cfg,
+        args=plain_config(vars(args)),
     )
 
 

@@ -15,8 +15,8 @@ from typing import Any, Dict
 
 import torch
 
-from fastcrnn.ocr.arguments import fit_options, make_collate
-from fastcrnn.ocr.checkpoint import load_checkpoint, plain_config
+from fastcrnn.ocr.arguments import checkpoint_extra, fit_options, make_collate
+from fastcrnn.ocr.checkpoint import load_checkpoint
 from fastcrnn.ocr.engine import Trainer, check_labels, make_optimizer, seed_everything
 from fastcrnn.ocr.loop import fit
 from fastcrnn.ocr.model import build_model
@@ -162,13 +162,7 @@ def finetune_main(args) -> Dict[str, Any]:
         f"{''.join(new.chars[len(old) :])!r}), {trainable} trainable parameters, "
         f"{len(train_set)} training samples"
     )
-    extra = dict(
-        charset=new.to_string(),
-        case_insensitive=new.case_insensitive,
-        config=cfg,
-        args=plain_config(vars(args)),
-        finetuned_from=os.path.abspath(args.checkpoint),
-    )
+    extra = dict(checkpoint_extra(new, cfg, args), finetuned_from=os.path.abspath(args.checkpoint))
     hist = fit(
         trainer,
         train_set,

@@ -19,11 +19,12 @@ from torch import nn
 from fastcrnn.ocr.arguments import (
     add_model_args,
     add_train_args,
+    checkpoint_extra,
     fit_options,
     make_collate,
     optimizer_name,
 )
-from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint, plain_config
+from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint
 from fastcrnn.ocr.distributed import ResumableSampler, cleanup_distributed, setup_distributed
 from fastcrnn.ocr.engine import (
     DEFAULT_ALPHABET,
@@ -185,12 +186,7 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
                 f"{sum(p.numel() for p in net.parameters())} parameters, "
                 f"{optimizer_name(args)} {recipe}, {total} steps planned"
             )
-        extra = dict(
-            charset=charset.to_string(),
-            case_insensitive=charset.case_insensitive,
-            config=cfg,
-            args=plain_config(vars(args)),
-        )
+        extra = checkpoint_extra(charset, cfg, args)
         hist = fit(
             trainer,
             train_set,
