@@ -158,7 +158,7 @@ def test_empty(device):
         (dict(input_lengths=torch.tensor([1, -1])), ValueError, "input_lengths"),
         (dict(input_lengths=torch.tensor([1, 5])), ValueError, "input_lengths"),
         (dict(input_lengths=torch.tensor([1, 2, 3])), ValueError, "input_lengths"),
-        (dict(input_lengths=torch.tensor([[1, 2]])), ValueError, "input_lengths"),
+        (dict(input_lengths=torch.tensor([[1], [2], [3]])), ValueError, "input_lengths"),
         (dict(input_lengths=torch.tensor([1.0, 2.0])), TypeError, "input_lengths"),
         (dict(input_lengths=[1.5, 2]), TypeError, "input_lengths"),
         (dict(input_lengths="12"), TypeError, "input_lengths"),

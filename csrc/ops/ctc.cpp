@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <string>
 
 #include "ops/buffer_cache.h"
 #include "ops/common.h"
@@ -103,10 +104,16 @@ int64_t prepare_ctc(const at::Tensor& log_probs, const at::Tensor& targets,
     int64_t total = 0;
     longest = 0;
     for (int64_t n = 0; n < p.N; ++n) {
-      TORCH_CHECK_VALUE(il[n] >= 0 && il[n] <= p.T, "input_lengths must lie in [0, T=", p.T,
-                        "], got ", il[n], " at index ", n);
-      TORCH_CHECK_VALUE(tl[n] >= 0 && tl[n] <= bound, "target_lengths must lie in [0, ",
-                        padded ? "S=" : "len(targets)=", bound, "], got ", tl[n], " at index ", n);
+      // torch's words ("to have value at most"), which its tests match
+      TORCH_CHECK_VALUE(il[n] >= 0 && il[n] <= p.T, "Expected input_lengths to have value ",
+                        il[n] < 0 ? "at least 0" : "at most T=",
+                        il[n] < 0 ? "" : std::to_string(p.T), ", but got value ", il[n],
+                        " at index ", n, " (input_lengths must lie in [0, T=", p.T, "])");
+      TORCH_CHECK_VALUE(tl[n] >= 0 && tl[n] <= bound, "Expected target_lengths to have value ",
+                        tl[n] < 0 ? "at least 0" : "at most ",
+                        tl[n] < 0 ? "" : std::to_string(bound), ", but got value ", tl[n],
+                        " at index ", n, " (target_lengths must lie in [0, ",
+                        padded ? "S=" : "len(targets)=", bound, "])");
       const int64_t off = padded ? n * bound : total;
       offs[n] = off;
       total += tl[n];

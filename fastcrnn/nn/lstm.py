@@ -15,12 +15,13 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from fastcrnn.nn.recurrent import RecurrentBase
 from fastcrnn.ops._checks import (
+    ArgumentValueError,
     DtypeMismatchError,
     LengthsLike,
     check_backend,
     positive_int,
     require_float,
-    require_like,
+    require_int,
     require_tensor,
 )
 from fastcrnn.ops.lstm import autocast_dtype, lstm_cell, lstm_layer
@@ -67,6 +68,16 @@ class LSTM(RecurrentBase):
         backend: str = "fused",
     ):
         super().__init__()
+        proj_size = require_int(proj_size, "proj_size")
+        if proj_size < 0:
+            raise ValueError(
+                "proj_size should be a positive integer or zero to disable projections, got "
+                f"{proj_size}"
+            )
+        if proj_size > 0 and isinstance(hidden_size, int) and proj_size >= hidden_size:
+            raise ValueError(
+                f"proj_size has to be smaller than hidden_size, got {proj_size} >= {hidden_size}"
+            )
         if proj_size != 0:
             raise NotImplementedError(
                 "fastcrnn.nn.LSTM does not support proj_size (use "
@@ -135,8 +146,8 @@ class LSTM(RecurrentBase):
         else:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError("hx must be a tuple (h0, c0)")
-            h0 = self._initial_state(hx[0], "h0", x, layout)
-            c0 = self._initial_state(hx[1], "c0", x, layout)
+            h0 = self._initial_state(hx[0], "h0", x, layout, "hidden[0]")
+            c0 = self._initial_state(hx[1], "c0", x, layout, "hidden[1]")
         if self.backend == "torch":
             out, h_n, c_n = self._torch_forward(x, h0, c0, lens)
         else:
@@ -253,6 +264,33 @@ class LSTMCell(nn.Module):
             s += ", bias=False"
         return s
 
+    def _check_state(self, t, k: int, x: torch.Tensor, unbatched: bool) -> None:
+        """hx[k] must be (N, H) ((H,) for unbatched input) with x's dtype and device."""
+        name = f"hx[{k}]"
+        require_tensor(t, name)
+        if t.dim() != (1 if unbatched else 2):
+            raise ArgumentValueError(
+                f"{name} must be {'1-D for unbatched' if unbatched else '2-D for batched'} "
+                f"input, got shape {tuple(t.shape)}"
+            )
+        if not unbatched and t.shape[0] != x.shape[0]:
+            raise ArgumentValueError(
+                f"Input batch size {x.shape[0]} doesn't match hidden{k} batch size {t.shape[0]} "
+                f"({name})"
+            )
+        if t.shape[-1] != self.hidden_size:
+            raise ArgumentValueError(
+                f"hidden{k} has inconsistent hidden_size: got {t.shape[-1]}, expected "
+                f"{self.hidden_size} ({name})"
+            )
+        if t.dtype != x.dtype:
+            raise DtypeMismatchError(f"{name} must have the input's dtype {x.dtype}, got {t.dtype}")
+        if t.device != x.device:
+            raise ArgumentValueError(
+                f"Input and hidden tensors are not at the same device: input on {x.device}, "
+                f"{name} on {t.device}"
+            )
+
     def forward(
         self, input: torch.Tensor, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -260,13 +298,15 @@ class LSTMCell(nn.Module):
         require_float(input, "input")
         if input.dim() not in (1, 2):
             raise ValueError(
-                f"LSTMCell: expected input to be 1-D or 2-D, got shape {tuple(input.shape)}"
+                f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead (shape "
+                f"{tuple(input.shape)})"
             )
         unbatched = input.dim() == 1
         x = input.unsqueeze(0) if unbatched else input
         N, I = x.shape
+        # torch's words, which its tests match; ArgumentValueError is a RuntimeError as torch's
         if I != self.input_size:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"input has inconsistent input_size: got {I}, expected {self.input_size}"
             )
         if x.dtype != self.weight_ih.dtype:
@@ -274,8 +314,9 @@ class LSTMCell(nn.Module):
                 f"input dtype {x.dtype} does not match the parameters' dtype {self.weight_ih.dtype}"
             )
         if x.device != self.weight_ih.device:
-            raise ValueError(
-                f"input is on {x.device} but the parameters are on {self.weight_ih.device}"
+            raise ArgumentValueError(
+                f"Input and parameter tensors are not at the same device: input is on "
+                f"{x.device}, the parameters on {self.weight_ih.device}"
             )
         H = self.hidden_size
         if hx is None:
@@ -284,8 +325,8 @@ class LSTMCell(nn.Module):
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError("hx must be a tuple (h, c)")
             h, c = hx
-            for t, name in ((h, "hx[0]"), (c, "hx[1]")):
-                require_like(t, name, (H,) if unbatched else (N, H), x)
+            for k, t in enumerate((h, c)):
+                self._check_state(t, k, x, unbatched)
             if unbatched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
         if self.backend == "torch":

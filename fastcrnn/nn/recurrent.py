@@ -17,13 +17,14 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fastcrnn.ops._checks import (
+    ArgumentValueError,
     DtypeMismatchError,
     LengthsLike,
     lengths_tensor,
     positive_int,
     probability,
+    require_bool,
     require_float,
-    require_like,
     require_tensor,
 )
 
@@ -66,8 +67,8 @@ class RecurrentBase(nn.Module):
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.num_layers = positive_int(num_layers, "num_layers")
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
+        self.bias = require_bool(bias, "bias")
+        self.batch_first = require_bool(batch_first, "batch_first")
         self.dropout = probability(dropout)
         self.bidirectional = bool(bidirectional)
         factory: Dict[str, Any] = {"device": device, "dtype": dtype}
@@ -135,7 +136,8 @@ class RecurrentBase(nn.Module):
         self, input: Union[torch.Tensor, PackedSequence], lengths: LengthsLike
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], InputLayout]:
         """Returns x (T, N, input_size), lengths (N,) int64 on x's device or None, and the
-        layout. Raises TypeError / ValueError naming the argument for anything invalid; length
+        layout. Raises TypeError / ValueError naming the argument for anything invalid (where
+        torch raises RuntimeError, an error that is both: see fastcrnn.ops._checks); length
         values of a tensor are left to the caller (a list's are checked here)."""
         if isinstance(input, PackedSequence):
             if lengths is not None:
@@ -147,7 +149,9 @@ class RecurrentBase(nn.Module):
             require_tensor(input, "input")
             if input.dim() not in (2, 3):
                 raise ValueError(
-                    f"input must be 2-D (unbatched) or 3-D, got shape {tuple(input.shape)}"
+                    f"{type(self).__name__}: Expected input to be 2D or 3D, got "
+                    f"{input.dim()}D instead (input must be 2-D (unbatched) or 3-D, got shape "
+                    f"{tuple(input.shape)})"
                 )
             unbatched = input.dim() == 2
             layout = InputLayout(None, None, unbatched, self.batch_first and not unbatched)
@@ -160,8 +164,12 @@ class RecurrentBase(nn.Module):
             lens = None
         require_float(x, "input")
         T, N, features = x.shape
+        if T == 0:
+            raise ArgumentValueError(
+                "Expected sequence length to be larger than 0 in RNN (input has no time steps)"
+            )
         if features != self.input_size:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"input.size(-1) must be equal to input_size. Expected "
                 f"{self.input_size}, got {features}"
             )
@@ -171,20 +179,44 @@ class RecurrentBase(nn.Module):
                 f"input dtype {x.dtype} does not match the parameters' dtype {first.dtype}"
             )
         if x.device != first.device:
-            raise ValueError(f"input is on {x.device} but the parameters are on {first.device}")
+            raise ArgumentValueError(
+                f"Input and parameter tensors are not at the same device: input is on "
+                f"{x.device}, the parameters on {first.device}"
+            )
         if layout.packed is None and lengths is not None:
             lens = lengths_tensor(lengths, N, T, x.device, "lengths", unbatched=layout.unbatched)
         return x, lens, layout
 
     def _initial_state(
-        self, state: Optional[torch.Tensor], name: str, x: torch.Tensor, layout: InputLayout
+        self,
+        state: Optional[torch.Tensor],
+        name: str,
+        x: torch.Tensor,
+        layout: InputLayout,
+        torch_name: str = "hidden",
     ) -> torch.Tensor:
         """A checked initial state (num_layers * D, N, H) for x (T, N, I); zeros for None.
-        Unbatched calls take (num_layers * D, H)."""
+        Unbatched calls take (num_layers * D, H). `torch_name` is what torch's message calls
+        the state ("hidden", "hidden[0]", ...), whose words its tests match."""
         LD, N, H = self.num_layers * self.num_directions, x.shape[1], self.hidden_size
         if state is None:
             return torch.zeros(LD, N, H, dtype=x.dtype, device=x.device)
-        require_like(state, name, (LD, H) if layout.unbatched else (LD, N, H), x)
+        require_tensor(state, name)
+        expected = (LD, H) if layout.unbatched else (LD, N, H)
+        if tuple(state.shape) != expected:
+            raise ArgumentValueError(
+                f"Expected {torch_name} size {expected}, got {list(state.shape)} "
+                f"({name} must have shape {expected})"
+            )
+        if state.dtype != x.dtype:
+            raise DtypeMismatchError(
+                f"{name} must have the input's dtype {x.dtype}, got {state.dtype}"
+            )
+        if state.device != x.device:
+            raise ArgumentValueError(
+                f"Input and hidden tensors are not at the same device: input on {x.device}, "
+                f"{name} on {state.device}"
+            )
         return state.unsqueeze(1) if layout.unbatched else state
 
     @staticmethod

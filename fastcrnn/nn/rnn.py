@@ -9,7 +9,14 @@ from torch.nn.utils.rnn import PackedSequence
 
 from fastcrnn.nn.lstm import LSTM
 from fastcrnn.nn.recurrent import RecurrentBase
-from fastcrnn.ops._checks import BACKENDS, DEFAULT_BACKEND, LengthsLike, check_backend, positive_int
+from fastcrnn.ops._checks import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    LengthsLike,
+    check_backend,
+    positive_int,
+    require_int,
+)
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "check_backend", "make_lstm", "RNN"]
 
@@ -41,8 +48,9 @@ class RNN(RecurrentBase):
     state_dict then has the two extra keys ``output.weight`` / ``output.bias``.
 
     Args match ``nn.RNN``: input_size, hidden_size, num_layers=1, nonlinearity="tanh",
-    bias=True, batch_first=False, dropout=0.0 (between layers, in training), bidirectional=False;
-    plus output_size=None.
+    bias=True, batch_first=False, dropout=0.0 (between layers, in training), bidirectional=False,
+    device, dtype, proj_size=0 (as torch: anything else raises ValueError); plus
+    output_size=None.
 
     forward(input, hx=None, lengths=None):
         input: (T, N, input_size) (or (N, T, input_size) with batch_first, or unbatched
@@ -67,10 +75,16 @@ class RNN(RecurrentBase):
         output_size: Optional[int] = None,
         device: Union[torch.device, str, None] = None,
         dtype: Optional[torch.dtype] = None,
+        proj_size: int = 0,
     ):
         super().__init__()
+        if require_int(proj_size, "proj_size") != 0:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ValueError(
+                f"Unknown nonlinearity {nonlinearity!r}. Select from 'tanh' or 'relu'. "
+                "(nonlinearity must be 'tanh' or 'relu')"
+            )
         self.nonlinearity = nonlinearity
         self._init_recurrent(
             input_size,

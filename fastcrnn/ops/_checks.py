@@ -1,16 +1,28 @@
 """Argument checks shared by the Python op wrappers (the C++ ops re-check what they rely on)."""
 
 from numbers import Integral
-from typing import Optional, Sequence, Tuple, Union, cast
+from typing import Optional, Sequence, Union, cast
 
 import torch
 
 LengthsLike = Union[torch.Tensor, Sequence[int], int, None]
 
 
-class DtypeMismatchError(TypeError, ValueError):
-    """Tensors that must share a dtype do not. torch raises ValueError for this in some places
-    and TypeError in others; this error is both, so either ``except`` catches it."""
+class DtypeMismatchError(TypeError, ValueError, RuntimeError):
+    """Tensors that must share a dtype do not. torch raises ValueError for this in some places,
+    TypeError or RuntimeError in others; this error is all three, so any of those ``except``
+    clauses catches it."""
+
+
+class ArgumentValueError(ValueError, RuntimeError):
+    """An invalid argument value or size where torch raises RuntimeError (from its C++ checks)
+    for the same mistake: a ValueError by fastcrnn's convention and a RuntimeError as torch's,
+    so code written against either catches it."""
+
+
+class TensorTypeError(TypeError, RuntimeError):
+    """A tensor of the wrong dtype where torch raises RuntimeError for the same mistake: a
+    TypeError by fastcrnn's convention and a RuntimeError as torch's."""
 
 
 def require_tensor(value, name: str) -> torch.Tensor:
@@ -26,21 +38,16 @@ def require_float(t: torch.Tensor, name: str) -> None:
 
 def require_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
     return int(value)
 
 
-def require_like(t, name: str, shape: Tuple[int, ...], ref: torch.Tensor) -> torch.Tensor:
-    """`t` must be a tensor of `shape` with ref's dtype (DtypeMismatchError) and device
-    (ValueError), as a recurrent state must match its input."""
-    require_tensor(t, name)
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
-    if t.dtype != ref.dtype:
-        raise DtypeMismatchError(f"{name} must have the input's dtype {ref.dtype}, got {t.dtype}")
-    if t.device != ref.device:
-        raise ValueError(f"{name} must be on the input's device {ref.device}, got {t.device}")
-    return t
+def require_bool(value, name: str) -> bool:
+    """`value` if it is a bool, else TypeError (as torch's RNN modules check bias and
+    batch_first: a string such as "False" would otherwise mean True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    return value
 
 
 def skip_value_checks(t: torch.Tensor) -> bool:
@@ -61,25 +68,31 @@ def lengths_tensor(
     """Returns lengths as a 1-D int64 tensor of `count` entries on `device`.
 
     None means `limit` for every entry. A list or tuple is checked against [0, limit] here (free);
-    a tensor's values are checked by the op (always on CPU, on CUDA when validating).
-    For unbatched calls a plain int, a 0-d tensor or a one-entry sequence is accepted.
+    a tensor's values are checked by the op (always on CPU, on CUDA when validating). A tensor
+    of any shape with `count` entries is accepted, as torch accepts it (a 0-d tensor for one
+    sequence, an (N, 1) column); for unbatched calls also a plain int or a one-entry sequence.
+    Errors where torch raises RuntimeError are ArgumentValueError / TensorTypeError, which are
+    RuntimeErrors too.
     """
     if value is None:
         return torch.full((count,), limit, dtype=torch.int64, device=device)
     if isinstance(value, torch.Tensor):
         if value.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"{name} must be an int32 or int64 tensor, got {value.dtype}")
-        if unbatched and value.dim() == 0:
-            value = value.reshape(1)
-        if value.dim() != 1:
-            raise ValueError(f"{name} must be 1-D, got shape {tuple(value.shape)}")
-        if value.numel() != count:
-            raise ValueError(
-                f"{name} must have {count} entries (one per batch element), got {value.numel()}"
+            raise TensorTypeError(
+                f"{name} must be integral (an int32 or int64 tensor), got {value.dtype}"
             )
+        if value.numel() != count:
+            raise ArgumentValueError(
+                f"{name} must be of size batch_size: {count} entries (one per batch element), "
+                f"got shape {tuple(value.shape)}"
+            )
+        if value.dim() != 1:
+            value = value.reshape(count)
         if value.device != device:
             if value.device.type != "cpu":
-                raise ValueError(f"{name} is on {value.device} but the input is on {device}")
+                raise ArgumentValueError(
+                    f"{name} is on {value.device} but the input is on {device}"
+                )
             value = value.to(device)
         # an int64 tensor needs no .to(), which would still go through the dispatcher
         return value if value.dtype == torch.int64 else value.to(torch.int64)
@@ -90,13 +103,22 @@ def lengths_tensor(
             f"{name} must be a tensor, list or tuple of ints, got {type(value).__name__}"
         )
     if len(value) != count:
-        raise ValueError(
-            f"{name} must have {count} entries (one per batch element), got {len(value)}"
+        raise ArgumentValueError(
+            f"{name} must be of size batch_size: {count} entries (one per batch element), "
+            f"got {len(value)}"
         )
     items = [require_int(v, name) for v in value]
-    bad = [v for v in items if v < 0 or v > limit]
-    if bad:
-        raise ValueError(f"{name} must lie in [0, {limit}], got {bad[0]}")
+    for v in items:
+        if v < 0:
+            raise ArgumentValueError(
+                f"Expected {name} to have value at least 0, but got value {v} "
+                f"({name} must lie in [0, {limit}])"
+            )
+        if v > limit:
+            raise ArgumentValueError(
+                f"Expected {name} to have value at most {limit}, but got value {v} "
+                f"({name} must lie in [0, {limit}])"
+            )
     return torch.tensor(items, dtype=torch.int64, device=device)
 
 
@@ -113,17 +135,30 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
     """`value` as an int >= minimum; TypeError for a non-int (bools included), else ValueError."""
     value = require_int(value, name)
     if value < minimum:
+        if minimum == 1:  # torch's words for its module sizes
+            raise ValueError(f"{name} must be greater than zero, got {value}")
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
+class ProbabilityTypeError(TypeError, ValueError):
+    """A probability argument that is not a number: a TypeError by fastcrnn's convention and a
+    ValueError as torch's modules raise for a non-number dropout."""
+
+
 def probability(value, name: str = "dropout") -> float:
-    """`value` as a float in [0, 1]; TypeError for a non-number (bools included), else
-    ValueError."""
+    """`value` as a float in [0, 1]; ProbabilityTypeError for a non-number (bools included),
+    else ValueError, with torch's words for dropout."""
     if isinstance(value, bool) or not isinstance(value, (Integral, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+        raise ProbabilityTypeError(
+            f"{name} should be a number in range [0, 1] representing the probability of an "
+            f"element being zeroed, got {type(value).__name__}"
+        )
     if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
+        raise ValueError(
+            f"{name} should be a number in range [0, 1] representing the probability of an "
+            f"element being zeroed, got {value}"
+        )
     return float(value)
 
 

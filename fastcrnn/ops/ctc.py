@@ -10,7 +10,9 @@ import torch
 
 from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
 from fastcrnn.ops._checks import (
+    ArgumentValueError,
     LengthsLike,
+    TensorTypeError,
     lengths_tensor,
     require_float,
     require_int,
@@ -68,9 +70,14 @@ def _ctc(
 ):
     name = "logits" if from_logits else "log_probs"
     require_tensor(scores, name)
+    if not scores.is_floating_point():
+        raise TensorTypeError(
+            f"{name} must be float32, float64, float16 or bfloat16, got {scores.dtype}"
+        )
     require_float(scores, name)
+    given_shape = tuple(scores.shape)
     if scores.dim() not in (2, 3):
-        raise ValueError(
+        raise ArgumentValueError(
             f"{name} must have shape (T, N, C) or unbatched (T, C), got {tuple(scores.shape)}"
         )
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
@@ -80,33 +87,34 @@ def _ctc(
     blank = require_int(blank, "blank")
     require_tensor(targets, "targets")
     if targets.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"targets must be an int32 or int64 tensor, got {targets.dtype}")
+        raise TensorTypeError(f"targets must be an int32 or int64 tensor, got {targets.dtype}")
     unbatched = scores.dim() == 2
     device = scores.device
     if unbatched:
         if targets.dim() != 1:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"unbatched {name} (T, C) needs 1-D targets (S,), got shape {tuple(targets.shape)}"
             )
         scores = scores.unsqueeze(1)
         targets = targets.unsqueeze(0)
     elif targets.dim() not in (1, 2):
-        raise ValueError(
+        raise ArgumentValueError(
             f"targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}"
         )
     T, N, C = scores.shape
-    if C == 0:
-        raise ValueError(f"{name} must have at least one class (C > 0)")
+    if scores.numel() == 0:
+        # as torch: an empty batch has no mean, and T = 0 has no alignment to score
+        raise ArgumentValueError(f"{name} tensor must not be empty, got shape {given_shape}")
     if not 0 <= blank < C:
-        raise ValueError(f"blank must be in [0, {C}), got {blank}")
+        raise ArgumentValueError(f"blank must be in label range [0, {C}), got {blank}")
     if targets.device != device:
         if targets.device.type == "cpu":
             targets = targets.to(device)
         else:
-            raise ValueError(f"targets is on {targets.device} but {name} is on {device}")
+            raise ArgumentValueError(f"targets is on {targets.device} but {name} is on {device}")
     padded = targets.dim() == 2
     if padded and targets.shape[0] != N:
-        raise ValueError(
+        raise ArgumentValueError(
             f"targets must have one row per batch element ({N}), got {targets.shape[0]}"
         )
     bound = targets.shape[1] if padded else targets.numel()
@@ -126,21 +134,26 @@ def _ctc(
     if low and (scores.device.type == "cpu" or torch.is_autocast_enabled(scores.device.type)):
         scores = scores.float()
     if given_list and not padded and sum(target_lengths_list) > bound:
-        raise ValueError(
+        raise ArgumentValueError(
             f"concatenated targets hold {bound} labels, fewer than the sum of target_lengths"
         )
     # CPU tensors are value-checked by the op (plain loops, free); CUDA ones when validating
-    losses = _ctc_loss_op(
-        scores,
-        targets,
-        input_lengths,
-        target_lengths,
-        blank,
-        _REDUCTIONS[reduction],
-        zero_infinity,
-        from_logits,
-        not skip_value_checks(scores),
-    )
+    try:
+        losses = _ctc_loss_op(
+            scores,
+            targets,
+            input_lengths,
+            target_lengths,
+            blank,
+            _REDUCTIONS[reduction],
+            zero_infinity,
+            from_logits,
+            not skip_value_checks(scores),
+        )
+    except ValueError as error:
+        # the op's value checks (lengths within T and S, target classes): torch raises
+        # RuntimeError for bad lengths, so the error is made both
+        raise ArgumentValueError(str(error)) from None
     return losses[0] if unbatched and reduction == "none" else losses
 
 

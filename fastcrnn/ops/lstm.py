@@ -5,13 +5,13 @@
 The multi-layer / bidirectional / PackedSequence module lives in fastcrnn.nn.lstm.
 """
 
-from typing import Any, Optional, Sequence, Tuple, Union
-from typing import cast as typing_cast  # the wrappers' own `cast` is the autocast dtype
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from fastcrnn import reference
 from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
-from fastcrnn.ops._checks import require_float, require_tensor, skip_value_checks
+from fastcrnn.ops._checks import ArgumentValueError, require_tensor, skip_value_checks
 
 __all__ = ["lstm_layer", "lstm_cell"]
 
@@ -88,14 +88,47 @@ def _lstm_cell_backward_fake(grad_h, grad_c, input, hx, cx, weight_ih, weight_hh
 
 
 def _layer_setup_context(ctx, inputs, output):
-    input, _, _, weight_ih, weight_hh, bias, lengths = inputs[:7]
+    input, h0, c0, weight_ih, weight_hh, bias, lengths = inputs[:7]
     _, _, _, acts, hs, cs = output
-    ctx.has_bias = bias is not None
     ctx.saved_states = len(inputs) < 8 or bool(inputs[7])
-    ctx.save_for_backward(input, weight_ih, weight_hh, lengths, acts, hs, cs)
+    # h0, c0 and bias only for a double backward, which recomputes the layer
+    ctx.save_for_backward(input, weight_ih, weight_hh, lengths, acts, hs, cs, h0, c0, bias)
     # acts / hs / cs never get a gradient: without this, autograd would fill three zero tensors
-    # as large as the saved state (13 MB per layer at bilstm-2) on every backward
+    # as large as the saved state on every backward
     ctx.set_materialize_grads(False)
+
+
+def _differentiable_layer_backward(ctx, grads, input, h0, c0, weight_ih, weight_hh, bias, lengths):
+    """The layer's gradients as a graph, for create_graph=True (a gradient of the gradient): the
+    layer recomputed step by step with the reference's differentiable cell, then differentiated
+    by autograd. The fused backward kernel has no derivative of its own."""
+    D, _, H = weight_hh.shape
+    outs, h_n, c_n = [], [], []
+    with torch.enable_grad():
+        for d in range(D):
+            gates = slice(d * 4 * H, (d + 1) * 4 * H)
+            weights = (weight_ih[gates], weight_hh[d], None if bias is None else bias[gates], None)
+            out, (h, c) = reference.recurrent_layer(
+                reference.lstm_cell, input, (h0[d], c0[d]), weights, lengths, reverse=d == 1
+            )
+            outs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        results = (torch.cat(outs, -1), torch.stack(h_n), torch.stack(c_n))
+    wrt = (input, h0, c0, weight_ih, weight_hh, bias)
+    wanted = [k for k, t in enumerate(wrt) if t is not None and ctx.needs_input_grad[k]]
+    found = torch.autograd.grad(
+        results,
+        [wrt[k] for k in wanted],
+        grads,
+        create_graph=True,
+        allow_unused=True,
+        materialize_grads=True,
+    )
+    answer: List[Optional[torch.Tensor]] = [None] * 8
+    for k, g in zip(wanted, found):
+        answer[k] = g
+    return tuple(answer)
 
 
 def _layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _g_acts, _g_hs, _g_cs):
@@ -104,12 +137,7 @@ def _layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _g_acts, _g_hs, _g_cs)
             "lstm_layer was called with save_for_backward=False: it kept no "
             "states to differentiate through"
         )
-    if torch.is_grad_enabled():  # only under create_graph=True: a gradient of the gradient
-        raise NotImplementedError(
-            "fastcrnn's LSTM layer does not support double backward "
-            "(create_graph=True); use torch.nn.LSTM for that"
-        )
-    input, weight_ih, weight_hh, lengths, acts, hs, cs = ctx.saved_tensors
+    input, weight_ih, weight_hh, lengths, acts, hs, cs, h0, c0, bias = ctx.saved_tensors
     T, N, _ = input.shape
     D, _, H = weight_hh.shape
     if grad_output is None:
@@ -118,10 +146,22 @@ def _layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _g_acts, _g_hs, _g_cs)
         grad_h_n = input.new_zeros((D, N, H))
     if grad_c_n is None:
         grad_c_n = input.new_zeros((D, N, H))
+    if torch.is_grad_enabled():  # only under create_graph=True
+        return _differentiable_layer_backward(
+            ctx,
+            (grad_output, grad_h_n, grad_c_n),
+            input,
+            h0,
+            c0,
+            weight_ih,
+            weight_hh,
+            bias,
+            lengths,
+        )
     dx, dh0, dc0, dw_ih, dw_hh, db = torch.ops.fastcrnn.lstm_layer_backward(
         grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, lengths, acts, hs, cs
     )
-    return dx, dh0, dc0, dw_ih, dw_hh, (db if ctx.has_bias else None), None, None
+    return dx, dh0, dc0, dw_ih, dw_hh, (db if bias is not None else None), None, None
 
 
 torch.library.register_autograd(
@@ -148,31 +188,12 @@ def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
     return torch.get_autocast_dtype(dev)
 
 
-def _same(t: torch.Tensor, ref: torch.Tensor, name: str) -> None:
-    require_tensor(t, name)
-    if t.dtype != ref.dtype:
-        raise TypeError(f"{name} must have the input's dtype {ref.dtype}, got {t.dtype}")
-    if t.device != ref.device:
-        raise ValueError(f"{name} must be on the input's device {ref.device}, got {t.device}")
-
-
 def _to_autocast(cast: Optional[torch.dtype], *tensors: Any) -> Tuple[Any, ...]:
     """The tensors in the autocast dtype (non-tensors, left for the checks to reject, as they
     are); unchanged when not autocasting."""
     if cast is None:
         return tensors
     return tuple(t.to(cast) if isinstance(t, torch.Tensor) else t for t in tensors)
-
-
-def _check_like_input(input: torch.Tensor, specs) -> None:
-    """Each (tensor or None, name, expected shape or None) has the input's dtype and device and
-    the expected shape."""
-    for t, name, shape in specs:
-        if t is None:
-            continue
-        _same(t, input, name)
-        if shape is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
 
 
 def _call_op(op, cast: Optional[torch.dtype], device: torch.device, *args):
@@ -189,7 +210,7 @@ def _check_lengths_values(lengths: torch.Tensor, T: int, validate: bool) -> None
     to one device flag, one host sync."""
     if lengths.is_cuda and validate and not skip_value_checks(lengths):
         if bool(((lengths < 0) | (lengths > T)).any()):
-            raise ValueError(f"lengths must lie in [0, T={T}]")
+            raise ArgumentValueError(f"lengths must lie in [0, T={T}]")
 
 
 WeightArg = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -226,61 +247,25 @@ def lstm_layer(
     and accumulation are float32 (float64 for float64 input). Under torch.autocast the layer runs
     in the autocast dtype. Differentiable in input, h0, c0, weights and bias.
     """
+    # The op checks every tensor's shape, dtype and device (csrc/ops/lstm.cpp): one authority.
     require_tensor(input, "input")
-    require_float(input, "input")
-    if input.dim() != 3:
-        raise ValueError(f"input must have shape (T, N, I), got {tuple(input.shape)}")
     if not isinstance(weight_ih, torch.Tensor):
         weight_ih = torch.cat(list(weight_ih), 0)
     if not isinstance(weight_hh, torch.Tensor):
         weight_hh = torch.stack(list(weight_hh), 0)
     if bias is not None and not isinstance(bias, torch.Tensor):
         bias = torch.cat(list(bias), 0)
-    require_tensor(weight_hh, "weight_hh")
-    if (
-        weight_hh.dim() != 3
-        or weight_hh.shape[0] not in (1, 2)
-        or weight_hh.shape[2] == 0
-        or weight_hh.shape[1] != 4 * weight_hh.shape[2]
-    ):
-        raise ValueError(
-            f"weight_hh must have shape (D, 4*H, H) with D in (1, 2), got {tuple(weight_hh.shape)}"
-        )
-    D, _, H = weight_hh.shape
-    T, N, I = input.shape
     cast = autocast_dtype(input.device)
     input, h0, c0, weight_ih, weight_hh, bias = _to_autocast(
         cast, input, h0, c0, weight_ih, weight_hh, bias
     )
-    _check_like_input(
-        input,
-        (
-            (weight_ih, "weight_ih", (D * 4 * H, I)),
-            (h0, "h0", (D, N, H)),
-            (c0, "c0", (D, N, H)),
-            (weight_hh, "weight_hh", None),
-            (bias, "bias", (D * 4 * H,)),
-        ),
-    )
-    if lengths is not None:
-        require_tensor(lengths, "lengths")
-        if lengths.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"lengths must be an int32 or int64 tensor, got {lengths.dtype}")
-        if lengths.dim() != 1 or lengths.shape[0] != N:
-            raise ValueError(f"lengths must have shape ({N},), got {tuple(lengths.shape)}")
-        if lengths.device != input.device:
-            raise ValueError(
-                f"lengths must be on the input's device {input.device}, got {lengths.device}"
-            )
-        lengths = lengths.to(torch.int64)
-        _check_lengths_values(lengths, T, validate)
+    if isinstance(lengths, torch.Tensor) and input.dim() == 3:
+        _check_lengths_values(lengths, input.shape[0], validate)
     # Without a backward to come the op keeps no per-step activations or state history.
     # (the weights and bias are single tensors since the cat / stack above)
     save = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad
-        for t in typing_cast(
-            "Tuple[Optional[torch.Tensor], ...]", (input, h0, c0, weight_ih, weight_hh, bias)
-        )
+        isinstance(t, torch.Tensor) and t.requires_grad
+        for t in (input, h0, c0, weight_ih, weight_hh, bias)
     )
     out = _call_op(
         torch.ops.fastcrnn.lstm_layer,
@@ -315,32 +300,11 @@ def lstm_cell(
     The gates come from two GEMMs (input and hx); ONE pointwise kernel applies the activations
     and the c/h update; backward is one pointwise kernel, then the GEMMs.
     """
+    # The op checks every tensor's shape, dtype and device (csrc/ops/lstm.cpp): one authority.
     require_tensor(input, "input")
-    require_float(input, "input")
-    if input.dim() != 2:
-        raise ValueError(f"input must have shape (N, I), got {tuple(input.shape)}")
-    require_tensor(weight_hh, "weight_hh")
-    if (
-        weight_hh.dim() != 2
-        or weight_hh.shape[1] == 0
-        or weight_hh.shape[0] != 4 * weight_hh.shape[1]
-    ):
-        raise ValueError(f"weight_hh must have shape (4*H, H), got {tuple(weight_hh.shape)}")
-    N, I = input.shape
-    H = weight_hh.shape[1]
     cast = autocast_dtype(input.device)
     input, hx, cx, weight_ih, weight_hh, bias = _to_autocast(
         cast, input, hx, cx, weight_ih, weight_hh, bias
-    )
-    _check_like_input(
-        input,
-        (
-            (weight_ih, "weight_ih", (4 * H, I)),
-            (weight_hh, "weight_hh", None),
-            (hx, "hx", (N, H)),
-            (cx, "cx", (N, H)),
-            (bias, "bias", (4 * H,)),
-        ),
     )
     h, c, _ = _call_op(
         torch.ops.fastcrnn.lstm_cell, cast, input.device, input, hx, cx, weight_ih, weight_hh, bias
