@@ -8,9 +8,9 @@ against them on random inputs over many shapes and valid lengths (0, T, above T,
 gradients included.
 
 d2l's current PyTorch edition builds its Seq2Seq on GRUs, and its plain decoder concatenates the
-encoder's final state to every input; fastcrnn follows the tutorial, which is d2l's first,
-LSTM-based edition (encoder and decoders on nn.LSTM; the attention query is h[-1] of the (h, c)
-state). The Seq2Seq transcriptions here are of that LSTM edition.
+encoder's final state to every input; fastcrnn follows the tutorial, which is d2l's earlier,
+LSTM-based version (encoder and decoders on nn.LSTM; the attention query is h[-1] of the (h, c)
+state). The Seq2Seq transcriptions here are of that LSTM version.
 
 Documented differences, each asserted below: masked_softmax gives a row with valid length 0 all
 zeros (d2l: uniform over padding); Seq2SeqEncoder skips padded source steps when given valid
@@ -147,7 +147,7 @@ class D2LSeq2SeqAttentionDecoder(nn.Module):
         X = self.embedding(X).permute(1, 0, 2)
         outputs, self._attention_weights = [], []
         for x in X:
-            # the LSTM edition: the query is the top layer's h of the (h, c) state
+            # the LSTM version: the query is the top layer's h of the (h, c) state
             query = torch.unsqueeze(hidden_state[0][-1], dim=1)
             context = self.attention(query, enc_outputs, enc_outputs, enc_valid_lens)
             x = torch.cat((context, torch.unsqueeze(x, dim=1)), dim=-1)
@@ -426,7 +426,7 @@ def test_encoder_matches_d2l(backend, N, S, layers):
 
 
 @pytest.mark.parametrize("backend", ["fused", "torch"])
-def test_plain_decoder_matches_d2l_lstm_edition(backend):
+def test_plain_decoder_matches_d2l_lstm_version(backend):
     enc, enc_ref = _pair(Seq2SeqEncoder, D2LSeq2SeqEncoder, 9, 4, 6, 2, backend, seed=1)
     dec, dec_ref = _pair(Seq2SeqDecoder, D2LSeq2SeqDecoder, 8, 5, 6, 2, backend, seed=2)
     X, Y = torch.randint(0, 9, (3, 5)), torch.randint(0, 8, (3, 4))
