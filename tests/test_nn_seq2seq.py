@@ -207,7 +207,7 @@ def test_masked_loss_empty_and_errors():
     assert torch.all(pred.grad == 0)
     assert torch.all(MaskedSoftmaxCELoss("none")(pred, label, torch.tensor([0, 2]))[0] == 0)
     with pytest.raises(ValueError, match="valid_len"):
-        MaskedSoftmaxCELoss()(pred, label, torch.tensor([4, 1]))
+        MaskedSoftmaxCELoss()(pred, label, torch.tensor([-1, 1]))
     with pytest.raises(ValueError, match="label"):
         MaskedSoftmaxCELoss()(pred, torch.zeros(2, 2, dtype=torch.long), torch.tensor([1, 1]))
     with pytest.raises(ValueError, match="label"):
@@ -340,7 +340,7 @@ def test_encoder_decoder_reject_bad_input():
     with pytest.raises(ValueError, match="X"):
         enc(torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="valid_lens"):
-        enc(torch.zeros(2, 3, dtype=torch.long), torch.tensor([1, 4]))
+        enc(torch.zeros(2, 3, dtype=torch.long), torch.tensor([1, -4]))
     with pytest.raises(ValueError, match="valid_lens"):
         enc(torch.zeros(2, 3, dtype=torch.long), torch.tensor([1]))
     with pytest.raises(ValueError, match="backend"):
@@ -373,7 +373,7 @@ def test_bleu_values():
 
 def test_bleu_errors():
     with pytest.raises(ValueError, match="k"):
-        bleu("a", "a", 0)
+        bleu("a", "a", -1)
     with pytest.raises(TypeError, match="pred_seq"):
         bleu(3, "a", 1)
 

@@ -41,6 +41,13 @@ def _check_qkv(query, key, value, valid_lens, q_dim=None, k_dim=None):
         raise ValueError("query, key and value must be on the same device")
 
 
+def _d2l_scoring_vector_name(module, state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook: d2l's AdditiveAttention calls the scoring vector ``w_v``."""
+    old, new = prefix + "w_v.weight", prefix + "v.weight"
+    if old in state_dict and new not in state_dict:
+        state_dict[new] = state_dict.pop(old)
+
+
 class MLPAttention(nn.Module):
     """Additive attention (d2l's MLPAttention / AdditiveAttention, Bahdanau et al.).
 
@@ -52,6 +59,10 @@ class MLPAttention(nn.Module):
     forward(query (B, Q, query_size), key (B, K, key_size), value (B, K, Dv), valid_lens None,
     (B,) or (B, Q)) -> (B, Q, Dv). The weights of the last call, (B, Q, K), are kept in
     ``self.attention_weights`` (before dropout).
+
+    The scoring vector is ``v`` (the tutorial's name); a state_dict from d2l's
+    ``AdditiveAttention``, which names it ``w_v``, loads too: ``w_v.weight`` is read as
+    ``v.weight``.
     """
 
     def __init__(self, key_size: int, query_size: int, units: int, dropout: float = 0.0):
@@ -64,6 +75,7 @@ class MLPAttention(nn.Module):
         self.v = nn.Linear(units, 1, bias=False)
         self.dropout = nn.Dropout(probability(dropout))
         self.attention_weights: Optional[torch.Tensor] = None
+        self.register_load_state_dict_pre_hook(_d2l_scoring_vector_name)
 
     def forward(
         self,

@@ -2,8 +2,9 @@
 
 Encoder (N, S) token ids -> (outputs (S, N, H), state (h, c)); a plain decoder that starts from
 the encoder's final state; a decoder with additive attention whose query is the top layer's h;
-``EncoderDecoder``; ``MaskedSoftmaxCELoss`` (mean over valid tokens only). Greedy and beam
-search prediction live in :mod:`fastcrnn.nn.seq2seq_predict`, BLEU in :mod:`fastcrnn.bleu`.
+``EncoderDecoder``; ``MaskedSoftmaxCELoss`` (mean over valid tokens, or d2l's per-sequence
+reduction). Greedy and beam search prediction live in :mod:`fastcrnn.nn.seq2seq_predict`, BLEU in
+:mod:`fastcrnn.bleu`.
 The file runs past 400 lines on purpose: the encoder, both decoders and the loss share the
 token / valid-length checks and the LSTM runner, and are read together as one d2l-shaped unit.
 """
@@ -52,23 +53,34 @@ def _tokens(X, name: str, vocab_size: int) -> torch.Tensor:
 
 
 def _valid_lens(valid_lens, N: int, T: int, device, name: str) -> Optional[torch.Tensor]:
+    """valid_lens as an (N,) int64 tensor on `device`, each clamped to at most T.
+
+    Like d2l's sequence_mask (and masked_softmax), a length above T keeps every step, so it is
+    clamped rather than rejected. Lengths must be whole numbers (an integer tensor, a list of
+    ints, or a float tensor holding whole numbers, as d2l sometimes passes; +inf keeps every
+    step) and not negative: a bool, complex or fractional tensor is a TypeError, a negative
+    length or a wrong shape a ValueError, each naming the argument.
+    """
     if valid_lens is None:
         return None
     if isinstance(valid_lens, (list, tuple)):
         valid_lens = torch.tensor([positive_int(v, name, 0) for v in valid_lens], dtype=torch.int64)
     if not isinstance(valid_lens, torch.Tensor):
         raise TypeError(f"{name} must be a tensor or list of ints, got {type(valid_lens).__name__}")
-    if valid_lens.dtype.is_floating_point or valid_lens.dtype == torch.bool:
-        if valid_lens.dtype == torch.bool or not torch.equal(valid_lens, valid_lens.round()):
-            raise TypeError(f"{name} must hold whole numbers, got {valid_lens.dtype}")
+    if valid_lens.dtype == torch.bool or valid_lens.dtype.is_complex:
+        raise TypeError(f"{name} must hold whole numbers, got {valid_lens.dtype}")
     if valid_lens.shape != (N,):
         raise ValueError(f"{name} must have shape ({N},), got {tuple(valid_lens.shape)}")
-    lens = valid_lens.to(device=device, dtype=torch.int64)
+    lens = valid_lens.to(device=device)
     if N and not torch.compiler.is_compiling():
-        lo, hi = int(lens.min()), int(lens.max())
-        if lo < 0 or hi > T:
-            raise ValueError(f"{name} must lie in [0, {T}], got {lo if lo < 0 else hi}")
-    return lens
+        # NaN fails the whole-number test (NaN != NaN); +inf passes and is clamped to T below
+        if lens.dtype.is_floating_point and not torch.equal(lens, lens.round()):
+            raise TypeError(f"{name} must hold whole numbers, got {valid_lens.dtype}")
+        lo = lens.min().item()
+        if lo < 0:
+            raise ValueError(f"{name} must not be negative, got {lo:g}")
+    # clamp before the int64 cast: a float +inf has no int64 value
+    return lens.clamp(0, T).to(torch.int64)
 
 
 class Encoder(nn.Module):
@@ -159,9 +171,10 @@ class Seq2SeqEncoder(Encoder, _EmbeddedLSTM):
     """Embedding then a multi-layer LSTM (the tutorial's ``Seq2SeqEncoder``).
 
     forward(X (N, S) int64 token ids, valid_lens=None) -> (outputs (S, N, num_hiddens),
-    state (h, c) each (num_layers, N, num_hiddens)). With ``valid_lens`` ((N,) ints in [0, S])
-    padded source steps are skipped, so the final state is each sentence's own last step and
-    padded outputs are zero; without it every step is run, as in the tutorial.
+    state (h, c) each (num_layers, N, num_hiddens)). With ``valid_lens`` ((N,) whole numbers
+    >= 0; above S means S) padded source steps are skipped, so the final state is each
+    sentence's own last step and padded outputs are zero; without it every step is run, as in
+    the tutorial and in d2l, whose encoder ignores valid lengths.
     """
 
     def __init__(
@@ -266,7 +279,9 @@ class Seq2SeqAttentionDecoder(Decoder, _EmbeddedLSTM):
     the token embedding and fed to the LSTM (input size embed_size + num_hiddens).
 
     init_state((enc_outputs (S, N, H), (h, c)), enc_valid_lens=None) ->
-        (enc_outputs (N, S, H), (h, c), enc_valid_lens).
+        (enc_outputs (N, S, H), (h, c), enc_valid_lens as (N,) int64 clamped to S).
+    enc_valid_lens: None (attend to every source step) or (N,) whole numbers >= 0; a length
+    above S attends to every step, as d2l's masked_softmax does.
     forward(X (N, T) token ids, state) -> (logits (N, T, vocab_size), state);
     ``attention_weights`` is then (N, T, S): one row of weights over the source per step.
     """
@@ -354,7 +369,12 @@ class Seq2SeqAttentionDecoder(Decoder, _EmbeddedLSTM):
 
 
 class EncoderDecoder(nn.Module):
-    """forward(enc_X (N, S), dec_X (N, T), enc_valid_lens=None) -> (logits (N, T, V), state)."""
+    """forward(enc_X (N, S), dec_X (N, T), enc_valid_lens=None) -> (logits (N, T, V), state).
+
+    enc_valid_lens goes to both the encoder and ``decoder.init_state``. d2l's encoder ignores
+    it; ``Seq2SeqEncoder`` skips the padded source steps with it, so for sentences shorter than
+    S the encoder state (and so the logits) differ from d2l's, which runs through the padding.
+    """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module):
         super().__init__()
@@ -379,17 +399,32 @@ class EncoderDecoder(nn.Module):
 class MaskedSoftmaxCELoss(nn.Module):
     """Softmax cross-entropy over the valid (unpadded) tokens only.
 
-    forward(pred (N, T, V) logits, label (N, T) int64, valid_len (N,) ints in [0, T]).
-    reduction="mean" (default): the sum over every valid token divided by the number of valid
-    tokens in the batch (padding never dilutes the average; 0 when there is none);
-    "sum": the sum over valid tokens; "none": (N,) per sequence, each the mean over its own valid
-    tokens (0 for an empty sequence).
+    forward(pred (N, T, V) float logits, label (N, T) integer class ids, valid_len (N,) whole
+    numbers >= 0: an integer tensor, a list of ints or a float tensor of whole numbers; a length
+    above T keeps every step, as in d2l). Labels at padded steps are never read.
+
+    reduction:
+
+    - ``"mean"`` (default): the sum over every valid token divided by the number of valid tokens
+      in the batch, a scalar. Padding never dilutes the average; 0 when there is no valid token.
+    - ``"sum"``: the sum over valid tokens, a scalar.
+    - ``"none"``: (N,), each sequence's mean over its own valid tokens (0 for an empty one).
+    - ``"per_sequence_padded_mean"``: (N,), d2l's ``MaskedSoftmaxCELoss``: each sequence's sum
+      over its valid tokens divided by the padded length T (NaN when T == 0, as d2l's mean
+      over an empty axis). d2l trains with ``loss(...).sum()``, so its per-token weight is 1/T
+      whatever a sentence's length; the default ``"mean"`` weighs every valid token of the batch
+      equally instead and does not change when more padding is appended.
     """
+
+    reductions = ("mean", "sum", "none", "per_sequence_padded_mean")
 
     def __init__(self, reduction: str = "mean"):
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        if not isinstance(reduction, str) or reduction not in self.reductions:
+            raise ValueError(
+                f"reduction must be one of {', '.join(map(repr, self.reductions))}, "
+                f"got {reduction!r}"
+            )
         self.reduction = reduction
 
     def forward(self, pred: torch.Tensor, label: torch.Tensor, valid_len: _Lens) -> torch.Tensor:
@@ -401,6 +436,7 @@ class MaskedSoftmaxCELoss(nn.Module):
         if (
             not isinstance(label, torch.Tensor)
             or label.dtype.is_floating_point
+            or label.dtype.is_complex
             or label.dtype == torch.bool
         ):
             raise TypeError("label must be an integer tensor")
@@ -422,4 +458,6 @@ class MaskedSoftmaxCELoss(nn.Module):
             return per_token.sum()
         if self.reduction == "none":
             return per_token.sum(1) / lens.clamp(min=1).to(per_token.dtype)
+        if self.reduction == "per_sequence_padded_mean":
+            return per_token.mean(1)
         return per_token.sum() / lens.sum().clamp(min=1).to(per_token.dtype)
