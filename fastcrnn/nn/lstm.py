@@ -15,13 +15,15 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from fastcrnn.nn.recurrent import RecurrentBase
 from fastcrnn.ops._checks import (
+    PARAMETER_DEVICE_WORDS,
+    STATE_DEVICE_WORDS,
     ArgumentValueError,
-    DtypeMismatchError,
     LengthsLike,
     check_backend,
     positive_int,
     require_float,
     require_int,
+    require_like,
     require_tensor,
 )
 from fastcrnn.ops.lstm import autocast_dtype, lstm_cell, lstm_layer
@@ -283,13 +285,7 @@ class LSTMCell(nn.Module):
                 f"hidden{k} has inconsistent hidden_size: got {t.shape[-1]}, expected "
                 f"{self.hidden_size} ({name})"
             )
-        if t.dtype != x.dtype:
-            raise DtypeMismatchError(f"{name} must have the input's dtype {x.dtype}, got {t.dtype}")
-        if t.device != x.device:
-            raise ArgumentValueError(
-                f"Input and hidden tensors are not at the same device: input on {x.device}, "
-                f"{name} on {t.device}"
-            )
+        require_like(t, name, x, "input", STATE_DEVICE_WORDS)
 
     def forward(
         self, input: torch.Tensor, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
@@ -309,15 +305,7 @@ class LSTMCell(nn.Module):
             raise ArgumentValueError(
                 f"input has inconsistent input_size: got {I}, expected {self.input_size}"
             )
-        if x.dtype != self.weight_ih.dtype:
-            raise DtypeMismatchError(
-                f"input dtype {x.dtype} does not match the parameters' dtype {self.weight_ih.dtype}"
-            )
-        if x.device != self.weight_ih.device:
-            raise ArgumentValueError(
-                f"Input and parameter tensors are not at the same device: input is on "
-                f"{x.device}, the parameters on {self.weight_ih.device}"
-            )
+        require_like(x, "input", self.weight_ih, "parameters", PARAMETER_DEVICE_WORDS)
         H = self.hidden_size
         if hx is None:
             h = c = torch.zeros(N, H, dtype=x.dtype, device=x.device)

@@ -17,14 +17,16 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fastcrnn.ops._checks import (
+    PARAMETER_DEVICE_WORDS,
+    STATE_DEVICE_WORDS,
     ArgumentValueError,
-    DtypeMismatchError,
     LengthsLike,
     lengths_tensor,
     positive_int,
     probability,
     require_bool,
     require_float,
+    require_like,
     require_tensor,
 )
 
@@ -173,16 +175,7 @@ class RecurrentBase(nn.Module):
                 f"input.size(-1) must be equal to input_size. Expected "
                 f"{self.input_size}, got {features}"
             )
-        first = self._flat_weights[0]
-        if x.dtype != first.dtype:
-            raise DtypeMismatchError(
-                f"input dtype {x.dtype} does not match the parameters' dtype {first.dtype}"
-            )
-        if x.device != first.device:
-            raise ArgumentValueError(
-                f"Input and parameter tensors are not at the same device: input is on "
-                f"{x.device}, the parameters on {first.device}"
-            )
+        require_like(x, "input", self._flat_weights[0], "parameters", PARAMETER_DEVICE_WORDS)
         if layout.packed is None and lengths is not None:
             lens = lengths_tensor(lengths, N, T, x.device, "lengths", unbatched=layout.unbatched)
         return x, lens, layout
@@ -208,15 +201,7 @@ class RecurrentBase(nn.Module):
                 f"Expected {torch_name} size {expected}, got {list(state.shape)} "
                 f"({name} must have shape {expected})"
             )
-        if state.dtype != x.dtype:
-            raise DtypeMismatchError(
-                f"{name} must have the input's dtype {x.dtype}, got {state.dtype}"
-            )
-        if state.device != x.device:
-            raise ArgumentValueError(
-                f"Input and hidden tensors are not at the same device: input on {x.device}, "
-                f"{name} on {state.device}"
-            )
+        require_like(state, name, x, "input", STATE_DEVICE_WORDS)
         return state.unsqueeze(1) if layout.unbatched else state
 
     @staticmethod

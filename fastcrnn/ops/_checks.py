@@ -50,6 +50,23 @@ def require_bool(value, name: str) -> bool:
     return value
 
 
+PARAMETER_DEVICE_WORDS = "Input and parameter tensors are not at the same device"
+STATE_DEVICE_WORDS = "Input and hidden tensors are not at the same device"
+
+
+def require_like(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str, words: str) -> None:
+    """`t` must have ref's dtype (DtypeMismatchError) and device (ArgumentValueError led by
+    `words`, torch's message for the same mistake, which its tests match)."""
+    if t.dtype != ref.dtype:
+        raise DtypeMismatchError(
+            f"{name} dtype {t.dtype} does not match the dtype of the {ref_name}, {ref.dtype}"
+        )
+    if t.device != ref.device:
+        raise ArgumentValueError(
+            f"{words}: {name} is on {t.device}, the {ref_name} on {ref.device}"
+        )
+
+
 def skip_value_checks(t: torch.Tensor) -> bool:
     """Value checks of CUDA tensors need a host sync: skipped when compiling or capturing."""
     if torch.compiler.is_compiling():
