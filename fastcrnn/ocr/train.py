@@ -67,9 +67,10 @@ def load_pretrained(net: nn.Module, path: str, log=print) -> None:
     nclass = getattr(net, "nclass", None)
     if isinstance(classifier, torch.Tensor) and nclass and classifier.shape[0] != nclass:
         raise CheckpointError(
-            f"--pretrained {path!r} has {classifier.shape[0]} classes "
-            f"({classifier.shape[0] - 1} characters and the blank) but --alphabet gives "
-            f"{nclass - 1} characters: give the alphabet it was trained with"
+            f"--pretrained {path!r} does not fit this model: its classifier has "
+            f"{classifier.shape[0]} classes ({classifier.shape[0] - 1} characters and the "
+            f"blank) but --alphabet gives {nclass - 1} characters; give the alphabet it was "
+            f"trained with"
         )
     try:
         net.load_state_dict(ck["model"], strict=True)
