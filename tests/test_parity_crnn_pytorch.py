@@ -541,6 +541,11 @@ def test_ngpu_and_random_sample_are_accepted(mixed_case_lmdb, tmp_path, monkeypa
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     wrapped = data_parallel(net, cuda_args, False, notes.append)
     assert isinstance(wrapped, nn.DataParallel) and wrapped.module is net
+    # the replicas' (T, N / k, C) scores are joined along N, not stacked along T
+    joined = {}
+    monkeypatch.setattr(torch.nn.parallel, "gather", lambda out, dev, dim: joined.update(dim=dim))
+    wrapped.gather([torch.zeros(26, 2, 5)] * 2, 0)
+    assert joined == {"dim": 1}
     # a run with both flags trains
     p = cli(
         *tiny_train_args(

@@ -38,7 +38,7 @@ from fastcrnn.ocr.engine import (
     seed_everything,
 )
 from fastcrnn.ocr.loop import fit
-from fastcrnn.ocr.model import build_model, model_config
+from fastcrnn.ocr.model import TimeMajorDataParallel, build_model, model_config
 from fastcrnn.ocr.progress import make_logger
 from fastcrnn.text import Charset, LabelConverter
 
@@ -90,8 +90,9 @@ def planned_steps(args, n_train: int, world: int) -> int:
 
 
 def data_parallel(net: nn.Module, args, distributed: bool, log=print) -> nn.Module:
-    """crnn.pytorch's ``--ngpu``: with --cuda and --ngpu N > 1, ``nn.DataParallel`` over GPUs
-    0..N-1 (each batch split over them); ``net`` itself otherwise. Without --cuda crnn.pytorch
+    """crnn.pytorch's ``--ngpu``: with --cuda and --ngpu N > 1, DataParallel over GPUs 0..N-1
+    (each batch split over them; :class:`TimeMajorDataParallel`, as the scores are
+    time-major); ``net`` itself otherwise. Without --cuda crnn.pytorch
     ignores --ngpu, and so does this (with a note). Under torchrun each process drives one GPU,
     so --ngpu > 1 is an error there, as is asking for more GPUs than are visible."""
     ngpu = getattr(args, "ngpu", 1)
@@ -112,7 +113,7 @@ def data_parallel(net: nn.Module, args, distributed: bool, log=print) -> nn.Modu
         f"DataParallel over GPUs 0..{ngpu - 1} (--ngpu {ngpu}); torchrun "
         f"--nproc_per_node {ngpu} (DDP) is faster"
     )
-    return nn.DataParallel(net, device_ids=list(range(ngpu)))
+    return TimeMajorDataParallel(net, device_ids=list(range(ngpu)))
 
 
 def case_note(charset: Charset) -> str:
