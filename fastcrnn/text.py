@@ -28,12 +28,19 @@ class Charset:
     Args:
         chars: the characters, as a string (each code point is one character) or a sequence of
             one-character strings. Must be non-empty, without duplicates.
-        case_insensitive: fold letters to lower case (``str.lower``) in the alphabet and in every
-            text given to :meth:`index`; alphabet entries that become equal after folding are
-            merged (the first occurrence keeps its position). Decoded text is then lower case.
+        case_insensitive: crnn.pytorch's ``strLabelConverter(alphabet, ignore_case=True)``
+            layout: every alphabet entry is lower-cased (``str.lower``) in place and keeps its
+            class, so there are always ``len(chars) + 1`` classes; texts are lower-cased before
+            :meth:`index`. Entries that become equal (``"aA"``) keep a class each, as
+            crnn.pytorch's do: decoding either gives the lower-case character, encoding gives
+            the LAST of them (crnn.pytorch's ``dict[char] = i + 1`` loop), so the earlier ones
+            never appear in a target. A character whose lower case is several characters (only
+            ``"İ"``) is kept as it is: lower-casing the whole string would shift every later
+            class, as ``alphabet.lower()`` does in crnn.pytorch.
 
-    Raises ValueError for an empty alphabet, a duplicate (naming its position) or an entry that is
-    not exactly one character; TypeError for a non-string input.
+    ``alphabet`` holds the entries as given, ``chars`` the character of each class (folded when
+    case-insensitive). Raises ValueError for an empty alphabet, a duplicate (naming its
+    position) or an entry that is not exactly one character; TypeError for a non-string input.
     """
 
     blank = 0
@@ -41,7 +48,7 @@ class Charset:
     def __init__(self, chars: Union[str, Sequence[str]], case_insensitive: bool = False):
         if isinstance(chars, Charset):
             case_insensitive = case_insensitive or chars.case_insensitive
-            chars = chars.chars
+            chars = chars.alphabet
         if not isinstance(chars, str):
             if not isinstance(chars, (list, tuple)):
                 raise TypeError(
@@ -60,7 +67,6 @@ class Charset:
             raise ValueError("chars must not be empty (the alphabet needs at least one character)")
         self.case_insensitive: bool = case_insensitive
         seen: Dict[str, int] = {}
-        ordered = []
         for i, c in enumerate(chars):
             if c in seen:
                 raise ValueError(
@@ -68,10 +74,11 @@ class Charset:
                     f"(first at position {seen[c]})"
                 )
             seen[c] = i
-            key = _fold(c) if case_insensitive else c
-            if key not in ordered:
-                ordered.append(key)
-        self.chars: Tuple[str, ...] = tuple(ordered)
+        self.alphabet: Tuple[str, ...] = tuple(chars)
+        self.chars: Tuple[str, ...] = (
+            tuple(_fold(c) for c in chars) if case_insensitive else self.alphabet
+        )
+        # a character that occurs twice after folding maps to its last class (crnn.pytorch)
         self._index = {c: i + 1 for i, c in enumerate(self.chars)}
 
     # -- construction -----------------------------------------------------------------------
@@ -124,7 +131,7 @@ class Charset:
         """An alphabet from a Charset, a path to an existing file (see :meth:`from_file`) or a
         string of characters (the ``--alphabet`` command-line convention)."""
         if isinstance(spec, Charset):
-            return cls(spec.chars, case_insensitive=case_insensitive or spec.case_insensitive)
+            return cls(spec.alphabet, case_insensitive=case_insensitive or spec.case_insensitive)
         if isinstance(spec, os.PathLike) or (
             isinstance(spec, str) and len(spec) > 1 and os.path.isfile(spec)
         ):
@@ -146,19 +153,28 @@ class Charset:
     def __eq__(self, other) -> bool:
         return (
             isinstance(other, Charset)
-            and self.chars == other.chars
+            and self.alphabet == other.alphabet
             and self.case_insensitive == other.case_insensitive
         )
 
     def __hash__(self) -> int:
-        return hash((self.chars, self.case_insensitive))
+        return hash((self.alphabet, self.case_insensitive))
 
     def __repr__(self) -> str:
-        return f"Charset({''.join(self.chars)!r}, case_insensitive={self.case_insensitive})"
+        return f"Charset({self.to_string()!r}, case_insensitive={self.case_insensitive})"
 
     def to_string(self) -> str:
-        """The alphabet as one string (round-trips through ``Charset(s)``)."""
-        return "".join(self.chars)
+        """The alphabet as given, as one string (round-trips through
+        ``Charset(s, case_insensitive=...)``)."""
+        return "".join(self.alphabet)
+
+    def folded_duplicates(self) -> List[str]:
+        """The characters that two or more alphabet entries fold to (case-insensitive only):
+        each has a class per entry, and only its last class is ever a training target."""
+        counts: Dict[str, int] = {}
+        for c in self.chars:
+            counts[c] = counts.get(c, 0) + 1
+        return [c for c, n in counts.items() if n > 1]
 
     def normalize(self, text: str) -> str:
         """The text as this charset sees it (case-folded when case-insensitive)."""
@@ -167,7 +183,8 @@ class Charset:
         return "".join(_fold(c) for c in text)
 
     def index(self, ch: str) -> int:
-        """The class of one character (1-based; KeyError when absent)."""
+        """The class of one character (1-based; KeyError when absent; the last class of a
+        character that several entries fold to)."""
         return self._index[self.normalize(ch)]
 
     def char(self, cls_index: int) -> str:
@@ -190,8 +207,13 @@ class Charset:
             if not isinstance(c, str) or len(c) != 1:
                 raise ValueError(f"new_chars entries must be single characters, got {c!r}")
             if c in self:
-                raise ValueError(f"new_chars: character {c!r} is already in the charset")
-        return Charset(list(self.chars) + new, case_insensitive=self.case_insensitive)
+                folded = (
+                    f" (as {self.normalize(c)!r}: the charset ignores case)"
+                    if self.normalize(c) != c
+                    else ""
+                )
+                raise ValueError(f"new_chars: character {c!r} is already in the charset{folded}")
+        return Charset(list(self.alphabet) + new, case_insensitive=self.case_insensitive)
 
 
 class LabelConverter:

@@ -1,6 +1,9 @@
-"""Helpers shared by the test files: closeness with a message, gradients, and running a case in a
-fresh process whose CPU kernels are capped at one instruction set."""
+"""Helpers shared by the test files: closeness with a message, gradients, running a case in a
+fresh process whose CPU kernels are capped at one instruction set, and running the
+`python -m fastcrnn` command line in process."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -41,3 +44,37 @@ def run_with_cpu_isa(isa, code, timeout=300):
     )
     assert res.returncode == 0, res.stderr
     return res.stdout
+
+
+# a CRNN small enough to train a few steps in a test (crnn.pytorch's layout, narrower)
+TINY_CRNN_FLAGS = ["--nh", "16", "--channels", "8,8,16,16,16,16,16"]
+
+
+class CliResult:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli(*args, check=True):
+    """Runs `fastcrnn ARGS` in this process (as the console script would) and captures it."""
+    from fastcrnn.ocr.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in args]) or 0
+        except SystemExit as exc:  # argparse errors and SystemExit("error: ...")
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+                rc = 1
+            else:
+                rc = exc.code or 0
+        finally:
+            torch.set_num_threads(threads)
+    proc = CliResult(rc, out.getvalue(), err.getvalue())
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"fastcrnn {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc

@@ -1,8 +1,6 @@
 """`python -m fastcrnn ...` end to end on tiny data (in process through fastcrnn.ocr.cli.main,
 plus real `python -m fastcrnn` subprocesses for the entry point itself)."""
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -16,43 +14,14 @@ pytest.importorskip("lmdb")
 pytest.importorskip("rapidfuzz")
 pytest.importorskip("tqdm")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--nh", "16", "--channels", "8,8,16,16,16,16,16"]
+from helpers import ROOT, TINY_CRNN_FLAGS, cli
 
-
-class Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+TINY = TINY_CRNN_FLAGS
 
 
 def data_args(lmdbs):
     """The data flags of a training on the digit LMDBs of the `lmdbs` fixture."""
     return ["--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val", "--alphabet", "0123456789"]
-
-
-def cli(*args, check=True):
-    """Runs `fastcrnn ARGS` in this process (as the console script would) and captures it."""
-    from fastcrnn.ocr.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    threads = torch.get_num_threads()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in args]) or 0
-        except SystemExit as exc:  # argparse errors and SystemExit("error: ...")
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-                rc = 1
-            else:
-                rc = exc.code or 0
-        finally:
-            torch.set_num_threads(threads)
-    proc = Result(rc, out.getvalue(), err.getvalue())
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"fastcrnn {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
 
 
 def cli_subprocess(*args, cwd=None):

@@ -94,8 +94,13 @@ def test_case_insensitive():
     assert t.tolist() == [1, 2, 3, 1, 2, 3]
     with pytest.raises(ValueError, match="'B'"):
         LabelConverter("abc").encode(["aB"])
-    # "aA" merge to one class when folding
-    assert Charset("aAb", case_insensitive=True).chars == ("a", "b")
+    # "aA" fold to two classes of "a" (crnn.pytorch's layout): encoding uses the last
+    folded = Charset("aAb", case_insensitive=True)
+    assert folded.chars == ("a", "a", "b") and folded.num_classes == 4
+    assert folded.index("A") == folded.index("a") == 2 and folded.to_string() == "aAb"
+    assert folded.folded_duplicates() == ["a"]
+    with pytest.raises(ValueError, match="ignores case"):
+        folded.extended("B")
 
 
 def test_encode_rejects_bad_types():

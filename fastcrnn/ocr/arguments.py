@@ -3,7 +3,7 @@ plus fastcrnn's own in snake_case like ``--max_steps``) and the helpers turning 
 objects."""
 
 import argparse
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from fastcrnn.ocr.checkpoint import plain_config
 from fastcrnn.ocr.data.collate import AlignCollate
@@ -16,6 +16,7 @@ __all__ = [
     "channels_arg",
     "add_model_args",
     "add_train_args",
+    "add_case_args",
     "optimizer_name",
     "make_collate",
 ]
@@ -89,6 +90,14 @@ def add_train_args(p: argparse.ArgumentParser, need_data: bool = True):
     )
     p.add_argument("--nepoch", type=positive(int), default=25)
     p.add_argument("--cuda", action="store_true", help="train on the GPU")
+    p.add_argument(
+        "--ngpu",
+        type=positive(int),
+        default=1,
+        help="with --cuda: GPUs one process splits each batch over (crnn.pytorch's "
+        "DataParallel on GPUs 0..N-1; default 1); `torchrun --nproc_per_node N` (DDP, one "
+        "process per GPU) is the faster way to use N GPUs",
+    )
     p.add_argument("--amp", action="store_true", help="float16 mixed precision (GPU only)")
     p.add_argument(
         "--pretrained",
@@ -101,7 +110,7 @@ def add_train_args(p: argparse.ArgumentParser, need_data: bool = True):
         default=DEFAULT_ALPHABET,
         help="the characters, or a UTF-8 file with one character per line",
     )
-    p.add_argument("--ignore_case", action="store_true", help="case-insensitive alphabet")
+    add_case_args(p, default=True)
     p.add_argument(
         "--unknown",
         default="error",
@@ -118,15 +127,28 @@ def add_train_args(p: argparse.ArgumentParser, need_data: bool = True):
     p.add_argument(
         "--lr",
         type=positive(float),
-        default=0.01,
-        help="learning rate (crnn.pytorch: 0.01 for RMSprop/Adadelta; ~1e-3 Adam); "
-        "the peak rate under --lr_schedule",
+        default=None,
+        help="learning rate (the peak rate under --lr_schedule); default crnn.pytorch's: "
+        "0.01 for RMSprop and Adam, 1.0 for Adadelta (crnn.pytorch ignores --lr under "
+        "--adadelta; fastcrnn honours a --lr given with it)",
     )
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     opt = p.add_mutually_exclusive_group()
     opt.add_argument("--adam", action="store_true", help="Adam (default RMSprop)")
     opt.add_argument("--adadelta", action="store_true", help="Adadelta (default RMSprop)")
     p.add_argument("--manualSeed", type=int, default=1234)
+    sampling = p.add_mutually_exclusive_group()
+    sampling.add_argument(
+        "--random_sample",
+        action="store_true",
+        help="shuffle the training set every epoch (the default; crnn.pytorch's flag for it)",
+    )
+    sampling.add_argument(
+        "--sequential_sample",
+        action="store_true",
+        help="crnn.pytorch's randomSequentialSampler instead of shuffling: each batch is "
+        "--batchSize consecutive samples from a random start (windows may overlap)",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -180,6 +202,29 @@ def add_train_args(p: argparse.ArgumentParser, need_data: bool = True):
     )
 
 
+def add_case_args(p, default: Optional[bool]):
+    """``--ignore_case`` / ``--case_sensitive`` into ``args.ignore_case`` (``default`` when
+    neither is given: True for ``train``, crnn.pytorch's; None where a checkpoint decides)."""
+    case = p.add_mutually_exclusive_group()
+    case.add_argument(
+        "--ignore_case",
+        dest="ignore_case",
+        action="store_const",
+        const=True,
+        default=default,
+        help="lower-case the alphabet and the labels: crnn.pytorch's strLabelConverter "
+        "(ignore_case=True, its default), one class per alphabet entry"
+        + (" (the default)" if default else ""),
+    )
+    case.add_argument(
+        "--case_sensitive",
+        dest="ignore_case",
+        action="store_const",
+        const=False,
+        help="keep case: 'a' and 'A' are different characters",
+    )
+
+
 def checkpoint_extra(charset, cfg: Dict[str, Any], args) -> Dict[str, Any]:
     """The plain entries every checkpoint of a run carries: alphabet, model config, flags."""
     return dict(
@@ -205,6 +250,7 @@ def fit_options(args) -> Dict[str, Any]:
         max_steps=args.max_steps,
         progress=not args.no_progress,
         n_test_disp=args.n_test_disp,
+        sequential_sample=getattr(args, "sequential_sample", False),
     )
 
 

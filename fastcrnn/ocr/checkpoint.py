@@ -2,8 +2,9 @@
 
 A checkpoint is a dict of plain types only: ``format`` ("fastcrnn-ocr"), ``version``,
 ``model`` (state dict), ``optimizer`` (state dict or None), ``epoch``, ``step``,
-``best_accuracy``, ``charset`` (the alphabet string), ``case_insensitive`` and ``config``
-(dict of str/int/float/bool/None/lists: the model and data settings).
+``best_accuracy``, ``charset`` (the alphabet string as given, before any case folding),
+``case_insensitive`` and ``config`` (dict of str/int/float/bool/None/lists: the model and data
+settings).
 """
 
 import os

@@ -51,6 +51,7 @@ def _add_make_lmdb_args(p: argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from fastcrnn.ocr.arguments import add_model_args, add_train_args
+    from fastcrnn.ocr.crnn_pytorch import add_state_dict_args
     from fastcrnn.ocr.demo import add_demo_args
     from fastcrnn.ocr.finetune import add_finetune_args
 
@@ -71,17 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval", help="word accuracy / CER / normalised edit distance of a checkpoint on an LMDB"
     )
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument(
+        "--checkpoint", required=True, help="a fastcrnn checkpoint or a crnn.pytorch state dict"
+    )
     p.add_argument("--valRoot", required=True)
     p.add_argument("--batchSize", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--show", type=int, default=10, help="predictions listed before the table")
     p.add_argument("--cuda", action="store_true")
     p.add_argument("--no_progress", action="store_true")
+    add_state_dict_args(p)
     p = sub.add_parser("predict", help="read the text of images")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument(
+        "--checkpoint", required=True, help="a fastcrnn checkpoint or a crnn.pytorch state dict"
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--cuda", action="store_true")
+    add_state_dict_args(p)
     p = sub.add_parser("finetune", help="add characters to a trained model and fine-tune it")
     add_finetune_args(p)
     p = sub.add_parser(

@@ -23,6 +23,7 @@ from fastcrnn.text import LabelConverter
 __all__ = [
     "Trainer",
     "make_optimizer",
+    "DEFAULT_LR",
     "make_scheduler",
     "LR_SCHEDULES",
     "predict_batch",
@@ -45,16 +46,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(params, name: str, lr: float, beta1: float = 0.5) -> torch.optim.Optimizer:
-    """crnn.pytorch's choice: Adam (betas (beta1, 0.999)), Adadelta, or RMSprop (default)."""
+# crnn.pytorch's rates when --lr is not given: its --lr default (0.01) for RMSprop and Adam;
+# Adadelta is built without a rate there (``optim.Adadelta(params)``), so torch's default 1.0.
+DEFAULT_LR = {"rmsprop": 0.01, "adam": 0.01, "adadelta": 1.0}
+
+
+def make_optimizer(
+    params, name: str, lr: Optional[float] = None, beta1: float = 0.5
+) -> torch.optim.Optimizer:
+    """crnn.pytorch's choice: ``Adam(lr, betas=(beta1, 0.999))``, ``Adadelta(lr)`` or
+    ``RMSprop(lr)`` (its default), torch's other hyper-parameters unchanged. ``lr=None`` is
+    crnn.pytorch's rate for that optimizer (:data:`DEFAULT_LR`: 1.0 for Adadelta, 0.01 else)."""
+    if name not in DEFAULT_LR:
+        raise ValueError(f"optimizer must be adam, adadelta or rmsprop, got {name!r}")
+    if lr is None:
+        lr = DEFAULT_LR[name]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
     params = [p for p in params if p.requires_grad]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999))
     if name == "adadelta":
         return torch.optim.Adadelta(params, lr=lr)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    raise ValueError(f"optimizer must be adam, adadelta or rmsprop, got {name!r}")
+    return torch.optim.RMSprop(params, lr=lr)
 
 
 def make_scheduler(

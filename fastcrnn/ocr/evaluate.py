@@ -1,11 +1,11 @@
 """`python -m fastcrnn eval` / `predict`: load a checkpoint, recognise, report."""
 
 import json
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint
+from fastcrnn.ocr.checkpoint import CheckpointError
 from fastcrnn.ocr.data.collate import AlignCollate
 from fastcrnn.ocr.model import build_model
 from fastcrnn.text import Charset, LabelConverter
@@ -44,9 +44,42 @@ class Recognizer:
         return out
 
 
-def load_recognizer(path: str, device="cpu", backend=None) -> Recognizer:
-    """A :class:`Recognizer` from a checkpoint written by train / demo / finetune."""
-    ck = load_checkpoint(path)
+def load_recognizer(
+    path: str,
+    device="cpu",
+    backend=None,
+    *,
+    alphabet: Optional[str] = None,
+    ignore_case: Optional[bool] = None,
+    imgH: Optional[int] = None,
+    imgW: Optional[int] = None,
+    keep_ratio: Optional[bool] = None,
+    nc: Optional[int] = None,
+    nh: Optional[int] = None,
+    leaky_relu: Optional[bool] = None,
+) -> Recognizer:
+    """A :class:`Recognizer` from a checkpoint written by train / demo / finetune, or from a
+    bare crnn.pytorch state dict (e.g. its published ``crnn.pth``).
+
+    The keyword arguments are the state-dict flags (see :mod:`fastcrnn.ocr.crnn_pytorch`):
+    for a bare state dict they say what it cannot (None: crnn.pytorch's value: its alphabet,
+    ignore_case=True, 32 x 100 inputs); for a fastcrnn checkpoint, a value given must agree
+    with the checkpoint's."""
+    from fastcrnn.ocr.crnn_pytorch import load_model_checkpoint
+
+    ck = load_model_checkpoint(
+        path,
+        dict(
+            alphabet=alphabet,
+            ignore_case=ignore_case,
+            imgH=imgH,
+            imgW=imgW,
+            keep_ratio=keep_ratio,
+            nc=nc,
+            nh=nh,
+            leaky_relu=leaky_relu,
+        ),
+    )
     try:
         charset = Charset(ck["charset"], case_insensitive=bool(ck.get("case_insensitive", False)))
     except (ValueError, TypeError) as exc:
@@ -60,6 +93,15 @@ def load_recognizer(path: str, device="cpu", backend=None) -> Recognizer:
             f"and charset ({len(charset)} characters): {str(exc)[:400]}"
         ) from None
     return Recognizer(net.to(device), LabelConverter(charset), ck["config"])
+
+
+def _recognizer(args) -> Recognizer:
+    """The recognizer of ``--checkpoint`` with the state-dict flags of ``args``."""
+    from fastcrnn.ocr.crnn_pytorch import state_dict_flags
+
+    return load_recognizer(
+        args.checkpoint, "cuda" if args.cuda else "cpu", **state_dict_flags(args)
+    )
 
 
 def format_metrics_table(metrics: Dict[str, Any]) -> str:
@@ -81,7 +123,7 @@ def eval_main(args) -> Dict[str, Any]:
 
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("error: --cuda given but no CUDA GPU is available")
-    rec = load_recognizer(args.checkpoint, "cuda" if args.cuda else "cpu")
+    rec = _recognizer(args)
     ds = LmdbDataset(args.valRoot)
     loader = torch.utils.data.DataLoader(
         ds,
@@ -119,7 +161,7 @@ def predict_main(args) -> List[Tuple[str, str, float]]:
 
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("error: --cuda given but no CUDA GPU is available")
-    rec = load_recognizer(args.checkpoint, "cuda" if args.cuda else "cpu")
+    rec = _recognizer(args)
     out = []
     for path in args.images:
         try:

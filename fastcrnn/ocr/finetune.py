@@ -16,18 +16,24 @@ from typing import Any, Dict
 import torch
 
 from fastcrnn.ocr.arguments import checkpoint_extra, fit_options, make_collate
-from fastcrnn.ocr.checkpoint import load_checkpoint
+from fastcrnn.ocr.crnn_pytorch import add_state_dict_args, load_model_checkpoint, state_dict_flags
 from fastcrnn.ocr.engine import Trainer, check_labels, make_optimizer, seed_everything
 from fastcrnn.ocr.loop import fit
 from fastcrnn.ocr.model import build_model
 from fastcrnn.ocr.progress import make_logger
 from fastcrnn.text import Charset, LabelConverter
 
-__all__ = ["add_finetune_args", "finetune_main", "merged_state_dict"]
+__all__ = ["add_finetune_args", "finetune_main", "merged_state_dict", "FINETUNE_LR"]
+
+FINETUNE_LR = 1e-3  # Adam's and RMSprop's default rate here
 
 
 def add_finetune_args(p: argparse.ArgumentParser):
-    p.add_argument("--checkpoint", required=True, help="the trained model (fastcrnn checkpoint)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="the trained model: a fastcrnn checkpoint or a crnn.pytorch state dict",
+    )
     p.add_argument(
         "--add-chars",
         dest="add_chars",
@@ -52,7 +58,12 @@ def add_finetune_args(p: argparse.ArgumentParser):
     p.add_argument("--batchSize", type=int, default=64)
     p.add_argument("--nepoch", type=int, default=5)
     p.add_argument("--max_steps", type=int, default=None)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default 1e-3; 1.0 with --adadelta, torch's and crnn.pytorch's)",
+    )
     p.add_argument("--beta1", type=float, default=0.9)
     opt = p.add_mutually_exclusive_group()
     opt.add_argument("--rmsprop", action="store_true", help="RMSprop (default Adam)")
@@ -66,6 +77,7 @@ def add_finetune_args(p: argparse.ArgumentParser):
     p.add_argument("--cuda", action="store_true")
     p.add_argument("--backend", default=None, choices=["fused", "torch"])
     p.add_argument("--no_progress", action="store_true")
+    add_state_dict_args(p)
 
 
 def merged_state_dict(net: torch.nn.Module) -> Dict[str, torch.Tensor]:
@@ -114,7 +126,7 @@ def finetune_main(args) -> Dict[str, Any]:
     device = torch.device("cuda" if args.cuda else "cpu")
     log = make_logger(True)
     seed_everything(args.manualSeed)
-    ck = load_checkpoint(args.checkpoint)
+    ck = load_model_checkpoint(args.checkpoint, state_dict_flags(args))
     old = Charset(ck["charset"], case_insensitive=bool(ck.get("case_insensitive", False)))
     add = args.add_chars
     if os.path.isfile(add):
@@ -147,6 +159,8 @@ def finetune_main(args) -> Dict[str, Any]:
         train_set, val_set = LmdbDataset(args.trainRoot), LmdbDataset(args.valRoot)
         check_labels(train_set, converter, f"--trainRoot {args.trainRoot}")
     name = "adadelta" if args.adadelta else "rmsprop" if args.rmsprop else "adam"
+    if args.lr is None:  # Adadelta's rate is a scale of its own step size: torch's 1.0
+        args.lr = 1.0 if name == "adadelta" else FINETUNE_LR
     optimizer = make_optimizer(net.parameters(), name, args.lr, args.beta1)
     trainer = Trainer(net, converter, optimizer)
     val_loader = torch.utils.data.DataLoader(

@@ -43,6 +43,7 @@ def fit(
     progress: bool = True,
     n_test_disp: int = 0,
     before_save: Optional[Callable[[nn.Module], Dict[str, Any]]] = None,
+    sequential_sample: bool = False,
 ) -> Dict[str, Any]:
     """The training loop: epochs over ``train_set``, validation every ``val_interval`` steps and
     at each epoch end, ``last.pth`` every ``save_interval`` steps and at each epoch end,
@@ -59,6 +60,9 @@ def fit(
     step, by the caller).
     ``checkpoint_extra`` holds the plain entries saved with every checkpoint (charset, config).
     ``before_save(net)`` may return the model state dict to save (default ``net.state_dict()``).
+    ``sequential_sample`` draws each batch as ``batch_size`` consecutive samples from a random
+    start (crnn.pytorch's randomSequentialSampler, see :class:`ResumableSampler`) instead of
+    shuffling. A run resumed at or past ``max_steps`` makes no step.
 
     Returns a history dict: ``steps``/``losses``/``grad_norms`` (every display: mean loss and
     largest gradient norm of the interval), ``val_steps``/``val_accuracy``/``val_cer``,
@@ -72,7 +76,13 @@ def fit(
     best = float(state.get("best_accuracy", -1.0))
     best_step = [state.get("best_step")]
     hist = dict(steps=[], losses=[], grad_norms=[], val_steps=[], val_accuracy=[], val_cer=[])
-    sampler = ResumableSampler(len(train_set), seed, distributed=distributed, dataset=train_set)
+    sampler = ResumableSampler(
+        len(train_set),
+        seed,
+        distributed=distributed,
+        dataset=train_set,
+        window=batch_size if sequential_sample else None,
+    )
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_size=batch_size,
@@ -148,7 +158,10 @@ def fit(
                 save("best.pth", epoch_done, batch_i)
         barrier(distributed)
 
-    done = False
+    # a resumed run that already made max_steps steps has nothing left to do
+    done = max_steps is not None and step >= max_steps
+    if done:
+        log(f"step {step} already reached --max_steps {max_steps}: no step to make")
     prog = TrainProgress(
         log if is_main else (lambda s: None),
         nepoch,

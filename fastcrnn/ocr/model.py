@@ -5,7 +5,14 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-__all__ = ["build_model", "unwrap", "model_config", "DEMO_CHANNELS", "FULL_CHANNELS"]
+__all__ = [
+    "build_model",
+    "unwrap",
+    "TimeMajorDataParallel",
+    "model_config",
+    "DEMO_CHANNELS",
+    "FULL_CHANNELS",
+]
 
 FULL_CHANNELS = (64, 128, 256, 256, 512, 512, 512)  # crnn.pytorch
 DEMO_CHANNELS = (16, 32, 48, 48, 64, 64, 64)  # the demo's CPU-sized model
@@ -57,6 +64,16 @@ def build_model(config: Dict[str, Any], nclass: int, backend: Optional[str] = No
     # oneDNN's convolutions and max-pooling run about 25% faster per CPU training step in NHWC
     # than in NCHW at the demo's sizes; load_state_dict and .to(device) keep the layout.
     return net.to(memory_format=torch.channels_last)
+
+
+class TimeMajorDataParallel(nn.DataParallel):
+    """``nn.DataParallel`` for a model taking batch-first images and returning time-major
+    (T, N, C) scores: the images are split along N (dim 0) and the replicas' scores joined
+    along N (dim 1). Plain DataParallel joins along its one ``dim`` (0), which would stack the
+    replicas' frames into a (k T, N / k, C) tensor."""
+
+    def gather(self, outputs, output_device):
+        return torch.nn.parallel.gather(outputs, output_device, dim=1)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

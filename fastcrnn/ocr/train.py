@@ -28,6 +28,7 @@ from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint
 from fastcrnn.ocr.distributed import ResumableSampler, cleanup_distributed, setup_distributed
 from fastcrnn.ocr.engine import (
     DEFAULT_ALPHABET,
+    DEFAULT_LR,
     Trainer,
     check_labels,
     evaluate,
@@ -37,7 +38,7 @@ from fastcrnn.ocr.engine import (
     seed_everything,
 )
 from fastcrnn.ocr.loop import fit
-from fastcrnn.ocr.model import build_model, model_config
+from fastcrnn.ocr.model import TimeMajorDataParallel, build_model, model_config
 from fastcrnn.ocr.progress import make_logger
 from fastcrnn.text import Charset, LabelConverter
 
@@ -54,6 +55,7 @@ __all__ = [
     "make_optimizer",
     "make_scheduler",
     "load_pretrained",
+    "data_parallel",
     "DEFAULT_ALPHABET",
 ]
 
@@ -61,6 +63,15 @@ __all__ = [
 def load_pretrained(net: nn.Module, path: str, log=print) -> None:
     """Loads weights (strictly) from a fastcrnn checkpoint or a bare (crnn.pytorch) state dict."""
     ck = load_checkpoint(path, allow_bare_state_dict=True)
+    classifier = ck["model"].get(f"{net.classifier_name}.weight")
+    nclass = getattr(net, "nclass", None)
+    if isinstance(classifier, torch.Tensor) and nclass and classifier.shape[0] != nclass:
+        raise CheckpointError(
+            f"--pretrained {path!r} does not fit this model: its classifier has "
+            f"{classifier.shape[0]} classes ({classifier.shape[0] - 1} characters and the "
+            f"blank) but --alphabet gives {nclass - 1} characters; give the alphabet it was "
+            f"trained with"
+        )
     try:
         net.load_state_dict(ck["model"], strict=True)
     except RuntimeError as exc:
@@ -78,12 +89,54 @@ def planned_steps(args, n_train: int, world: int) -> int:
     return min(total, args.max_steps) if args.max_steps else total
 
 
+def data_parallel(net: nn.Module, args, distributed: bool, log=print) -> nn.Module:
+    """crnn.pytorch's ``--ngpu``: with --cuda and --ngpu N > 1, DataParallel over GPUs 0..N-1
+    (each batch split over them; :class:`TimeMajorDataParallel`, as the scores are
+    time-major); ``net`` itself otherwise. Without --cuda crnn.pytorch
+    ignores --ngpu, and so does this (with a note). Under torchrun each process drives one GPU,
+    so --ngpu > 1 is an error there, as is asking for more GPUs than are visible."""
+    ngpu = getattr(args, "ngpu", 1)
+    if ngpu == 1:
+        return net
+    if not args.cuda:
+        log(f"note: --ngpu {ngpu} is ignored without --cuda (as in crnn.pytorch)")
+        return net
+    if distributed:
+        raise SystemExit(
+            f"error: --ngpu {ngpu}: under torchrun each process drives one GPU; "
+            f"use torchrun --nproc_per_node {ngpu} without --ngpu"
+        )
+    visible = torch.cuda.device_count()
+    if ngpu > visible:
+        raise SystemExit(f"error: --ngpu {ngpu}: only {visible} GPU(s) are visible")
+    log(
+        f"DataParallel over GPUs 0..{ngpu - 1} (--ngpu {ngpu}); torchrun "
+        f"--nproc_per_node {ngpu} (DDP) is faster"
+    )
+    return TimeMajorDataParallel(net, device_ids=list(range(ngpu)))
+
+
+def case_note(charset: Charset) -> str:
+    """A warning when ignoring case leaves alphabet entries that read the same (empty if not)."""
+    dups = charset.folded_duplicates()
+    if not dups:
+        return ""
+    return (
+        f"note: ignoring case (crnn.pytorch's default), {len(dups)} character(s) of "
+        f"--alphabet appear in two cases ({''.join(dups[:10])}{'...' if len(dups) > 10 else ''}"
+        f"): each case keeps its class, as in crnn.pytorch, but labels are lower-cased and "
+        f"only the last class of each trains; pass --case_sensitive to read case"
+    )
+
+
 def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
     """`python -m fastcrnn train`: builds datasets/model/optimizer from parsed args and fits."""
     if args.amp and not args.cuda:
         raise SystemExit("error: --amp (mixed precision) needs --cuda")
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("error: --cuda given but no CUDA GPU is available")
+    if args.lr is None:  # crnn.pytorch's rate for the optimizer (Adadelta: 1.0)
+        args.lr = DEFAULT_LR[optimizer_name(args)]
     distributed, rank, world, device = setup_distributed(args.cuda)
     is_main = rank == 0
     log = make_logger(is_main)
@@ -91,6 +144,8 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
         seed_everything(args.manualSeed)
         charset = Charset.load(args.alphabet, case_insensitive=args.ignore_case)
         converter = LabelConverter(charset, unknown=args.unknown)
+        if is_main and case_note(charset):
+            log(case_note(charset))
         cfg = model_config(
             imgH=args.imgH,
             nh=args.nh,
@@ -103,6 +158,7 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
         if train_set is None:
             from fastcrnn.ocr.data import LmdbDataset
 
+            # the same folder for both is fine: the two datasets share one LMDB environment
             train_set = LmdbDataset(args.trainRoot)
             val_set = LmdbDataset(args.valRoot)
             if is_main:
@@ -117,6 +173,9 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
             if not os.path.isfile(last):
                 raise SystemExit(f"error: --resume: no checkpoint at {last}")
             ck = load_checkpoint(last, expected_charset=charset.to_string())
+            if bool(ck.get("case_insensitive", False)) != charset.case_insensitive:
+                held = "--ignore_case" if ck.get("case_insensitive") else "--case_sensitive"
+                raise SystemExit(f"error: --resume: {last} was trained with {held}; pass it again")
             if (
                 ck["config"].get("channels") != cfg["channels"]
                 or ck["config"].get("nh") != cfg["nh"]
@@ -152,7 +211,7 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
             gamma=args.lr_gamma,
             start_step=int(state.get("step", 0)),
         )
-        model = net
+        model = data_parallel(net, args, distributed, log)
         if distributed:
             model = nn.parallel.DistributedDataParallel(
                 net, device_ids=[device.index] if device.type == "cuda" else None
@@ -182,7 +241,8 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
                 recipe += f", gradient norm clipped to {args.grad_clip:g}"
             log(
                 f"training on {device} ({world} process{'es' if world > 1 else ''}), "
-                f"{len(train_set)} training samples, alphabet of {len(charset)} characters, "
+                f"{len(train_set)} training samples, alphabet of {len(charset)} characters "
+                f"({'case-insensitive' if charset.case_insensitive else 'case-sensitive'}), "
                 f"{sum(p.numel() for p in net.parameters())} parameters, "
                 f"{optimizer_name(args)} {recipe}, {total} steps planned"
             )

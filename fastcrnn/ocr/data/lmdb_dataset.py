@@ -6,6 +6,7 @@ Layout: key ``num-samples`` -> the count as ASCII digits; for i in 1..count (1-i
 
 import io
 import os
+import weakref
 from typing import Iterable, Optional, Tuple, Union
 
 from PIL import Image, UnidentifiedImageError
@@ -133,10 +134,49 @@ def read_label_file(label_file: Union[str, os.PathLike], image_root: Optional[st
             yield full, label
 
 
+class _SharedEnv:
+    """One read-only LMDB environment of a folder, shared by every dataset of this process that
+    reads the folder (py-lmdb refuses to open the same environment twice in a process)."""
+
+    def __init__(self, path: str):
+        self.pid = os.getpid()
+        self.env = _lmdb().open(
+            path,
+            max_readers=126,
+            readonly=True,
+            lock=False,
+            readahead=False,
+            meminit=False,
+        )
+        # closed when the last dataset using it goes away
+        weakref.finalize(self, self.env.close)
+
+
+# realpath -> the environment open on it; an entry lives while some dataset holds it
+_SHARED_ENVS: "weakref.WeakValueDictionary[str, _SharedEnv]" = weakref.WeakValueDictionary()
+
+
+def _shared_env(path: str) -> _SharedEnv:
+    """The environment of ``path`` for this process, opened on first use."""
+    key = os.path.realpath(path)
+    shared = _SHARED_ENVS.get(key)
+    if shared is not None and shared.pid != os.getpid():
+        # inherited through fork(): the child must not use the parent's environment, and must
+        # close its copy before opening the folder again
+        shared.env.close()
+        shared = None
+    if shared is None:
+        shared = _SharedEnv(path)
+        _SHARED_ENVS[key] = shared
+    return shared
+
+
 class LmdbDataset:
     """Reads a crnn.pytorch-format LMDB: ``dataset[i]`` (0-based) is ``(PIL "L" image, str)``.
 
-    Opened read-only and lazily in each process (safe with DataLoader workers). Raises
+    Opened read-only and lazily in each process (safe with DataLoader workers); datasets of the
+    same folder in one process (e.g. one LMDB as --trainRoot and --valRoot) share one
+    environment. Raises
     FileNotFoundError for a missing database, ValueError when ``num-samples`` is missing or
     malformed, and ValueError naming the key for a missing or undecodable record.
 
@@ -150,8 +190,7 @@ class LmdbDataset:
         self.mode = mode
         if not os.path.exists(os.path.join(self.root, "data.mdb")):
             raise FileNotFoundError(f"no LMDB database at {self.root!r} (data.mdb missing)")
-        self._env = None
-        self._pid = None
+        self._shared: Optional[_SharedEnv] = None
         with self._open().begin(write=False) as txn:
             raw = txn.get(b"num-samples")
         if raw is None:
@@ -168,27 +207,13 @@ class LmdbDataset:
             raise ValueError(f"LMDB {self.root!r}: negative 'num-samples' {self.num_samples}")
 
     def _open(self):
-        pid = os.getpid()
-        if self._env is None or self._pid != pid:
-            if self._env is not None:
-                # an environment inherited through fork() must not be used in the child; close
-                # the child's copy (py-lmdb refuses to open the same path twice in a process)
-                self._env.close()
-            self._env = _lmdb().open(
-                self.root,
-                max_readers=126,
-                readonly=True,
-                lock=False,
-                readahead=False,
-                meminit=False,
-            )
-            self._pid = pid
-        return self._env
+        if self._shared is None or self._shared.pid != os.getpid():
+            self._shared = _shared_env(self.root)
+        return self._shared.env
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_env"] = None
-        state["_pid"] = None
+        state["_shared"] = None
         return state
 
     def __len__(self) -> int:
