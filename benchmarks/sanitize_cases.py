@@ -2,7 +2,7 @@
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
         python benchmarks/sanitize_cases.py
-    python benchmarks/sanitize_cases.py --cases ctc        (one family: decode, ctc, lstm)
+    python benchmarks/sanitize_cases.py --cases ctc        (one family: decode, ctc, lstm, align)
     python benchmarks/sanitize_cases.py --list             (names the cases; needs no GPU)
 (without the caching allocator every tensor is its own allocation, so an out-of-bounds access
 is caught instead of landing inside a cached block). The cases cover each kernel's edge paths:
@@ -89,7 +89,30 @@ def lstm_cases():
         (h.float().sum() + c.float().sum()).backward()
 
 
-CASES = {"decode": decode_cases, "ctc": ctc_cases, "lstm": lstm_cases}
+def align_cases():
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        lp = torch.randn(12, 5, 6, device="cuda", dtype=dtype).log_softmax(-1)
+        targets = torch.tensor(
+            [[1, 2, 2], [3, 0, 0], [5, 4, 1], [1, 1, 1], [2, 3, 4]], device="cuda"
+        )
+        il = torch.tensor([12, 5, 0, 4, 7], device="cuda")
+        tl = torch.tensor([3, 1, 0, 3, 3], device="cuda")  # row 3 is impossible (1 _ 1 _ 1)
+        fastcrnn.ctc_forced_align(lp, targets, il, tl)
+    # 1-D concatenated targets (validated: rows sized from the longest target), and a long one
+    # whose states span several thread groups of the block
+    lp = torch.randn(400, 2, 30, device="cuda").log_softmax(-1)
+    flat = torch.randint(1, 30, (160,), device="cuda")
+    fastcrnn.ctc_forced_align(lp, flat, [400, 300], [150, 10])
+    # unvalidated bad rows (a blank target, a length beyond T): flagged, never read past
+    lp = torch.randn(6, 3, 4, device="cuda").log_softmax(-1)
+    bad_targets = torch.tensor([[1, 2], [3, 0], [2, 2]], device="cuda")
+    il = torch.tensor([6, 6, 9], device="cuda")
+    fastcrnn.ctc_forced_align(
+        lp, bad_targets, il, torch.tensor([2, 2, 2], device="cuda"), validate=False
+    )
+
+
+CASES = {"decode": decode_cases, "ctc": ctc_cases, "lstm": lstm_cases, "align": align_cases}
 
 
 def main(argv=None):

@@ -7,12 +7,18 @@ and ``fastcrnn.reference``; the OCR application is ``fastcrnn.ocr`` (imported on
 from fastcrnn import functional, nn, reference
 from fastcrnn._ext import build_info
 from fastcrnn.memory import cpu_cache_info, empty_cpu_cache, set_cpu_cache_limit
+from fastcrnn.ops.align import CtcAlignment, ctc_forced_align
+from fastcrnn.ops.beam import BeamSearchDecoding, ctc_beam_search_decode
 from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
 from fastcrnn.ops.lstm import lstm_cell, lstm_layer
 from fastcrnn.version import __version__
 
 __all__ = [
+    "BeamSearchDecoding",
+    "ctc_beam_search_decode",
+    "CtcAlignment",
+    "ctc_forced_align",
     "GreedyDecoding",
     "__version__",
     "build_info",

@@ -348,3 +348,194 @@ def ctc_greedy_decode_torch(log_probs, input_lengths=None, blank=0, logits=False
     probs[rows[emit], slot[emit]] = run_max.gather(1, run_id)[emit]
     frames[rows[emit], slot[emit]] = t_idx[None, :].expand(N, T)[emit]
     return tokens, emit.sum(1), probs, frames
+
+
+# ---------------------------------------------------------------------------------------------
+# CTC forced alignment (Viterbi)
+# ---------------------------------------------------------------------------------------------
+
+
+def ctc_forced_align(log_probs, targets, input_lengths, target_lengths, blank=0):
+    """The most probable CTC path spelling each target, one sequence at a time in plain loops:
+    the specification of fastcrnn.ctc_forced_align.
+
+    log_probs (T, N, C); targets (N, S) padded or 1-D concatenated; lengths (N,) ints.
+    Each frame's best predecessor is the first maximum among: the same state, the previous
+    state, and (for a label state whose label differs from the one two states back) the state
+    two back. The path ends in the final blank unless the final label scores higher.
+    Returns (labels (N, T) int64 with -1 past the input length and for unalignable sequences,
+    scores (N,) float64 with -inf for them), computed in float64.
+    """
+    T, N, _ = log_probs.shape
+    lp = log_probs.detach().double().cpu()
+    labels = torch.full((N, T), -1, dtype=torch.int64)
+    scores = torch.full((N,), -math.inf, dtype=torch.float64)
+    for n, target in enumerate(_targets_per_sample(targets, target_lengths, N)):
+        Tn = int(input_lengths[n])
+        states = [blank]
+        for c in target:
+            states += [c, blank]
+        S = len(states)
+        if Tn == 0:
+            if not target:
+                scores[n] = 0.0
+            continue
+        alpha = [[-math.inf] * S for _ in range(Tn)]
+        back = [[0] * S for _ in range(Tn)]
+        alpha[0][0] = float(lp[0, n, blank])
+        if S > 1:
+            alpha[0][1] = float(lp[0, n, states[1]])
+        for t in range(1, Tn):
+            for s in range(S):
+                best, step = alpha[t - 1][s], 0
+                if s >= 1 and alpha[t - 1][s - 1] > best:
+                    best, step = alpha[t - 1][s - 1], 1
+                if s >= 3 and s % 2 == 1 and states[s] != states[s - 2]:
+                    if alpha[t - 1][s - 2] > best:
+                        best, step = alpha[t - 1][s - 2], 2
+                alpha[t][s] = best + float(lp[t, n, states[s]])
+                back[t][s] = step
+        s = S - 1
+        if S >= 2 and alpha[Tn - 1][S - 2] > alpha[Tn - 1][S - 1]:
+            s = S - 2
+        if alpha[Tn - 1][s] == -math.inf:
+            continue
+        scores[n] = alpha[Tn - 1][s]
+        for t in range(Tn - 1, -1, -1):
+            labels[n, t] = states[s]
+            s -= back[t][s]
+    return labels, scores
+
+
+def ctc_forced_align_torch(log_probs, targets, input_lengths, target_lengths, blank=0):
+    """The same Viterbi alignment in vectorized torch ops over the batch and the states, one
+    step per frame (the speed baseline). targets (N, S) padded. Same outputs as the loop
+    version (scores in log_probs' accumulation dtype: float32, or float64 for float64)."""
+    T, N, _ = log_probs.shape
+    device = log_probs.device
+    acc = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
+    lp = log_probs.detach().to(acc)
+    il = torch.as_tensor(input_lengths, dtype=torch.int64, device=device)
+    tl = torch.as_tensor(target_lengths, dtype=torch.int64, device=device)
+    L = targets.shape[1]
+    S = 2 * L + 1
+    states = torch.full((N, S), blank, dtype=torch.int64, device=device)
+    states[:, 1::2] = targets.to(device)
+    skip = torch.zeros(N, S, dtype=torch.bool, device=device)
+    skip[:, 3::2] = states[:, 3::2] != states[:, 1:-2:2]
+    live = torch.arange(S, device=device)[None, :] < (2 * tl + 1)[:, None]
+    emissions = lp.gather(2, states.unsqueeze(0).expand(T, N, S))  # (T, N, S)
+    ninf = torch.tensor(-math.inf, dtype=acc, device=device)
+    alpha = torch.full((N, S), -math.inf, dtype=acc, device=device)
+    alpha[:, :2] = emissions[0, :, :2]
+    alpha = torch.where(live, alpha, ninf)
+    back = torch.zeros(T, N, S, dtype=torch.uint8, device=device)
+    pad = torch.full((N, 2), -math.inf, dtype=acc, device=device)
+    for t in range(1, T):
+        shifted = torch.cat([pad, alpha], 1)
+        one, two = shifted[:, 1:-1], torch.where(skip, shifted[:, :-2], ninf)
+        step = (one > alpha).to(torch.uint8)
+        best = torch.maximum(alpha, one)
+        step = torch.where(two > best, 2, step).to(torch.uint8)
+        best = torch.maximum(best, two)
+        running = (t < il)[:, None]
+        alpha = torch.where(running & live, best + emissions[t], alpha)
+        back[t] = step
+    rows = torch.arange(N, device=device)
+    last_blank = alpha[rows, 2 * tl]
+    last_label = alpha[rows, (2 * tl - 1).clamp(min=0)]
+    use_label = (tl > 0) & (last_label > last_blank)
+    s = torch.where(use_label, 2 * tl - 1, 2 * tl)
+    scores = torch.where(use_label, last_label, last_blank)
+    scores = torch.where(il == 0, torch.where(tl == 0, 0.0, -math.inf), scores).to(acc)
+    aligned = scores > -math.inf
+    labels = torch.full((N, T), -1, dtype=torch.int64, device=device)
+    for t in range(T - 1, -1, -1):
+        at = aligned & (t < il)
+        labels[:, t] = torch.where(at, states[rows, s], -1)
+        s = torch.where(at & (t > 0), s - back[t, rows, s].long(), s)
+    return labels, scores
+
+
+# ---------------------------------------------------------------------------------------------
+# CTC prefix beam search
+# ---------------------------------------------------------------------------------------------
+
+
+def _log_add(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    hi, lo = (a, b) if a >= b else (b, a)
+    return hi + math.log1p(math.exp(lo - hi))
+
+
+def _merge(beams: dict, prefix: tuple, p_b: float, p_nb: float) -> None:
+    """Adds the probabilities of another path to `prefix` in `beams`."""
+    old_b, old_nb = beams.get(prefix, (-math.inf, -math.inf))
+    beams[prefix] = (_log_add(old_b, p_b), _log_add(old_nb, p_nb))
+
+
+def ctc_prefix_beam_search(
+    log_probs,
+    input_length=None,
+    beam_width=10,
+    blank=0,
+    nbest=1,
+    max_tokens=None,
+    token_min_logp=None,
+    beam_prune_logp=None,
+):
+    """CTC prefix beam search for ONE sequence, in plain Python: the specification of
+    fastcrnn.ctc_beam_search_decode (without lexicon or language model).
+
+    log_probs (T, C) log-probabilities. Each prefix keeps two log-probabilities: of the frames so
+    far ending in a blank (p_b) and in its last label (p_nb). At each frame a prefix
+    - stays by a blank: p_b' += p(blank) * (p_b + p_nb);
+    - stays by repeating its last label (the run continues): p_nb' += p(last) * p_nb;
+    - grows by a label c: p_nb'(prefix + c) += p(c) * (p_b + p_nb), or only p(c) * p_b when c
+      repeats the last label (a repeat needs a blank between);
+    identical prefixes reached by different paths merge (their probabilities add). Then the
+    beam_width prefixes of highest p_b + p_nb survive; ties go to the prefix that is smaller as
+    a tuple of class indices; impossible ones (probability 0, or NaN) are dropped.
+
+    Pruning: a frame's candidate labels are its max_tokens most probable non-blank classes (ties
+    to the smaller class) with log-prob >= token_min_logp; labels outside them count as
+    probability 0 at that frame, for growing and repeating alike. After ranking, prefixes below
+    the best + beam_prune_logp are dropped.
+    Returns the nbest [(prefix tuple, log-probability)], best first.
+    """
+    lp = log_probs.detach().double().cpu()
+    T = lp.shape[0] if input_length is None else int(input_length)
+    C = lp.shape[1]
+    beams = {(): (0.0, -math.inf)}  # prefix -> (log p_b, log p_nb)
+    for t in range(T):
+        row = [float(v) for v in lp[t]]
+        labels = [
+            c
+            for c in range(C)
+            if c != blank
+            and row[c] > -math.inf
+            and (token_min_logp is None or row[c] >= token_min_logp)
+        ]
+        if max_tokens is not None and len(labels) > max_tokens:
+            labels = sorted(sorted(labels, key=lambda c: (-row[c], c))[:max_tokens])
+        label_lp = {c: row[c] for c in labels}
+        grown: dict = {}
+        for prefix, (p_b, p_nb) in beams.items():
+            total = _log_add(p_b, p_nb)
+            _merge(grown, prefix, total + row[blank], -math.inf)
+            if prefix:
+                _merge(grown, prefix, -math.inf, p_nb + label_lp.get(prefix[-1], -math.inf))
+            for c in labels:
+                source = p_b if prefix and prefix[-1] == c else total
+                _merge(grown, prefix + (c,), -math.inf, source + row[c])
+        live = [kv for kv in grown.items() if _log_add(*kv[1]) > -math.inf]
+        ranked = sorted(live, key=lambda kv: (-_log_add(*kv[1]), kv[0]))[:beam_width]
+        if beam_prune_logp is not None and ranked:
+            floor = _log_add(*ranked[0][1]) + beam_prune_logp
+            ranked = [kv for kv in ranked if _log_add(*kv[1]) >= floor]
+        beams = dict(ranked)
+    ranked = sorted(beams.items(), key=lambda kv: (-_log_add(*kv[1]), kv[0]))
+    return [(prefix, _log_add(*scores)) for prefix, scores in ranked[:nbest]]

@@ -16,6 +16,25 @@ TORCH_LIBRARY(fastcrnn, m) {
       "greedy_decode(Tensor log_probs, Tensor input_lengths, int blank, bool logits, "
       "bool validate) -> (Tensor tokens, Tensor lengths, Tensor token_probs, "
       "Tensor token_frames)");
+  // ---- CTC prefix beam search (ops/beam.cpp; the algorithm in kernels/beam.h) ----
+  // Runs on the host. ctc_beam_search reads dense (T, N, C) scores; ctc_beam_search_candidates
+  // each frame's K candidates (what a CUDA input is pruned to on the device).
+  m.def(
+      "ctc_beam_search(Tensor log_probs, Tensor input_lengths, int blank, bool logits, "
+      "int beam_width, int nbest, int max_tokens, float? token_min_logp, "
+      "float? beam_prune_logp) -> (Tensor tokens, Tensor lengths, Tensor scores, "
+      "Tensor token_frames, Tensor token_probs)");
+  m.def(
+      "ctc_beam_search_candidates(Tensor candidate_tokens, Tensor candidate_logp, "
+      "Tensor blank_logp, Tensor input_lengths, int num_classes, int blank, int beam_width, "
+      "int nbest, float? token_min_logp, float? beam_prune_logp) -> (Tensor tokens, "
+      "Tensor lengths, Tensor scores, Tensor token_frames, Tensor token_probs)");
+  // ---- CTC forced alignment (ops/align.cpp; shapes in kernels/align.h) ----
+  m.def(
+      "ctc_forced_align(Tensor log_probs, Tensor targets, Tensor input_lengths, "
+      "Tensor target_lengths, int blank, bool validate) -> (Tensor labels, "
+      "Tensor frame_log_probs, Tensor token_starts, Tensor token_ends, Tensor token_log_probs, "
+      "Tensor scores, Tensor aligned)");
   // ---- CTC loss (ops/ctc.cpp; autograd and the ctc_loss composite: ops/ctc_autograd.cpp) ----
   // ctc_loss: the whole loss in one call; reduction as at::Reduction (0 none, 1 mean, 2 sum).
   m.def(

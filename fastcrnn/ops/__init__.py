@@ -1,10 +1,16 @@
 """Python wrappers over torch.ops.fastcrnn: fake (meta) kernels, autograd, argument checks."""
 
+from fastcrnn.ops.align import CtcAlignment, ctc_forced_align
+from fastcrnn.ops.beam import BeamSearchDecoding, ctc_beam_search_decode
 from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
 from fastcrnn.ops.lstm import lstm_cell, lstm_layer
 
 __all__ = [
+    "BeamSearchDecoding",
+    "ctc_beam_search_decode",
+    "CtcAlignment",
+    "ctc_forced_align",
     "GreedyDecoding",
     "ctc_greedy_decode",
     "ctc_loss",

@@ -6,6 +6,8 @@ Two public functions with the semantics of torch.nn.functional.ctc_loss:
 in: neither pass materialises log-probabilities, only one normaliser per frame).
 """
 
+from typing import NamedTuple
+
 import torch
 
 from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
@@ -65,10 +67,23 @@ def _ctc_backward_fake(
 _ctc_loss_op = torch.ops.fastcrnn.ctc_loss.default
 
 
-def _ctc(
-    scores, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, from_logits
-):
-    name = "logits" if from_logits else "log_probs"
+class CtcInputs(NamedTuple):
+    """The checked CTC arguments in the op's form."""
+
+    scores: torch.Tensor  # (T, N, C) on the input's device
+    targets: torch.Tensor  # (N, S) padded or 1-D concatenated, on the same device
+    input_lengths: torch.Tensor  # (N,) int64
+    target_lengths: torch.Tensor  # (N,) int64
+    blank: int
+    unbatched: bool  # the caller passed (T, C) and (S,)
+
+
+def ctc_inputs(
+    scores, targets, input_lengths, target_lengths, blank, name: str, full_length_default=False
+) -> CtcInputs:
+    """Checks the arguments every CTC op shares (the loss, forced alignment) and brings them to
+    the op's form. Lengths are required unless `full_length_default`, which reads None as the
+    whole input (T) and, for padded or unbatched targets, the whole target row."""
     require_tensor(scores, name)
     if not scores.is_floating_point():
         raise TensorTypeError(
@@ -80,10 +95,6 @@ def _ctc(
         raise ArgumentValueError(
             f"{name} must have shape (T, N, C) or unbatched (T, C), got {tuple(scores.shape)}"
         )
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {tuple(_REDUCTIONS)}, got {reduction!r}")
-    if not isinstance(zero_infinity, bool):
-        raise TypeError(f"zero_infinity must be a bool, got {type(zero_infinity).__name__}")
     blank = require_int(blank, "blank")
     require_tensor(targets, "targets")
     if targets.dtype not in (torch.int32, torch.int64):
@@ -118,43 +129,61 @@ def _ctc(
             f"targets must have one row per batch element ({N}), got {targets.shape[0]}"
         )
     bound = targets.shape[1] if padded else targets.numel()
-    if input_lengths is None or target_lengths is None:
+    if not full_length_default and (input_lengths is None or target_lengths is None):
         raise TypeError("input_lengths and target_lengths are required")
+    if target_lengths is None and not padded:
+        raise TypeError("target_lengths is required with 1-D concatenated targets")
     input_lengths = lengths_tensor(
         input_lengths, N, T, device, "input_lengths", unbatched=unbatched
     )
-    target_lengths_list = target_lengths if isinstance(target_lengths, (list, tuple)) else None
-    given_list = target_lengths_list is not None
+    given = target_lengths
     target_lengths = lengths_tensor(
         target_lengths, N, bound, device, "target_lengths", unbatched=unbatched
     )
+    if isinstance(given, (list, tuple)) and not padded and sum(given) > bound:
+        raise ArgumentValueError(
+            f"concatenated targets hold {bound} labels, fewer than the sum of target_lengths"
+        )
+    return CtcInputs(scores, targets, input_lengths, target_lengths, blank, unbatched)
 
+
+def call_checked(op, *args):
+    """Calls a CTC op, turning its value-check ValueErrors (lengths within T and S, target
+    classes) into ArgumentValueError: torch raises RuntimeError for bad lengths."""
+    try:
+        return op(*args)
+    except ValueError as error:
+        raise ArgumentValueError(str(error)) from None
+
+
+def _ctc(
+    scores, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, from_logits
+):
+    name = "logits" if from_logits else "log_probs"
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {tuple(_REDUCTIONS)}, got {reduction!r}")
+    if not isinstance(zero_infinity, bool):
+        raise TypeError(f"zero_infinity must be a bool, got {type(zero_infinity).__name__}")
+    inputs = ctc_inputs(scores, targets, input_lengths, target_lengths, blank, name)
+    scores = inputs.scores
     # compute in float32 like F.ctc_loss: under autocast, and for half / bfloat16 on the CPU
     low = scores.dtype in (torch.float16, torch.bfloat16)
     if low and (scores.device.type == "cpu" or torch.is_autocast_enabled(scores.device.type)):
         scores = scores.float()
-    if given_list and not padded and sum(target_lengths_list) > bound:
-        raise ArgumentValueError(
-            f"concatenated targets hold {bound} labels, fewer than the sum of target_lengths"
-        )
     # CPU tensors are value-checked by the op (plain loops, free); CUDA ones when validating
-    try:
-        losses = _ctc_loss_op(
-            scores,
-            targets,
-            input_lengths,
-            target_lengths,
-            blank,
-            _REDUCTIONS[reduction],
-            zero_infinity,
-            from_logits,
-            not skip_value_checks(scores),
-        )
-    except ValueError as error:
-        # the op's value checks (lengths within T and S, target classes): torch raises
-        # RuntimeError for bad lengths, so the error is made both
-        raise ArgumentValueError(str(error)) from None
-    return losses[0] if unbatched and reduction == "none" else losses
+    losses = call_checked(
+        _ctc_loss_op,
+        scores,
+        inputs.targets,
+        inputs.input_lengths,
+        inputs.target_lengths,
+        inputs.blank,
+        _REDUCTIONS[reduction],
+        zero_infinity,
+        from_logits,
+        not skip_value_checks(scores),
+    )
+    return losses[0] if inputs.unbatched and reduction == "none" else losses
 
 
 def ctc_loss(

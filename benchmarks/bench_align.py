@@ -1,0 +1,61 @@
+"""CTC forced alignment: fastcrnn vs the vectorized torch Viterbi (fastcrnn.reference), on the
+ocr-en and long workloads (and gpu-big on CUDA).
+
+pytest-benchmark:  pytest benchmarks/bench_align.py --benchmark-only
+report rows:       python benchmarks/report.py --only align   (ratios measured in the same run)
+"""
+
+import pytest
+import torch
+
+import fastcrnn
+from benchmarks.timing import paired_ms, row
+from benchmarks.workloads import CTC_WORKLOADS, applicable, ctc_inputs
+from fastcrnn import reference
+
+ALIGN_WORKLOADS = ("ocr-en", "long", "gpu-big")
+
+
+def _inputs(name, device):
+    logits, targets, il, tl = ctc_inputs(name, device)
+    return logits.log_softmax(-1), targets, il, tl
+
+
+def _devices():
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+IMPLS = {
+    "fastcrnn": fastcrnn.ctc_forced_align,
+    "torch-vectorized": reference.ctc_forced_align_torch,
+}
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("workload", ALIGN_WORKLOADS)
+def test_align(benchmark, workload, impl, device):
+    if not applicable(CTC_WORKLOADS[workload], device):
+        pytest.skip("GPU-only workload")
+    args = _inputs(workload, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    benchmark(lambda: (IMPLS[impl](*args), sync()))
+
+
+def report_rows(device):
+    rows = []
+    for name in ALIGN_WORKLOADS:
+        if not applicable(CTC_WORKLOADS[name], device):
+            continue
+        args = _inputs(name, device)
+        ours, ref, ratio = paired_ms(
+            lambda: fastcrnn.ctc_forced_align(*args),
+            lambda: reference.ctc_forced_align_torch(*args),
+            device,
+            repeat=5,
+            min_time_s=0.1,
+        )
+        rows.append(
+            row("align", name, "viterbi", device, ours, "torch vectorized", ref, ratio=ratio)
+        )
+    return rows

@@ -1,0 +1,62 @@
+// CTC prefix beam search: launcher declarations shared by ops/ and kernels/. Torch-free.
+//
+// Each hypothesis is a label prefix with two log-probabilities: of the paths so far that end in
+// a blank (p_b) and in its last label (p_nb). At frame t a prefix
+//   stays by a blank:                 p_b'  += p_t(blank) * (p_b + p_nb)
+//   stays by repeating its last label: p_nb' += p_t(last) * p_nb
+//   grows by a label c:               p_nb'(prefix + c) += p_t(c) * (c == last ? p_b : p_b + p_nb)
+// (in log space; += is log-add-exp), identical prefixes merging. The beam_width prefixes of
+// highest p_b + p_nb survive each frame; ties go to the prefix that is lexicographically smaller
+// as a sequence of class indices, so results are deterministic. fastcrnn.reference's
+// ctc_prefix_beam_search is the readable specification, operation for operation.
+//
+// Pruning (all optional): each frame's candidate labels are its max_tokens (largest log-prob,
+// ties to the smaller class) with log-prob >= token_min_logp; a label outside that set counts as
+// probability 0 at that frame (for growing and for repeating alike; the blank is always in).
+// After ranking, prefixes scoring below the best + beam_prune_logp are dropped.
+#pragma once
+#include <cstdint>
+
+#include "kernels/common.h"
+#include "kernels/cpu_isa.h"
+
+namespace fastcrnn {
+
+struct BeamSearchParams {
+  // (T, N, C) log-probabilities, or logits when `logits` (each frame normalised in the kernel),
+  // strides in elements, float32 or float64 (ops/ converts half precision).
+  const void* scores = nullptr;
+  Dtype dtype = Dtype::kFloat32;
+  int64_t T = 0, N = 0, C = 0;
+  int64_t stride_t = 0, stride_n = 0, stride_c = 0;
+  bool logits = false;
+  // Or, when candidate_tokens is set, each frame's candidates only (what a CUDA input sends to
+  // the host after pruning on the device): K labels per (t, n) (-1: none) with their
+  // log-probabilities, contiguous (T, N, K), and the blank's log-probability (T, N). scores is
+  // then unused; labels outside a frame's candidates count as probability 0.
+  const int64_t* candidate_tokens = nullptr;
+  const double* candidate_logp = nullptr;
+  const double* blank_logp = nullptr;
+  int64_t K = 0;
+  const int64_t* input_lengths = nullptr;  // (N,), each in [0, T] (checked by ops/)
+  int64_t blank = 0;
+  int64_t beam_width = 1;
+  int64_t nbest = 1;          // <= beam_width
+  int64_t max_tokens = 0;     // candidate labels per frame; 0: all
+  double token_min_logp = 0;  // used when has_token_min_logp
+  bool has_token_min_logp = false;
+  double beam_prune_logp = 0;  // used when has_beam_prune_logp
+  bool has_beam_prune_logp = false;
+  // Outputs, padded: tokens / frames -1, probs 0, scores -inf where a sample has fewer than
+  // nbest hypotheses.
+  int64_t* tokens = nullptr;        // (N, nbest, T)
+  int64_t* lengths = nullptr;       // (N, nbest)
+  double* log_probs_out = nullptr;  // (N, nbest): log p_b + p_nb of the hypothesis
+  int64_t* token_frames = nullptr;  // (N, nbest, T): the frame each token was first appended
+  float* token_probs = nullptr;     // (N, nbest, T): its highest probability from that frame
+                                    // until the next token's (or the input's end)
+};
+
+}  // namespace fastcrnn
+
+FASTCRNN_DECLARE_CPU_KERNEL(void, ctc_beam_search_cpu, (const ::fastcrnn::BeamSearchParams& p))

@@ -1,0 +1,306 @@
+// CTC prefix beam search on the CPU: samples in parallel (at::parallel_for), one hypothesis
+// store per task reused across its samples and frames (no allocation per frame once warm).
+// Prefixes live in a trie of the hypotheses that ever survived a frame: a hypothesis is a node,
+// so extending or merging never copies a label sequence. Probabilities are accumulated in
+// double, in the order of fastcrnn.reference.ctc_prefix_beam_search, so the two agree exactly.
+// Compiled once per instruction set (see cpu_isa.h).
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "kernels/beam.h"
+
+namespace fastcrnn::cpu::FASTCRNN_ISA_NS {
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+inline double log_add(double a, double b) {
+  if (a == kNegInf) return b;
+  if (b == kNegInf) return a;
+  const double hi = a >= b ? a : b;
+  const double lo = a >= b ? b : a;
+  return hi + std::log1p(std::exp(lo - hi));
+}
+
+struct Node {
+  int32_t parent;  // -1 for the root (the empty prefix)
+  int32_t token;
+  int32_t frame;  // where the token was first appended
+  int32_t length;
+};
+
+struct Hypothesis {
+  int32_t node;
+  double p_b, p_nb;
+};
+
+// A ranked candidate: an existing hypothesis (token < 0) or hypothesis `from` grown by token.
+struct Candidate {
+  int32_t from;  // index into the current beams
+  int32_t token;
+  double p_b, p_nb, total;
+};
+
+// Everything one task reuses across its samples.
+struct Store {
+  std::vector<Node> nodes;
+  std::unordered_map<uint64_t, int32_t> child;  // (parent << 32 | token) -> node
+  std::vector<int32_t> beam_of_node;            // current beam index of a node, or -1
+  std::vector<Hypothesis> beams, next;
+  std::vector<Candidate> candidates;
+  std::vector<std::pair<int32_t, double>> labels;  // this frame's candidate labels, by class
+  std::vector<double> row;                         // this frame's log-probabilities (dense)
+  std::vector<double> log_norm;                    // (T,) each frame's log-sum-exp (logits)
+  std::vector<int32_t> prefix_a, prefix_b;
+
+  void reset() {
+    nodes.clear();
+    child.clear();
+    beam_of_node.clear();
+    nodes.push_back({-1, -1, -1, 0});
+    beam_of_node.push_back(-1);
+    beams.assign(1, {0, 0.0, kNegInf});
+  }
+
+  void prefix(int32_t node, std::vector<int32_t>& out) const {
+    out.resize(nodes[node].length);
+    for (int32_t i = nodes[node].length - 1; i >= 0; --i, node = nodes[node].parent)
+      out[i] = nodes[node].token;
+  }
+};
+
+template <typename scalar_t>
+class Searcher {
+ public:
+  Searcher(const BeamSearchParams& p, Store& st) : p_(p), st_(st) {}
+
+  void run(int64_t n) {
+    const int64_t Tn = p_.input_lengths[n];
+    st_.reset();
+    st_.log_norm.assign(p_.T, 0.0);
+    for (int64_t t = 0; t < Tn && !st_.beams.empty(); ++t) {
+      const double blank_lp = load_frame(n, t);
+      grow(blank_lp);
+      select(static_cast<int32_t>(t));
+    }
+    write(n, Tn);
+  }
+
+ private:
+  // Fills st_.labels (candidates sorted by class) and st_.row; returns the blank's log-prob.
+  double load_frame(int64_t n, int64_t t) {
+    auto& labels = st_.labels;
+    labels.clear();
+    double blank_lp;
+    if (p_.candidate_tokens != nullptr) {
+      const int64_t base = (t * p_.N + n) * p_.K;
+      for (int64_t k = 0; k < p_.K; ++k) {
+        const int64_t c = p_.candidate_tokens[base + k];
+        const double v = p_.candidate_logp[base + k];
+        if (c >= 0 && c < p_.C && c != p_.blank && keep(v))
+          labels.emplace_back(static_cast<int32_t>(c), v);
+      }
+      blank_lp = p_.blank_logp[t * p_.N + n];
+    } else {
+      dense_row(n, t);
+      for (int64_t c = 0; c < p_.C; ++c)
+        if (c != p_.blank && keep(st_.row[c]))
+          labels.emplace_back(static_cast<int32_t>(c), st_.row[c]);
+      blank_lp = st_.row[p_.blank];
+    }
+    if (p_.max_tokens > 0 && static_cast<int64_t>(labels.size()) > p_.max_tokens) {
+      const auto larger = [](const std::pair<int32_t, double>& a,
+                             const std::pair<int32_t, double>& b) {
+        return a.second > b.second || (a.second == b.second && a.first < b.first);
+      };
+      std::nth_element(labels.begin(), labels.begin() + p_.max_tokens, labels.end(), larger);
+      labels.resize(p_.max_tokens);
+    }
+    std::sort(labels.begin(), labels.end());
+    return blank_lp;
+  }
+
+  bool keep(double v) const {
+    return v > kNegInf && (!p_.has_token_min_logp || v >= p_.token_min_logp);
+  }
+
+  void dense_row(int64_t n, int64_t t) {
+    const scalar_t* x = static_cast<const scalar_t*>(p_.scores) + t * p_.stride_t + n * p_.stride_n;
+    auto& row = st_.row;
+    row.resize(p_.C);
+    for (int64_t c = 0; c < p_.C; ++c) row[c] = static_cast<double>(x[c * p_.stride_c]);
+    if (p_.logits) {
+      double m = kNegInf;
+      for (double v : row) m = std::max(m, v);
+      double sum = 0;
+      for (double v : row) sum += std::exp(v - m);
+      const double lse = m + std::log(sum);
+      for (double& v : row) v -= lse;
+      st_.log_norm[t] = lse;
+    }
+  }
+
+  double label_logp(int32_t c) const {
+    const auto& labels = st_.labels;
+    const auto it = std::lower_bound(labels.begin(), labels.end(), std::make_pair(c, kNegInf));
+    return it != labels.end() && it->first == c ? it->second : kNegInf;
+  }
+
+  // The accumulation of one frame, in the reference's order: hypotheses by rank; for each, the
+  // blank, the repeat, then the labels by class.
+  void grow(double blank_lp) {
+    auto& beams = st_.beams;
+    auto& cand = st_.candidates;
+    cand.clear();
+    for (size_t i = 0; i < beams.size(); ++i) {
+      st_.beam_of_node[beams[i].node] = static_cast<int32_t>(i);
+      cand.push_back({static_cast<int32_t>(i), -1, kNegInf, kNegInf, 0});
+    }
+    for (size_t i = 0; i < beams.size(); ++i) {
+      const Hypothesis h = beams[i];
+      const Node node = st_.nodes[h.node];
+      const double total = log_add(h.p_b, h.p_nb);
+      cand[i].p_b = log_add(cand[i].p_b, total + blank_lp);
+      if (node.length > 0) cand[i].p_nb = log_add(cand[i].p_nb, h.p_nb + label_logp(node.token));
+      for (const auto& [c, v] : st_.labels) {
+        const double source = node.length > 0 && c == node.token ? h.p_b : total;
+        const double value = source + v;
+        const auto found = st_.child.find(key(h.node, c));
+        const int32_t existing = found == st_.child.end() ? -1 : st_.beam_of_node[found->second];
+        if (existing >= 0) {
+          cand[existing].p_nb = log_add(cand[existing].p_nb, value);
+        } else {
+          cand.push_back({static_cast<int32_t>(i), c, kNegInf, value, 0});
+        }
+      }
+    }
+    for (const Hypothesis& h : beams) st_.beam_of_node[h.node] = -1;
+  }
+
+  void select(int32_t t) {
+    auto& cand = st_.candidates;
+    size_t kept = 0;
+    for (Candidate& c : cand) {
+      c.total = log_add(c.p_b, c.p_nb);
+      if (c.total > kNegInf) cand[kept++] = c;  // drops impossible (and NaN) hypotheses
+    }
+    cand.resize(kept);
+    const size_t width = std::min<size_t>(cand.size(), static_cast<size_t>(p_.beam_width));
+    const auto better = [this](const Candidate& a, const Candidate& b) {
+      if (a.total != b.total) return a.total > b.total;
+      return prefix_less(a, b);
+    };
+    std::partial_sort(cand.begin(), cand.begin() + width, cand.end(), better);
+    cand.resize(width);
+    if (p_.has_beam_prune_logp && !cand.empty()) {
+      const double floor = cand.front().total + p_.beam_prune_logp;
+      while (!cand.empty() && cand.back().total < floor) cand.pop_back();
+    }
+    auto& next = st_.next;
+    next.clear();
+    for (const Candidate& c : cand) {
+      const int32_t from = st_.beams[c.from].node;
+      int32_t node = from;
+      if (c.token >= 0) {
+        // one node per distinct prefix: a prefix that left the beam and returns gets its old
+        // node back (live descendants may hang below it), with the frame of its return
+        const auto [it, added] =
+            st_.child.try_emplace(key(from, c.token), static_cast<int32_t>(st_.nodes.size()));
+        node = it->second;
+        if (added) {
+          st_.nodes.push_back({from, c.token, t, st_.nodes[from].length + 1});
+          st_.beam_of_node.push_back(-1);
+        } else {
+          st_.nodes[node].frame = t;
+        }
+      }
+      next.push_back({node, c.p_b, c.p_nb});
+    }
+    std::swap(st_.beams, next);
+  }
+
+  // Ties of equal score: the smaller label sequence first (only then are prefixes compared).
+  bool prefix_less(const Candidate& a, const Candidate& b) {
+    st_.prefix(st_.beams[a.from].node, st_.prefix_a);
+    st_.prefix(st_.beams[b.from].node, st_.prefix_b);
+    if (a.token >= 0) st_.prefix_a.push_back(a.token);
+    if (b.token >= 0) st_.prefix_b.push_back(b.token);
+    return st_.prefix_a < st_.prefix_b;
+  }
+
+  static uint64_t key(int32_t parent, int32_t token) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(parent)) << 32) |
+           static_cast<uint32_t>(token);
+  }
+
+  // The probability of label c at frame t (0 outside a candidate-only frame's candidates).
+  double prob_at(int64_t n, int64_t t, int32_t c) {
+    if (p_.candidate_tokens != nullptr) {
+      const int64_t base = (t * p_.N + n) * p_.K;
+      for (int64_t k = 0; k < p_.K; ++k)
+        if (p_.candidate_tokens[base + k] == c) return std::exp(p_.candidate_logp[base + k]);
+      return 0.0;
+    }
+    const scalar_t* x = static_cast<const scalar_t*>(p_.scores) + t * p_.stride_t + n * p_.stride_n;
+    return std::exp(static_cast<double>(x[c * p_.stride_c]) - st_.log_norm[t]);
+  }
+
+  void write(int64_t n, int64_t Tn) {
+    const int64_t T = p_.T;
+    for (int64_t k = 0; k < p_.nbest; ++k) {
+      const int64_t slot = n * p_.nbest + k;
+      int64_t* tokens = p_.tokens + slot * T;
+      int64_t* frames = p_.token_frames + slot * T;
+      float* probs = p_.token_probs + slot * T;
+      std::fill(tokens, tokens + T, -1);
+      std::fill(frames, frames + T, -1);
+      std::fill(probs, probs + T, 0.f);
+      if (k >= static_cast<int64_t>(st_.beams.size())) {
+        p_.lengths[slot] = 0;
+        p_.log_probs_out[slot] = kNegInf;
+        continue;
+      }
+      const Hypothesis& h = st_.beams[k];
+      const int32_t L = st_.nodes[h.node].length;
+      p_.lengths[slot] = L;
+      p_.log_probs_out[slot] = log_add(h.p_b, h.p_nb);
+      for (int32_t node = h.node, i = L - 1; i >= 0; node = st_.nodes[node].parent, --i) {
+        tokens[i] = st_.nodes[node].token;
+        frames[i] = st_.nodes[node].frame;
+      }
+      for (int32_t i = 0; i < L; ++i) {
+        const int64_t until = i + 1 < L ? frames[i + 1] : Tn;
+        double best = 0;
+        for (int64_t t = frames[i]; t < until; ++t)
+          best = std::max(best, prob_at(n, t, static_cast<int32_t>(tokens[i])));
+        probs[i] = static_cast<float>(best);
+      }
+    }
+  }
+
+  const BeamSearchParams& p_;
+  Store& st_;
+};
+
+}  // namespace
+
+void ctc_beam_search_cpu(const BeamSearchParams& p) {
+  at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
+    Store store;
+    for (int64_t n = begin; n < end; ++n) {
+      if (p.dtype == Dtype::kFloat64)
+        Searcher<double>(p, store).run(n);
+      else
+        Searcher<float>(p, store).run(n);
+    }
+  });
+}
+
+}  // namespace fastcrnn::cpu::FASTCRNN_ISA_NS

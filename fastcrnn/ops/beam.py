@@ -1,0 +1,208 @@
+"""CTC prefix beam search over torch.ops.fastcrnn.ctc_beam_search (csrc/kernels/beam.h holds the
+algorithm; fastcrnn.reference.ctc_prefix_beam_search is its readable specification).
+
+The search itself runs on the host (C++, OpenMP over the batch). A CUDA input is normalised and
+pruned on the device (the top ``max_tokens`` labels of each frame, above ``token_min_logp``);
+only those candidates cross to the host, in one copy.
+"""
+
+import math
+from numbers import Real
+from typing import NamedTuple, Optional
+
+import torch
+
+from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
+from fastcrnn.ops._checks import (
+    ArgumentValueError,
+    LengthsLike,
+    TensorTypeError,
+    lengths_tensor,
+    positive_int,
+    require_float,
+    require_int,
+    require_tensor,
+)
+
+__all__ = ["BeamSearchDecoding", "ctc_beam_search_decode"]
+
+
+def _beam_fake_outputs(T, N, nbest, like):
+    return (
+        like.new_empty((N, nbest, T), dtype=torch.int64),
+        like.new_empty((N, nbest), dtype=torch.int64),
+        like.new_empty((N, nbest), dtype=torch.float64),
+        like.new_empty((N, nbest, T), dtype=torch.int64),
+        like.new_empty((N, nbest, T), dtype=torch.float32),
+    )
+
+
+@torch.library.register_fake("fastcrnn::ctc_beam_search")
+def _beam_search_fake(log_probs, input_lengths, blank, logits, beam_width, nbest, *_):
+    T, N, _ = log_probs.shape
+    return _beam_fake_outputs(T, N, nbest, log_probs)
+
+
+@torch.library.register_fake("fastcrnn::ctc_beam_search_candidates")
+def _beam_candidates_fake(
+    candidate_tokens, _lp, _blank_lp, _lengths, _classes, _blank, _width, nbest, *_
+):
+    T, N, _ = candidate_tokens.shape
+    return _beam_fake_outputs(T, N, nbest, candidate_tokens)
+
+
+class BeamSearchDecoding(NamedTuple):
+    """The nbest hypotheses of each sequence, best first (batched shapes; an unbatched call drops
+    the N axis). A sequence with fewer than nbest possible hypotheses pads the rest with
+    score -inf, length 0 and tokens -1.
+
+    tokens: (N, nbest, T) int64 class indices, padded with -1.
+    lengths: (N, nbest) int64.
+    scores: (N, nbest) float64, the hypothesis' total log score (the CTC log-probability: there
+        is no language model term).
+    ctc_scores: (N, nbest) float64, its CTC log-probability alone (the sum over every path that
+        collapses to it, within the beam).
+    token_frames: (N, nbest, T) int64, the frame where each token was appended; -1 padding.
+    token_probs: (N, nbest, T) float32, each token's highest probability from its frame until
+        the next token's frame (or the input's end); 0 padding.
+    """
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    scores: torch.Tensor
+    ctc_scores: torch.Tensor
+    token_frames: torch.Tensor
+    token_probs: torch.Tensor
+
+
+def _optional_real(value, name: str, at_most_zero: bool = False) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
+        raise TypeError(f"{name} must be a float or None, got {value!r}")
+    if at_most_zero and float(value) > 0:
+        raise ValueError(f"{name} must be <= 0 (a log-probability below the best), got {value}")
+    return float(value)
+
+
+def ctc_beam_search_decode(
+    log_probs: torch.Tensor,
+    input_lengths: LengthsLike = None,
+    beam_width: int = 10,
+    blank: int = 0,
+    logits: bool = False,
+    nbest: int = 1,
+    max_tokens: Optional[int] = None,
+    token_min_logp: Optional[float] = None,
+    beam_prune_logp: Optional[float] = None,
+) -> BeamSearchDecoding:
+    """CTC prefix beam search: the most probable label sequences (summing over every path that
+    collapses to each), batched.
+
+    Args:
+        log_probs: (T, N, C) or unbatched (T, C) log-probabilities, or unnormalised scores with
+            ``logits=True``; float32/64 (float16/bfloat16 read as float32). CPU or CUDA.
+        input_lengths: (N,) tensor, list or tuple in [0, T]; None: T for every sequence.
+        beam_width: hypotheses kept per frame (>= 1).
+        blank: the blank class, in [0, C).
+        logits: normalise each frame with log-softmax first (in the kernel on the CPU).
+        nbest: hypotheses returned per sequence, in [1, beam_width].
+        max_tokens: per frame, only the max_tokens most probable labels (ties to the smaller
+            class on the CPU; torch.topk's order on CUDA) may extend or continue a hypothesis;
+            None: all. On CUDA this is the pruning done on the device, which sets how much
+            crosses to the host.
+        token_min_logp: per frame, only labels with at least this log-probability; None: all.
+        beam_prune_logp: drop hypotheses below the best one's log score + this (<= 0); None:
+            keep beam_width.
+
+    Without pruning and with beam_width at least the number of live prefixes, the result is the
+    most probable labeling. Labels pruned at a frame count as probability 0 there. Ties are
+    broken toward the lexicographically smaller label sequence, so results are deterministic.
+    Returns a :class:`BeamSearchDecoding` of CPU tensors.
+    """
+    require_tensor(log_probs, "log_probs")
+    require_float(log_probs, "log_probs")
+    if log_probs.dim() not in (2, 3):
+        raise ArgumentValueError(
+            f"log_probs must have shape (T, N, C) or unbatched (T, C), got {tuple(log_probs.shape)}"
+        )
+    unbatched = log_probs.dim() == 2
+    scores = log_probs.unsqueeze(1) if unbatched else log_probs
+    T, N, C = scores.shape
+    if C == 0:
+        raise ArgumentValueError("log_probs must have at least one class (C > 0)")
+    blank = require_int(blank, "blank")
+    if not 0 <= blank < C:
+        raise ArgumentValueError(f"blank must be in [0, {C}), got {blank}")
+    if not isinstance(logits, bool):
+        raise TypeError(f"logits must be a bool, got {type(logits).__name__}")
+    beam_width = positive_int(beam_width, "beam_width")
+    nbest = positive_int(nbest, "nbest")
+    if nbest > beam_width:
+        raise ValueError(f"nbest must be <= beam_width ({beam_width}), got {nbest}")
+    max_tokens = 0 if max_tokens is None else positive_int(max_tokens, "max_tokens")
+    token_min_logp = _optional_real(token_min_logp, "token_min_logp")
+    beam_prune_logp = _optional_real(beam_prune_logp, "beam_prune_logp", at_most_zero=True)
+    cpu = torch.device("cpu")
+    if isinstance(input_lengths, torch.Tensor) and input_lengths.device != cpu:
+        if input_lengths.dtype not in (torch.int32, torch.int64):
+            raise TensorTypeError(
+                f"input_lengths must be integral (an int32 or int64 tensor), got "
+                f"{input_lengths.dtype}"
+            )
+        input_lengths = input_lengths.cpu()
+    lengths = lengths_tensor(input_lengths, N, T, cpu, "input_lengths", unbatched=unbatched)
+
+    if scores.is_cuda:
+        out = _search_cuda(
+            scores, lengths, blank, logits, beam_width, nbest, max_tokens, token_min_logp,
+            beam_prune_logp,
+        )  # fmt: skip
+    else:
+        if scores.dtype in (torch.float16, torch.bfloat16):
+            scores = scores.float()
+        try:
+            out = torch.ops.fastcrnn.ctc_beam_search(
+                scores, lengths, blank, logits, beam_width, nbest, max_tokens, token_min_logp,
+                beam_prune_logp,
+            )  # fmt: skip
+        except ValueError as error:  # length values: torch raises RuntimeError for those
+            raise ArgumentValueError(str(error)) from None
+    tokens, out_lengths, total, frames, probs = out
+    result = BeamSearchDecoding(tokens, out_lengths, total, total, frames, probs)
+    if unbatched:
+        return BeamSearchDecoding(*(t[0] for t in result))
+    return result
+
+
+def _search_cuda(
+    scores, lengths, blank, logits, beam_width, nbest, max_tokens, token_min_logp, beam_prune_logp
+):
+    """Normalises and prunes on the device, then searches the survivors on the host: one copy
+    of (T, N, 2K + 1) float64 values (K candidates' classes and log-probs, and the blank's)."""
+    T, N, C = scores.shape
+    lp = scores.double()
+    if logits:
+        lp = lp.log_softmax(-1)
+    blank_lp = lp[..., blank]
+    others = lp.index_fill(-1, torch.tensor([blank], device=lp.device), -math.inf)
+    K = min(max_tokens or C, C)
+    values, classes = others.topk(K, dim=-1)
+    if token_min_logp is not None:
+        values = torch.where(values >= token_min_logp, values, -math.inf)
+    host = torch.cat([classes.double(), values, blank_lp.unsqueeze(-1)], -1).cpu()
+    try:
+        return torch.ops.fastcrnn.ctc_beam_search_candidates(
+            host[..., :K].long(),
+            host[..., K : 2 * K].contiguous(),
+            host[..., 2 * K].contiguous(),
+            lengths,
+            C,
+            blank,
+            beam_width,
+            nbest,
+            token_min_logp,
+            beam_prune_logp,
+        )
+    except ValueError as error:
+        raise ArgumentValueError(str(error)) from None
