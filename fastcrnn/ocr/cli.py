@@ -50,7 +50,7 @@ def _add_make_lmdb_args(p: argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastcrnn.ocr.arguments import add_model_args, add_train_args
+    from fastcrnn.ocr.arguments import add_model_args, add_train_args, positive
     from fastcrnn.ocr.crnn_pytorch import add_state_dict_args
     from fastcrnn.ocr.demo import add_demo_args
     from fastcrnn.ocr.finetune import add_finetune_args
@@ -87,7 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", required=True, help="a fastcrnn checkpoint or a crnn.pytorch state dict"
     )
     p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument(
+        "--batchSize",
+        type=positive(int),
+        default=32,
+        help="images per batch; a batch holds images of similar widths (default 32)",
+    )
     p.add_argument("--cuda", action="store_true")
+    p.add_argument("--no_progress", action="store_true")
     add_state_dict_args(p)
     p = sub.add_parser("finetune", help="add characters to a trained model and fine-tune it")
     add_finetune_args(p)
