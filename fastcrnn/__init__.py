@@ -6,6 +6,7 @@ and ``fastcrnn.reference``; the OCR application is ``fastcrnn.ocr`` (imported on
 
 from fastcrnn import functional, nn, reference
 from fastcrnn._ext import build_info
+from fastcrnn.export import export_onnx
 from fastcrnn.memory import cpu_cache_info, empty_cpu_cache, set_cpu_cache_limit
 from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
@@ -21,6 +22,7 @@ __all__ = [
     "ctc_loss",
     "ctc_loss_from_logits",
     "empty_cpu_cache",
+    "export_onnx",
     "functional",
     "lstm_cell",
     "lstm_layer",

@@ -1,4 +1,5 @@
-"""`python -m fastcrnn eval` / `predict`: load a checkpoint, recognise, report."""
+"""`python -m fastcrnn eval` / `predict` / `export`: load a checkpoint, recognise, report, or
+write it as an ONNX model."""
 
 import json
 from typing import Any, Dict, List, Optional, Tuple
@@ -7,7 +8,14 @@ import torch
 
 from fastcrnn.ocr.recognizer import Recognizer
 
-__all__ = ["load_recognizer", "Recognizer", "eval_main", "predict_main", "format_metrics_table"]
+__all__ = [
+    "load_recognizer",
+    "Recognizer",
+    "eval_main",
+    "predict_main",
+    "export_main",
+    "format_metrics_table",
+]
 
 
 def load_recognizer(
@@ -147,3 +155,47 @@ def predict_main(args) -> List[Tuple[str, str, float]]:
         file=sys.stderr,
     )
     return out
+
+
+def export_main(args) -> str:
+    """Writes ``--checkpoint`` as an ONNX model (see :func:`fastcrnn.export_onnx`), with the
+    alphabet and the preprocessing in its metadata (``metadata_props``, keys ``fastcrnn.*``)."""
+    import fastcrnn
+    from fastcrnn.ocr.crnn_pytorch import state_dict_flags
+
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "error: export needs the onnx package: pip install 'fastcrnn[export]'"
+        ) from None
+    rec = Recognizer.from_checkpoint(args.checkpoint, "cpu", **state_dict_flags(args))
+    charset = rec.converter.charset
+    metadata = {
+        "fastcrnn.version": fastcrnn.__version__,
+        "fastcrnn.alphabet": charset.to_string(),
+        "fastcrnn.case_insensitive": json.dumps(charset.case_insensitive),
+        "fastcrnn.blank": "0",
+        "fastcrnn.config": json.dumps(rec.config, sort_keys=True),
+        "fastcrnn.preprocessing": (
+            "grey (PIL convert('L')); height imgH, width imgW or, with keep_ratio, the "
+            "width keeping the aspect ratio within [min_width (default imgH // 2), max_width]; "
+            "bilinear resize; x / 127.5 - 1; batch padded on the right with each image's "
+            "border median"
+        ),
+    }
+    path = fastcrnn.export_onnx(
+        rec.net, args.output, include_decode=args.decode, opset=args.opset, metadata=metadata
+    )
+    net = rec.net
+    inputs = f"images (N, {net.nc}, {net.imgH}, W) float32"
+    outputs = f"{net.output} (T, N, {net.nclass}) float32"
+    if args.decode:
+        inputs += ", widths (N,) int64"
+        outputs += (
+            ", argmax (N, T) int64, keep (N, T) bool, max_prob (N, T) float32, lengths (N,) int64"
+        )
+    print(f"wrote {path} (opset {args.opset})")
+    print(f"inputs: {inputs}")
+    print(f"outputs: {outputs}")
+    return path
