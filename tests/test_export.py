@@ -336,7 +336,8 @@ def test_torch_export_fused_lstm(strict):
         torch.testing.assert_close((h, c), (h2, c2))
 
 
-def test_torch_export_fused_lstm_with_lengths():
+@pytest.mark.parametrize("strict", [False, True])
+def test_torch_export_fused_lstm_with_lengths(strict):
     class Padded(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -349,7 +350,9 @@ def test_torch_export_fused_lstm_with_lengths():
     x, lengths = torch.randn(12, 4, 8), torch.tensor([12, 5, 1, 9])
     T = torch.export.Dim("T", min=2, max=4096)
     N = torch.export.Dim("N", min=2, max=1024)
-    ep = torch.export.export(model, (x, lengths), dynamic_shapes=({0: T, 1: N}, {0: N}))
+    ep = torch.export.export(
+        model, (x, lengths), dynamic_shapes=({0: T, 1: N}, {0: N}), strict=strict
+    )
     x, lengths = torch.randn(20, 3, 8), torch.tensor([20, 7, 3])
     with torch.no_grad():
         torch.testing.assert_close(ep.module()(x, lengths), model(x, lengths))
