@@ -1,7 +1,8 @@
 """fastcrnn: fused CTC, CTC decoding and LSTM kernels (CPU and CUDA) for text recognition.
 
-The modules are ``fastcrnn.ops`` (the ops), ``fastcrnn.nn`` (networks), ``fastcrnn.functional``
-and ``fastcrnn.reference``; the OCR application is ``fastcrnn.ocr`` (imported on demand).
+The modules are ``fastcrnn.ops`` (the ops), ``fastcrnn.nn`` (networks), ``fastcrnn.functional``,
+``fastcrnn.reference`` and ``fastcrnn.export`` (ONNX export); the OCR application is
+``fastcrnn.ocr`` (imported on demand).
 """
 
 from fastcrnn import functional, nn, reference

@@ -33,13 +33,14 @@ def line_images(widths, seed=0, height=24):
 
 
 def line_batch(widths, seed=0) -> torch.Tensor:
-    """:func:`line_images` as one padded (N, 1, 32, W) float32 batch, as the collate makes it."""
-    from PIL import Image
-
-    from fastcrnn.ocr.data import AlignCollate
-
-    images = [Image.fromarray(img) for img in line_images(widths, seed)]
-    return AlignCollate(32, 100, keep_ratio=True)([(img, "") for img in images]).images
+    """:func:`line_images` of height 32 as one (N, 1, 32, max(widths)) float32 batch, as the
+    training collate makes it (``x / 127.5 - 1``, padded on the right with the background);
+    without PIL, so that the tests needing no [ocr] extra can use it."""
+    images = line_images(widths, seed, height=32)
+    batch = torch.full((len(images), 1, 32, max(widths)), 220 / 127.5 - 1)
+    for i, img in enumerate(images):
+        batch[i, 0, :, : img.shape[1]] = torch.from_numpy(img.astype(np.float32) / 127.5 - 1)
+    return batch
 
 
 def lively_crnn(seed: int = 0, variant: str = "crnn.pytorch", output: str = "logits"):
