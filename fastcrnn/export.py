@@ -114,8 +114,8 @@ def export_onnx(
 
     The export uses torch's TorchScript-based exporter (``torch.onnx.export(...,
     dynamo=False)``). torch's newer torch.export-based exporter (``dynamo=True``) writes an
-    equivalent graph (ONNX LSTM ops, the same outputs) but takes a minute or more for a model
-    this one takes a second for, so it is not used.
+    equivalent graph (ONNX LSTM ops, the same outputs) but traces and decomposes the whole
+    model first, many times slower, so it is not used.
 
     Returns the path written. Needs the ``onnx`` package (``pip install 'fastcrnn[export]'``).
     The model is checked with ``onnx.checker``.

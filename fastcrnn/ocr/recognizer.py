@@ -15,9 +15,9 @@ sorted by their width after resizing, cut into batches of ``batch_size``, each b
 the right to its widest image with each image's background value (as the training collate pads),
 and the results returned in the input order. Frames that come from padding are ignored by the
 decoder; the recurrent layers do see them, as in training and ``eval``, so an image's scores can
-differ slightly from those of the same image read alone (``batch_size=1``), or not at all when
-every image of its batch has its width (always, for checkpoints without ``keep_ratio``, which
-resize every image to ``imgW``).
+differ slightly from those of the same image read alone (``batch_size=1``). Checkpoints without
+``keep_ratio`` resize every image to ``imgW``: nothing is padded, and the batch only changes the
+float rounding of the convolutions and matrix products.
 """
 
 import os
@@ -43,8 +43,8 @@ class Recognition(NamedTuple):
 
     text:        the decoded string (case-folded when the charset is case-insensitive).
     confidence:  the product of ``char_probs``: the probability of the best path's characters,
-                 crnn.pytorch's and ``python -m fastcrnn predict``'s confidence (1.0 for an empty
-                 text). It falls with the text's length; ``min(char_probs)`` tells the least
+                 a sequence probability (``python -m fastcrnn predict``'s confidence; 1.0 for an
+                 empty text). It falls with the text's length; ``min(char_probs)`` tells the least
                  certain character.
     char_probs:  per character, its highest softmax probability over the frames of its run
                  (``fastcrnn.ctc_greedy_decode``'s ``token_probs``), floats in (0, 1].
