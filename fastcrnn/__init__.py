@@ -1,11 +1,13 @@
 """fastcrnn: fused CTC, CTC decoding and LSTM kernels (CPU and CUDA) for text recognition.
 
-The modules are ``fastcrnn.ops`` (the ops), ``fastcrnn.nn`` (networks), ``fastcrnn.functional``
-and ``fastcrnn.reference``; the OCR application is ``fastcrnn.ocr`` (imported on demand).
+The modules are ``fastcrnn.ops`` (the ops), ``fastcrnn.nn`` (networks), ``fastcrnn.functional``,
+``fastcrnn.reference`` and ``fastcrnn.export`` (ONNX export); the OCR application is
+``fastcrnn.ocr`` (imported on demand).
 """
 
 from fastcrnn import functional, nn, reference
 from fastcrnn._ext import build_info
+from fastcrnn.export import export_onnx
 from fastcrnn.memory import cpu_cache_info, empty_cpu_cache, set_cpu_cache_limit
 from fastcrnn.ops.align import CtcAlignment, ctc_forced_align
 from fastcrnn.ops.beam import BeamSearchDecoding, ctc_beam_search_decode
@@ -27,6 +29,7 @@ __all__ = [
     "ctc_loss",
     "ctc_loss_from_logits",
     "empty_cpu_cache",
+    "export_onnx",
     "functional",
     "lstm_cell",
     "lstm_layer",

@@ -225,8 +225,11 @@ class CRNN(nn.Module):
             f"variant={self.variant!r}, output={self.output!r}, backend={self.backend!r}"
         )
 
-    def output_length(self, width: Union[int, torch.Tensor]) -> Union[int, torch.Tensor]:
-        """Number of frames T for an input of width ``width`` (int or integer tensor).
+    def output_length(
+        self, width: Union[int, torch.SymInt, torch.Tensor]
+    ) -> Union[int, torch.SymInt, torch.Tensor]:
+        """Number of frames T for an input of width ``width`` (int, integer tensor, or the
+        SymInt a traced dynamic width is).
 
         Widths too small for the network give 0 (forward rejects them). For a tensor the result
         is an int64 tensor of the same shape and device.
@@ -237,6 +240,10 @@ class CRNN(nn.Module):
             w = width.long()
             size, ok = _trace(self.variant, w, 1)
             return torch.where(ok & (size > 0), size, torch.zeros_like(size))
+        if isinstance(width, torch.SymInt):
+            # a dynamic width under torch.export / torch.compile: int() would specialise it
+            size, ok = _trace(self.variant, width, 1)
+            return size if ok and size > 0 else 0
         if isinstance(width, bool) or not isinstance(width, Integral):
             raise TypeError(
                 f"width must be an int or an integer tensor, got {type(width).__name__}"

@@ -1,7 +1,7 @@
 """The `python -m fastcrnn` / `fastcrnn` command line.
 
-Commands: demo, train, eval, predict, finetune, make-lmdb, seq2seq-demo. (The benchmark report
-is a script of the source checkout, not of the package: ``python benchmarks/report.py``.)
+Commands: demo, train, eval, predict, export, finetune, make-lmdb, seq2seq-demo. (The benchmark
+report is a script of the source checkout, not of the package: ``python benchmarks/report.py``.)
 Run ``python -m fastcrnn <command> --help`` for each one's options.
 """
 
@@ -50,7 +50,8 @@ def _add_make_lmdb_args(p: argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastcrnn.ocr.arguments import add_model_args, add_train_args
+    from fastcrnn.export import DEFAULT_OPSET, OPSETS
+    from fastcrnn.ocr.arguments import add_model_args, add_train_args, positive
     from fastcrnn.ocr.crnn_pytorch import add_state_dict_args
     from fastcrnn.ocr.demo import add_demo_args
     from fastcrnn.ocr.finetune import add_finetune_args
@@ -87,7 +88,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", required=True, help="a fastcrnn checkpoint or a crnn.pytorch state dict"
     )
     p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument(
+        "--batchSize",
+        type=positive(int),
+        default=32,
+        help="images per batch; a batch holds images of similar widths (default 32)",
+    )
     p.add_argument("--cuda", action="store_true")
+    p.add_argument("--no_progress", action="store_true")
+    add_state_dict_args(p)
+    p = sub.add_parser(
+        "export", help="write a checkpoint as an ONNX model (dynamic batch and width)"
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="a fastcrnn checkpoint or a crnn.pytorch state dict"
+    )
+    p.add_argument("--output", required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--no-decode",
+        dest="decode",
+        action="store_false",
+        help="only the scores: no greedy-decode outputs and no widths input",
+    )
+    p.add_argument(
+        "--opset",
+        type=int,
+        choices=list(OPSETS),
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help=f"ONNX opset, {OPSETS[0]}..{OPSETS[-1]} (default {DEFAULT_OPSET})",
+    )
     add_state_dict_args(p)
     p = sub.add_parser("finetune", help="add characters to a trained model and fine-tune it")
     add_finetune_args(p)
@@ -175,6 +205,10 @@ def _run(args):
         from fastcrnn.ocr.evaluate import predict_main
 
         predict_main(args)
+    elif args.command == "export":
+        from fastcrnn.ocr.evaluate import export_main
+
+        export_main(args)
     elif args.command == "finetune":
         from fastcrnn.ocr.finetune import finetune_main
 

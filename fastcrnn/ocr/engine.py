@@ -2,7 +2,7 @@
 
 :class:`Trainer` runs one step of a CTC recognizer; :func:`make_optimizer` is crnn.pytorch's
 choice of optimizer; :func:`make_scheduler` builds the opt-in warm-up + cosine / step-decay
-schedules; :func:`evaluate` / :func:`predict_batch` read a loader of batches.
+schedules; :func:`evaluate` / :func:`predict_batch` / :func:`decode_batch` read batches.
 """
 
 import math
@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_LR",
     "make_scheduler",
     "LR_SCHEDULES",
+    "decode_batch",
     "predict_batch",
     "evaluate",
     "check_labels",
@@ -208,6 +209,22 @@ class _TimedSchedule:
 
 
 @torch.no_grad()
+def decode_batch(
+    net: nn.Module, images: torch.Tensor, widths: torch.Tensor, amp: bool = False
+) -> fastcrnn.GreedyDecoding:
+    """The greedy CTC decoding of a padded batch: images (N, 1, H, W) float32, widths (N,)
+    int64 (each image's width before padding). Frames beyond each image's own
+    ``net.output_length(width)`` are ignored. The decoding is on the model's device."""
+    device = next(net.parameters()).device
+    images = images.to(device, non_blocking=True)
+    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        logits = net(images)
+    lengths = net.output_length(widths.to(torch.int64)).to(logits.device)
+    # softmax(log_softmax(x)) == softmax(x): logits=True also reads a log_probs model right
+    return fastcrnn.ctc_greedy_decode(logits.float(), lengths, logits=True)
+
+
+@torch.no_grad()
 def predict_batch(
     net: nn.Module,
     images: torch.Tensor,
@@ -216,13 +233,7 @@ def predict_batch(
     amp: bool = False,
 ) -> List[Tuple[str, float]]:
     """(text, confidence) per image of a padded batch; frames beyond each width are ignored."""
-    device = next(net.parameters()).device
-    images = images.to(device, non_blocking=True)
-    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-        logits = net(images)
-    lengths = net.output_length(widths.to(torch.int64)).to(logits.device)
-    dec = fastcrnn.ctc_greedy_decode(logits.float(), lengths, logits=True)
-    return converter.decode(dec, with_confidence=True)
+    return converter.decode(decode_batch(net, images, widths, amp), with_confidence=True)
 
 
 def evaluate(

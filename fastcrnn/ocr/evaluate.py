@@ -1,47 +1,21 @@
-"""`python -m fastcrnn eval` / `predict`: load a checkpoint, recognise, report."""
+"""`python -m fastcrnn eval` / `predict` / `export`: load a checkpoint, recognise, report, or
+write it as an ONNX model."""
 
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from fastcrnn.ocr.checkpoint import CheckpointError
-from fastcrnn.ocr.data.collate import AlignCollate
-from fastcrnn.ocr.model import build_model
-from fastcrnn.text import Charset, LabelConverter
+from fastcrnn.ocr.recognizer import Recognizer
 
-__all__ = ["load_recognizer", "Recognizer", "eval_main", "predict_main", "format_metrics_table"]
-
-
-class Recognizer:
-    """A trained model with its charset and preprocessing, ready to read images."""
-
-    def __init__(self, net, converter: LabelConverter, config: Dict[str, Any]):
-        self.net = net.eval()
-        self.converter = converter
-        self.config = config
-        self.collate = AlignCollate(
-            config["imgH"],
-            config["imgW"],
-            keep_ratio=config["keep_ratio"],
-            min_width=config.get("min_width"),
-            max_width=config.get("max_width"),
-        )
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    @torch.no_grad()
-    def read(self, images) -> List[Tuple[str, float]]:
-        """(text, confidence) per PIL image; each image is run alone (no padding effects)."""
-        from fastcrnn.ocr.engine import predict_batch
-
-        out = []
-        for img in images:
-            batch = self.collate([(img, "")])
-            out.extend(predict_batch(self.net, batch.images, batch.widths, self.converter))
-        return out
+__all__ = [
+    "load_recognizer",
+    "Recognizer",
+    "eval_main",
+    "predict_main",
+    "export_main",
+    "format_metrics_table",
+]
 
 
 def load_recognizer(
@@ -58,49 +32,32 @@ def load_recognizer(
     nh: Optional[int] = None,
     leaky_relu: Optional[bool] = None,
 ) -> Recognizer:
-    """A :class:`Recognizer` from a checkpoint written by train / demo / finetune, or from a
-    bare crnn.pytorch state dict (e.g. its published ``crnn.pth``).
-
-    The keyword arguments are the state-dict flags (see :mod:`fastcrnn.ocr.crnn_pytorch`):
-    for a bare state dict they say what it cannot (None: crnn.pytorch's value: its alphabet,
-    ignore_case=True, 32 x 100 inputs); for a fastcrnn checkpoint, a value given must agree
-    with the checkpoint's."""
-    from fastcrnn.ocr.crnn_pytorch import load_model_checkpoint
-
-    ck = load_model_checkpoint(
+    """:meth:`Recognizer.from_checkpoint` with the LSTM backend as third positional argument
+    (this module's older signature)."""
+    return Recognizer.from_checkpoint(
         path,
-        dict(
-            alphabet=alphabet,
-            ignore_case=ignore_case,
-            imgH=imgH,
-            imgW=imgW,
-            keep_ratio=keep_ratio,
-            nc=nc,
-            nh=nh,
-            leaky_relu=leaky_relu,
-        ),
+        device,
+        backend=backend,
+        alphabet=alphabet,
+        ignore_case=ignore_case,
+        imgH=imgH,
+        imgW=imgW,
+        keep_ratio=keep_ratio,
+        nc=nc,
+        nh=nh,
+        leaky_relu=leaky_relu,
     )
-    try:
-        charset = Charset(ck["charset"], case_insensitive=bool(ck.get("case_insensitive", False)))
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path!r} holds an invalid charset: {exc}") from None
-    net = build_model(ck["config"], charset.num_classes, backend=backend)
-    try:
-        net.load_state_dict(ck["model"], strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint {path!r}: the weights do not fit its own config "
-            f"and charset ({len(charset)} characters): {str(exc)[:400]}"
-        ) from None
-    return Recognizer(net.to(device), LabelConverter(charset), ck["config"])
 
 
 def _recognizer(args) -> Recognizer:
     """The recognizer of ``--checkpoint`` with the state-dict flags of ``args``."""
     from fastcrnn.ocr.crnn_pytorch import state_dict_flags
 
-    return load_recognizer(
-        args.checkpoint, "cuda" if args.cuda else "cpu", **state_dict_flags(args)
+    return Recognizer.from_checkpoint(
+        args.checkpoint,
+        "cuda" if args.cuda else "cpu",
+        batch_size=args.batchSize,
+        **state_dict_flags(args),
     )
 
 
@@ -157,21 +114,88 @@ def eval_main(args) -> Dict[str, Any]:
 
 
 def predict_main(args) -> List[Tuple[str, str, float]]:
-    from PIL import Image, UnidentifiedImageError
+    """Prints ``path<TAB>text<TAB>confidence`` per image on stdout, in the order given; the
+    progress (for lists longer than one batch) and the throughput go to stderr."""
+    import os
+    import sys
+    import time
+
+    from fastcrnn.ocr.progress import CountProgress
+    from fastcrnn.ocr.recognizer import load_image
 
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("error: --cuda given but no CUDA GPU is available")
+    for path in args.images:  # before any work: a mistyped name fails at once
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: image {path!r} not found")
     rec = _recognizer(args)
+    # images are loaded and read a slice at a time: memory stays bounded on long lists, and
+    # each slice is sorted by width into batches
+    chunk = args.batchSize * 8
+    paths = list(args.images)
+    progress = CountProgress(
+        len(paths), "predict", "line", enabled=not args.no_progress and len(paths) > args.batchSize
+    )
     out = []
-    for path in args.images:
-        try:
-            with Image.open(path) as im:
-                img = im.convert("L")
-        except FileNotFoundError:
-            raise SystemExit(f"error: image {path!r} not found") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise SystemExit(f"error: {path!r} is not a readable image ({exc})") from None
-        text, conf = rec.read([img])[0]
-        print(f"{path}\t{text}\t{conf:.4f}")
-        out.append((path, text, conf))
+    start = time.perf_counter()
+    try:
+        for first in range(0, len(paths), chunk):
+            part = paths[first : first + chunk]
+            images = [load_image(path, "image") for path in part]
+            for path, r in zip(part, rec.recognize(images)):
+                progress.write(f"{path}\t{r.text}\t{r.confidence:.4f}")
+                out.append((path, r.text, r.confidence))
+            progress.update(len(part))
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    print(
+        f"predict: {len(out)} lines in {seconds:.2f} s ({len(out) / max(seconds, 1e-9):.1f} "
+        f"lines/s, batch size {args.batchSize}, {rec.device.type})",
+        file=sys.stderr,
+    )
     return out
+
+
+def export_main(args) -> str:
+    """Writes ``--checkpoint`` as an ONNX model (see :func:`fastcrnn.export_onnx`), with the
+    alphabet and the preprocessing in its metadata (``metadata_props``, keys ``fastcrnn.*``)."""
+    import fastcrnn
+    from fastcrnn.ocr.crnn_pytorch import state_dict_flags
+
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "error: export needs the onnx package: pip install 'fastcrnn[export]'"
+        ) from None
+    rec = Recognizer.from_checkpoint(args.checkpoint, "cpu", **state_dict_flags(args))
+    charset = rec.converter.charset
+    metadata = {
+        "fastcrnn.version": fastcrnn.__version__,
+        "fastcrnn.alphabet": charset.to_string(),
+        "fastcrnn.case_insensitive": json.dumps(charset.case_insensitive),
+        "fastcrnn.blank": "0",
+        "fastcrnn.config": json.dumps(rec.config, sort_keys=True),
+        "fastcrnn.preprocessing": (
+            "grey (PIL convert('L')); height imgH, width imgW or, with keep_ratio, the "
+            "width keeping the aspect ratio within [min_width (default imgH // 2), max_width]; "
+            "bilinear resize; x / 127.5 - 1; batch padded on the right with each image's "
+            "border median"
+        ),
+    }
+    path = fastcrnn.export_onnx(
+        rec.net, args.output, include_decode=args.decode, opset=args.opset, metadata=metadata
+    )
+    net = rec.net
+    inputs = f"images (N, {net.nc}, {net.imgH}, W) float32"
+    outputs = f"{net.output} (T, N, {net.nclass}) float32"
+    if args.decode:
+        inputs += ", widths (N,) int64"
+        outputs += (
+            ", argmax (N, T) int64, keep (N, T) bool, max_prob (N, T) float32, lengths (N,) int64"
+        )
+    print(f"wrote {path} (opset {args.opset})")
+    print(f"inputs: {inputs}")
+    print(f"outputs: {outputs}")
+    return path

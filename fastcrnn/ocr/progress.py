@@ -1,4 +1,4 @@
-"""What training prints: a tqdm bar on a terminal, plain lines otherwise.
+"""What training (and predict) print: a tqdm bar on a terminal, plain lines otherwise.
 
 A log written to a file or a pipe gets one line per display interval and no carriage-return
 frames. Every line numbers epochs from 1. Each display line carries the mean and the largest
@@ -10,7 +10,7 @@ import math
 import sys
 from typing import Callable, Optional
 
-__all__ = ["interactive", "make_logger", "TrainProgress"]
+__all__ = ["interactive", "make_logger", "TrainProgress", "CountProgress"]
 
 
 def interactive() -> bool:
@@ -118,6 +118,54 @@ class TrainProgress:
         self.log(line)
         self._reset()
         return mean
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class CountProgress:
+    """Progress over a known number of items (``predict``'s lines): a tqdm bar on a terminal;
+    otherwise a plain line on stderr at each tenth of the way (stdout carries the results, so
+    none of this goes there). ``enabled=False`` shows nothing."""
+
+    def __init__(self, total: int, desc: str, unit: str, enabled: bool = True):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.done, self.next_line = 0, 0
+        self.enabled = enabled and total > 0
+        self.bar = None
+        if self.enabled and interactive():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+        self._advance_mark()
+
+    def _advance_mark(self):
+        step = max(self.total // 10, 1)
+        self.next_line = (self.done // step + 1) * step
+
+    def write(self, line: str) -> None:
+        """Prints one result line on stdout (below the bar, when there is one)."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.done >= self.next_line or self.done >= self.total:
+            pct = 100.0 * self.done / self.total
+            print(
+                f"{self.desc}: {self.done}/{self.total} {self.unit}s ({pct:.0f}%)",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._advance_mark()
 
     def close(self):
         if self.bar is not None:

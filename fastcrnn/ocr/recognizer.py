@@ -1,0 +1,329 @@
+"""The Recognizer: a trained CRNN with its charset and preprocessing, reading text lines.
+
+::
+
+    from fastcrnn.ocr import Recognizer
+
+    rec = Recognizer.from_checkpoint("expr/best.pth")          # or crnn.pytorch's crnn.pth
+    for r in rec.recognize(["a.png", pil_image, numpy_array]):
+        print(r.text, r.confidence, r.char_probs, r.char_frames)
+
+Images go through exactly the preprocessing of training and evaluation
+(:class:`fastcrnn.ocr.data.AlignCollate`: grey, height ``imgH``, the checkpoint's width rule,
+values ``x / 127.5 - 1``). A list is read in batches of images of similar width: the images are
+sorted by their width after resizing, cut into batches of ``batch_size``, each batch padded on
+the right to its widest image with each image's background value (as the training collate pads),
+and the results returned in the input order. Frames that come from padding are ignored by the
+decoder; the recurrent layers do see them, as in training and ``eval``, so an image's scores can
+differ slightly from those of the same image read alone (``batch_size=1``). Checkpoints without
+``keep_ratio`` resize every image to ``imgW``: nothing is padded, and the batch only changes the
+float rounding of the convolutions and matrix products.
+"""
+
+import os
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from fastcrnn.ocr.checkpoint import CheckpointError
+from fastcrnn.ocr.data.collate import AlignCollate
+from fastcrnn.ocr.engine import decode_batch
+from fastcrnn.ocr.model import build_model
+from fastcrnn.text import Charset, LabelConverter
+
+__all__ = ["Recognition", "Recognizer", "load_image", "DEFAULT_BATCH_SIZE"]
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class Recognition(NamedTuple):
+    """What :meth:`Recognizer.recognize` reads from one image.
+
+    text:        the decoded string (case-folded when the charset is case-insensitive).
+    confidence:  the product of ``char_probs``: the probability of the best path's characters,
+                 a sequence probability (``python -m fastcrnn predict``'s confidence; 1.0 for an
+                 empty text). It falls with the text's length; ``min(char_probs)`` tells the least
+                 certain character.
+    char_probs:  per character, its highest softmax probability over the frames of its run
+                 (``fastcrnn.ctc_greedy_decode``'s ``token_probs``), floats in (0, 1].
+    char_frames: per character, the first frame of its run (``token_frames``), ints in
+                 [0, num_frames).
+    num_frames:  the image's number of output frames T. Frame t covers about the horizontal
+                 span [t, t + 1) * image width / T of the image (the receptive fields overlap).
+    """
+
+    text: str
+    confidence: float
+    char_probs: List[float]
+    char_frames: List[int]
+    num_frames: int
+
+
+def load_image(path, name: str = "image") -> Image.Image:
+    """The image at ``path`` (str or os.PathLike) as a grey ("L") PIL image, loaded now.
+
+    Raises FileNotFoundError or ValueError (an unreadable file) naming ``name`` and the path."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("L")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: image file {os.fspath(path)!r} not found") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{name}: {os.fspath(path)!r} is not a readable image ({exc})") from None
+
+
+def _array_to_image(arr: np.ndarray, name: str) -> Image.Image:
+    """A PIL image from an (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA array, uint8
+    (0..255) or floating point (0..1; rounded to 0..255, the resolution of the image files the
+    model was trained on)."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ValueError(
+            f"{name} must be an array of shape (H, W), (H, W, 1), (H, W, 3) (RGB) or "
+            f"(H, W, 4) (RGBA), got shape {arr.shape}"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    if arr.dtype == np.uint8:
+        data = arr
+    elif arr.dtype.kind == "f":
+        wide = arr.astype(np.float64)
+        if not np.isfinite(wide).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
+        lo, hi = float(wide.min()), float(wide.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"{name}: a floating-point image must hold values in [0, 1], got values in "
+                f"[{lo:g}, {hi:g}] (divide 0..255 data by 255, or pass it as uint8)"
+            )
+        data = np.rint(wide * 255.0).astype(np.uint8)
+    else:
+        raise TypeError(f"{name} must be a uint8 or floating-point array, got dtype {arr.dtype}")
+    return Image.fromarray(np.ascontiguousarray(data))
+
+
+def _check_beam_width(beam_width) -> int:
+    if isinstance(beam_width, bool) or not isinstance(beam_width, int):
+        raise TypeError(f"beam_width must be an int, got {type(beam_width).__name__}")
+    if beam_width < 1:
+        raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+    if beam_width != 1:
+        raise NotImplementedError(
+            f"beam_width={beam_width}: CTC beam search is not available yet; only greedy "
+            f"(best-path) decoding exists, beam_width=1"
+        )
+    return beam_width
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return batch_size
+
+
+class Recognizer:
+    """A trained CTC model with its charset and preprocessing, ready to read images.
+
+    Args:
+        net: a :class:`fastcrnn.nn.CRNN` (or a model with its ``output_length``) emitting
+            (T, N, C) logits or log-probabilities for (N, 1, imgH, W) float32 images; put in
+            eval mode.
+        converter: the :class:`fastcrnn.text.LabelConverter` of its charset.
+        config: the checkpoint's model config (``imgH``, ``imgW``, ``keep_ratio``, optional
+            ``min_width`` / ``max_width``): the preprocessing.
+        beam_width: 1, greedy decoding (beam search is not available yet: other values raise
+            NotImplementedError).
+        batch_size: how many images :meth:`recognize` runs at once (default 32).
+
+    Use :meth:`from_checkpoint` to build one from a file.
+    """
+
+    def __init__(
+        self,
+        net,
+        converter: LabelConverter,
+        config: Dict[str, Any],
+        beam_width: int = 1,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ):
+        if not isinstance(converter, LabelConverter):
+            raise TypeError(f"converter must be a LabelConverter, got {type(converter).__name__}")
+        self.beam_width = _check_beam_width(beam_width)
+        self.batch_size = _check_batch_size(batch_size)
+        self.net = net.eval()
+        self.converter = converter
+        self.config = config
+        self.collate = AlignCollate(
+            config["imgH"],
+            config["imgW"],
+            keep_ratio=config["keep_ratio"],
+            min_width=config.get("min_width"),
+            max_width=config.get("max_width"),
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path,
+        device="cpu",
+        beam_width: int = 1,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        backend: Optional[str] = None,
+        alphabet: Optional[str] = None,
+        ignore_case: Optional[bool] = None,
+        imgH: Optional[int] = None,
+        imgW: Optional[int] = None,
+        keep_ratio: Optional[bool] = None,
+        nc: Optional[int] = None,
+        nh: Optional[int] = None,
+        leaky_relu: Optional[bool] = None,
+    ) -> "Recognizer":
+        """A Recognizer from a checkpoint written by train / demo / finetune, or from a bare
+        crnn.pytorch state dict (e.g. its published ``crnn.pth``), as ``python -m fastcrnn
+        predict`` reads them.
+
+        Args:
+            path: the checkpoint file (str or os.PathLike).
+            device: where the model runs ("cpu", "cuda", a torch.device).
+            beam_width: 1 (greedy); see the class.
+            batch_size: images per batch in :meth:`recognize`.
+            backend: the LSTM backend, "fused" (default) or "torch".
+            alphabet, ignore_case, imgH, imgW, keep_ratio, nc, nh, leaky_relu: the state-dict
+                flags (:mod:`fastcrnn.ocr.crnn_pytorch`): for a bare state dict they say what
+                it cannot (None: crnn.pytorch's value: its alphabet, ignore_case=True,
+                32 x 100 inputs); for a fastcrnn checkpoint, a value given must agree with it.
+
+        Raises CheckpointError for a file that is not a checkpoint or whose weights do not fit
+        it, ValueError naming the flag that contradicts it."""
+        from fastcrnn.ocr.crnn_pytorch import load_model_checkpoint
+
+        _check_beam_width(beam_width)
+        _check_batch_size(batch_size)
+        path = os.fspath(path)
+        ck = load_model_checkpoint(
+            path,
+            dict(
+                alphabet=alphabet,
+                ignore_case=ignore_case,
+                imgH=imgH,
+                imgW=imgW,
+                keep_ratio=keep_ratio,
+                nc=nc,
+                nh=nh,
+                leaky_relu=leaky_relu,
+            ),
+        )
+        try:
+            charset = Charset(
+                ck["charset"], case_insensitive=bool(ck.get("case_insensitive", False))
+            )
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {path!r} holds an invalid charset: {exc}") from None
+        net = build_model(ck["config"], charset.num_classes, backend=backend)
+        try:
+            net.load_state_dict(ck["model"], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"checkpoint {path!r}: the weights do not fit its own config "
+                f"and charset ({len(charset)} characters): {str(exc)[:400]}"
+            ) from None
+        return cls(
+            net.to(device),
+            LabelConverter(charset),
+            ck["config"],
+            beam_width=beam_width,
+            batch_size=batch_size,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def prepare(self, image, name: str = "image") -> Tuple[torch.Tensor, float]:
+        """One image as the model's input: a (1, imgH, W) float32 tensor in [-1, 1] and its
+        background value (the median of its border, the padding value).
+
+        ``image``: a PIL image (any mode; converted to grey), a numpy array (H, W) grey or
+        (H, W, 3) RGB / (H, W, 4) RGBA (the alpha is dropped, as for PIL images), uint8 0..255
+        or floating point 0..1, or a path to an image file. Errors name ``name``."""
+        if isinstance(image, (str, os.PathLike)):
+            image = load_image(image, name)
+        elif isinstance(image, np.ndarray):
+            image = _array_to_image(image, name)
+        elif isinstance(image, torch.Tensor):
+            raise TypeError(
+                f"{name} is a torch.Tensor: pass a numpy array (tensor.cpu().numpy(), "
+                f"(H, W) or (H, W, C)), a PIL image or a path"
+            )
+        elif not isinstance(image, Image.Image):
+            raise TypeError(
+                f"{name} must be a PIL image, a numpy array or a path, got {type(image).__name__}"
+            )
+        try:
+            return self.collate.prepare(image)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"{name}: {exc}") from None
+
+    def recognize(
+        self, images: Sequence[Any], batch_size: Optional[int] = None
+    ) -> List[Recognition]:
+        """Reads a list of text-line images (of any widths): one :class:`Recognition` per
+        image, in the input order.
+
+        Args:
+            images: a list or tuple of images, each a PIL image, a numpy array (H, W) or
+                (H, W, C), uint8 or float in [0, 1], or a path (see :meth:`prepare`). A single
+                image must be wrapped: ``[image]``. An empty list gives an empty list.
+            batch_size: images per batch (default: the Recognizer's ``batch_size``); the
+                batches are made of images of similar widths (see the module doc).
+
+        Runs the model in eval mode under ``torch.inference_mode``. All images are prepared
+        before the first batch runs: for very long lists, call it on slices (``python -m
+        fastcrnn predict`` does). Raises TypeError / ValueError naming ``images[i]`` for an
+        image it cannot read, FileNotFoundError for a missing file."""
+        if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image, torch.Tensor)):
+            raise TypeError(
+                f"images must be a list or tuple of images, got one "
+                f"{type(images).__name__}: wrap a single image as [image]"
+            )
+        if not isinstance(images, (list, tuple)):
+            raise TypeError(f"images must be a list or tuple, got {type(images).__name__}")
+        batch_size = self.batch_size if batch_size is None else _check_batch_size(batch_size)
+        prepared = [self.prepare(img, f"images[{i}]") for i, img in enumerate(images)]
+        # sorted by width (stable: equal widths keep their order), so a batch pads little
+        order = sorted(range(len(prepared)), key=lambda i: prepared[i][0].shape[-1])
+        results: List[Optional[Recognition]] = [None] * len(prepared)
+        self.net.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = self.collate.pad(
+                    [prepared[i][0] for i in idx], [prepared[i][1] for i in idx], [""] * len(idx)
+                )
+                for i, rec in zip(idx, self._read_batch(batch.images, batch.widths)):
+                    results[i] = rec
+        return [r for r in results if r is not None]
+
+    def _read_batch(self, images: torch.Tensor, widths: torch.Tensor) -> List[Recognition]:
+        """images (N, 1, imgH, W) float32, padded; widths (N,) int64 before padding."""
+        dec = decode_batch(self.net, images, widths)
+        texts = self.converter.decode(dec, with_confidence=True)
+        frames = self.net.output_length(widths).tolist()
+        lengths = dec.lengths.cpu().tolist()
+        probs = dec.token_probs.cpu().tolist()
+        starts = dec.token_frames.cpu().tolist()
+        out = []
+        for row, ((text, conf), n) in enumerate(zip(texts, lengths)):
+            out.append(Recognition(text, conf, probs[row][:n], starts[row][:n], frames[row]))
+        return out
+
+    def read(self, images: Sequence[Any]) -> List[Tuple[str, float]]:
+        """(text, confidence) per image, each image run alone (``batch_size=1``: no padding);
+        see :meth:`recognize`."""
+        return [(r.text, r.confidence) for r in self.recognize(images, batch_size=1)]
