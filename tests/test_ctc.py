@@ -2,11 +2,10 @@
 
 import functools
 
-import helpers
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import run_with_cpu_isa
+from helpers import assert_close_nan, run_with_cpu_isa, value_and_grad
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -57,17 +56,6 @@ def concat(targets, tl):
     )
 
 
-def grads(fn, x, *args, **kw):
-    x = x.detach().clone().requires_grad_()
-    out = fn(x, *args, **kw)
-    (g,) = torch.autograd.grad(out.sum(), x)
-    return out.detach(), g
-
-
-def assert_close(a, b, rtol, atol):
-    helpers.assert_close(a, b, atol=atol, rtol=rtol, equal_nan=True)
-
-
 # ---------------------------------------------------------------- values and gradients vs torch
 
 
@@ -96,18 +84,18 @@ def test_matches_torch_float64_hypothesis(data):
     tg = (concat(targets, tl) if layout == "concat" else targets).to(itype)
     il_, tl_ = (il.tolist(), tl.tolist()) if as_list else (il.to(itype), tl.to(itype))
     kw = dict(blank=blank, reduction=reduction, zero_infinity=zero_inf)
-    ours, g_ours = grads(fastcrnn.ctc_loss, lp, tg, il_, tl_, **kw)
-    ref, g_ref = grads(F.ctc_loss, lp, tg, il_, tl_, **kw)
+    ours, g_ours = value_and_grad(fastcrnn.ctc_loss, lp, tg, il_, tl_, **kw)
+    ref, g_ref = value_and_grad(F.ctc_loss, lp, tg, il_, tl_, **kw)
     assert ours.dtype == torch.float64
-    assert_close(ours, ref, 1e-9, 1e-9)
-    assert_close(g_ours, g_ref, 1e-8, 1e-9)
+    assert_close_nan(ours, ref, 1e-9, 1e-9)
+    assert_close_nan(g_ours, g_ref, 1e-8, 1e-9)
     # the fused variant from the logits themselves
-    ours_l, g_ours_l = grads(fastcrnn.ctc_loss_from_logits, logits, tg, il_, tl_, **kw)
-    ref_l, g_ref_l = grads(
+    ours_l, g_ours_l = value_and_grad(fastcrnn.ctc_loss_from_logits, logits, tg, il_, tl_, **kw)
+    ref_l, g_ref_l = value_and_grad(
         lambda x, *a, **k: F.ctc_loss(x.log_softmax(-1), *a, **k), logits, tg, il_, tl_, **kw
     )
-    assert_close(ours_l, ref_l, 1e-9, 1e-9)
-    assert_close(g_ours_l, g_ref_l, 1e-8, 1e-9)
+    assert_close_nan(ours_l, ref_l, 1e-9, 1e-9)
+    assert_close_nan(g_ours_l, g_ref_l, 1e-8, 1e-9)
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
@@ -118,15 +106,15 @@ def test_matches_torch_float32(shape, reduction):
     logits, targets, il, tl = make_case(T, N, C, 0, L, dtype=torch.float32, min_il=T // 2)
     lp = logits.log_softmax(-1)
     kw = dict(reduction=reduction)
-    ours, g_ours = grads(fastcrnn.ctc_loss, lp, targets, il, tl, **kw)
-    ref32, g_ref32 = grads(F.ctc_loss, lp, targets, il, tl, **kw)
-    ref, g_ref = grads(F.ctc_loss, lp.double(), targets, il, tl, **kw)
+    ours, g_ours = value_and_grad(fastcrnn.ctc_loss, lp, targets, il, tl, **kw)
+    ref32, g_ref32 = value_and_grad(F.ctc_loss, lp, targets, il, tl, **kw)
+    ref, g_ref = value_and_grad(F.ctc_loss, lp.double(), targets, il, tl, **kw)
     assert ours.dtype == torch.float32
     for value, grad in ((ours, g_ours), (ref32, g_ref32)):
-        assert_close(value.double(), ref, 1e-5, 1e-5)
-        assert_close(grad.double(), g_ref, 1e-3, 4e-4)
-    ours_l, g_l = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl, **kw)
-    _, g_ref_l = grads(
+        assert_close_nan(value.double(), ref, 1e-5, 1e-5)
+        assert_close_nan(grad.double(), g_ref, 1e-3, 4e-4)
+    ours_l, g_l = value_and_grad(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl, **kw)
+    _, g_ref_l = value_and_grad(
         lambda x, *a, **k: F.ctc_loss(x.log_softmax(-1), *a, **k),
         logits.double(),
         targets,
@@ -134,15 +122,15 @@ def test_matches_torch_float32(shape, reduction):
         tl,
         **kw,
     )
-    assert_close(ours_l.double(), ref, 1e-5, 1e-4)
-    assert_close(g_l.double(), g_ref_l, 1e-3, 4e-4)
+    assert_close_nan(ours_l.double(), ref, 1e-5, 1e-4)
+    assert_close_nan(g_l.double(), g_ref_l, 1e-3, 4e-4)
 
 
 def test_matches_readable_reference():
     logits, targets, il, tl = make_case(12, 3, 6, blank=2, max_len=5, repeats=True)
     lp = logits.log_softmax(-1)
     for red in ("none", "sum", "mean"):
-        assert_close(
+        assert_close_nan(
             fastcrnn.ctc_loss(lp, targets, il, tl, blank=2, reduction=red),
             reference.ctc_loss(lp, targets, il, tl, blank=2, reduction=red),
             1e-9,
@@ -157,13 +145,17 @@ def test_edge_cases_against_torch():
     il = torch.tensor([0, 6, 5, 2, 6])  # empty input, full, repeats need blanks, too short
     tl = torch.tensor([0, 3, 3, 3, 0])  # empty target(s)
     for zi in (False, True):
-        ours, g1 = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none", zero_infinity=zi)
-        ref, g2 = grads(F.ctc_loss, lp, targets, il, tl, reduction="none", zero_infinity=zi)
-        assert_close(ours, ref, 1e-10, 1e-10)
-        assert_close(g1, g2, 1e-10, 1e-10)
+        ours, g1 = value_and_grad(
+            fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none", zero_infinity=zi
+        )
+        ref, g2 = value_and_grad(
+            F.ctc_loss, lp, targets, il, tl, reduction="none", zero_infinity=zi
+        )
+        assert_close_nan(ours, ref, 1e-10, 1e-10)
+        assert_close_nan(g1, g2, 1e-10, 1e-10)
         assert torch.isinf(ours[3]) != zi and (ours[3] == 0) == zi
     # impossible without zero_infinity: inf loss and NaN gradient on the valid frames, like torch
-    _, g1 = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none")
+    _, g1 = value_and_grad(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none")
     assert torch.isnan(g1[:2, 3]).all() and (g1[2:, 3] == 0).all()
 
 
@@ -171,14 +163,14 @@ def test_frames_beyond_input_length_get_zero_gradient_and_are_ignored():
     logits, targets, il, tl = make_case(20, 4, 7, max_len=4, min_il=10)
     il = torch.tensor([10, 20, 15, 12])
     lp = logits.log_softmax(-1)
-    base, g = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none")
+    base, g = value_and_grad(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none")
     for n in range(4):
         assert (g[il[n] :, n] == 0).all()
         assert (g[: il[n], n] != 0).any()
     poisoned = lp.clone()
     for n in range(4):
         poisoned[il[n] :, n] = float("nan")
-    assert_close(fastcrnn.ctc_loss(poisoned, targets, il, tl, reduction="none"), base, 0, 0)
+    assert_close_nan(fastcrnn.ctc_loss(poisoned, targets, il, tl, reduction="none"), base, 0, 0)
 
 
 def test_nan_inside_input_length_gives_nan_for_that_sample():
@@ -205,15 +197,15 @@ def test_lane_groups_mix_lengths_and_dead_samples(dtype):
     targets = torch.randint(1, C, (N, 15), generator=g)
     targets[3, :4] = 4  # repeated labels
     for zi in (False, True):
-        ours, g_ours = grads(
+        ours, g_ours = value_and_grad(
             fastcrnn.ctc_loss, lp, targets, il, tl, reduction="none", zero_infinity=zi
         )
-        ref, g_ref = grads(
+        ref, g_ref = value_and_grad(
             F.ctc_loss, lp.double(), targets, il, tl, reduction="none", zero_infinity=zi
         )
         tol = 1e-9 if dtype == torch.float64 else 1e-5
-        assert_close(ours.double(), ref, tol, tol)
-        assert_close(g_ours.double(), g_ref, 100 * tol, 100 * tol)
+        assert_close_nan(ours.double(), ref, tol, tol)
+        assert_close_nan(g_ours.double(), g_ref, 100 * tol, 100 * tol)
         for n in (0, 5, 12, 20):  # alone, each in a group of its own
             alone = fastcrnn.ctc_loss(
                 lp[:, n : n + 1],
@@ -223,7 +215,7 @@ def test_lane_groups_mix_lengths_and_dead_samples(dtype):
                 reduction="none",
                 zero_infinity=zi,
             )
-            assert_close(alone, ours[n : n + 1], 0, 0)
+            assert_close_nan(alone, ours[n : n + 1], 0, 0)
 
 
 def test_long_sequence_float32_accuracy():
@@ -233,12 +225,12 @@ def test_long_sequence_float32_accuracy():
     targets = torch.randint(1, C, (1, L), generator=g)
     il, tl = torch.tensor([T]), torch.tensor([L])
     ref = F.ctc_loss(lp, targets, il, tl, reduction="sum")
-    ours32, g32 = grads(fastcrnn.ctc_loss, lp.float(), targets, il, tl, reduction="sum")
+    ours32, g32 = value_and_grad(fastcrnn.ctc_loss, lp.float(), targets, il, tl, reduction="sum")
     assert abs(ours32.double() - ref) / ref < 1e-4
     # the gradient is exp(alpha + beta + nll - lp): at |nll| ~ 5e3 float32 rounding of the
     # exponent costs ~1e-3 relative, for torch's float32 kernel just as for ours
-    _, g64 = grads(F.ctc_loss, lp, targets, il, tl, reduction="sum")
-    _, g_torch32 = grads(F.ctc_loss, lp.float(), targets, il, tl, reduction="sum")
+    _, g64 = value_and_grad(F.ctc_loss, lp, targets, il, tl, reduction="sum")
+    _, g_torch32 = value_and_grad(F.ctc_loss, lp.float(), targets, il, tl, reduction="sum")
     torch_err = (g_torch32.double() - g64).abs().max()
     assert (g32.double() - g64).abs().max() <= 1.5 * torch_err + 1e-4
 
@@ -252,9 +244,9 @@ def test_unbatched_and_lists():
         )
         ref = F.ctc_loss(lp[:, 0], targets[0, : int(tl[0])], il[0], tl[0], reduction=red)
         assert ours.shape == ref.shape == ()
-        assert_close(ours, ref, 1e-10, 1e-10)
+        assert_close_nan(ours, ref, 1e-10, 1e-10)
     ours = fastcrnn.ctc_loss(lp, targets, tuple(il.tolist()), tuple(tl.tolist()))
-    assert_close(ours, F.ctc_loss(lp, targets, il, tl), 1e-10, 1e-10)
+    assert_close_nan(ours, F.ctc_loss(lp, targets, il, tl), 1e-10, 1e-10)
 
 
 def test_strided_class_axis():
@@ -264,20 +256,20 @@ def test_strided_class_axis():
     wide[..., ::2] = lp
     view = wide[..., ::2]
     assert view.stride(2) == 2
-    ours, g1 = grads(fastcrnn.ctc_loss, view, targets, il, tl)
-    ref, g2 = grads(F.ctc_loss, lp, targets, il, tl)
-    assert_close(ours, ref, 1e-10, 1e-10)
-    assert_close(g1, g2, 1e-10, 1e-10)
+    ours, g1 = value_and_grad(fastcrnn.ctc_loss, view, targets, il, tl)
+    ref, g2 = value_and_grad(F.ctc_loss, lp, targets, il, tl)
+    assert_close_nan(ours, ref, 1e-10, 1e-10)
+    assert_close_nan(g1, g2, 1e-10, 1e-10)
 
 
 def test_half_and_bfloat16_on_cpu_compute_in_float32():
     logits, targets, il, tl = make_case(20, 4, 8, max_len=5, dtype=torch.float32, min_il=12)
     for dt in (torch.float16, torch.bfloat16):
         lp = logits.log_softmax(-1).to(dt)
-        ours, g = grads(fastcrnn.ctc_loss, lp, targets, il, tl)
+        ours, g = value_and_grad(fastcrnn.ctc_loss, lp, targets, il, tl)
         assert ours.dtype == torch.float32 and g.dtype == dt
         ref = F.ctc_loss(lp.float(), targets, il, tl)
-        assert_close(ours, ref, 1e-5, 1e-5)
+        assert_close_nan(ours, ref, 1e-5, 1e-5)
 
 
 def test_autocast_computes_in_float32():
@@ -291,10 +283,10 @@ def test_autocast_computes_in_float32():
         assert h.dtype == torch.bfloat16
         ours_l = fastcrnn.ctc_loss_from_logits(h, targets, il, tl)
     assert ours.dtype == ref.dtype == torch.float32
-    assert_close(ours, ref, 1e-5, 1e-5)
+    assert_close_nan(ours, ref, 1e-5, 1e-5)
     ref_l = F.ctc_loss(h.float().log_softmax(-1), targets, il, tl)
     assert ours_l.dtype == torch.float32
-    assert_close(ours_l, ref_l, 1e-4, 1e-4)
+    assert_close_nan(ours_l, ref_l, 1e-4, 1e-4)
     ours.backward()
 
 
@@ -363,10 +355,10 @@ def test_no_grad_paths_record_nothing():
         quiet = fastcrnn.ctc_loss(lp_g, targets, il, tl)
         outs = torch.ops.fastcrnn.ctc_loss_forward(lp_g, targets, il, tl, 0, False, False, True)
     assert quiet.grad_fn is None and all(o.grad_fn is None for o in outs)
-    assert_close(plain, ref, 1e-6, 1e-6)
-    assert_close(quiet, ref, 1e-6, 1e-6)
+    assert_close_nan(plain, ref, 1e-6, 1e-6)
+    assert_close_nan(quiet, ref, 1e-6, 1e-6)
     with torch.inference_mode():
-        assert_close(fastcrnn.ctc_loss(lp_g, targets, il, tl), ref, 1e-6, 1e-6)
+        assert_close_nan(fastcrnn.ctc_loss(lp_g, targets, il, tl), ref, 1e-6, 1e-6)
 
 
 def test_forward_op_autograd_matches_loss():
@@ -378,8 +370,10 @@ def test_forward_op_autograd_matches_loss():
     )
     assert not alpha.requires_grad and not norms.requires_grad
     (g_op,) = torch.autograd.grad(nll.sum(), x)
-    _, g_loss = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl, reduction="sum")
-    assert_close(g_op, g_loss, 0, 0)
+    _, g_loss = value_and_grad(
+        fastcrnn.ctc_loss_from_logits, logits, targets, il, tl, reduction="sum"
+    )
+    assert_close_nan(g_op, g_loss, 0, 0)
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
@@ -388,21 +382,23 @@ def test_reductions_match_torch_with_zero_infinity(reduction):
     for dtype, tol, gtol in ((torch.float64, 1e-10, 1e-10), (torch.float32, 1e-5, 1e-4)):
         lp = logits.to(dtype).log_softmax(-1)
         for zi in (False, True):
-            ours, g1 = grads(
+            ours, g1 = value_and_grad(
                 fastcrnn.ctc_loss, lp, targets, il, tl, reduction=reduction, zero_infinity=zi
             )
-            ref, g2 = grads(F.ctc_loss, lp, targets, il, tl, reduction=reduction, zero_infinity=zi)
+            ref, g2 = value_and_grad(
+                F.ctc_loss, lp, targets, il, tl, reduction=reduction, zero_infinity=zi
+            )
             assert ours.dtype == dtype and ours.shape == ref.shape
-            assert_close(ours, ref, tol, tol)
-            assert_close(g1, g2, gtol, gtol)
+            assert_close_nan(ours, ref, tol, tol)
+            assert_close_nan(g1, g2, gtol, gtol)
 
 
 def test_deterministic():
     logits, targets, il, tl = make_case(
         40, 16, 50, max_len=15, dtype=torch.float32, impossible_ok=False
     )
-    a = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
-    b = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
+    a = value_and_grad(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
+    b = value_and_grad(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
@@ -459,8 +455,8 @@ def test_torch_compile_fullgraph():
     out.backward()
     ref = f(x2)
     ref.backward()
-    assert_close(out, ref, 1e-6, 1e-6)
-    assert_close(x1.grad, x2.grad, 1e-6, 1e-6)
+    assert_close_nan(out, ref, 1e-6, 1e-6)
+    assert_close_nan(x1.grad, x2.grad, 1e-6, 1e-6)
 
 
 def test_module_matches_torch_module():
@@ -469,12 +465,14 @@ def test_module_matches_torch_module():
     for red in ("none", "sum", "mean"):
         ours = fastcrnn.nn.CTCLoss(blank=3, reduction=red, zero_infinity=True)
         ref = torch.nn.CTCLoss(blank=3, reduction=red, zero_infinity=True)
-        assert_close(ours(lp, targets, il, tl), ref(lp, targets, il, tl), 1e-10, 1e-10)
+        assert_close_nan(ours(lp, targets, il, tl), ref(lp, targets, il, tl), 1e-10, 1e-10)
         fused = fastcrnn.nn.CTCLoss(blank=3, reduction=red, zero_infinity=True, from_logits=True)
         backend = fastcrnn.nn.CTCLoss(
             blank=3, reduction=red, zero_infinity=True, from_logits=True, backend="torch"
         )
-        assert_close(fused(logits, targets, il, tl), backend(logits, targets, il, tl), 1e-10, 1e-10)
+        assert_close_nan(
+            fused(logits, targets, il, tl), backend(logits, targets, il, tl), 1e-10, 1e-10
+        )
     assert "from_logits=True" in repr(fused)
 
 
@@ -584,7 +582,7 @@ def test_workspace_width_concatenated_equals_padded():
         nll, alpha, _ = fwd(lp, tg, il, tl, 0, False, False, True)
         widths[name] = alpha.shape[2]
         assert alpha.shape == (lp.shape[1], T, 2 * longest + 1)
-        assert_close(nll, F.ctc_loss(lp, tg, il, tl, reduction="none"), 1e-10, 1e-10)
+        assert_close_nan(nll, F.ctc_loss(lp, tg, il, tl, reduction="none"), 1e-10, 1e-10)
     assert widths["padded"] == widths["concatenated"] == 2 * longest + 1
     # unvalidated (traced) calls keep the static width, which the fake kernel computes
     _, alpha, _ = fwd(lp, cat, il, tl, 0, False, False, False)
@@ -592,9 +590,9 @@ def test_workspace_width_concatenated_equals_padded():
     _, alpha, _ = fwd(lp, targets, il, tl, 0, False, False, False)
     assert alpha.shape[2] == 2 * targets.shape[1] + 1
     # and the gradients are the same either way
-    _, g_pad = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="sum")
-    _, g_cat = grads(fastcrnn.ctc_loss, lp, cat, il, tl, reduction="sum")
-    assert_close(g_cat, g_pad, 0, 0)
+    _, g_pad = value_and_grad(fastcrnn.ctc_loss, lp, targets, il, tl, reduction="sum")
+    _, g_cat = value_and_grad(fastcrnn.ctc_loss, lp, cat, il, tl, reduction="sum")
+    assert_close_nan(g_cat, g_pad, 0, 0)
 
 
 def test_workspace_width_short_input_and_backward_checks_the_width():
@@ -605,7 +603,7 @@ def test_workspace_width_short_input_and_backward_checks_the_width():
         short, targets, il10, tl, 0, False, False, True
     )
     assert alpha.shape[2] == 21
-    assert_close(nll, F.ctc_loss(short, targets, il10, tl, reduction="none"), 1e-10, 1e-10)
+    assert_close_nan(nll, F.ctc_loss(short, targets, il10, tl, reduction="none"), 1e-10, 1e-10)
     bwd = torch.ops.fastcrnn.ctc_loss_backward
     g = torch.ones(lp.shape[1], dtype=lp.dtype)
     nll, alpha, norms = torch.ops.fastcrnn.ctc_loss_forward(
@@ -622,7 +620,9 @@ def test_workspace_width_short_input_and_backward_checks_the_width():
         lp, targets, il, tl, 0, False, False, False
     )
     assert alpha_s.shape[2] > alpha.shape[2]
-    assert_close(bwd(g, lp, targets, il, tl, nll_s, alpha_s, norms_s, 0, False, False), want, 0, 0)
+    assert_close_nan(
+        bwd(g, lp, targets, il, tl, nll_s, alpha_s, norms_s, 0, False, False), want, 0, 0
+    )
 
 
 def _value_cases():
@@ -729,8 +729,8 @@ def test_cuda_matches_cpu(dtype, from_logits):
         for zi in (False, True):
             kw = dict(blank=1, reduction="none", zero_infinity=zi)
             # the CPU reference in float64 from the same (rounded) input
-            cpu, g_cpu = grads(fn, x.double(), targets, il, tl, **kw)
-            gpu, g_gpu = grads(fn, x.cuda(), targets.cuda(), il.cuda(), tl.cuda(), **kw)
+            cpu, g_cpu = value_and_grad(fn, x.double(), targets, il, tl, **kw)
+            gpu, g_gpu = value_and_grad(fn, x.cuda(), targets.cuda(), il.cuda(), tl.cuda(), **kw)
             assert gpu.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
             assert g_gpu.dtype == dtype
             if dtype == torch.float64:
@@ -740,8 +740,8 @@ def test_cuda_matches_cpu(dtype, from_logits):
                 # rounding (2^-11 / 2^-8 relative, on values up to 1)
                 store = {torch.float32: 0.0, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
                 rtol, atol = 1e-5 + store, _f32_grad_atol(cpu, T) + store
-            assert_close(gpu.double().cpu(), cpu, rtol, max(atol, rtol * 10))
-            assert_close(g_gpu.double().cpu(), g_cpu, rtol, atol)
+            assert_close_nan(gpu.double().cpu(), cpu, rtol, max(atol, rtol * 10))
+            assert_close_nan(g_gpu.double().cpu(), g_cpu, rtol, atol)
 
 
 def test_cuda_matches_torch_and_is_deterministic():
@@ -757,14 +757,14 @@ def test_cuda_matches_torch_and_is_deterministic():
     # two float32 implementations, each within the bound above of the exact gradient
     atol = 2 * _f32_grad_atol(nll, lp.shape[0])
     for red in ("none", "sum", "mean"):
-        ours, g1 = grads(fastcrnn.ctc_loss, lp, targets, il, tl, reduction=red)
-        ref, g2 = grads(F.ctc_loss, lp, targets, il, tl, reduction=red)
-        assert_close(ours, ref, 1e-5, 1e-4)
+        ours, g1 = value_and_grad(fastcrnn.ctc_loss, lp, targets, il, tl, reduction=red)
+        ref, g2 = value_and_grad(F.ctc_loss, lp, targets, il, tl, reduction=red)
+        assert_close_nan(ours, ref, 1e-5, 1e-4)
         # mean divides each sample's gradient by N * max(target length, 1)
         scale = 1.0 / lp.shape[1] if red == "mean" else 1.0
-        assert_close(g1, g2, 1e-4, atol * scale)
-    a = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
-    b = grads(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
+        assert_close_nan(g1, g2, 1e-4, atol * scale)
+    a = value_and_grad(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
+    b = value_and_grad(fastcrnn.ctc_loss_from_logits, logits, targets, il, tl)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
@@ -778,10 +778,10 @@ def test_cuda_impossible_rows_follow_the_documented_behaviour():
     lp = logits.log_softmax(-1)
     for zi in (False, True):
         kw = dict(reduction="none", zero_infinity=zi)
-        ours, g = grads(
+        ours, g = value_and_grad(
             fastcrnn.ctc_loss, lp.float().cuda(), targets.cuda(), il.cuda(), tl.cuda(), **kw
         )
-        ref, g_ref = grads(F.ctc_loss, lp, targets, il, tl, **kw)  # torch's CPU kernel
+        ref, g_ref = value_and_grad(F.ctc_loss, lp, targets, il, tl, **kw)  # torch's CPU kernel
         ours, g = ours.double().cpu(), g.double().cpu()
         for n in range(8):
             assert ours[n] == (0 if zi else float("inf"))
@@ -790,10 +790,10 @@ def test_cuda_impossible_rows_follow_the_documented_behaviour():
                 assert (g[:, n] == 0).all()
             else:
                 assert torch.isnan(g[:Tn, n]).all() and (g[Tn:, n] == 0).all()
-        assert_close(g[:, :8], g_ref[:, :8], 0, 0)
+        assert_close_nan(g[:, :8], g_ref[:, :8], 0, 0)
         atol = _f32_grad_atol(ref[8:], lp.shape[0])
-        assert_close(ours[8:], ref[8:], 1e-5, 1e-4)
-        assert_close(g[:, 8:], g_ref[:, 8:], 1e-4, atol)
+        assert_close_nan(ours[8:], ref[8:], 1e-5, 1e-4)
+        assert_close_nan(g[:, 8:], g_ref[:, 8:], 1e-4, atol)
 
 
 def test_cuda_long_labels_and_concatenated_and_cpu_targets():
@@ -808,7 +808,7 @@ def test_cuda_long_labels_and_concatenated_and_cpu_targets():
     )
     assert ((ours.double().cpu() - ref).abs() / ref).max() < 1e-4
     ours_cpu_t = fastcrnn.ctc_loss(lp.cuda(), targets, il, tl, reduction="none")
-    assert_close(ours_cpu_t.cpu(), ref, 1e-9, 1e-9)
+    assert_close_nan(ours_cpu_t.cpu(), ref, 1e-9, 1e-9)
 
 
 def test_cuda_workspace_width_follows_the_longest_target():
@@ -820,10 +820,12 @@ def test_cuda_workspace_width_follows_the_longest_target():
     for tg in (targets, cat):
         nll, alpha, _ = fwd(lp.cuda(), tg.cuda(), il.cuda(), tl.cuda(), 0, False, False, True)
         assert alpha.shape[2] == 2 * int(tl.max()) + 1
-        assert_close(nll.cpu(), F.ctc_loss(lp, tg, il, tl, reduction="none"), 1e-9, 1e-9)
-        _, g = grads(fastcrnn.ctc_loss, lp.cuda(), tg.cuda(), il.cuda(), tl.cuda(), reduction="sum")
-        _, g_ref = grads(F.ctc_loss, lp, tg, il, tl, reduction="sum")
-        assert_close(g.cpu(), g_ref, 1e-9, 1e-9)
+        assert_close_nan(nll.cpu(), F.ctc_loss(lp, tg, il, tl, reduction="none"), 1e-9, 1e-9)
+        _, g = value_and_grad(
+            fastcrnn.ctc_loss, lp.cuda(), tg.cuda(), il.cuda(), tl.cuda(), reduction="sum"
+        )
+        _, g_ref = value_and_grad(F.ctc_loss, lp, tg, il, tl, reduction="sum")
+        assert_close_nan(g.cpu(), g_ref, 1e-9, 1e-9)
     _, alpha, _ = fwd(lp.cuda(), cat.cuda(), il.cuda(), tl.cuda(), 0, False, False, False)
     assert alpha.shape[2] == 2 * min(cat.numel(), lp.shape[0]) + 1
 
@@ -896,7 +898,7 @@ def test_cuda_graph_capture():
     torch.cuda.synchronize()
     want = fastcrnn.ctc_loss_from_logits(new, targets, il, tl, reduction="none")
     assert torch.equal(loss, want)
-    assert_close(nll, want, 1e-5, 1e-5)
+    assert_close_nan(nll, want, 1e-5, 1e-5)
 
 
 def test_cuda_compile_and_autocast():
@@ -906,7 +908,7 @@ def test_cuda_compile_and_autocast():
     compiled = torch.compile(
         lambda x: fastcrnn.ctc_loss_from_logits(x, targets, il, tl), fullgraph=True
     )
-    assert_close(
+    assert_close_nan(
         compiled(logits), fastcrnn.ctc_loss_from_logits(logits, targets, il, tl), 1e-6, 1e-6
     )
     with torch.autocast("cuda", dtype=torch.float16):

@@ -62,27 +62,24 @@ def _randn(*shape):
     )
 
 
+def _namesakes(name, ours, theirs, input_shape, *args, **kwargs):
+    """The case of a fastcrnn module and its torch namesake, built with the same arguments."""
+    return Case(
+        name, lambda: ours(*args, **kwargs), lambda: theirs(*args, **kwargs), _randn(*input_shape)
+    )
+
+
 CASES = [
-    Case("lstm", lambda: LSTM(7, 5), lambda: nn.LSTM(7, 5), _randn(6, 3, 7)),
-    Case(
-        "lstm-2-layer-bidirectional",
-        lambda: LSTM(7, 5, 2, bidirectional=True),
-        lambda: nn.LSTM(7, 5, 2, bidirectional=True),
-        _randn(6, 3, 7),
-    ),
+    _namesakes("lstm", LSTM, nn.LSTM, (6, 3, 7), 7, 5),
+    _namesakes("lstm-2-layer-bidirectional", LSTM, nn.LSTM, (6, 3, 7), 7, 5, 2, bidirectional=True),
     Case(
         "lstm-bidirectional-lengths",
         lambda: LSTM(7, 5, bidirectional=True),
         lambda: LSTM(7, 5, bidirectional=True, backend="torch"),
         lambda device: (_randn(6, 3, 7)(device)[0], None, torch.tensor([6, 2, 4])),
     ),
-    Case("lstm-cell", lambda: LSTMCell(7, 5), lambda: nn.LSTMCell(7, 5), _randn(3, 7)),
-    Case(
-        "rnn",
-        lambda: RNN(7, 5, 2, bidirectional=True),
-        lambda: nn.RNN(7, 5, 2, bidirectional=True),
-        _randn(6, 3, 7),
-    ),
+    _namesakes("lstm-cell", LSTMCell, nn.LSTMCell, (3, 7), 7, 5),
+    _namesakes("rnn", RNN, nn.RNN, (6, 3, 7), 7, 5, 2, bidirectional=True),
     Case(
         "crnn",
         lambda: CRNN(32, 1, 9, 8, channels=(4, 4, 8, 8, 8, 8, 8)),

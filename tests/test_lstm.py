@@ -4,7 +4,7 @@ nn.LSTM / nn.LSTMCell (identical weights) and fastcrnn.reference."""
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close, grads, run_with_cpu_isa
+from helpers import assert_close, grads, recurrent_sizes, run_with_cpu_isa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -25,26 +25,29 @@ def _pair(
     device="cpu",
     dropout=0.0,
 ):
-    ref = torch.nn.LSTM(
-        I,
-        H,
+    """torch.nn.LSTM and fastcrnn.nn.LSTM of the same arguments and weights."""
+    args = dict(
         num_layers=layers,
         bidirectional=bidirectional,
         batch_first=batch_first,
         bias=bias,
         dropout=dropout,
-    ).to(device, dtype)
-    ours = LSTM(
-        I,
-        H,
-        num_layers=layers,
-        bidirectional=bidirectional,
-        batch_first=batch_first,
-        bias=bias,
-        dropout=dropout,
-    ).to(device, dtype)
+    )
+    ref = torch.nn.LSTM(I, H, **args).to(device, dtype)
+    ours = LSTM(I, H, **args).to(device, dtype)
     ours.load_state_dict(ref.state_dict())
     return ref, ours
+
+
+def _assert_same_grads(ref, ours, ref_out, ours_out, leaves, g=None, atol=1e-11, rtol=0.0):
+    """ours' gradients (of ``ours_out``, with respect to ``leaves`` and its own parameters)
+    equal ref's (of ``ref_out``, with ref's parameters) within atol / rtol; ``g`` weights the
+    outputs (None: they are scalars). A mismatch names its input or parameter."""
+    names = [f"input {k}" for k in range(len(leaves))] + [n for n, _ in ref.named_parameters()]
+    ga = grads(ref_out, list(leaves) + list(ref.parameters()), g)
+    gb = grads(ours_out, list(leaves) + list(ours.parameters()), g)
+    for a, b, name in zip(ga, gb, names):
+        assert_close(b, a, atol, rtol, what=f"grad {name}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,11 +77,7 @@ def test_lstm_matches_torch(device, layers, bidirectional, batch_first, with_sta
     for a, b, name in ((o1, o2, "output"), (h1, h2, "h_n"), (c1, c2, "c_n")):
         assert_close(b, a, 1e-12, what=name)
     g = [torch.randn_like(t) for t in (o1, h1, c1)]
-    ga = grads((o1, h1, c1), leaves + list(ref.parameters()), g)
-    gb = grads((o2, h2, c2), leaves + list(ours.parameters()), g)
-    names = ["x", "h0", "c0"][: len(leaves)] + [n for n, _ in ref.named_parameters()]
-    for a, b, name in zip(ga, gb, names):
-        assert_close(b, a, 1e-11, what=f"grad {name}")
+    _assert_same_grads(ref, ours, (o1, h1, c1), (o2, h2, c2), leaves, g)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -89,10 +88,8 @@ def test_lstm_float32_and_no_bias(device, bias):
     o2, (h2, c2) = ours(x)
     assert_close(o2, o1, 2e-5, what="output")
     assert_close(c2, c1, 2e-5, what="c_n")
-    ga = grads(o1.sum() + h1.sum() + c1.sum(), [x] + list(ref.parameters()), None)
-    gb = grads(o2.sum() + h2.sum() + c2.sum(), [x] + list(ours.parameters()), None)
-    for a, b in zip(ga, gb):
-        assert_close(b, a, 1e-4, 1e-4)
+    loss1, loss2 = o1.sum() + h1.sum() + c1.sum(), o2.sum() + h2.sum() + c2.sum()
+    _assert_same_grads(ref, ours, loss1, loss2, [x], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -123,10 +120,7 @@ def test_packed_sequence_matches_torch(device, bidirectional, enforce_sorted):
     assert_close(h2, h1, 1e-12, what="h_n")
     assert_close(c2, c1, 1e-12, what="c_n")
     g = [torch.randn_like(t) for t in (p1.data, h1, c1)]
-    ga = grads((p1.data, h1, c1), leaves + list(ref.parameters()), g)
-    gb = grads((p2.data, h2, c2), leaves + list(ours.parameters()), g)
-    for a, b in zip(ga, gb):
-        assert_close(b, a, 1e-11)
+    _assert_same_grads(ref, ours, (p1.data, h1, c1), (p2.data, h2, c2), leaves, g)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -145,10 +139,7 @@ def test_lengths_argument_matches_packed_torch(device, bidirectional):
     assert_close(h2, h1, 1e-12)
     assert_close(c2, c1, 1e-12)
     g = [torch.randn_like(t) for t in (o1, h1, c1)]
-    ga = grads((o1, h1, c1), [x] + list(ref.parameters()), g)
-    gb = grads((o2, h2, c2), [x] + list(ours.parameters()), g)
-    for a, b in zip(ga, gb):
-        assert_close(b, a, 1e-11)
+    _assert_same_grads(ref, ours, (o1, h1, c1), (o2, h2, c2), [x], g)
     # a list works too
     o3, _ = ours(x, lengths=lengths.tolist())
     assert_close(o3, o2, 0.0)
@@ -292,10 +283,7 @@ def test_lstm_cell_matches_torch(device, bias, with_state):
     assert_close(h2, h1, 1e-12)
     assert_close(c2, c1, 1e-12)
     g = [torch.randn_like(h1), torch.randn_like(c1)]
-    ga = grads((h1, c1), leaves + list(ref.parameters()), g)
-    gb = grads((h2, c2), leaves + list(ours.parameters()), g)
-    for a, b in zip(ga, gb):
-        assert_close(b, a, 1e-12)
+    _assert_same_grads(ref, ours, (h1, c1), (h2, c2), leaves, g, atol=1e-12)
     # only h used: c's gradient is None and must be treated as zeros
     ga = grads(ref(x, hx)[0].sum(), [x], None)
     gb = grads(ours(x, hx)[0].sum(), [x], None)
@@ -431,10 +419,7 @@ def test_bidirectional_on_one_or_two_threads(num_threads):
     b, (bh, bc) = ours(x, lengths=lengths)
     assert_close(b, a, 1e-12)
     g = torch.randn_like(a)
-    ga = grads(a, [x] + list(ref.parameters()), g)
-    gb = grads(b, [x] + list(ours.parameters()), g)
-    for u, v in zip(ga, gb):
-        assert_close(v, u, 1e-10)
+    _assert_same_grads(ref, ours, a, b, [x], g, atol=1e-10)
     with torch.inference_mode():
         c, _ = ours(x, lengths=lengths)
     assert_close(c, b.detach(), 0.0)
@@ -457,10 +442,7 @@ def test_one_direction_split_gemm_on_two_threads(num_threads, H):
     for u, v, name in ((a, b, "output"), (ah, bh, "h_n"), (ac, bc, "c_n")):
         assert_close(v, u, 1e-12, what=name)
     g = [torch.randn_like(t) for t in (a, ah, ac)]
-    ga = grads((a, ah, ac), [x] + list(ref.parameters()), g)
-    gb = grads((b, bh, bc), [x] + list(ours.parameters()), g)
-    for u, v in zip(ga, gb):
-        assert_close(v, u, 1e-10)
+    _assert_same_grads(ref, ours, (a, ah, ac), (b, bh, bc), [x], g, atol=1e-10)
 
 
 @pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
@@ -543,10 +525,7 @@ def test_cell_under_compile_fullgraph_sees_updates():
         h2, c2 = ref(x, hx)
         assert_close(h1, h2, 1e-6)
         assert_close(c1, c2, 1e-6)
-        ga = grads(h1.sum() + c1.sum(), [x] + list(ours.parameters()), None)
-        gb = grads(h2.sum() + c2.sum(), [x] + list(ref.parameters()), None)
-        for a, b in zip(ga, gb):
-            assert_close(a, b, 1e-5)
+        _assert_same_grads(ref, ours, h2.sum() + c2.sum(), h1.sum() + c1.sum(), [x], atol=1e-5)
         with torch.no_grad():
             for p, q in zip(ref.parameters(), ours.parameters()):
                 p.add_(0.1)
@@ -612,15 +591,7 @@ def test_default_isa_kernels_agree():
 
 
 @settings(max_examples=12, deadline=None)
-@given(
-    T=st.integers(1, 6),
-    N=st.integers(1, 4),
-    I=st.integers(1, 5),
-    H=st.integers(1, 9),
-    layers=st.integers(1, 2),
-    bidirectional=st.booleans(),
-    seed=st.integers(0, 1000),
-)
+@given(**recurrent_sizes(max_hidden=9, max_layers=2), seed=st.integers(0, 1000))
 def test_random_shapes_with_lengths(T, N, I, H, layers, bidirectional, seed):
     torch.manual_seed(seed)
     _, ours = _pair(I, H, layers, bidirectional)

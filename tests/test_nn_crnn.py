@@ -4,6 +4,8 @@ errors, and a training smoke test (a small CRNN overfits a batch to zero errors)
 import pytest
 import torch
 import torch.nn.functional as F
+from crnn_pytorch_reference import ReferenceCRNN
+from helpers import randomise_batchnorm
 from torch import nn
 
 import fastcrnn
@@ -12,67 +14,6 @@ from fastcrnn.nn import CRNN, BidirectionalLSTM, BiLSTM
 
 FUSED = "fused"
 SMALL = (8, 16, 16, 16, 24, 24, 24)
-
-
-# ---- crnn.pytorch, as published (meijieru/crnn.pytorch models/crnn.py), for comparison ------
-
-
-class _PubBidirectionalLSTM(nn.Module):
-    def __init__(self, nIn, nHidden, nOut):
-        super().__init__()
-        self.rnn = nn.LSTM(nIn, nHidden, bidirectional=True)
-        self.embedding = nn.Linear(nHidden * 2, nOut)
-
-    def forward(self, input):
-        recurrent, _ = self.rnn(input)
-        T, b, h = recurrent.size()
-        output = self.embedding(recurrent.view(T * b, h))
-        return output.view(T, b, -1)
-
-
-class _PubCRNN(nn.Module):
-    def __init__(self, imgH, nc, nclass, nh, leakyRelu=False):
-        super().__init__()
-        assert imgH % 16 == 0, "imgH has to be a multiple of 16"
-        ks = [3, 3, 3, 3, 3, 3, 2]
-        ps = [1, 1, 1, 1, 1, 1, 0]
-        ss = [1, 1, 1, 1, 1, 1, 1]
-        nm = [64, 128, 256, 256, 512, 512, 512]
-        cnn = nn.Sequential()
-
-        def convRelu(i, batchNormalization=False):
-            nIn = nc if i == 0 else nm[i - 1]
-            nOut = nm[i]
-            cnn.add_module("conv{0}".format(i), nn.Conv2d(nIn, nOut, ks[i], ss[i], ps[i]))
-            if batchNormalization:
-                cnn.add_module("batchnorm{0}".format(i), nn.BatchNorm2d(nOut))
-            if leakyRelu:
-                cnn.add_module("relu{0}".format(i), nn.LeakyReLU(0.2, inplace=True))
-            else:
-                cnn.add_module("relu{0}".format(i), nn.ReLU(True))
-
-        convRelu(0)
-        cnn.add_module("pooling{0}".format(0), nn.MaxPool2d(2, 2))
-        convRelu(1)
-        cnn.add_module("pooling{0}".format(1), nn.MaxPool2d(2, 2))
-        convRelu(2, True)
-        convRelu(3)
-        cnn.add_module("pooling{0}".format(2), nn.MaxPool2d((2, 2), (2, 1), (0, 1)))
-        convRelu(4, True)
-        convRelu(5)
-        cnn.add_module("pooling{0}".format(3), nn.MaxPool2d((2, 2), (2, 1), (0, 1)))
-        convRelu(6, True)
-        self.cnn = cnn
-        self.rnn = nn.Sequential(
-            _PubBidirectionalLSTM(512, nh, nh), _PubBidirectionalLSTM(nh, nh, nclass)
-        )
-
-    def forward(self, input):
-        conv = self.cnn(input)
-        b, c, h, w = conv.size()
-        assert h == 1, "the height of conv must be 1"
-        conv = conv.squeeze(2).permute(2, 0, 1)
-        return F.log_softmax(self.rnn(conv), dim=2)
 
 
 # ---- the tutorial's own network (section 2.2), verbatim apart from the prints ----------------
@@ -146,17 +87,6 @@ CRNN_PYTORCH_KEYS = (
 )
 
 
-def _randomise_bn(model):
-    """Non-trivial BatchNorm statistics, so eval-mode comparisons exercise them."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-
-
 # ---- crnn.pytorch variant -------------------------------------------------------------------
 
 
@@ -164,14 +94,14 @@ def test_crnn_pytorch_state_dict_keys_and_checkpoint_loads():
     torch.manual_seed(0)
     ours = CRNN(32, 1, 37, 256)
     assert sorted(ours.state_dict()) == sorted(CRNN_PYTORCH_KEYS)
-    pub = _PubCRNN(32, 1, 37, 256)
-    _randomise_bn(pub)
+    pub = ReferenceCRNN(32, 1, 37, 256)
+    randomise_batchnorm(pub)
     pub.eval()
     ours.load_state_dict(pub.state_dict())  # strict: a published checkpoint loads unchanged
     ours.eval()
     x = torch.rand(2, 1, 32, 100)
     with torch.no_grad():
-        out, ref = ours(x), pub(x)
+        out, ref = ours(x), F.log_softmax(pub(x), dim=2)
     assert out.shape == (26, 2, 37)
     torch.testing.assert_close(out, ref)
     pub.load_state_dict(ours.state_dict())  # and back
@@ -180,12 +110,12 @@ def test_crnn_pytorch_state_dict_keys_and_checkpoint_loads():
 def test_crnn_pytorch_leaky_relu_matches_published():
     torch.manual_seed(1)
     ours = CRNN(32, 3, 11, 32, leaky_relu=True).eval()
-    pub = _PubCRNN(32, 3, 11, 32, leakyRelu=True).eval()
-    _randomise_bn(pub)
+    pub = ReferenceCRNN(32, 3, 11, 32, leaky_relu=True).eval()
+    randomise_batchnorm(pub)
     ours.load_state_dict(pub.state_dict())
     x = torch.randn(2, 3, 32, 40)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), pub(x))
+        torch.testing.assert_close(ours(x), F.log_softmax(pub(x), dim=2))
     assert any(isinstance(m, nn.LeakyReLU) for m in ours.modules())
 
 
@@ -204,7 +134,7 @@ def test_seed_tutorial_example_shape():
 def test_seed_matches_tutorial_network():
     torch.manual_seed(3)
     tut = _TutCRNN(32, 1, 20, 32)
-    _randomise_bn(tut)
+    randomise_batchnorm(tut)
     tut.eval()
     ours = CRNN(32, 1, 20, 32, variant="seed").eval()
     rename = {".lstm.": ".rnn.", ".embdding.": ".embedding."}

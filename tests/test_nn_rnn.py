@@ -3,6 +3,7 @@ one-hot / masking helpers of fastcrnn.functional."""
 
 import pytest
 import torch
+from helpers import recurrent_sizes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -88,24 +89,19 @@ def test_state_dict_keys_are_nn_rnn():
 
 @settings(max_examples=20, deadline=None)
 @given(
-    T=st.integers(1, 6),
-    N=st.integers(1, 4),
-    I=st.integers(1, 5),
-    H=st.integers(1, 6),
-    layers=st.integers(1, 3),
-    bidir=st.booleans(),
+    **recurrent_sizes(max_hidden=6, max_layers=3),
     nonlin=st.sampled_from(["tanh", "relu"]),
     bias=st.booleans(),
     batch_first=st.booleans(),
     with_h0=st.booleans(),
 )
 def test_matches_nn_rnn_values_and_grads(
-    T, N, I, H, layers, bidir, nonlin, bias, batch_first, with_h0
+    T, N, I, H, layers, bidirectional, nonlin, bias, batch_first, with_h0
 ):
-    ours, theirs = _pair(I, H, layers, bidir, nonlin, bias, batch_first)
+    ours, theirs = _pair(I, H, layers, bidirectional, nonlin, bias, batch_first)
     shape = (N, T, I) if batch_first else (T, N, I)
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    dirs = 2 if bidir else 1
+    dirs = 2 if bidirectional else 1
     h0 = (
         torch.randn(layers * dirs, N, H, dtype=torch.float64, requires_grad=True)
         if with_h0

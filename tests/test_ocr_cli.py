@@ -14,26 +14,16 @@ pytest.importorskip("lmdb")
 pytest.importorskip("rapidfuzz")
 pytest.importorskip("tqdm")
 
-from helpers import ROOT, TINY_CRNN_FLAGS, cli
-
-TINY = TINY_CRNN_FLAGS
+from helpers import ROOT, TINY_ADAM, cli, flags, run_python, tiny_train_args
 
 
-def data_args(lmdbs):
-    """The data flags of a training on the digit LMDBs of the `lmdbs` fixture."""
-    return ["--trainRoot", lmdbs / "train", "--valRoot", lmdbs / "val", "--alphabet", "0123456789"]
+def digits_train_args(lmdbs, expr, **options):
+    """`fastcrnn train` (the tiny model) on the digit LMDBs of the `lmdbs` fixture."""
+    return tiny_train_args(lmdbs / "train", lmdbs / "val", expr, alphabet="0123456789", **options)
 
 
 def cli_subprocess(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    return subprocess.run(
-        [sys.executable, "-m", "fastcrnn", *map(str, args)],
-        cwd=cwd or ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_python("-m", "fastcrnn", *args, cwd=cwd)
 
 
 # small models on a shared CI machine: one thread avoids OpenMP oversubscription
@@ -78,28 +68,16 @@ def lmdbs(tmp_path_factory):
 def trained(lmdbs):
     expr = lmdbs / "expr"
     p = cli(
-        "train",
-        *data_args(lmdbs),
-        "--expr_dir",
-        expr,
-        "--batchSize",
-        16,
-        "--nepoch",
-        2,
-        "--adam",
-        "--lr",
-        "1e-3",
-        "--displayInterval",
-        2,
-        "--valInterval",
-        3,
-        "--saveInterval",
-        3,
-        "--workers",
-        1,
-        "--keep_ratio",
-        "--no_progress",
-        *TINY,
+        *digits_train_args(
+            lmdbs,
+            expr,
+            nepoch=2,
+            intervals=(2, 3, 3),
+            workers=1,
+            keep_ratio=True,
+            no_progress=True,
+            **TINY_ADAM,
+        )
     )
     assert "validation: word accuracy" in p.stderr + p.stdout
     return expr
@@ -169,37 +147,27 @@ def test_resume_and_errors(lmdbs, trained, tmp_path):
 
     expr = tmp_path / "expr"
     shutil.copytree(trained, expr)
-    common = [
-        "--trainRoot",
-        lmdbs / "train",
-        "--valRoot",
-        lmdbs / "val",
-        "--expr_dir",
-        expr,
-        "--batchSize",
-        16,
-        "--adam",
-        "--lr",
-        "1e-3",
-        "--workers",
-        0,
-        "--keep_ratio",
-        "--no_progress",
-        *TINY,
-    ]
-    p = cli("train", *common, "--alphabet", "0123456789", "--nepoch", 3, "--resume")
+    common = dict(TINY_ADAM, workers=0, keep_ratio=True, no_progress=True)
+
+    def train(alphabet, nepoch, *extra, check=True):
+        args = tiny_train_args(
+            lmdbs / "train", lmdbs / "val", expr, *extra, alphabet=alphabet, nepoch=nepoch, **common
+        )
+        return cli(*args, check=check)
+
+    p = train("0123456789", 3, "--resume")
     assert "resuming" in p.stderr + p.stdout
     assert torch.load(expr / "last.pth", weights_only=True)["step"] == 12
     # another charset
-    p = cli("train", *common, "--alphabet", "0123456789x", "--nepoch", 4, "--resume", check=False)
+    p = train("0123456789x", 4, "--resume", check=False)
     assert p.returncode != 0 and "charset" in p.stderr
     # a truncated checkpoint
     data = (expr / "last.pth").read_bytes()
     (expr / "last.pth").write_bytes(data[:100])
-    p = cli("train", *common, "--alphabet", "0123456789", "--nepoch", 4, "--resume", check=False)
+    p = train("0123456789", 4, "--resume", check=False)
     assert p.returncode != 0 and "truncated or corrupt" in p.stderr
     # labels outside the alphabet are reported with the sample
-    p = cli("train", *common, "--alphabet", "01234", "--nepoch", 1, check=False)
+    p = train("01234", 1, check=False)
     assert p.returncode != 0 and "not in the alphabet" in p.stderr
 
 
@@ -209,32 +177,17 @@ def test_train_schedule_clipping_and_plain_log(lmdbs, tmp_path):
     import re
 
     p = cli(
-        "train",
-        *data_args(lmdbs),
-        "--expr_dir",
-        tmp_path / "e",
-        "--batchSize",
-        16,
-        "--nepoch",
-        2,
-        "--adam",
-        "--lr",
-        "1e-3",
-        "--lr_schedule",
-        "cosine",
-        "--warmup_steps",
-        2,
-        "--grad_clip",
-        1.5,
-        "--displayInterval",
-        1,
-        "--valInterval",
-        3,
-        "--saveInterval",
-        3,
-        "--workers",
-        0,
-        *TINY,
+        *digits_train_args(
+            lmdbs,
+            tmp_path / "e",
+            nepoch=2,
+            lr_schedule="cosine",
+            warmup_steps=2,
+            grad_clip=1.5,
+            intervals=(1, 3, 3),
+            workers=0,
+            **TINY_ADAM,
+        )
     )  # progress bars on, but stdout is not a terminal
     log = p.stdout + p.stderr
     assert "\r" not in log
@@ -265,45 +218,34 @@ def test_pretrained_with_module_prefix(lmdbs, trained, tmp_path):
     sd = torch.load(trained / "last.pth", weights_only=True)["model"]
     torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "ddp.pth")
     p = cli(
-        "train",
-        *data_args(lmdbs),
-        "--expr_dir",
-        tmp_path / "e",
-        "--batchSize",
-        16,
-        "--nepoch",
-        1,
-        "--max_steps",
-        1,
-        "--pretrained",
-        tmp_path / "ddp.pth",
-        "--workers",
-        0,
-        "--keep_ratio",
-        "--no_progress",
-        "--lr",
-        "1e-12",
-        "--adam",
-        *TINY,
+        *digits_train_args(
+            lmdbs,
+            tmp_path / "e",
+            batchSize=16,
+            nepoch=1,
+            max_steps=1,
+            pretrained=tmp_path / "ddp.pth",
+            workers=0,
+            keep_ratio=True,
+            no_progress=True,
+            lr="1e-12",
+            adam=True,
+        )
     )
     assert "loaded pretrained" in p.stderr + p.stdout
+    # another model (--nh 8) and the default alphabet
     p = cli(
         "train",
-        "--trainRoot",
-        lmdbs / "train",
-        "--valRoot",
-        lmdbs / "val",
-        "--expr_dir",
-        tmp_path / "f",
-        "--nepoch",
-        1,
-        "--pretrained",
-        tmp_path / "ddp.pth",
-        "--no_progress",
-        "--nh",
-        "8",
-        "--channels",
-        "8,8,16,16,16,16,16",
+        *flags(
+            trainRoot=lmdbs / "train",
+            valRoot=lmdbs / "val",
+            expr_dir=tmp_path / "f",
+            nepoch=1,
+            pretrained=tmp_path / "ddp.pth",
+            no_progress=True,
+            nh="8",
+            channels="8,8,16,16,16,16,16",
+        ),
         check=False,
     )
     assert p.returncode != 0 and "does not fit" in p.stderr

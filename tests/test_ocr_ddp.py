@@ -1,8 +1,5 @@
 """DDP: `torchrun --nproc_per_node=2 -m fastcrnn train` on CPU (gloo), tiny data, few steps."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -15,12 +12,7 @@ pytest.importorskip("tqdm")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--nh", "16", "--channels", "8,8,16,16,16,16,16"]
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+from helpers import TINY_ADAM, run_python, tiny_train_args
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +27,7 @@ def data(tmp_path_factory):
 
 
 def _torchrun(*args):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        *map(str, args),
-    ]
-    return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    return run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args)
 
 
 def test_torchrun_train_cli(data):
@@ -51,32 +35,17 @@ def test_torchrun_train_cli(data):
     p = _torchrun(
         "-m",
         "fastcrnn",
-        "train",
-        "--trainRoot",
-        data / "train",
-        "--valRoot",
-        data / "val",
-        "--alphabet",
-        "0123456789",
-        "--expr_dir",
-        expr,
-        "--batchSize",
-        16,
-        "--nepoch",
-        2,
-        "--adam",
-        "--lr",
-        "1e-3",
-        "--displayInterval",
-        1,
-        "--valInterval",
-        2,
-        "--saveInterval",
-        2,
-        "--workers",
-        0,
-        "--no_progress",
-        *TINY,
+        *tiny_train_args(
+            data / "train",
+            data / "val",
+            expr,
+            alphabet="0123456789",
+            nepoch=2,
+            intervals=(1, 2, 2),
+            workers=0,
+            no_progress=True,
+            **TINY_ADAM,
+        ),
     )
     out = p.stdout + p.stderr
     assert p.returncode == 0, out

@@ -1,8 +1,9 @@
 """Drop-in parity with crnn.pytorch (meijieru/crnn.pytorch): its model (models/crnn.py), its
 label converter (utils.strLabelConverter), its train.py flags and its checkpoints.
 
-The reference classes below are written from crnn.pytorch's published definitions: the CRNN's
-module names (so state_dict keys are crnn.pytorch's), the converter's ignore_case layout (the
+The references are written from crnn.pytorch's published definitions: the CRNN's module names
+(so state_dict keys are crnn.pytorch's; the network is in crnn_pytorch_reference.py, shared with
+test_nn_crnn.py), the converter's ignore_case layout (the
 alphabet lower-cased in place, ``dict[char] = i + 1`` over it, so a repeated character maps to
 its LAST position; ``len(alphabet) + 1`` classes), its greedy decoding, its demo's input
 preprocessing (PIL bilinear resize to 100 x 32, ``(x / 255 - 0.5) / 0.5``) and its choice of
@@ -23,7 +24,8 @@ pytest.importorskip("lmdb")
 pytest.importorskip("rapidfuzz")
 pytest.importorskip("tqdm")
 
-from helpers import TINY_CRNN_FLAGS, assert_close, cli
+from crnn_pytorch_reference import FULL_WIDTHS, ReferenceCRNN
+from helpers import TINY_CRNN_FLAGS, assert_close, cli, randomise_batchnorm, tiny_train_args
 from PIL import Image
 
 import fastcrnn
@@ -31,7 +33,6 @@ from fastcrnn.ocr.data import LmdbDataset, SyntheticTextLines, write_lmdb
 from fastcrnn.text import LabelConverter
 
 CRNN_PYTORCH_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-FULL_WIDTHS = (64, 128, 256, 256, 512, 512, 512)
 TINY_WIDTHS = (8, 8, 16, 16, 16, 16, 16)  # TINY_CRNN_FLAGS' --channels
 TINY_NH = 16
 MIXED_CASE = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -40,64 +41,7 @@ MIXED_CASE = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-# ---- crnn.pytorch, as its published code defines it --------------------------------------------
-class ReferenceBidirectionalLSTM(nn.Module):
-    """crnn.pytorch's BidirectionalLSTM: nn.LSTM (bidirectional) then a Linear per frame."""
-
-    def __init__(self, n_in, n_hidden, n_out):
-        super().__init__()
-        self.rnn = nn.LSTM(n_in, n_hidden, bidirectional=True)
-        self.embedding = nn.Linear(n_hidden * 2, n_out)
-
-    def forward(self, x):
-        recurrent, _ = self.rnn(x)
-        steps, batch, hidden = recurrent.shape
-        return self.embedding(recurrent.reshape(steps * batch, hidden)).reshape(steps, batch, -1)
-
-
-class ReferenceCRNN(nn.Module):
-    """crnn.pytorch's CRNN(imgH, nc, nclass, nh, leakyRelu): seven convolutions (3x3 pad 1, the
-    last 2x2 pad 0), BatchNorm after conv2/4/6, pools 2x2, 2x2, (2,2)/(2,1)/(0,1) twice, then
-    two BidirectionalLSTMs; raw scores out. ``widths`` narrows the convolutions for speed (the
-    structure and the key names stay crnn.pytorch's)."""
-
-    def __init__(self, imgH, nc, nclass, nh, leaky_relu=False, widths=FULL_WIDTHS):
-        super().__init__()
-        assert imgH % 16 == 0
-        kernels, pads = [3, 3, 3, 3, 3, 3, 2], [1, 1, 1, 1, 1, 1, 0]
-        cnn = nn.Sequential()
-
-        def conv_relu(i, batch_norm=False):
-            n_in = nc if i == 0 else widths[i - 1]
-            cnn.add_module(f"conv{i}", nn.Conv2d(n_in, widths[i], kernels[i], 1, pads[i]))
-            if batch_norm:
-                cnn.add_module(f"batchnorm{i}", nn.BatchNorm2d(widths[i]))
-            act = nn.LeakyReLU(0.2, inplace=True) if leaky_relu else nn.ReLU(True)
-            cnn.add_module(f"relu{i}", act)
-
-        conv_relu(0)
-        cnn.add_module("pooling0", nn.MaxPool2d(2, 2))
-        conv_relu(1)
-        cnn.add_module("pooling1", nn.MaxPool2d(2, 2))
-        conv_relu(2, True)
-        conv_relu(3)
-        cnn.add_module("pooling2", nn.MaxPool2d((2, 2), (2, 1), (0, 1)))
-        conv_relu(4, True)
-        conv_relu(5)
-        cnn.add_module("pooling3", nn.MaxPool2d((2, 2), (2, 1), (0, 1)))
-        conv_relu(6, True)
-        self.cnn = cnn
-        self.rnn = nn.Sequential(
-            ReferenceBidirectionalLSTM(widths[6], nh, nh),
-            ReferenceBidirectionalLSTM(nh, nh, nclass),
-        )
-
-    def forward(self, x):
-        conv = self.cnn(x)
-        assert conv.shape[2] == 1
-        return self.rnn(conv.squeeze(2).permute(2, 0, 1))
-
-
+# ---- crnn.pytorch's converter and demo, as its published code defines them ------------------
 class ReferenceStrLabelConverter:
     """crnn.pytorch's strLabelConverter(alphabet, ignore_case=True)."""
 
@@ -150,12 +94,8 @@ def random_crnn(nclass, nh=256, widths=FULL_WIDTHS, seed=0):
     every frame's best class clearly beats the second (no near-ties between two backends)."""
     torch.manual_seed(seed)
     model = ReferenceCRNN(32, 1, nclass, nh, widths=widths)
+    randomise_batchnorm(model, mean=0.2, var=(0.5, 1.5), bias=None)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
         # larger classifier weights spread the scores so the argmax is unambiguous
         model.rnn[1].embedding.weight.mul_(8.0)
     return model.eval()
@@ -206,32 +146,19 @@ def mixed_case_lmdb(tmp_path_factory):
     return d / "lmdb"
 
 
-def tiny_train_args(lmdb, expr, *extra, alphabet="0123abc"):
+def one_lmdb_train_args(lmdb, expr, *extra, alphabet="0123abc"):
     """A crnn.pytorch-style command on one LMDB given as both --trainRoot and --valRoot."""
-    return [
-        "train",
-        "--trainRoot",
+    return tiny_train_args(
         lmdb,
-        "--valRoot",
         lmdb,
-        "--alphabet",
-        alphabet,
-        "--expr_dir",
         expr,
-        "--batchSize",
-        8,
-        "--nepoch",
-        10,
-        "--displayInterval",
-        1,
-        "--valInterval",
-        2,
-        "--saveInterval",
-        2,
-        "--no_progress",
-        *TINY_CRNN_FLAGS,
         *extra,
-    ]
+        alphabet=alphabet,
+        batchSize=8,
+        nepoch=10,
+        intervals=(1, 2, 2),
+        no_progress=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +167,9 @@ def trained(mixed_case_lmdb, tmp_path_factory):
     with upper-case letters and a lower-case alphabet, the same LMDB for training and
     validation, read by a DataLoader worker: 3 steps."""
     expr = tmp_path_factory.mktemp("expr")
-    p = cli(*tiny_train_args(mixed_case_lmdb, expr, "--adadelta", "--max_steps", 3, "--workers", 1))
+    p = cli(
+        *one_lmdb_train_args(mixed_case_lmdb, expr, "--adadelta", "--max_steps", 3, "--workers", 1)
+    )
     return dict(expr=expr, log=p.stdout + p.stderr)
 
 
@@ -446,11 +375,11 @@ def test_train_ignores_case_by_default_as_crnn_pytorch(trained, mixed_case_lmdb,
     assert ck["case_insensitive"] is True and ck["charset"] == "0123abc"
     assert "case-insensitive" in trained["log"]
     # --case_sensitive keeps case: the upper-case labels are not in the alphabet
-    p = cli(*tiny_train_args(mixed_case_lmdb, tmp_path / "e", "--case_sensitive"), check=False)
+    p = cli(*one_lmdb_train_args(mixed_case_lmdb, tmp_path / "e", "--case_sensitive"), check=False)
     assert p.returncode == 2 and "not in the alphabet" in p.stderr
     # a mixed-case alphabet is crnn.pytorch's layout, with a note on the duplicate classes
     p = cli(
-        *tiny_train_args(
+        *one_lmdb_train_args(
             mixed_case_lmdb, tmp_path / "f", "--max_steps", 1, "--workers", 0, alphabet="0123abcABC"
         )
     )
@@ -548,7 +477,7 @@ def test_ngpu_and_random_sample_are_accepted(mixed_case_lmdb, tmp_path, monkeypa
     assert joined == {"dim": 1}
     # a run with both flags trains
     p = cli(
-        *tiny_train_args(
+        *one_lmdb_train_args(
             mixed_case_lmdb,
             tmp_path / "e",
             "--ngpu",
@@ -642,7 +571,7 @@ def test_resume_at_max_steps_makes_no_step(trained, mixed_case_lmdb, tmp_path):
     shutil.copytree(trained["expr"], expr)
     before = torch.load(expr / "last.pth", weights_only=True)
     assert before["step"] == 3
-    again = tiny_train_args(mixed_case_lmdb, expr, "--adadelta", "--resume", "--workers", 0)
+    again = one_lmdb_train_args(mixed_case_lmdb, expr, "--adadelta", "--resume", "--workers", 0)
     p = cli(*again, "--max_steps", 3)
     assert "already reached --max_steps 3" in p.stdout + p.stderr
     after = torch.load(expr / "last.pth", weights_only=True)

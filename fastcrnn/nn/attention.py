@@ -48,7 +48,34 @@ def _d2l_scoring_vector_name(module, state_dict, prefix, *args) -> None:
         state_dict[new] = state_dict.pop(old)
 
 
-class MLPAttention(nn.Module):
+class _Attention(nn.Module):
+    """What both attention layers do with their scores: a softmax over the first ``valid_lens``
+    keys (kept in ``self.attention_weights``), dropout, then the weighted sum of the values.
+    A subclass checks its inputs in ``_check`` and scores them in ``_scores``."""
+
+    dropout: nn.Dropout
+    attention_weights: Optional[torch.Tensor]
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        valid_lens: Union[torch.Tensor, Sequence[int], None] = None,
+    ) -> torch.Tensor:
+        self._check(query, key, value, valid_lens)
+        self.attention_weights = masked_softmax(self._scores(query, key), valid_lens)
+        return torch.bmm(self.dropout(self.attention_weights), value)
+
+    def _check(self, query, key, value, valid_lens) -> None:
+        raise NotImplementedError
+
+    def _scores(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """(B, Q, K) scores of every query against every key."""
+        raise NotImplementedError
+
+
+class MLPAttention(_Attention):
     """Additive attention (d2l's MLPAttention / AdditiveAttention, Bahdanau et al.).
 
     score(q, k) = v · tanh(W_q q + W_k k), with W_q: Linear(query_size, units, bias=False),
@@ -77,25 +104,19 @@ class MLPAttention(nn.Module):
         self.attention_weights: Optional[torch.Tensor] = None
         self.register_load_state_dict_pre_hook(_d2l_scoring_vector_name)
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        valid_lens: Union[torch.Tensor, Sequence[int], None] = None,
-    ) -> torch.Tensor:
+    def _check(self, query, key, value, valid_lens) -> None:
         _check_qkv(query, key, value, valid_lens, self.W_q.in_features, self.W_k.in_features)
+
+    def _scores(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         q, k = self.W_q(query), self.W_k(key)
         features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))  # (B, Q, K, units)
-        scores = self.v(features).squeeze(-1)  # (B, Q, K)
-        self.attention_weights = masked_softmax(scores, valid_lens)
-        return torch.bmm(self.dropout(self.attention_weights), value)
+        return self.v(features).squeeze(-1)  # (B, Q, K)
 
 
 AdditiveAttention = MLPAttention
 
 
-class DotProductAttention(nn.Module):
+class DotProductAttention(_Attention):
     """Scaled dot-product attention: softmax(q kᵀ / sqrt(d)) v over the first valid_lens keys.
 
     forward(query (B, Q, d), key (B, K, d), value (B, K, Dv), valid_lens None, (B,) or (B, Q))
@@ -107,19 +128,13 @@ class DotProductAttention(nn.Module):
         self.dropout = nn.Dropout(probability(dropout))
         self.attention_weights: Optional[torch.Tensor] = None
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        valid_lens: Union[torch.Tensor, Sequence[int], None] = None,
-    ) -> torch.Tensor:
+    def _check(self, query, key, value, valid_lens) -> None:
         _check_qkv(query, key, value, valid_lens)
         if query.shape[-1] != key.shape[-1]:
             raise ValueError(
                 f"query and key must have the same number of features, got "
                 f"{query.shape[-1]} and {key.shape[-1]}"
             )
-        scores = torch.bmm(query, key.transpose(1, 2)) / math.sqrt(query.shape[-1])
-        self.attention_weights = masked_softmax(scores, valid_lens)
-        return torch.bmm(self.dropout(self.attention_weights), value)
+
+    def _scores(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(query, key.transpose(1, 2)) / math.sqrt(query.shape[-1])

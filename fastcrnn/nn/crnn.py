@@ -67,33 +67,32 @@ BidirectionalLSTM = BiLSTM
 # stride, pad) with (h, w) pairs.
 _ConvSpec = Tuple[Literal["conv"], int, int, int]
 _PoolSpec = Tuple[Literal["pool"], Tuple[int, int], Tuple[int, int], Tuple[int, int]]
+
+
+def _layout(late_pool: _PoolSpec) -> List[Union[_ConvSpec, _PoolSpec]]:
+    """The seven convolutions and four pools both variants share; they differ only in the pool
+    after conv3 and after conv5 (``late_pool``, both the same)."""
+    halve: _PoolSpec = ("pool", (2, 2), (2, 2), (0, 0))
+    return [
+        ("conv", 0, 3, 1),
+        halve,
+        ("conv", 1, 3, 1),
+        halve,
+        ("conv", 2, 3, 1),
+        ("conv", 3, 3, 1),
+        late_pool,
+        ("conv", 4, 3, 1),
+        ("conv", 5, 3, 1),
+        late_pool,
+        ("conv", 6, 2, 0),
+    ]
+
+
 _LAYOUT: Dict[str, List[Union[_ConvSpec, _PoolSpec]]] = {
-    "crnn.pytorch": [
-        ("conv", 0, 3, 1),
-        ("pool", (2, 2), (2, 2), (0, 0)),
-        ("conv", 1, 3, 1),
-        ("pool", (2, 2), (2, 2), (0, 0)),
-        ("conv", 2, 3, 1),
-        ("conv", 3, 3, 1),
-        ("pool", (2, 2), (2, 1), (0, 1)),
-        ("conv", 4, 3, 1),
-        ("conv", 5, 3, 1),
-        ("pool", (2, 2), (2, 1), (0, 1)),
-        ("conv", 6, 2, 0),
-    ],
-    "seed": [
-        ("conv", 0, 3, 1),
-        ("pool", (2, 2), (2, 2), (0, 0)),
-        ("conv", 1, 3, 1),
-        ("pool", (2, 2), (2, 2), (0, 0)),
-        ("conv", 2, 3, 1),
-        ("conv", 3, 3, 1),
-        ("pool", (1, 2), (2, 2), (0, 0)),
-        ("conv", 4, 3, 1),
-        ("conv", 5, 3, 1),
-        ("pool", (1, 2), (2, 2), (0, 0)),
-        ("conv", 6, 2, 0),
-    ],
+    # width-preserving: halve the height only
+    "crnn.pytorch": _layout(("pool", (2, 2), (2, 1), (0, 1))),
+    # the tutorial's MaxPool2d((1, 2), 2)
+    "seed": _layout(("pool", (1, 2), (2, 2), (0, 0))),
 }
 _BATCHNORM: Dict[str, Tuple[int, ...]] = {"crnn.pytorch": (2, 4, 6), "seed": (4, 5)}
 

@@ -181,19 +181,17 @@ class LSTM(RecurrentBase):
 
     def _torch_forward(self, x, h0, c0, lens):
         """torch's own LSTM on these parameters (time-major x, original batch order)."""
-        weights = self._flat_weights
+        # torch.lstm's arguments after the input and state, in both of its forms
+        weights_and_options = (
+            self._flat_weights,
+            self.bias,
+            self.num_layers,
+            self.dropout,
+            self.training,
+            self.bidirectional,
+        )
         if lens is None:
-            out, h_n, c_n = torch.lstm(
-                x,
-                (h0, c0),
-                weights,
-                self.bias,
-                self.num_layers,
-                self.dropout,
-                self.training,
-                self.bidirectional,
-                False,
-            )
+            out, h_n, c_n = torch.lstm(x, (h0, c0), *weights_and_options, False)
             return out, h_n, c_n
         T = x.shape[0]
         lens_cpu = lens.cpu()
@@ -206,12 +204,7 @@ class LSTM(RecurrentBase):
             packed.data,
             packed.batch_sizes,
             (h0.index_select(1, order), c0.index_select(1, order)),
-            weights,
-            self.bias,
-            self.num_layers,
-            self.dropout,
-            self.training,
-            self.bidirectional,
+            *weights_and_options,
         )
         inverse = packed.unsorted_indices
         out, _ = pad_packed_sequence(

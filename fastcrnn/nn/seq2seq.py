@@ -134,24 +134,29 @@ def _run_lstm(rnn: nn.Module, X: torch.Tensor, state, lengths: Optional[torch.Te
     return out, (h, c)
 
 
-class _EmbeddedLSTM:
-    """What the encoder and the decoders share: sizes, backend, a token embedding and an LSTM.
-    A mixin of those nn.Modules (its methods run on the module)."""
+class _EmbeddedLSTM(nn.Module):
+    """What the encoder and the decoders share: their constructor (sizes, dropout, backend), a
+    token embedding and an LSTM. Each builds its layers in :meth:`_add_layers`."""
 
-    vocab_size: int
-    num_hiddens: int
-    num_layers: int
-    backend: str
-    embedding: nn.Embedding
-    rnn: nn.Module
-
-    def _init_sizes(self, vocab_size, num_hiddens, num_layers, dropout, backend) -> float:
-        """Checks and sets the sizes and backend; returns the checked dropout."""
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_size: int,
+        num_hiddens: int,
+        num_layers: int,
+        dropout: float = 0.0,
+        backend: Optional[str] = None,
+    ):
+        super().__init__()
         self.vocab_size = positive_int(vocab_size, "vocab_size")
         self.num_hiddens = positive_int(num_hiddens, "num_hiddens")
         self.num_layers = positive_int(num_layers, "num_layers")
         self.backend = check_backend(backend)
-        return probability(dropout)
+        self._add_layers(embed_size, probability(dropout))
+
+    def _add_layers(self, embed_size, dropout: float) -> None:
+        """The module's layers: the encoder's are the embedding and the LSTM."""
+        self._add_embedding_and_lstm(embed_size, 0, dropout)
 
     def _add_embedding_and_lstm(self, embed_size, extra_inputs: int, dropout: float) -> None:
         """The token embedding (vocab_size -> embed_size) and the LSTM, whose input is the
@@ -167,7 +172,7 @@ class _EmbeddedLSTM:
         )
 
 
-class Seq2SeqEncoder(Encoder, _EmbeddedLSTM):
+class Seq2SeqEncoder(_EmbeddedLSTM, Encoder):
     """Embedding then a multi-layer LSTM (the tutorial's ``Seq2SeqEncoder``).
 
     forward(X (N, S) int64 token ids, valid_lens=None) -> (outputs (S, N, num_hiddens),
@@ -176,19 +181,6 @@ class Seq2SeqEncoder(Encoder, _EmbeddedLSTM):
     sentence's own last step and padded outputs are zero; without it every step is run, as in
     the tutorial and in d2l, whose encoder ignores valid lengths.
     """
-
-    def __init__(
-        self,
-        vocab_size: int,
-        embed_size: int,
-        num_hiddens: int,
-        num_layers: int,
-        dropout: float = 0.0,
-        backend: Optional[str] = None,
-    ):
-        super().__init__()
-        dropout = self._init_sizes(vocab_size, num_hiddens, num_layers, dropout, backend)
-        self._add_embedding_and_lstm(embed_size, 0, dropout)
 
     def begin_state(
         self, batch_size: int, device: Union[torch.device, str, None] = None
@@ -210,7 +202,7 @@ class Seq2SeqEncoder(Encoder, _EmbeddedLSTM):
         return _run_lstm(self.rnn, emb, self.begin_state(N, X.device), lens)
 
 
-class Seq2SeqDecoder(Decoder, _EmbeddedLSTM):
+class Seq2SeqDecoder(_EmbeddedLSTM, Decoder):
     """The plain decoder: its initial state is the encoder's final (h, c) (the tutorial's).
 
     init_state(enc_outputs, *args) -> (h, c). forward(X (N, T) token ids, state) ->
@@ -218,19 +210,9 @@ class Seq2SeqDecoder(Decoder, _EmbeddedLSTM):
     num_layers.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embed_size: int,
-        num_hiddens: int,
-        num_layers: int,
-        dropout: float = 0.0,
-        backend: Optional[str] = None,
-    ):
-        super().__init__()
-        dropout = self._init_sizes(vocab_size, num_hiddens, num_layers, dropout, backend)
-        self._add_embedding_and_lstm(embed_size, 0, dropout)
-        self.dense = nn.Linear(num_hiddens, vocab_size)
+    def _add_layers(self, embed_size, dropout: float) -> None:
+        super()._add_layers(embed_size, dropout)
+        self.dense = nn.Linear(self.num_hiddens, self.vocab_size)
 
     def _check_hidden(self, state, N):
         if not isinstance(state, (tuple, list)) or len(state) != 2:
@@ -271,7 +253,7 @@ class Seq2SeqDecoder(Decoder, _EmbeddedLSTM):
         return (h.index_select(1, index), c.index_select(1, index))
 
 
-class Seq2SeqAttentionDecoder(Decoder, _EmbeddedLSTM):
+class Seq2SeqAttentionDecoder(_EmbeddedLSTM, Decoder):
     """Decoder with additive attention over the encoder outputs (d2l's Seq2SeqAttentionDecoder).
 
     At every step the query is the top layer's hidden state h[-1] (the previous step's, or the
@@ -286,20 +268,11 @@ class Seq2SeqAttentionDecoder(Decoder, _EmbeddedLSTM):
     ``attention_weights`` is then (N, T, S): one row of weights over the source per step.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embed_size: int,
-        num_hiddens: int,
-        num_layers: int,
-        dropout: float = 0.0,
-        backend: Optional[str] = None,
-    ):
-        super().__init__()
-        dropout = self._init_sizes(vocab_size, num_hiddens, num_layers, dropout, backend)
-        self.attention = MLPAttention(num_hiddens, num_hiddens, num_hiddens, dropout)
-        self._add_embedding_and_lstm(embed_size, num_hiddens, dropout)
-        self.dense = nn.Linear(num_hiddens, vocab_size)
+    def _add_layers(self, embed_size, dropout: float) -> None:
+        H = self.num_hiddens
+        self.attention = MLPAttention(H, H, H, dropout)
+        self._add_embedding_and_lstm(embed_size, H, dropout)
+        self.dense = nn.Linear(H, self.vocab_size)
         self._attention_weights: Optional[torch.Tensor] = None
 
     def init_state(

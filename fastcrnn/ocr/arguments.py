@@ -5,6 +5,8 @@ objects."""
 import argparse
 from typing import Any, Dict, List, Optional
 
+import torch
+
 from fastcrnn.ocr.checkpoint import plain_config
 from fastcrnn.ocr.data.collate import AlignCollate
 from fastcrnn.ocr.engine import DEFAULT_ALPHABET, LR_SCHEDULES
@@ -19,6 +21,7 @@ __all__ = [
     "add_case_args",
     "optimizer_name",
     "make_collate",
+    "validation_loader",
 ]
 
 
@@ -266,4 +269,16 @@ def make_collate(cfg: Dict[str, Any]) -> AlignCollate:
         keep_ratio=cfg["keep_ratio"],
         min_width=cfg.get("min_width"),
         max_width=cfg.get("max_width"),
+    )
+
+
+def validation_loader(dataset, args, collate) -> torch.utils.data.DataLoader:
+    """The loader evaluation reads ``dataset`` through: in order, ``--batchSize`` samples a
+    batch, ``--workers`` loading processes."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.batchSize,
+        shuffle=False,
+        num_workers=args.workers,
+        collate_fn=collate,
     )

@@ -188,31 +188,21 @@ def main(argv: Optional[List[str]] = None):
         return 2
 
 
+# each subcommand's entry point (module, function), imported only when it runs
+_MAINS = {
+    "demo": ("fastcrnn.ocr.demo", "demo_main"),
+    "train": ("fastcrnn.ocr.train", "train_main"),
+    "eval": ("fastcrnn.ocr.evaluate", "eval_main"),
+    "predict": ("fastcrnn.ocr.evaluate", "predict_main"),
+    "finetune": ("fastcrnn.ocr.finetune", "finetune_main"),
+    "export": ("fastcrnn.ocr.evaluate", "export_main"),
+}
+
+
 def _run(args):
-    if args.command == "demo":
-        from fastcrnn.ocr.demo import demo_main
-
-        demo_main(args)
-    elif args.command == "train":
-        from fastcrnn.ocr.train import train_main
-
-        train_main(args)
-    elif args.command == "eval":
-        from fastcrnn.ocr.evaluate import eval_main
-
-        eval_main(args)
-    elif args.command == "predict":
-        from fastcrnn.ocr.evaluate import predict_main
-
-        predict_main(args)
-    elif args.command == "export":
-        from fastcrnn.ocr.evaluate import export_main
-
-        export_main(args)
-    elif args.command == "finetune":
-        from fastcrnn.ocr.finetune import finetune_main
-
-        finetune_main(args)
-    elif args.command == "make-lmdb":
+    if args.command == "make-lmdb":
         _make_lmdb(args)
+    elif args.command in _MAINS:
+        module, name = _MAINS[args.command]
+        getattr(importlib.import_module(module), name)(args)
     return 0

@@ -75,6 +75,7 @@ def format_metrics_table(metrics: Dict[str, Any]) -> str:
 
 
 def eval_main(args) -> Dict[str, Any]:
+    from fastcrnn.ocr.arguments import validation_loader
     from fastcrnn.ocr.data import LmdbDataset
     from fastcrnn.ocr.engine import evaluate
 
@@ -82,13 +83,7 @@ def eval_main(args) -> Dict[str, Any]:
         raise SystemExit("error: --cuda given but no CUDA GPU is available")
     rec = _recognizer(args)
     ds = LmdbDataset(args.valRoot)
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size=args.batchSize,
-        shuffle=False,
-        num_workers=args.workers,
-        collate_fn=rec.collate,
-    )
+    loader = validation_loader(ds, args, rec.collate)
     res = evaluate(rec.net, loader, rec.converter, progress=not args.no_progress)
     m = res["metrics"]
     shown = 0

@@ -15,7 +15,7 @@ from typing import Any, Dict
 
 import torch
 
-from fastcrnn.ocr.arguments import checkpoint_extra, fit_options, make_collate
+from fastcrnn.ocr.arguments import checkpoint_extra, fit_options, make_collate, validation_loader
 from fastcrnn.ocr.crnn_pytorch import add_state_dict_args, load_model_checkpoint, state_dict_flags
 from fastcrnn.ocr.engine import Trainer, check_labels, make_optimizer, seed_everything
 from fastcrnn.ocr.loop import fit
@@ -163,13 +163,7 @@ def finetune_main(args) -> Dict[str, Any]:
         args.lr = 1.0 if name == "adadelta" else FINETUNE_LR
     optimizer = make_optimizer(net.parameters(), name, args.lr, args.beta1)
     trainer = Trainer(net, converter, optimizer)
-    val_loader = torch.utils.data.DataLoader(
-        val_set,
-        batch_size=args.batchSize,
-        shuffle=False,
-        num_workers=args.workers,
-        collate_fn=collate,
-    )
+    val_loader = validation_loader(val_set, args, collate)
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     log(
         f"fine-tuning {args.checkpoint}: {len(old)} -> {len(new)} characters (added "

@@ -23,6 +23,7 @@ from fastcrnn.ocr.arguments import (
     fit_options,
     make_collate,
     optimizer_name,
+    validation_loader,
 )
 from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint
 from fastcrnn.ocr.distributed import ResumableSampler, cleanup_distributed, setup_distributed
@@ -227,13 +228,7 @@ def train_main(args, train_set=None, val_set=None) -> Dict[str, Any]:
         collate = make_collate(cfg)
         val_loader = None
         if val_set is not None and len(val_set) and is_main:
-            val_loader = torch.utils.data.DataLoader(
-                val_set,
-                batch_size=args.batchSize,
-                shuffle=False,
-                num_workers=args.workers,
-                collate_fn=collate,
-            )
+            val_loader = validation_loader(val_set, args, collate)
         if is_main:
             recipe = f"lr {args.lr:g} ({args.lr_schedule}"
             recipe += f", {args.warmup_steps} warm-up steps)" if args.warmup_steps else ")"

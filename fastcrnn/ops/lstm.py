@@ -256,30 +256,17 @@ def lstm_layer(
     if bias is not None and not isinstance(bias, torch.Tensor):
         bias = torch.cat(list(bias), 0)
     cast = autocast_dtype(input.device)
-    input, h0, c0, weight_ih, weight_hh, bias = _to_autocast(
-        cast, input, h0, c0, weight_ih, weight_hh, bias
-    )
+    # the differentiable inputs, in the op's order (the weights and bias are single tensors
+    # since the cat / stack above)
+    tensors = _to_autocast(cast, input, h0, c0, weight_ih, weight_hh, bias)
+    input = tensors[0]
     if isinstance(lengths, torch.Tensor) and input.dim() == 3:
         _check_lengths_values(lengths, input.shape[0], validate)
     # Without a backward to come the op keeps no per-step activations or state history.
-    # (the weights and bias are single tensors since the cat / stack above)
     save = torch.is_grad_enabled() and any(
-        isinstance(t, torch.Tensor) and t.requires_grad
-        for t in (input, h0, c0, weight_ih, weight_hh, bias)
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors
     )
-    out = _call_op(
-        torch.ops.fastcrnn.lstm_layer,
-        cast,
-        input.device,
-        input,
-        h0,
-        c0,
-        weight_ih,
-        weight_hh,
-        bias,
-        lengths,
-        save,
-    )
+    out = _call_op(torch.ops.fastcrnn.lstm_layer, cast, input.device, *tensors, lengths, save)
     return out[0], out[1], out[2]
 
 

@@ -11,6 +11,7 @@ from typing import Iterable, Optional, Tuple, Union
 
 from PIL import Image, UnidentifiedImageError
 
+from fastcrnn.ocr.data._index import wrap_index
 from fastcrnn.ocr.progress import interactive
 
 __all__ = ["LmdbDataset", "write_lmdb", "read_label_file", "image_to_bytes"]
@@ -228,12 +229,7 @@ class LmdbDataset:
     def _check_index(self, index) -> int:
         if isinstance(index, bool) or not hasattr(index, "__index__"):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
-        index = int(index)
-        if index < 0:
-            index += self.num_samples
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
-        return index
+        return wrap_index(int(index), self.num_samples)
 
     def _get_label(self, txn, index: int) -> str:
         key = b"label-%09d" % (index + 1)

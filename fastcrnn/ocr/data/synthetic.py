@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from fastcrnn.ocr.data._index import wrap_index
 from fastcrnn.text import Charset
 
 __all__ = ["SyntheticTextLines", "find_fonts", "render_text_line"]
@@ -232,11 +233,7 @@ class SyntheticTextLines:
     def __getitem__(self, index: int) -> Tuple[Image.Image, str]:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
-        index = int(index)
-        if index < 0:
-            index += self.num_samples
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        index = wrap_index(int(index), self.num_samples)
         rng = self._rng(index)
         text = self.texts[index] if self.texts is not None else self._text(rng)
         font = self.fonts[rng.randrange(len(self.fonts))]
