@@ -96,7 +96,8 @@ def test_make_lmdb_and_train_checkpoints(lmdbs, trained):
     assert not [f for f in os.listdir(trained) if f.endswith(".tmp")]
 
 
-def test_eval_json_matches_predictions(lmdbs, trained):
+@pytest.mark.parametrize("beam_width", [1, 5])
+def test_eval_json_matches_predictions(lmdbs, trained, beam_width):
     p = cli(
         "eval",
         "--checkpoint",
@@ -106,6 +107,8 @@ def test_eval_json_matches_predictions(lmdbs, trained):
         "--show",
         12,
         "--no_progress",
+        "--beam_width",
+        beam_width,
     )
     out = p.stdout.strip().splitlines()
     result = json.loads(out[-1])

@@ -203,18 +203,28 @@ def test_bad_inputs_raise_naming_the_argument(tmp_path):
             make_recognizer(batch_size=bad)
 
 
-def test_beam_width_other_than_one_is_not_available(tmp_path):
-    for width in (2, 10):
-        with pytest.raises(NotImplementedError, match="beam search is not available yet"):
-            make_recognizer(beam_width=width)
-    with pytest.raises(ValueError, match="beam_width must be >= 1"):
-        make_recognizer(beam_width=0)
-    with pytest.raises(TypeError, match="beam_width must be an int"):
-        make_recognizer(beam_width="1")
+def test_beam_width_reads_the_best_beam_search_hypothesis(tmp_path):
+    """beam_width > 1 reads each image's best CTC prefix beam search hypothesis of the model's
+    scores; the confidence is the product of its characters' probabilities."""
+    greedy = make_recognizer()
+    beam = make_recognizer(beam_width=8)
+    images = line_images([90, 150, 60, 200], seed=3)
+    for img, r in zip(images, beam.recognize(images, batch_size=1)):
+        tensor, background = beam.prepare(img)
+        batch = beam.collate.pad([tensor], [background], [""])
+        with torch.inference_mode():
+            logits = beam.net(batch.images)
+        lengths = beam.net.output_length(batch.widths)
+        best = fastcrnn.ctc_beam_search_decode(logits, lengths, beam_width=8, logits=True)
+        n = int(best.lengths[0, 0])
+        assert r.text == greedy.converter.decode_tokens(best.tokens[0, 0, :n].tolist())
+        assert r.char_frames == best.token_frames[0, 0, :n].tolist()
+        assert r.confidence == pytest.approx(math.prod(r.char_probs), rel=1e-12)
+    for bad, error in ((0, ValueError), ("1", TypeError), (True, TypeError)):
+        with pytest.raises(error, match="beam_width"):
+            make_recognizer(beam_width=bad)
     path = save_tiny_checkpoint(tmp_path / "tiny.pth", lively_crnn())
-    with pytest.raises(NotImplementedError, match="beam search"):
-        Recognizer.from_checkpoint(path, beam_width=4)
-    assert Recognizer.from_checkpoint(path, beam_width=1).beam_width == 1
+    assert Recognizer.from_checkpoint(path, beam_width=4).beam_width == 4
 
 
 # ---- checkpoints -------------------------------------------------------------------------------
@@ -278,6 +288,18 @@ def test_predict_prints_the_recognizer_results_in_order_and_the_throughput(saved
     # a list within one batch shows no progress
     one = cli("predict", "--checkpoint", ck, str(paths[0]))
     assert len(one.stderr.strip().splitlines()) == 1
+
+
+def test_predict_with_a_beam_prints_the_beam_recognizer_results(saved):
+    ck, paths = saved
+    p = cli("predict", "--checkpoint", ck, "--batchSize", 2, "--beam-width", 6, *paths)
+    rows = [line.split("\t") for line in p.stdout.strip().splitlines()]
+    rec = Recognizer.from_checkpoint(ck, beam_width=6)
+    want = rec.recognize([str(x) for x in paths], batch_size=2)
+    assert [r[1] for r in rows] == [w.text for w in want]
+    assert [float(r[2]) for r in rows] == pytest.approx([w.confidence for w in want], abs=6e-5)
+    p = cli("predict", "--checkpoint", ck, "--beam_width", 0, paths[0], check=False)
+    assert p.returncode != 0 and "--beam_width" in p.stderr
 
 
 def test_predict_errors(saved, tmp_path):

@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=10, help="predictions listed before the table")
     p.add_argument("--cuda", action="store_true")
     p.add_argument("--no_progress", action="store_true")
+    p.add_argument(
+        "--beam_width",
+        "--beam-width",
+        type=positive(int),
+        default=1,
+        help="1: greedy decoding (default); wider: CTC prefix beam search with this many "
+        "hypotheses per frame",
+    )
     add_state_dict_args(p)
     p = sub.add_parser("predict", help="read the text of images")
     p.add_argument(
@@ -96,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cuda", action="store_true")
     p.add_argument("--no_progress", action="store_true")
+    p.add_argument(
+        "--beam_width",
+        "--beam-width",
+        type=positive(int),
+        default=1,
+        help="1: greedy decoding (default); wider: CTC prefix beam search with this many "
+        "hypotheses per frame",
+    )
     add_state_dict_args(p)
     p = sub.add_parser(
         "export", help="write a checkpoint as an ONNX model (dynamic batch and width)"

@@ -210,18 +210,30 @@ class _TimedSchedule:
 
 @torch.no_grad()
 def decode_batch(
-    net: nn.Module, images: torch.Tensor, widths: torch.Tensor, amp: bool = False
+    net: nn.Module,
+    images: torch.Tensor,
+    widths: torch.Tensor,
+    amp: bool = False,
+    beam_width: int = 1,
 ) -> fastcrnn.GreedyDecoding:
-    """The greedy CTC decoding of a padded batch: images (N, 1, H, W) float32, widths (N,)
-    int64 (each image's width before padding). Frames beyond each image's own
-    ``net.output_length(width)`` are ignored. The decoding is on the model's device."""
+    """The CTC decoding of a padded batch: images (N, 1, H, W) float32, widths (N,) int64 (each
+    image's width before padding). Frames beyond each image's own ``net.output_length(width)``
+    are ignored. beam_width 1 decodes greedily (on the model's device); a wider beam runs
+    fastcrnn.ctc_beam_search_decode and gives its best hypothesis in the same form (CPU)."""
     device = next(net.parameters()).device
     images = images.to(device, non_blocking=True)
     with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
         logits = net(images)
     lengths = net.output_length(widths.to(torch.int64)).to(logits.device)
     # softmax(log_softmax(x)) == softmax(x): logits=True also reads a log_probs model right
-    return fastcrnn.ctc_greedy_decode(logits.float(), lengths, logits=True)
+    if beam_width == 1:
+        return fastcrnn.ctc_greedy_decode(logits.float(), lengths, logits=True)
+    best = fastcrnn.ctc_beam_search_decode(
+        logits.float(), lengths, beam_width=beam_width, logits=True
+    )
+    return fastcrnn.GreedyDecoding(
+        best.tokens[:, 0], best.lengths[:, 0], best.token_probs[:, 0], best.token_frames[:, 0]
+    )
 
 
 @torch.no_grad()
@@ -231,9 +243,11 @@ def predict_batch(
     widths: torch.Tensor,
     converter: LabelConverter,
     amp: bool = False,
+    beam_width: int = 1,
 ) -> List[Tuple[str, float]]:
     """(text, confidence) per image of a padded batch; frames beyond each width are ignored."""
-    return converter.decode(decode_batch(net, images, widths, amp), with_confidence=True)
+    decoding = decode_batch(net, images, widths, amp, beam_width)
+    return converter.decode(decoding, with_confidence=True)
 
 
 def evaluate(
@@ -243,12 +257,14 @@ def evaluate(
     amp: bool = False,
     progress: bool = False,
     desc: str = "eval",
+    beam_width: int = 1,
 ) -> Dict[str, Any]:
     """Runs the model (in eval mode) over a loader of :class:`Batch`.
 
     Returns ``metrics`` (see :func:`recognition_metrics`) plus ``predictions``,
     ``confidences`` and ``references`` (case-folded when the charset is case-insensitive).
-    ``progress`` shows a progress bar, only when the output is a terminal."""
+    ``progress`` shows a progress bar, only when the output is a terminal. ``beam_width`` > 1
+    decodes with CTC prefix beam search."""
     from fastcrnn.ocr.progress import interactive
 
     was_training = net.training
@@ -262,7 +278,8 @@ def evaluate(
     try:
         for batch in iterator:
             for (text, conf), ref in zip(
-                predict_batch(net, batch.images, batch.widths, converter, amp), batch.texts
+                predict_batch(net, batch.images, batch.widths, converter, amp, beam_width),
+                batch.texts,
             ):
                 preds.append(text)
                 confs.append(conf)

@@ -57,6 +57,7 @@ def _recognizer(args) -> Recognizer:
         args.checkpoint,
         "cuda" if args.cuda else "cpu",
         batch_size=args.batchSize,
+        beam_width=args.beam_width,
         **state_dict_flags(args),
     )
 
@@ -84,7 +85,13 @@ def eval_main(args) -> Dict[str, Any]:
     rec = _recognizer(args)
     ds = LmdbDataset(args.valRoot)
     loader = validation_loader(ds, args, rec.collate)
-    res = evaluate(rec.net, loader, rec.converter, progress=not args.no_progress)
+    res = evaluate(
+        rec.net,
+        loader,
+        rec.converter,
+        progress=not args.no_progress,
+        beam_width=rec.beam_width,
+    )
     m = res["metrics"]
     shown = 0
     if args.show:

@@ -110,11 +110,6 @@ def _check_beam_width(beam_width) -> int:
         raise TypeError(f"beam_width must be an int, got {type(beam_width).__name__}")
     if beam_width < 1:
         raise ValueError(f"beam_width must be >= 1, got {beam_width}")
-    if beam_width != 1:
-        raise NotImplementedError(
-            f"beam_width={beam_width}: CTC beam search is not available yet; only greedy "
-            f"(best-path) decoding exists, beam_width=1"
-        )
     return beam_width
 
 
@@ -136,8 +131,8 @@ class Recognizer:
         converter: the :class:`fastcrnn.text.LabelConverter` of its charset.
         config: the checkpoint's model config (``imgH``, ``imgW``, ``keep_ratio``, optional
             ``min_width`` / ``max_width``): the preprocessing.
-        beam_width: 1, greedy decoding (beam search is not available yet: other values raise
-            NotImplementedError).
+        beam_width: 1, greedy decoding; wider, CTC prefix beam search
+            (:func:`fastcrnn.ctc_beam_search_decode`), reporting its best hypothesis.
         batch_size: how many images :meth:`recognize` runs at once (default 32).
 
     Use :meth:`from_checkpoint` to build one from a file.
@@ -191,7 +186,7 @@ class Recognizer:
         Args:
             path: the checkpoint file (str or os.PathLike).
             device: where the model runs ("cpu", "cuda", a torch.device).
-            beam_width: 1 (greedy); see the class.
+            beam_width: 1 (greedy) or wider (beam search); see the class.
             batch_size: images per batch in :meth:`recognize`.
             backend: the LSTM backend, "fused" (default) or "torch".
             alphabet, ignore_case, imgH, imgW, keep_ratio, nc, nh, leaky_relu: the state-dict
@@ -312,7 +307,7 @@ class Recognizer:
 
     def _read_batch(self, images: torch.Tensor, widths: torch.Tensor) -> List[Recognition]:
         """images (N, 1, imgH, W) float32, padded; widths (N,) int64 before padding."""
-        dec = decode_batch(self.net, images, widths)
+        dec = decode_batch(self.net, images, widths, beam_width=self.beam_width)
         texts = self.converter.decode(dec, with_confidence=True)
         frames = self.net.output_length(widths).tolist()
         lengths = dec.lengths.cpu().tolist()
