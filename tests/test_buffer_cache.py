@@ -10,6 +10,7 @@ import threading
 
 import pytest
 import torch
+from helpers import run_python
 
 import fastcrnn
 from fastcrnn.nn import LSTM, LSTMCell
@@ -162,7 +163,9 @@ def _child_step(queue):
     queue.put([t.sum().item() for t in _cell_step(cell, *args)])
 
 
-def test_forked_child_gets_its_own_cache(fresh_cache):
+def forked_child_matches_parent():
+    """The parent steps (filling its cache), forks, and the child steps with its own cache to
+    the parent's results."""
     cell, args = _cell_and_inputs()
     parent = [t.sum().item() for t in _cell_step(cell, *args)]
     assert fastcrnn.cpu_cache_info()["held_bytes"] > 0
@@ -174,6 +177,21 @@ def test_forked_child_gets_its_own_cache(fresh_cache):
     child.join(timeout=60)
     assert child.exitcode == 0
     assert got == pytest.approx(parent, rel=1e-6, abs=1e-6)
+
+
+def test_forked_child_gets_its_own_cache():
+    """Run from a fresh interpreter: forking is only safe (for autograd, as for DataLoader
+    workers) from a parent that has not started autograd's worker threads, which earlier tests
+    in this process (torch.compile) may have done."""
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_buffer_cache import forked_child_matches_parent\n"
+        "forked_child_matches_parent()\n"
+        "print('ok')\n"
+    )
+    res = run_python("-c", code)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
 
 
 def _ctc_grad(log_probs, targets, input_lengths, target_lengths):

@@ -302,6 +302,35 @@ def test_predict_with_a_beam_prints_the_beam_recognizer_results(saved):
     assert p.returncode != 0 and "--beam_width" in p.stderr
 
 
+def test_char_spans_are_the_runs_of_the_best_path_spelling_the_text():
+    """With greedy decoding the best path that spells the text is the best path itself, so each
+    character's aligned run starts at its greedy frame; the runs are ordered and disjoint, and
+    pixel_spans scales them to the image."""
+    rec = make_recognizer()
+    images = line_images([90, 150, 200, 120], seed=4)
+    for img, r in zip(images, rec.recognize(images)):
+        assert len(r.char_spans) == len(r.text)
+        assert [a for a, _ in r.char_spans] == r.char_frames
+        ends = [0] + [b for _, b in r.char_spans]
+        assert all(ends[i] <= a < b <= r.num_frames for i, (a, b) in enumerate(r.char_spans))
+        width = img.shape[1]
+        px = r.pixel_spans(width)
+        assert all(0 <= x0 < x1 <= width for x0, x1 in px)
+        assert [x0 for x0, _ in px] == sorted(x0 for x0, _ in px)
+
+
+def test_predict_char_boxes(saved):
+    ck, paths = saved
+    p = cli("predict", "--checkpoint", ck, "--char-boxes", "--no_progress", *paths)
+    want = Recognizer.from_checkpoint(ck).recognize([str(x) for x in paths])
+    for line, r, path in zip(p.stdout.strip().splitlines(), want, paths):
+        fields = line.split("\t")
+        boxes = fields[3].split() if len(fields) > 3 else []
+        assert fields[1] == r.text and len(boxes) == len(r.text)
+        spans = r.pixel_spans(Image.open(path).width)
+        assert boxes == [f"{c}:{x0}-{x1}" for c, (x0, x1) in zip(r.text, spans)]
+
+
 def test_predict_errors(saved, tmp_path):
     ck, paths = saved
     p = cli("predict", "--checkpoint", ck, paths[0], tmp_path / "missing.png", check=False)

@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda", action="store_true")
     p.add_argument("--no_progress", action="store_true")
     p.add_argument(
+        "--char_boxes",
+        "--char-boxes",
+        action="store_true",
+        help="also print each character's columns in the image, x0-x1 (from the forced "
+        "alignment of the text read on the model's scores)",
+    )
+    p.add_argument(
         "--beam_width",
         "--beam-width",
         type=positive(int),

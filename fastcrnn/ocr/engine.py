@@ -26,6 +26,8 @@ __all__ = [
     "DEFAULT_LR",
     "make_scheduler",
     "LR_SCHEDULES",
+    "batch_scores",
+    "decode_scores",
     "decode_batch",
     "predict_batch",
     "evaluate",
@@ -209,6 +211,34 @@ class _TimedSchedule:
 
 
 @torch.no_grad()
+def batch_scores(
+    net: nn.Module, images: torch.Tensor, widths: torch.Tensor, amp: bool = False
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The model's float32 scores (T, N, C) of a padded batch (images (N, 1, H, W) float32) and
+    each image's number of frames (N,) int64, ``net.output_length(width)`` of its width before
+    padding, on the model's device."""
+    device = next(net.parameters()).device
+    images = images.to(device, non_blocking=True)
+    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        logits = net(images)
+    return logits.float(), net.output_length(widths.to(torch.int64)).to(logits.device)
+
+
+def decode_scores(
+    scores: torch.Tensor, lengths: torch.Tensor, beam_width: int = 1
+) -> fastcrnn.GreedyDecoding:
+    """The CTC decoding of scores (T, N, C) (logits or log-probabilities) over each sequence's
+    first lengths[n] frames. beam_width 1 decodes greedily (on the scores' device); a wider beam
+    runs fastcrnn.ctc_beam_search_decode and gives its best hypothesis in the same form (CPU)."""
+    # softmax(log_softmax(x)) == softmax(x): logits=True also reads a log_probs model right
+    if beam_width == 1:
+        return fastcrnn.ctc_greedy_decode(scores, lengths, logits=True)
+    best = fastcrnn.ctc_beam_search_decode(scores, lengths, beam_width=beam_width, logits=True)
+    return fastcrnn.GreedyDecoding(
+        best.tokens[:, 0], best.lengths[:, 0], best.token_probs[:, 0], best.token_frames[:, 0]
+    )
+
+
 def decode_batch(
     net: nn.Module,
     images: torch.Tensor,
@@ -217,23 +247,9 @@ def decode_batch(
     beam_width: int = 1,
 ) -> fastcrnn.GreedyDecoding:
     """The CTC decoding of a padded batch: images (N, 1, H, W) float32, widths (N,) int64 (each
-    image's width before padding). Frames beyond each image's own ``net.output_length(width)``
-    are ignored. beam_width 1 decodes greedily (on the model's device); a wider beam runs
-    fastcrnn.ctc_beam_search_decode and gives its best hypothesis in the same form (CPU)."""
-    device = next(net.parameters()).device
-    images = images.to(device, non_blocking=True)
-    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-        logits = net(images)
-    lengths = net.output_length(widths.to(torch.int64)).to(logits.device)
-    # softmax(log_softmax(x)) == softmax(x): logits=True also reads a log_probs model right
-    if beam_width == 1:
-        return fastcrnn.ctc_greedy_decode(logits.float(), lengths, logits=True)
-    best = fastcrnn.ctc_beam_search_decode(
-        logits.float(), lengths, beam_width=beam_width, logits=True
-    )
-    return fastcrnn.GreedyDecoding(
-        best.tokens[:, 0], best.lengths[:, 0], best.token_probs[:, 0], best.token_frames[:, 0]
-    )
+    image's width before padding); see :func:`batch_scores` and :func:`decode_scores`."""
+    scores, lengths = batch_scores(net, images, widths, amp)
+    return decode_scores(scores, lengths, beam_width)
 
 
 @torch.no_grad()

@@ -144,8 +144,12 @@ def predict_main(args) -> List[Tuple[str, str, float]]:
         for first in range(0, len(paths), chunk):
             part = paths[first : first + chunk]
             images = [load_image(path, "image") for path in part]
-            for path, r in zip(part, rec.recognize(images)):
-                progress.write(f"{path}\t{r.text}\t{r.confidence:.4f}")
+            for path, image, r in zip(part, images, rec.recognize(images)):
+                line = f"{path}\t{r.text}\t{r.confidence:.4f}"
+                if args.char_boxes:
+                    spans = r.pixel_spans(image.width)
+                    line += "\t" + " ".join(f"{c}:{x0}-{x1}" for c, (x0, x1) in zip(r.text, spans))
+                progress.write(line)
                 out.append((path, r.text, r.confidence))
             progress.update(len(part))
     finally:

@@ -20,6 +20,7 @@ differ slightly from those of the same image read alone (``batch_size=1``). Chec
 float rounding of the convolutions and matrix products.
 """
 
+import math
 import os
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -27,9 +28,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+import fastcrnn
 from fastcrnn.ocr.checkpoint import CheckpointError
 from fastcrnn.ocr.data.collate import AlignCollate
-from fastcrnn.ocr.engine import decode_batch
+from fastcrnn.ocr.engine import batch_scores, decode_scores
 from fastcrnn.ocr.model import build_model
 from fastcrnn.text import Charset, LabelConverter
 
@@ -52,6 +54,9 @@ class Recognition(NamedTuple):
                  [0, num_frames).
     num_frames:  the image's number of output frames T. Frame t covers about the horizontal
                  span [t, t + 1) * image width / T of the image (the receptive fields overlap).
+    char_spans:  per character, the frames [start, end) of its run on the most probable CTC path
+                 that spells ``text`` (``fastcrnn.ctc_forced_align`` of the text on the model's
+                 scores); :meth:`pixel_spans` turns them into image columns.
     """
 
     text: str
@@ -59,6 +64,13 @@ class Recognition(NamedTuple):
     char_probs: List[float]
     char_frames: List[int]
     num_frames: int
+    char_spans: List[Tuple[int, int]]
+
+    def pixel_spans(self, image_width: int) -> List[Tuple[int, int]]:
+        """Each character's columns [x0, x1) in an image ``image_width`` pixels wide (the
+        image as given, before resizing): its frames scaled by image_width / num_frames."""
+        scale = image_width / max(self.num_frames, 1)
+        return [(math.floor(a * scale), math.ceil(b * scale)) for a, b in self.char_spans]
 
 
 def load_image(path, name: str = "image") -> Image.Image:
@@ -307,15 +319,29 @@ class Recognizer:
 
     def _read_batch(self, images: torch.Tensor, widths: torch.Tensor) -> List[Recognition]:
         """images (N, 1, imgH, W) float32, padded; widths (N,) int64 before padding."""
-        dec = decode_batch(self.net, images, widths, beam_width=self.beam_width)
+        scores, frames = batch_scores(self.net, images, widths)
+        dec = decode_scores(scores, frames, self.beam_width)
         texts = self.converter.decode(dec, with_confidence=True)
-        frames = self.net.output_length(widths).tolist()
-        lengths = dec.lengths.cpu().tolist()
+        # each character's frames: the best path that spells the text read (the decoded tokens,
+        # padding replaced by any label: only the first lengths[n] count)
+        tokens = dec.tokens.to(scores.device)
+        lengths = dec.lengths.to(scores.device)
+        align = fastcrnn.ctc_forced_align(
+            scores.log_softmax(-1), tokens.clamp(min=1), frames, lengths, validate=False
+        )
+        spans = torch.stack([align.token_starts, align.token_ends], -1).cpu().tolist()
+        frames_list = frames.tolist()
+        counts = dec.lengths.cpu().tolist()
         probs = dec.token_probs.cpu().tolist()
         starts = dec.token_frames.cpu().tolist()
         out = []
-        for row, ((text, conf), n) in enumerate(zip(texts, lengths)):
-            out.append(Recognition(text, conf, probs[row][:n], starts[row][:n], frames[row]))
+        for row, ((text, conf), n) in enumerate(zip(texts, counts)):
+            char_spans = [(a, b) for a, b in spans[row][:n]]
+            out.append(
+                Recognition(
+                    text, conf, probs[row][:n], starts[row][:n], frames_list[row], char_spans
+                )
+            )
         return out
 
     def read(self, images: Sequence[Any]) -> List[Tuple[str, float]]:
