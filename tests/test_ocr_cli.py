@@ -328,6 +328,8 @@ def test_demo_tiny(tmp_path):
     )
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["num_samples"] == 16 and summary["steps"] == 3
+    assert 0.0 <= summary["beam_word_accuracy"] <= 1.0
+    assert "beam search (width 10)" in p.stderr + p.stdout
     for f in ("demo.pth", "curve.png", "samples.png", "metrics.json"):
         assert (out / f).stat().st_size > 0, f
     from PIL import Image

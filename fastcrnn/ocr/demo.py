@@ -222,6 +222,10 @@ def _samples_png(images, preds, refs, confs, path: str, n: int = 24) -> None:
     sheet.save(path)
 
 
+# the beam width of the held-out comparison with greedy decoding
+DEMO_BEAM = 10
+
+
 def demo_main(args) -> Dict[str, Any]:
     t0 = time.time()
     if args.cuda and not torch.cuda.is_available():
@@ -346,6 +350,12 @@ def demo_main(args) -> Dict[str, Any]:
     hist["val_steps"].append(hist["step"])
     hist["val_accuracy"].append(m["word_accuracy"])
     hist["val_cer"].append(m["cer"])
+    beam = evaluate(net, test_loader, converter, desc="held-out, beam", beam_width=DEMO_BEAM)
+    beam_accuracy = beam["metrics"]["word_accuracy"]
+    log(
+        f"held-out word accuracy: greedy {100 * m['word_accuracy']:.2f}%, "
+        f"beam search (width {DEMO_BEAM}) {100 * beam_accuracy:.2f}%"
+    )
     log("sample predictions on held-out lines:")
     log(f"  {'prediction':<12} {'confidence':>10}  {'truth':<12}")
     for p, r, c in list(zip(res["predictions"], res["references"], res["confidences"]))[:12]:
@@ -373,6 +383,7 @@ def demo_main(args) -> Dict[str, Any]:
     total = time.time() - t0
     summary = dict(
         word_accuracy=m["word_accuracy"],
+        beam_word_accuracy=beam_accuracy,
         cer=m["cer"],
         norm_edit_distance=m["norm_edit_distance"],
         num_samples=m["num_samples"],
