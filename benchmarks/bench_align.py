@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fastcrnn
-from benchmarks.timing import paired_ms, row
+from benchmarks.timing import devices, paired_ms, row
 from benchmarks.workloads import CTC_WORKLOADS, applicable, ctc_inputs
 from fastcrnn import reference
 
@@ -21,17 +21,13 @@ def _inputs(name, device):
     return logits.log_softmax(-1), targets, il, tl
 
 
-def _devices():
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
 IMPLS = {
     "fastcrnn": fastcrnn.ctc_forced_align,
     "torch-vectorized": reference.ctc_forced_align_torch,
 }
 
 
-@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("impl", list(IMPLS))
 @pytest.mark.parametrize("workload", ALIGN_WORKLOADS)
 def test_align(benchmark, workload, impl, device):

@@ -22,15 +22,11 @@ import torch
 import torch.nn.functional as F
 
 import fastcrnn
-from benchmarks.timing import paired_ms, row
+from benchmarks.timing import devices, paired_ms, row
 from benchmarks.workloads import CTC_WORKLOADS, applicable, ctc_inputs
 
 CTC_BENCH_WORKLOADS = ("ocr-en", "ocr-zh", "long", "gpu-big")
 THP = os.environ.get("THP_MEM_ALLOC_ENABLE", "0")
-
-
-def _devices():
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _inputs(name, device):
@@ -99,7 +95,7 @@ def _cases(name, device):
     return cases
 
 
-@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("impl", ["fastcrnn", "torch"])
 @pytest.mark.parametrize("case", ["forward", "forward+backward", "logits forward+backward"])
 @pytest.mark.parametrize("workload", CTC_BENCH_WORKLOADS)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastcrnn
-from benchmarks.timing import median_ms, row
+from benchmarks.timing import devices, median_ms, row
 from benchmarks.workloads import CTC_WORKLOADS, DECODE_WORKLOADS, applicable, ctc_inputs
 from fastcrnn import reference
 
@@ -23,11 +23,7 @@ def _log_probs(name, device):
     return ctc_inputs(name, device)[0].log_softmax(-1)
 
 
-def _devices():
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("impl", ["fastcrnn", "torch-vectorized"])
 @pytest.mark.parametrize("workload", DECODE_WORKLOADS)
 def test_decode(benchmark, workload, impl, device):

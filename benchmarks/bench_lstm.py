@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.timing import paired_ms, row
+from benchmarks.timing import devices, paired_ms, row
 from benchmarks.workloads import BILSTM_2, CRNN_BLOCKS, SEQ2SEQ
 from fastcrnn.nn import LSTM, LSTMCell
 
@@ -147,11 +147,7 @@ def _cell_step(cell, x, h, c):
     )
 
 
-def _devices():
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("impl", ["fastcrnn", "nn.LSTM"])
 @pytest.mark.parametrize("case", ["forward", "forward+backward"])
 @pytest.mark.parametrize("workload", ["bilstm-2", "crnn-blocks", "seq2seq"])
@@ -166,7 +162,7 @@ def test_lstm(benchmark, workload, case, impl, device):
         benchmark(lambda: (_fwd_bwd(model, xg), sync()))
 
 
-@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("impl", ["fastcrnn", "nn.LSTMCell"])
 def test_lstm_cell_step(benchmark, impl, device):
     ours, ref, args = _cell_models(device)

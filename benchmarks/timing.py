@@ -96,6 +96,11 @@ def row(
     return out
 
 
+def devices():
+    """The devices to benchmark here: the CPU, and CUDA when a GPU is present."""
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 def machine_name(device) -> str:
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(device)

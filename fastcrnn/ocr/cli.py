@@ -49,6 +49,23 @@ def _add_make_lmdb_args(p: argparse.ArgumentParser):
     p.add_argument("--no_progress", action="store_true")
 
 
+def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint", required=True, help="a fastcrnn checkpoint or a crnn.pytorch state dict"
+    )
+
+
+def add_beam_width_arg(p: argparse.ArgumentParser, positive) -> None:
+    p.add_argument(
+        "--beam_width",
+        "--beam-width",
+        type=positive(int),
+        default=1,
+        help="1: greedy decoding (default); wider: CTC prefix beam search with this many "
+        "hypotheses per frame",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fastcrnn.export import DEFAULT_OPSET, OPSETS
     from fastcrnn.ocr.arguments import add_model_args, add_train_args, positive
@@ -73,28 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval", help="word accuracy / CER / normalised edit distance of a checkpoint on an LMDB"
     )
-    p.add_argument(
-        "--checkpoint", required=True, help="a fastcrnn checkpoint or a crnn.pytorch state dict"
-    )
+    add_checkpoint_arg(p)
     p.add_argument("--valRoot", required=True)
     p.add_argument("--batchSize", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--show", type=int, default=10, help="predictions listed before the table")
     p.add_argument("--cuda", action="store_true")
     p.add_argument("--no_progress", action="store_true")
-    p.add_argument(
-        "--beam_width",
-        "--beam-width",
-        type=positive(int),
-        default=1,
-        help="1: greedy decoding (default); wider: CTC prefix beam search with this many "
-        "hypotheses per frame",
-    )
+    add_beam_width_arg(p, positive)
     add_state_dict_args(p)
     p = sub.add_parser("predict", help="read the text of images")
-    p.add_argument(
-        "--checkpoint", required=True, help="a fastcrnn checkpoint or a crnn.pytorch state dict"
-    )
+    add_checkpoint_arg(p)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument(
         "--batchSize",
@@ -111,21 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print each character's columns in the image, x0-x1 (from the forced "
         "alignment of the text read on the model's scores)",
     )
-    p.add_argument(
-        "--beam_width",
-        "--beam-width",
-        type=positive(int),
-        default=1,
-        help="1: greedy decoding (default); wider: CTC prefix beam search with this many "
-        "hypotheses per frame",
-    )
+    add_beam_width_arg(p, positive)
     add_state_dict_args(p)
     p = sub.add_parser(
         "export", help="write a checkpoint as an ONNX model (dynamic batch and width)"
     )
-    p.add_argument(
-        "--checkpoint", required=True, help="a fastcrnn checkpoint or a crnn.pytorch state dict"
-    )
+    add_checkpoint_arg(p)
     p.add_argument("--output", required=True, help="the .onnx file to write")
     p.add_argument(
         "--no-decode",

@@ -2,7 +2,7 @@
 write it as an ONNX model."""
 
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 
@@ -18,35 +18,11 @@ __all__ = [
 ]
 
 
-def load_recognizer(
-    path: str,
-    device="cpu",
-    backend=None,
-    *,
-    alphabet: Optional[str] = None,
-    ignore_case: Optional[bool] = None,
-    imgH: Optional[int] = None,
-    imgW: Optional[int] = None,
-    keep_ratio: Optional[bool] = None,
-    nc: Optional[int] = None,
-    nh: Optional[int] = None,
-    leaky_relu: Optional[bool] = None,
-) -> Recognizer:
+def load_recognizer(path: str, device="cpu", backend=None, **state_dict_flags) -> Recognizer:
     """:meth:`Recognizer.from_checkpoint` with the LSTM backend as third positional argument
-    (this module's older signature)."""
-    return Recognizer.from_checkpoint(
-        path,
-        device,
-        backend=backend,
-        alphabet=alphabet,
-        ignore_case=ignore_case,
-        imgH=imgH,
-        imgW=imgW,
-        keep_ratio=keep_ratio,
-        nc=nc,
-        nh=nh,
-        leaky_relu=leaky_relu,
-    )
+    (this module's older signature); ``state_dict_flags`` are from_checkpoint's keyword-only
+    flags (alphabet, ignore_case, imgH, imgW, keep_ratio, nc, nh, leaky_relu)."""
+    return Recognizer.from_checkpoint(path, device, backend=backend, **state_dict_flags)
 
 
 def _recognizer(args) -> Recognizer:

@@ -1,7 +1,7 @@
 """Argument checks shared by the Python op wrappers (the C++ ops re-check what they rely on)."""
 
 from numbers import Integral
-from typing import Optional, Sequence, Union, cast
+from typing import Optional, Sequence, Tuple, Union, cast
 
 import torch
 
@@ -65,6 +65,26 @@ def require_like(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str, w
         raise ArgumentValueError(
             f"{words}: {name} is on {t.device}, the {ref_name} on {ref.device}"
         )
+
+
+def decoder_scores(log_probs, blank) -> Tuple[torch.Tensor, int, bool]:
+    """The checked input of a CTC decoder: log_probs (T, N, C) or unbatched (T, C), floating,
+    with C > 0 and blank in [0, C). Returns (scores (T, N, C), blank, unbatched)."""
+    require_tensor(log_probs, "log_probs")
+    require_float(log_probs, "log_probs")
+    if log_probs.dim() not in (2, 3):
+        raise ArgumentValueError(
+            f"log_probs must have shape (T, N, C) or unbatched (T, C), got {tuple(log_probs.shape)}"
+        )
+    unbatched = log_probs.dim() == 2
+    scores = log_probs.unsqueeze(1) if unbatched else log_probs
+    C = scores.shape[2]
+    if C == 0:
+        raise ArgumentValueError("log_probs must have at least one class (C > 0)")
+    blank = require_int(blank, "blank")
+    if not 0 <= blank < C:
+        raise ArgumentValueError(f"blank must be in [0, {C}), got {blank}")
+    return scores, blank, unbatched
 
 
 def skip_value_checks(t: torch.Tensor) -> bool:

@@ -17,11 +17,9 @@ from fastcrnn.ops._checks import (
     ArgumentValueError,
     LengthsLike,
     TensorTypeError,
+    decoder_scores,
     lengths_tensor,
     positive_int,
-    require_float,
-    require_int,
-    require_tensor,
 )
 
 __all__ = ["BeamSearchDecoding", "ctc_beam_search_decode"]
@@ -120,20 +118,8 @@ def ctc_beam_search_decode(
     broken toward the lexicographically smaller label sequence, so results are deterministic.
     Returns a :class:`BeamSearchDecoding` of CPU tensors.
     """
-    require_tensor(log_probs, "log_probs")
-    require_float(log_probs, "log_probs")
-    if log_probs.dim() not in (2, 3):
-        raise ArgumentValueError(
-            f"log_probs must have shape (T, N, C) or unbatched (T, C), got {tuple(log_probs.shape)}"
-        )
-    unbatched = log_probs.dim() == 2
-    scores = log_probs.unsqueeze(1) if unbatched else log_probs
+    scores, blank, unbatched = decoder_scores(log_probs, blank)
     T, N, C = scores.shape
-    if C == 0:
-        raise ArgumentValueError("log_probs must have at least one class (C > 0)")
-    blank = require_int(blank, "blank")
-    if not 0 <= blank < C:
-        raise ArgumentValueError(f"blank must be in [0, {C}), got {blank}")
     if not isinstance(logits, bool):
         raise TypeError(f"logits must be a bool, got {type(logits).__name__}")
     beam_width = positive_int(beam_width, "beam_width")

@@ -7,10 +7,8 @@ import torch
 from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
 from fastcrnn.ops._checks import (
     LengthsLike,
+    decoder_scores,
     lengths_tensor,
-    require_float,
-    require_int,
-    require_tensor,
     skip_value_checks,
 )
 
@@ -67,20 +65,8 @@ def ctc_greedy_decode(
     Ties and NaN follow torch.argmax (the first maximal index; NaN counts as maximal).
     Returns a :class:`GreedyDecoding` on the input's device.
     """
-    require_tensor(log_probs, "log_probs")
-    require_float(log_probs, "log_probs")
-    if log_probs.dim() not in (2, 3):
-        raise ValueError(
-            f"log_probs must have shape (T, N, C) or (T, C), got {tuple(log_probs.shape)}"
-        )
-    unbatched = log_probs.dim() == 2
-    scores = log_probs.unsqueeze(1) if unbatched else log_probs
-    T, N, C = scores.shape
-    if C == 0:
-        raise ValueError("log_probs must have at least one class (C > 0)")
-    blank = require_int(blank, "blank")
-    if not 0 <= blank < C:
-        raise ValueError(f"blank must be in [0, {C}), got {blank}")
+    scores, blank, unbatched = decoder_scores(log_probs, blank)
+    T, N, _ = scores.shape
     lengths = lengths_tensor(
         input_lengths, N, T, scores.device, "input_lengths", unbatched=unbatched
     )
