@@ -503,7 +503,8 @@ class NGramLM:
         out: List[Dict[Tuple[str, ...], Tuple[float, Optional[float]]]] = [
             {} for _ in range(self.order)
         ]
-        for key in sorted(self._prob, key=lambda t: (len(t), [self.vocab[i] for i in t])):
+        # by order, then token ids: the unigrams in vocabulary order, which a reload keeps
+        for key in sorted(self._prob, key=lambda t: (len(t), t)):
             words = tuple(self.vocab[i] for i in key)
             backoff: Optional[float] = None
             if len(key) < self.order and (key in self._contexts or key in self._backoff):
@@ -654,7 +655,7 @@ def _parse_arpa(f: TextIO, path: str) -> List[Dict[Tuple[str, ...], Tuple[float,
         # `header` is the line that ended the previous block: the next section or \end\
         expected = f"\\{k + 1}-grams:" if k < N else "\\end\\"
         if header != expected:
-            raise err(lineno, f"expected {expected!r}, got {header!r}")
+            raise err(lineno, f"expected {expected}, got {header}")
         if k == N:
             break
         k += 1
