@@ -135,7 +135,7 @@ def _format_float(x: float) -> str:
     return repr(float(x))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # array fields: no elementwise ==
 class NGramArrays:
     """A :class:`NGramLM` as flat arrays, for a C++ (or any array-language) query.
 
@@ -152,20 +152,24 @@ class NGramArrays:
     search in ``keys`` (or in its order's slice), or a hash map built from ``keys`` to rows.
     ``keys[0]`` is -1. The model must satisfy ``offsets[-1] * V < 2**63`` (checked).
 
-    States. A decoder state is one row: the context that determines every later probability,
-    i.e. the longest suffix (at most ``order - 1`` tokens) of the tokens so far that the model
-    stores with a non-zero back-off or as the context of a longer n-gram (KenLM's state
-    minimization); row 0 is the empty context (no history, ``bos=False``). ``begin_state`` is the
-    state after ``<s>``. Two hypotheses with equal states get equal scores for every
-    continuation, so a beam search may merge them.
+    States. A decoder state is one row of order <= N - 1 (a row below ``offsets[N]``): the
+    context that determines every later probability, i.e. the longest suffix (at most N - 1
+    tokens) of the tokens so far that the model stores with a non-zero back-off or as the
+    context of a longer n-gram (KenLM's state minimization); row 0 is the empty context (no
+    history, ``bos=False``). ``begin_state`` is the state after ``<s>``. Two hypotheses with
+    equal states get equal scores for every continuation, so a beam search may merge them.
 
-    Query (:meth:`advance` is this, in Python)::
+    Query: token id ``w`` after state ``s`` (:meth:`advance` is this, in Python)::
 
         acc = 0
         loop:
-            i = row whose key == s * V + w      (always found when s == 0)
+            i = row whose key == s * V + w      (s == 0: always found, i = 1 + w)
             if found: return next_state[i], acc + log10_probs[i]
             acc += log10_backoffs[s]; s = suffix[s]
+
+    It returns the new state and log10 p(w | history); the matched n-gram's order is the ``k``
+    with ``offsets[k] <= i < offsets[k + 1]``. Each step of the loop shortens the context by
+    one token, so it runs at most N times.
 
     Fields (R = offsets[-1] rows):
         order: int, the model order N.
