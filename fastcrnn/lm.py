@@ -63,9 +63,10 @@ UNK = "<unk>"
 WORD_DELIMITER = "<space>"
 #: The log10 probability KenLM gives ``<unk>`` when an ARPA file has no ``<unk>`` unigram.
 KENLM_UNK_LOG10_PROB = -100.0
-#: The log10 probability written for the ``<s>`` unigram of a trained model: ``<s>`` is never
-#: predicted, and -99 is SRILM's conventional "zero".
-BOS_LOG10_PROB = -99.0
+#: The log10 probability of the ``<s>`` unigram of a trained model: 0, as lmplz writes it.
+#: ``<s>`` is never predicted (it is not part of any distribution), so the value only matters
+#: to a caller who scores ``<s>`` explicitly, which then costs nothing.
+BOS_LOG10_PROB = 0.0
 #: lmplz's ``--discount_fallback`` discounts (D1, D2, D3+).
 DISCOUNT_FALLBACK = (0.5, 1.0, 1.5)
 
@@ -758,7 +759,11 @@ def train_char_lm(
     included), which is all the mass ``<unk>`` gets. The ARPA back-off of ``h`` is
     ``log10 gamma(h)``, so back-off queries reproduce the interpolated distribution; every
     context's probabilities over the vocabulary without ``<s>`` sum to 1. ``<s>`` gets
-    log10 probability -99.
+    log10 probability 0 as in lmplz. On lmplz's own test models (KenLM's
+    lm/common/test_data/toy*.arpa) every value agrees to lmplz's printed precision.
+    Differences from lmplz: numbers in float64 (lmplz: float32) written at full precision; no
+    back-off is written for n-grams that are no context (lmplz writes 0, the same value);
+    n-grams are listed in token-id order; empty lines are skipped; no pruning options.
 
     Returns: the :class:`NGramLM` (write it with :meth:`NGramLM.write_arpa`).
     """

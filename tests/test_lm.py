@@ -91,7 +91,7 @@ def test_hand_computed_bigram():
         math.log10(0.25 * p2[("a", "b")]), abs=1e-12
     )
     lines = list(lm.arpa_lines())
-    assert "-99.0\t<s>\t" + repr(math.log10(0.5)) in lines
+    assert "0.0\t<s>\t" + repr(math.log10(0.5)) in lines  # lmplz's <s>: log10 1
     assert any(line.endswith("\tb\t" + repr(math.log10(0.5))) for line in lines)
     assert f"{math.log10(0.25)!r}\t{EOS}" in lines  # no back-off: nothing follows </s>
 
@@ -129,6 +129,96 @@ def test_hand_computed_trigram_continuation_counts():
     # and </s> (no back-off, no extension) is no context either
     assert lm.advance(lm.context_state(["b", "a"]), EOS)[0] == ()
     assert lm.begin_state() == (lm.token_id(BOS),)
+
+
+# lmplz's output for two toy corpora, from KenLM's test data (lm/common/test_data/generate.sh:
+# `lmplz --discount_fallback -o 3` on the lines shown; toy0.arpa and toy1.arpa)
+LMPLZ_TOYS = [
+    (
+        ["a a b a", "b a a b"],
+        """\\data\\
+ngram 1=5
+ngram 2=7
+ngram 3=7
+
+\\1-grams:
+-0.90309\t<unk>\t0
+0\t<s>\t-0.30103
+-0.46943438\ta\t-0.30103
+-0.5720968\t</s>\t0
+-0.5720968\tb\t-0.30103
+
+\\2-grams:
+-0.37712017\t<s> a\t-0.30103
+-0.37712017\ta a\t-0.30103
+-0.2984526\tb a\t-0.30103
+-0.58682007\ta </s>\t0
+-0.5220179\tb </s>\t0
+-0.41574955\t<s> b\t-0.30103
+-0.58682007\ta b\t-0.30103
+
+\\3-grams:
+-0.14885087\t<s> a a
+-0.33741078\tb a a
+-0.124077894\t<s> b a
+-0.2997394\ta b a
+-0.42082912\tb a </s>
+-0.397617\ta b </s>
+-0.20102891\ta a b
+
+\\end\\
+""",
+    ),
+    (
+        ["a a b b b b b b b", "c"],
+        """\\data\\
+ngram 1=6
+ngram 2=7
+ngram 3=6
+
+\\1-grams:
+-1\t<unk>\t0
+0\t<s>\t-0.30103
+-0.6146491\ta\t-0.30103
+-0.6146491\t</s>\t0
+-0.7659168\tc\t-0.30103
+-0.6146491\tb\t-0.30103
+
+\\2-grams:
+-0.4301247\t<s> a\t-0.30103
+-0.4301247\ta a\t-0.30103
+-0.20660876\tc </s>\t0
+-0.5404639\tb </s>\t0
+-0.4740302\t<s> c\t-0.30103
+-0.4301247\ta b\t-0.30103
+-0.3422159\tb b\t-0.47712123
+
+\\3-grams:
+-0.1638568\t<s> a a
+-0.09113217\t<s> c </s>
+-0.7462621\tb b </s>
+-0.1638568\ta a b
+-0.13823806\ta b b
+-0.13375957\tb b b
+
+\\end\\
+""",
+    ),
+]
+
+
+@pytest.mark.parametrize("toy", [0, 1])
+def test_matches_lmplz(tmp_path, toy):
+    lines, arpa = LMPLZ_TOYS[toy]
+    path = tmp_path / "lmplz.arpa"
+    path.write_text(arpa)
+    theirs = NGramLM.from_arpa(path).entries()
+    ours = _train(lines, 3, word_level=True).entries()
+    for k in range(3):
+        assert set(ours[k]) == set(theirs[k])
+        for g, (p, b) in theirs[k].items():
+            assert ours[k][g][0] == pytest.approx(p, abs=1e-6), g
+            assert (ours[k][g][1] or 0.0) == pytest.approx(b or 0.0, abs=1e-6), g
 
 
 def test_kneser_ney_discounts_formula():
