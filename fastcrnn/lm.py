@@ -765,6 +765,10 @@ def train_char_lm(
     back-off is written for n-grams that are no context (lmplz writes 0, the same value);
     n-grams are listed in token-id order; empty lines are skipped; no pruning options.
 
+    Counting is plain Python over dicts: memory and time grow with the number of distinct
+    n-grams, which suits OCR corpora (lines of text, character-level); for corpora of many
+    millions of tokens, lmplz's on-disk estimation is the tool.
+
     Returns: the :class:`NGramLM` (write it with :meth:`NGramLM.write_arpa`).
     """
     if isinstance(lines, (str, bytes)):
