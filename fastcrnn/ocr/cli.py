@@ -1,7 +1,8 @@
 """The `python -m fastcrnn` / `fastcrnn` command line.
 
-Commands: demo, train, eval, predict, export, finetune, make-lmdb, seq2seq-demo. (The benchmark
-report is a script of the source checkout, not of the package: ``python benchmarks/report.py``.)
+Commands: demo, train, eval, predict, export, finetune, make-lmdb, make-lm, seq2seq-demo. (The
+benchmark report is a script of the source checkout, not of the package:
+``python benchmarks/report.py``.)
 Run ``python -m fastcrnn <command> --help`` for each one's options.
 """
 
@@ -146,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a crnn.pytorch LMDB from a label file or from the synthetic generator",
     )
     _add_make_lmdb_args(p)
+    # listed here; parsed by fastcrnn.ocr.make_lm (main() dispatches it before the [ocr] check)
+    p = sub.add_parser(
+        "make-lm", help="train a character / word n-gram LM, written as ARPA", add_help=False
+    )
+    p.add_argument("make_lm_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("seq2seq-demo", help="the Seq2Seq with attention demo", add_help=False)
     p.add_argument("demo_args", nargs=argparse.REMAINDER)
     return parser
@@ -193,6 +199,10 @@ def main(argv: Optional[List[str]] = None):
     # seq2seq-demo takes its own options (including --help)
     if argv and argv[0] == "seq2seq-demo":
         return _seq2seq(argv[1:])
+    if argv and argv[0] == "make-lm":  # needs none of the [ocr] extra
+        from fastcrnn.ocr.make_lm import main as make_lm_main
+
+        return make_lm_main(argv[1:])
     _require_ocr_extra()
     parser = build_parser()
     args = parser.parse_args(argv)
