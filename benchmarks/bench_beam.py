@@ -42,14 +42,21 @@ def ours(lp, max_tokens):
     return lambda: fastcrnn.ctc_beam_search_decode(lp, beam_width=BEAM, max_tokens=max_tokens)
 
 
+class NotComparable(Exception):
+    """An anchor that cannot run this case (the reason is printed)."""
+
+
 def fast_ctc_decode_anchor(lp, max_tokens):
     from fast_ctc_decode import beam_search
 
+    if max_tokens is not None:
+        # it prunes only by a probability cut below 1/C, which at C = 5990 keeps nearly every
+        # class, and it then runs out of this machine's 24 GB
+        raise NotComparable("no per-frame token limit; its 1/C cut exhausts memory at C=5990")
     C = lp.shape[2]
     alphabet = ["-"] + [chr(0x4E00 + c) for c in range(C - 1)]
     probs = [lp[:, n].exp().numpy() for n in range(lp.shape[1])]
-    cut = 0.0 if max_tokens is None else min(1e-4, 0.5 / C)  # it refuses a cut above 1/C
-    return lambda: [beam_search(p, alphabet, BEAM, cut) for p in probs]
+    return lambda: [beam_search(p, alphabet, BEAM, 0.0) for p in probs]
 
 
 def flashlight_anchor(lp, max_tokens):
@@ -99,6 +106,8 @@ def _anchor(name, lp, max_tokens):
         return ANCHORS[name](lp, max_tokens)
     except ImportError as error:
         pytest.skip(f"{name} is not installed ({error})")
+    except NotComparable as reason:
+        pytest.skip(f"{name}: {reason}")
 
 
 def report_rows(device):
@@ -113,6 +122,9 @@ def report_rows(device):
                 theirs = make(lp, max_tokens)
             except ImportError as error:
                 print(f"beam {name}: {anchor} skipped: not installed ({error})", file=sys.stderr)
+                continue
+            except NotComparable as reason:
+                print(f"beam {name}: {anchor} skipped: {reason}", file=sys.stderr)
                 continue
             slow = anchor == "pyctcdecode"
             ours_ms, ref_ms, ratio = paired_ms(

@@ -486,9 +486,13 @@ def ctc_prefix_beam_search(
     max_tokens=None,
     token_min_logp=None,
     beam_prune_logp=None,
+    lm=None,
+    lm_tokens=None,
+    lm_weight=0.5,
+    word_bonus=0.0,
 ):
     """CTC prefix beam search for ONE sequence, in plain Python: the specification of
-    fastcrnn.ctc_beam_search_decode (without lexicon or language model).
+    fastcrnn.ctc_beam_search_decode (without lexicon).
 
     log_probs (T, C) log-probabilities. Each prefix keeps two log-probabilities: of the frames so
     far ending in a blank (p_b) and in its last label (p_nb). At each frame a prefix
@@ -497,18 +501,39 @@ def ctc_prefix_beam_search(
     - grows by a label c: p_nb'(prefix + c) += p(c) * (p_b + p_nb), or only p(c) * p_b when c
       repeats the last label (a repeat needs a blank between);
     identical prefixes reached by different paths merge (their probabilities add). Then the
-    beam_width prefixes of highest p_b + p_nb survive; ties go to the prefix that is smaller as
-    a tuple of class indices; impossible ones (probability 0, or NaN) are dropped.
+    beam_width prefixes of highest score survive; ties go to the prefix that is smaller as a
+    tuple of class indices; impossible ones (probability 0, or NaN) are dropped.
+
+    Score: log(p_b + p_nb), plus with a language model ``lm`` (a fastcrnn.NGramLM; each label c
+    is the LM token ``lm_tokens[c]``) lm_weight * ln(10) * log10 p_LM(prefix) + word_bonus *
+    len(prefix), and at the end of the input the LM's end of sentence.
 
     Pruning: a frame's candidate labels are its max_tokens most probable non-blank classes (ties
     to the smaller class) with log-prob >= token_min_logp; labels outside them count as
     probability 0 at that frame, for growing and repeating alike. After ranking, prefixes below
     the best + beam_prune_logp are dropped.
-    Returns the nbest [(prefix tuple, log-probability)], best first.
+    Returns the nbest [(prefix tuple, score, CTC log-probability)], best first.
     """
     lp = log_probs.detach().double().cpu()
     T = lp.shape[0] if input_length is None else int(input_length)
     C = lp.shape[1]
+    to_ln = lm_weight * math.log(10.0)
+    lm_of = {(): (lm.begin_state(), 0.0)} if lm is not None else {}  # prefix -> (state, score)
+
+    def lm_score(prefix):
+        if lm is None:
+            return 0.0
+        if prefix not in lm_of:
+            lm_score(prefix[:-1])
+            state, score = lm_of[prefix[:-1]]
+            new_state, log10p = lm.advance(state, lm_tokens[prefix[-1]])
+            lm_of[prefix] = (new_state, score + to_ln * log10p + word_bonus)
+        return lm_of[prefix][1]
+
+    def score(item):
+        prefix, (p_b, p_nb) = item
+        return _log_add(p_b, p_nb) + lm_score(prefix)
+
     beams = {(): (0.0, -math.inf)}  # prefix -> (log p_b, log p_nb)
     for t in range(T):
         row = [float(v) for v in lp[t]]
@@ -532,10 +557,18 @@ def ctc_prefix_beam_search(
                 source = p_b if prefix and prefix[-1] == c else total
                 _merge(grown, prefix + (c,), -math.inf, source + row[c])
         live = [kv for kv in grown.items() if _log_add(*kv[1]) > -math.inf]
-        ranked = sorted(live, key=lambda kv: (-_log_add(*kv[1]), kv[0]))[:beam_width]
+        ranked = sorted(live, key=lambda kv: (-score(kv), kv[0]))[:beam_width]
         if beam_prune_logp is not None and ranked:
-            floor = _log_add(*ranked[0][1]) + beam_prune_logp
-            ranked = [kv for kv in ranked if _log_add(*kv[1]) >= floor]
+            floor = score(ranked[0]) + beam_prune_logp
+            ranked = [kv for kv in ranked if score(kv) >= floor]
         beams = dict(ranked)
-    ranked = sorted(beams.items(), key=lambda kv: (-_log_add(*kv[1]), kv[0]))
-    return [(prefix, _log_add(*scores)) for prefix, scores in ranked[:nbest]]
+
+    def final(item):
+        prefix, _ = item
+        end = 0.0
+        if lm is not None:
+            end = to_ln * lm.advance(lm_of[prefix][0], lm.eos_id)[1]
+        return score(item) + end
+
+    ranked = sorted(beams.items(), key=lambda kv: (-final(kv), kv[0]))
+    return [(kv[0], final(kv), _log_add(*kv[1])) for kv in ranked[:nbest]]

@@ -41,8 +41,8 @@ def _assert_matches_reference(out, lp, lengths, **options):
     for n in range(lp.shape[1]):
         want = reference.ctc_prefix_beam_search(lp[:, n], int(lengths[n]), **options)
         got = _hypotheses(out, n)
-        assert [p for p, _ in got] == [p for p, _ in want], (n, got, want)
-        for (_, a), (_, b) in zip(got, want):
+        assert [p for p, _ in got] == [p for p, _, _ in want], (n, got, want)
+        for (_, a), (_, b, _) in zip(got, want):
             assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12), (n, a, b)
 
 

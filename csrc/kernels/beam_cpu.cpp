@@ -55,8 +55,8 @@ struct Store {
   std::vector<int32_t> beam_of_node;            // current beam index of a node, or -1
   std::vector<Hypothesis> beams, next;
   std::vector<Candidate> candidates;
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> kids;  // per hypothesis: (label, index)
   std::vector<std::pair<int32_t, double>> labels;  // this frame's candidate labels, by class
-  std::vector<double> row;                         // this frame's log-probabilities (dense)
   std::vector<double> log_norm;                    // (T,) each frame's log-sum-exp (logits)
   std::vector<int32_t> prefix_a, prefix_b;
 
@@ -94,7 +94,7 @@ class Searcher {
   }
 
  private:
-  // Fills st_.labels (candidates sorted by class) and st_.row; returns the blank's log-prob.
+  // Fills st_.labels (this frame's candidate labels, by class); returns the blank's log-prob.
   double load_frame(int64_t n, int64_t t) {
     auto& labels = st_.labels;
     labels.clear();
@@ -104,47 +104,56 @@ class Searcher {
       for (int64_t k = 0; k < p_.K; ++k) {
         const int64_t c = p_.candidate_tokens[base + k];
         const double v = p_.candidate_logp[base + k];
-        if (c >= 0 && c < p_.C && c != p_.blank && keep(v))
-          labels.emplace_back(static_cast<int32_t>(c), v);
+        if (c >= 0 && c < p_.C && c != p_.blank && keep(v)) offer(static_cast<int32_t>(c), v);
       }
       blank_lp = p_.blank_logp[t * p_.N + n];
     } else {
-      dense_row(n, t);
-      for (int64_t c = 0; c < p_.C; ++c)
-        if (c != p_.blank && keep(st_.row[c]))
-          labels.emplace_back(static_cast<int32_t>(c), st_.row[c]);
-      blank_lp = st_.row[p_.blank];
-    }
-    if (p_.max_tokens > 0 && static_cast<int64_t>(labels.size()) > p_.max_tokens) {
-      const auto larger = [](const std::pair<int32_t, double>& a,
-                             const std::pair<int32_t, double>& b) {
-        return a.second > b.second || (a.second == b.second && a.first < b.first);
-      };
-      std::nth_element(labels.begin(), labels.begin() + p_.max_tokens, labels.end(), larger);
-      labels.resize(p_.max_tokens);
+      const scalar_t* x = row_of(n, t);
+      double lse = 0;
+      if (p_.logits) {
+        double m = kNegInf;
+        for (int64_t c = 0; c < p_.C; ++c) m = std::max(m, static_cast<double>(x[c * p_.stride_c]));
+        double sum = 0;
+        for (int64_t c = 0; c < p_.C; ++c)
+          sum += std::exp(static_cast<double>(x[c * p_.stride_c]) - m);
+        lse = m + std::log(sum);
+      }
+      st_.log_norm[t] = lse;
+      for (int64_t c = 0; c < p_.C; ++c) {
+        const double v = static_cast<double>(x[c * p_.stride_c]) - lse;
+        if (c != p_.blank && keep(v)) offer(static_cast<int32_t>(c), v);
+      }
+      blank_lp = static_cast<double>(x[p_.blank * p_.stride_c]) - lse;
     }
     std::sort(labels.begin(), labels.end());
     return blank_lp;
+  }
+
+  // Ordering of candidate labels for max_tokens: the larger log-prob, then the smaller class.
+  static bool larger(const std::pair<int32_t, double>& a, const std::pair<int32_t, double>& b) {
+    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  }
+
+  // Adds a candidate label; with max_tokens, st_.labels is a heap of the max_tokens largest
+  // so far (its front the smallest of them), so a frame of C classes costs one pass.
+  void offer(int32_t c, double v) {
+    auto& labels = st_.labels;
+    if (p_.max_tokens <= 0 || static_cast<int64_t>(labels.size()) < p_.max_tokens) {
+      labels.emplace_back(c, v);
+      if (p_.max_tokens > 0) std::push_heap(labels.begin(), labels.end(), larger);
+    } else if (larger({c, v}, labels.front())) {
+      std::pop_heap(labels.begin(), labels.end(), larger);
+      labels.back() = {c, v};
+      std::push_heap(labels.begin(), labels.end(), larger);
+    }
   }
 
   bool keep(double v) const {
     return v > kNegInf && (!p_.has_token_min_logp || v >= p_.token_min_logp);
   }
 
-  void dense_row(int64_t n, int64_t t) {
-    const scalar_t* x = static_cast<const scalar_t*>(p_.scores) + t * p_.stride_t + n * p_.stride_n;
-    auto& row = st_.row;
-    row.resize(p_.C);
-    for (int64_t c = 0; c < p_.C; ++c) row[c] = static_cast<double>(x[c * p_.stride_c]);
-    if (p_.logits) {
-      double m = kNegInf;
-      for (double v : row) m = std::max(m, v);
-      double sum = 0;
-      for (double v : row) sum += std::exp(v - m);
-      const double lse = m + std::log(sum);
-      for (double& v : row) v -= lse;
-      st_.log_norm[t] = lse;
-    }
+  const scalar_t* row_of(int64_t n, int64_t t) const {
+    return static_cast<const scalar_t*>(p_.scores) + t * p_.stride_t + n * p_.stride_n;
   }
 
   double label_logp(int32_t c) const {
@@ -158,24 +167,35 @@ class Searcher {
   void grow(double blank_lp) {
     auto& beams = st_.beams;
     auto& cand = st_.candidates;
+    auto& kids = st_.kids;
     cand.clear();
     for (size_t i = 0; i < beams.size(); ++i) {
       st_.beam_of_node[beams[i].node] = static_cast<int32_t>(i);
       cand.push_back({static_cast<int32_t>(i), -1, kNegInf, kNegInf, 0});
     }
+    // each hypothesis' children among the hypotheses, by label: growing a prefix into one of
+    // them merges into it (the trie holds one node per prefix, so this is exact)
+    if (kids.size() < beams.size()) kids.resize(beams.size());
+    for (size_t i = 0; i < beams.size(); ++i) kids[i].clear();
     for (size_t i = 0; i < beams.size(); ++i) {
+      const Node& node = st_.nodes[beams[i].node];
+      if (node.parent >= 0 && st_.beam_of_node[node.parent] >= 0)
+        kids[st_.beam_of_node[node.parent]].emplace_back(node.token, static_cast<int32_t>(i));
+    }
+    for (size_t i = 0; i < beams.size(); ++i) {
+      std::sort(kids[i].begin(), kids[i].end());
       const Hypothesis h = beams[i];
       const Node node = st_.nodes[h.node];
       const double total = log_add(h.p_b, h.p_nb);
       cand[i].p_b = log_add(cand[i].p_b, total + blank_lp);
       if (node.length > 0) cand[i].p_nb = log_add(cand[i].p_nb, h.p_nb + label_logp(node.token));
+      size_t k = 0;
       for (const auto& [c, v] : st_.labels) {
         const double source = node.length > 0 && c == node.token ? h.p_b : total;
         const double value = source + v;
-        const auto found = st_.child.find(key(h.node, c));
-        const int32_t existing = found == st_.child.end() ? -1 : st_.beam_of_node[found->second];
-        if (existing >= 0) {
-          cand[existing].p_nb = log_add(cand[existing].p_nb, value);
+        while (k < kids[i].size() && kids[i][k].first < c) ++k;
+        if (k < kids[i].size() && kids[i][k].first == c) {
+          cand[kids[i][k].second].p_nb = log_add(cand[kids[i][k].second].p_nb, value);
         } else {
           cand.push_back({static_cast<int32_t>(i), c, kNegInf, value, 0});
         }
@@ -248,8 +268,7 @@ class Searcher {
         if (p_.candidate_tokens[base + k] == c) return std::exp(p_.candidate_logp[base + k]);
       return 0.0;
     }
-    const scalar_t* x = static_cast<const scalar_t*>(p_.scores) + t * p_.stride_t + n * p_.stride_n;
-    return std::exp(static_cast<double>(x[c * p_.stride_c]) - st_.log_norm[t]);
+    return std::exp(static_cast<double>(row_of(n, t)[c * p_.stride_c]) - st_.log_norm[t]);
   }
 
   void write(int64_t n, int64_t Tn) {
