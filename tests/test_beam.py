@@ -4,6 +4,7 @@ brute force over every label sequence of tiny cases, and the greedy decoder on p
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -207,8 +208,13 @@ def test_opcheck():
     lp = _log_probs(16, 8, 3, 5, dtype=torch.float32)
     lengths = torch.tensor([8, 3, 0])
     op = torch.ops.fastcrnn.ctc_beam_search
-    torch.library.opcheck(op, (lp, lengths, 0, False, 4, 2, 0, None, None))
-    torch.library.opcheck(op, (lp, lengths, 1, True, 3, 1, 2, -3.0, -5.0))
+    no_lm = (None, None, None, None, 0, 0, 0, 0.0, 0.0)
+    torch.library.opcheck(op, (lp, lengths, 0, False, 4, 2, 0, None, None, *no_lm))
+    torch.library.opcheck(op, (lp, lengths, 1, True, 3, 1, 2, -3.0, -5.0, *no_lm))
+    from fastcrnn.ops.beam import _language_model_args
+
+    lm_args = _language_model_args(_char_lm(), LM_TOKENS, 0.5, 0.1, 5, 0)
+    torch.library.opcheck(op, (lp, lengths, 0, False, 4, 2, 0, None, None, *lm_args))
 
 
 @pytest.mark.parametrize("max_tokens", [None, 3])
@@ -223,3 +229,89 @@ def test_cuda_matches_cpu(max_tokens):
     )
     assert torch.equal(got.tokens, want.tokens)
     assert_close(got.scores, want.scores, 1e-5, what="scores")
+
+
+# ---- with a language model ---------------------------------------------------------------------
+
+
+def _char_lm(order=3):
+    import warnings
+
+    from fastcrnn.lm import train_char_lm
+
+    lines = ["ab ab", "abc", "cab", "abab", "bca", "ab", "cc ab", "aab"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small corpora use the fallback discounts
+        return train_char_lm(lines, order)
+
+
+LM_TOKENS = ["", "a", "b", "c", "<space>"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_language_model_matches_the_reference(seed):
+    lm = _char_lm(order=2 + seed % 3)
+    lp = _log_probs(seed, 9, 4, 5, peaky=2.0 if seed % 2 else 0.0)
+    lengths = torch.tensor([9, 7, 3, 0])
+    options = dict(beam_width=5, nbest=3, lm_weight=0.8, word_bonus=0.3)
+    out = fastcrnn.ctc_beam_search_decode(lp, lengths, lm=lm, lm_tokens=LM_TOKENS, **options)
+    for n in range(4):
+        want = reference.ctc_prefix_beam_search(
+            lp[:, n], int(lengths[n]), lm=lm, lm_tokens=LM_TOKENS, **options
+        )
+        got = [
+            (tuple(out.tokens[n, k, : int(out.lengths[n, k])].tolist()), out.scores[n, k], c)
+            for k, c in enumerate(out.ctc_scores[n].tolist())
+            if out.scores[n, k] > -math.inf
+        ]
+        assert [g[0] for g in got] == [w[0] for w in want], (n, got, want)
+        for (_, score, ctc), (_, want_score, want_ctc) in zip(got, want):
+            assert math.isclose(float(score), want_score, rel_tol=1e-12, abs_tol=1e-12)
+            assert math.isclose(ctc, want_ctc, rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_language_model_decides_between_acoustic_ties():
+    """Two frames that cannot tell a from b: without a model "ab" and "ba" tie and the smaller
+    label sequence goes first; a model that has only seen "ba" puts "ba" first."""
+    import warnings
+
+    from fastcrnn.lm import train_char_lm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm = train_char_lm(["ba", "ba ba", "bab", "ba"], 2)
+    row = torch.tensor([0.1, 0.45, 0.45, 1e-9, 1e-9], dtype=torch.float64).log()
+    lp = torch.stack([row, row])[:, None]
+
+    def ranked(out):
+        return [tuple(t[: int(n)].tolist()) for t, n in zip(out.tokens[0], out.lengths[0])]
+
+    plain = fastcrnn.ctc_beam_search_decode(lp, beam_width=8, nbest=4)
+    assert ranked(plain).index((1, 2)) < ranked(plain).index((2, 1))
+    assert torch.equal(plain.ctc_scores, plain.scores)
+    with_lm = fastcrnn.ctc_beam_search_decode(lp, beam_width=8, nbest=4, lm=lm, lm_tokens=LM_TOKENS)
+    assert ranked(with_lm).index((2, 1)) < ranked(with_lm).index((1, 2))
+    zero = fastcrnn.ctc_beam_search_decode(
+        lp, beam_width=8, nbest=4, lm=lm, lm_tokens=LM_TOKENS, lm_weight=0.0
+    )
+    assert ranked(zero) == ranked(plain) and torch.equal(zero.scores, plain.scores)
+    # the flat arrays, converted once, give the same result as the model
+    arrays = fastcrnn.ctc_beam_search_decode(
+        lp, beam_width=8, nbest=4, lm=lm.to_arrays(np.float64), lm_tokens=LM_TOKENS
+    )
+    assert torch.equal(arrays.tokens, with_lm.tokens) and torch.equal(arrays.scores, with_lm.scores)
+
+
+def test_language_model_arguments_are_checked():
+    lm = _char_lm()
+    lp = _log_probs(20, 4, 2, 5)
+    with pytest.raises(ValueError, match="lm_tokens"):
+        fastcrnn.ctc_beam_search_decode(lp, lm=lm, lm_tokens=LM_TOKENS[:3])
+    with pytest.raises(ValueError, match="lm_tokens"):
+        fastcrnn.ctc_beam_search_decode(lp, lm=lm)
+    with pytest.raises(ValueError, match="lm_tokens"):
+        fastcrnn.ctc_beam_search_decode(lp, lm_tokens=LM_TOKENS)
+    with pytest.raises(TypeError, match="lm"):
+        fastcrnn.ctc_beam_search_decode(lp, lm="lm.arpa", lm_tokens=LM_TOKENS)
+    with pytest.raises(TypeError, match="lm_weight"):
+        fastcrnn.ctc_beam_search_decode(lp, lm=lm, lm_tokens=LM_TOKENS, lm_weight="high")

@@ -47,14 +47,24 @@ struct BeamSearchParams {
   bool has_token_min_logp = false;
   double beam_prune_logp = 0;  // used when has_beam_prune_logp
   bool has_beam_prune_logp = false;
+  // Optional language model (fastcrnn.lm.NGramArrays, float64), one LM token per label: a
+  // prefix scores log(p_b + p_nb) + lm_weight * ln(10) * log10 p_LM(prefix) + word_bonus *
+  // length, and the end of the input adds the LM's end of sentence. lm_keys == nullptr: none.
+  const int64_t* lm_keys = nullptr;       // (R,)
+  const double* lm_values = nullptr;      // (R, 2): log10 probability, log10 back-off
+  const int64_t* lm_links = nullptr;      // (R, 2): suffix row, next state
+  const int64_t* lm_token_ids = nullptr;  // (C,): each class's LM token id
+  int64_t lm_rows = 0, lm_vocab_size = 0, lm_begin_state = 0, lm_eos = 0;
+  double lm_weight = 0, word_bonus = 0;
   // Outputs, padded: tokens / frames -1, probs 0, scores -inf where a sample has fewer than
   // nbest hypotheses.
-  int64_t* tokens = nullptr;        // (N, nbest, T)
-  int64_t* lengths = nullptr;       // (N, nbest)
-  double* log_probs_out = nullptr;  // (N, nbest): log p_b + p_nb of the hypothesis
-  int64_t* token_frames = nullptr;  // (N, nbest, T): the frame each token was first appended
-  float* token_probs = nullptr;     // (N, nbest, T): its highest probability from that frame
-                                    // until the next token's (or the input's end)
+  int64_t* tokens = nullptr;            // (N, nbest, T)
+  int64_t* lengths = nullptr;           // (N, nbest)
+  double* log_probs_out = nullptr;      // (N, nbest): the hypothesis' score (ranked by)
+  double* ctc_log_probs_out = nullptr;  // (N, nbest): its CTC log-probability log(p_b + p_nb)
+  int64_t* token_frames = nullptr;      // (N, nbest, T): the frame each token was first appended
+  float* token_probs = nullptr;         // (N, nbest, T): its highest probability from that frame
+                                        // until the next token's (or the input's end)
 };
 
 }  // namespace fastcrnn

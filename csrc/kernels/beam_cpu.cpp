@@ -34,6 +34,8 @@ struct Node {
   int32_t token;
   int32_t frame;  // where the token was first appended
   int32_t length;
+  int64_t lm_state;  // the language model's state after the prefix (0 without a model)
+  double lm_score;   // the prefix's language model term of the score (0 without a model)
 };
 
 struct Hypothesis {
@@ -45,7 +47,10 @@ struct Hypothesis {
 struct Candidate {
   int32_t from;  // index into the current beams
   int32_t token;
-  double p_b, p_nb, total;
+  double p_b, p_nb, total;  // total: log(p_b + p_nb)
+  int64_t lm_state;
+  double lm_score;
+  double rank;  // total + lm_score: what the beam keeps the best of
 };
 
 // Everything one task reuses across its samples.
@@ -59,12 +64,13 @@ struct Store {
   std::vector<std::pair<int32_t, double>> labels;  // this frame's candidate labels, by class
   std::vector<double> log_norm;                    // (T,) each frame's log-sum-exp (logits)
   std::vector<int32_t> prefix_a, prefix_b;
+  std::vector<double> final_scores;
 
   void reset() {
     nodes.clear();
     child.clear();
     beam_of_node.clear();
-    nodes.push_back({-1, -1, -1, 0});
+    nodes.push_back({-1, -1, -1, 0, 0, 0.0});
     beam_of_node.push_back(-1);
     beams.assign(1, {0, 0.0, kNegInf});
   }
@@ -84,6 +90,7 @@ class Searcher {
   void run(int64_t n) {
     const int64_t Tn = p_.input_lengths[n];
     st_.reset();
+    st_.nodes[0].lm_state = p_.lm_begin_state;
     st_.log_norm.assign(p_.T, 0.0);
     for (int64_t t = 0; t < Tn && !st_.beams.empty(); ++t) {
       const double blank_lp = load_frame(n, t);
@@ -171,7 +178,9 @@ class Searcher {
     cand.clear();
     for (size_t i = 0; i < beams.size(); ++i) {
       st_.beam_of_node[beams[i].node] = static_cast<int32_t>(i);
-      cand.push_back({static_cast<int32_t>(i), -1, kNegInf, kNegInf, 0});
+      const Node& node = st_.nodes[beams[i].node];
+      cand.push_back(
+          {static_cast<int32_t>(i), -1, kNegInf, kNegInf, 0, node.lm_state, node.lm_score, 0});
     }
     // each hypothesis' children among the hypotheses, by label: growing a prefix into one of
     // them merges into it (the trie holds one node per prefix, so this is exact)
@@ -197,7 +206,11 @@ class Searcher {
         if (k < kids[i].size() && kids[i][k].first == c) {
           cand[kids[i][k].second].p_nb = log_add(cand[kids[i][k].second].p_nb, value);
         } else {
-          cand.push_back({static_cast<int32_t>(i), c, kNegInf, value, 0});
+          int64_t state = node.lm_state;
+          double lm = node.lm_score;
+          if (p_.lm_keys != nullptr)
+            lm += to_ln_ * lm_advance(state, p_.lm_token_ids[c]) + p_.word_bonus;
+          cand.push_back({static_cast<int32_t>(i), c, kNegInf, value, 0, state, lm, 0});
         }
       }
     }
@@ -209,19 +222,20 @@ class Searcher {
     size_t kept = 0;
     for (Candidate& c : cand) {
       c.total = log_add(c.p_b, c.p_nb);
+      c.rank = c.total + c.lm_score;
       if (c.total > kNegInf) cand[kept++] = c;  // drops impossible (and NaN) hypotheses
     }
     cand.resize(kept);
     const size_t width = std::min<size_t>(cand.size(), static_cast<size_t>(p_.beam_width));
     const auto better = [this](const Candidate& a, const Candidate& b) {
-      if (a.total != b.total) return a.total > b.total;
+      if (a.rank != b.rank) return a.rank > b.rank;
       return prefix_less(a, b);
     };
     std::partial_sort(cand.begin(), cand.begin() + width, cand.end(), better);
     cand.resize(width);
     if (p_.has_beam_prune_logp && !cand.empty()) {
-      const double floor = cand.front().total + p_.beam_prune_logp;
-      while (!cand.empty() && cand.back().total < floor) cand.pop_back();
+      const double floor = cand.front().rank + p_.beam_prune_logp;
+      while (!cand.empty() && cand.back().rank < floor) cand.pop_back();
     }
     auto& next = st_.next;
     next.clear();
@@ -235,7 +249,8 @@ class Searcher {
             st_.child.try_emplace(key(from, c.token), static_cast<int32_t>(st_.nodes.size()));
         node = it->second;
         if (added) {
-          st_.nodes.push_back({from, c.token, t, st_.nodes[from].length + 1});
+          st_.nodes.push_back(
+              {from, c.token, t, st_.nodes[from].length + 1, c.lm_state, c.lm_score});
           st_.beam_of_node.push_back(-1);
         } else {
           st_.nodes[node].frame = t;
@@ -255,6 +270,26 @@ class Searcher {
     return st_.prefix_a < st_.prefix_b;
   }
 
+  // log10 p_LM(token | state) by the back-off rule (fastcrnn.lm.NGramArrays.advance); moves
+  // state on. Runs at most order times: at state 0 every token's unigram is found.
+  double lm_advance(int64_t& state, int64_t token) const {
+    const int64_t* first = p_.lm_keys + 1;
+    const int64_t* last = p_.lm_keys + p_.lm_rows;
+    double acc = 0;
+    for (int64_t s = state;;) {
+      const int64_t want = s * p_.lm_vocab_size + token;
+      const int64_t* it = std::lower_bound(first, last, want);
+      if (it != last && *it == want) {
+        const int64_t row = it - p_.lm_keys;
+        state = p_.lm_links[2 * row + 1];
+        return acc + p_.lm_values[2 * row];
+      }
+      if (s == 0) return -std::numeric_limits<double>::infinity();  // not in the vocabulary
+      acc += p_.lm_values[2 * s + 1];
+      s = p_.lm_links[2 * s];
+    }
+  }
+
   static uint64_t key(int32_t parent, int32_t token) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(parent)) << 32) |
            static_cast<uint32_t>(token);
@@ -271,7 +306,41 @@ class Searcher {
     return std::exp(static_cast<double>(row_of(n, t)[c * p_.stride_c]) - st_.log_norm[t]);
   }
 
+  // The final order: the score with the language model's end of sentence.
+  void rank_final() {
+    auto& beams = st_.beams;
+    auto& final = st_.final_scores;
+    final.resize(beams.size());
+    for (size_t i = 0; i < beams.size(); ++i) {
+      const Node& node = st_.nodes[beams[i].node];
+      double end = 0;
+      if (p_.lm_keys != nullptr) {
+        int64_t state = node.lm_state;
+        end = to_ln_ * lm_advance(state, p_.lm_eos);
+      }
+      final[i] = log_add(beams[i].p_b, beams[i].p_nb) + node.lm_score + end;
+    }
+    if (p_.lm_keys == nullptr) return;  // the beams are ranked already
+    std::vector<size_t> order(beams.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      if (final[a] != final[b]) return final[a] > final[b];
+      st_.prefix(beams[a].node, st_.prefix_a);
+      st_.prefix(beams[b].node, st_.prefix_b);
+      return st_.prefix_a < st_.prefix_b;
+    });
+    std::vector<Hypothesis> sorted;
+    std::vector<double> scores;
+    for (size_t i : order) {
+      sorted.push_back(beams[i]);
+      scores.push_back(final[i]);
+    }
+    beams.swap(sorted);
+    final.swap(scores);
+  }
+
   void write(int64_t n, int64_t Tn) {
+    rank_final();
     const int64_t T = p_.T;
     for (int64_t k = 0; k < p_.nbest; ++k) {
       const int64_t slot = n * p_.nbest + k;
@@ -284,12 +353,14 @@ class Searcher {
       if (k >= static_cast<int64_t>(st_.beams.size())) {
         p_.lengths[slot] = 0;
         p_.log_probs_out[slot] = kNegInf;
+        p_.ctc_log_probs_out[slot] = kNegInf;
         continue;
       }
       const Hypothesis& h = st_.beams[k];
       const int32_t L = st_.nodes[h.node].length;
       p_.lengths[slot] = L;
-      p_.log_probs_out[slot] = log_add(h.p_b, h.p_nb);
+      p_.log_probs_out[slot] = st_.final_scores[k];
+      p_.ctc_log_probs_out[slot] = log_add(h.p_b, h.p_nb);
       for (int32_t node = h.node, i = L - 1; i >= 0; node = st_.nodes[node].parent, --i) {
         tokens[i] = st_.nodes[node].token;
         frames[i] = st_.nodes[node].frame;
@@ -306,6 +377,7 @@ class Searcher {
 
   const BeamSearchParams& p_;
   Store& st_;
+  const double to_ln_ = p_.lm_weight * std::log(10.0);
 };
 
 }  // namespace

@@ -12,7 +12,58 @@
 namespace fastcrnn::ops {
 namespace {
 
-using BeamOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using BeamOutputs =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// The language model's arrays (fastcrnn.lm.NGramArrays), checked and pointed to; kept alive by
+// the caller's tensors for the call.
+void set_language_model(const std::optional<at::Tensor>& keys,
+                        const std::optional<at::Tensor>& values,
+                        const std::optional<at::Tensor>& links,
+                        const std::optional<at::Tensor>& token_ids, int64_t vocab_size,
+                        int64_t begin_state, int64_t eos, double weight, double word_bonus,
+                        BeamSearchParams& p) {
+  if (!keys.has_value()) {
+    TORCH_CHECK_VALUE(!values.has_value() && !links.has_value() && !token_ids.has_value(),
+                      "lm_keys, lm_values, lm_links and lm_token_ids go together");
+    return;
+  }
+  TORCH_CHECK_VALUE(values.has_value() && links.has_value() && token_ids.has_value(),
+                    "lm_keys, lm_values, lm_links and lm_token_ids go together");
+  const int64_t R = keys->numel();
+  TORCH_CHECK_VALUE(R >= 2 && keys->dim() == 1 && keys->scalar_type() == at::kLong &&
+                        keys->is_contiguous() && keys->is_cpu(),
+                    "lm_keys must be a contiguous 1-D int64 CPU tensor of >= 2 rows");
+  TORCH_CHECK_VALUE(values->sizes() == at::IntArrayRef({R, 2}) &&
+                        values->scalar_type() == at::kDouble && values->is_contiguous(),
+                    "lm_values must be a contiguous (R, 2) float64 tensor");
+  TORCH_CHECK_VALUE(links->sizes() == at::IntArrayRef({R, 2}) &&
+                        links->scalar_type() == at::kLong && links->is_contiguous(),
+                    "lm_links must be a contiguous (R, 2) int64 tensor");
+  TORCH_CHECK_VALUE(token_ids->sizes() == at::IntArrayRef({p.C}) &&
+                        token_ids->scalar_type() == at::kLong && token_ids->is_contiguous(),
+                    "lm_token_ids must be a contiguous (C,) int64 tensor");
+  TORCH_CHECK_VALUE(vocab_size >= 1 && vocab_size < R, "lm_vocab_size must be in [1, R)");
+  TORCH_CHECK_VALUE(begin_state >= 0 && begin_state < R, "lm_begin_state out of range");
+  TORCH_CHECK_VALUE(eos >= 0 && eos < vocab_size, "lm_eos out of range");
+  const int64_t* ids = token_ids->data_ptr<int64_t>();
+  for (int64_t c = 0; c < p.C; ++c)
+    TORCH_CHECK_VALUE(ids[c] >= 0 && ids[c] < vocab_size, "lm_token_ids[", c,
+                      "] must be a token id in [0, ", vocab_size, "), got ", ids[c]);
+  // the links must stay inside the table: a corrupt one would send the lookup astray
+  const at::Tensor in_range = links->ge(-1).logical_and(links->lt(R)).all();
+  TORCH_CHECK_VALUE(in_range.item<bool>(), "lm_links must hold rows in [-1, R)");
+  p.lm_keys = keys->data_ptr<int64_t>();
+  p.lm_values = values->data_ptr<double>();
+  p.lm_links = links->data_ptr<int64_t>();
+  p.lm_token_ids = ids;
+  p.lm_rows = R;
+  p.lm_vocab_size = vocab_size;
+  p.lm_begin_state = begin_state;
+  p.lm_eos = eos;
+  p.lm_weight = weight;
+  p.word_bonus = word_bonus;
+}
 
 void check_search_options(int64_t C, int64_t blank, int64_t beam_width, int64_t nbest,
                           int64_t max_tokens, const std::optional<double>& token_min_logp,
@@ -47,22 +98,27 @@ BeamOutputs allocate_and_run(const at::Tensor& input_lengths, BeamSearchParams& 
   at::Tensor tokens = at::empty({p.N, p.nbest, p.T}, opts);
   at::Tensor out_lengths = at::empty({p.N, p.nbest}, opts);
   at::Tensor scores = at::empty({p.N, p.nbest}, opts.dtype(at::kDouble));
+  at::Tensor ctc_scores = at::empty({p.N, p.nbest}, opts.dtype(at::kDouble));
   at::Tensor frames = at::empty({p.N, p.nbest, p.T}, opts);
   at::Tensor probs = at::empty({p.N, p.nbest, p.T}, opts.dtype(at::kFloat));
   p.input_lengths = lengths.data_ptr<int64_t>();
   p.tokens = tokens.data_ptr<int64_t>();
   p.lengths = out_lengths.data_ptr<int64_t>();
   p.log_probs_out = scores.data_ptr<double>();
+  p.ctc_log_probs_out = ctc_scores.data_ptr<double>();
   p.token_frames = frames.data_ptr<int64_t>();
   p.token_probs = probs.data_ptr<float>();
   run_cpu(p);
-  return {tokens, out_lengths, scores, frames, probs};
+  return {tokens, out_lengths, scores, ctc_scores, frames, probs};
 }
 
-BeamOutputs beam_search_cpu_op(const at::Tensor& log_probs, const at::Tensor& input_lengths,
-                               int64_t blank, bool logits, int64_t beam_width, int64_t nbest,
-                               int64_t max_tokens, std::optional<double> token_min_logp,
-                               std::optional<double> beam_prune_logp) {
+BeamOutputs beam_search_cpu_op(
+    const at::Tensor& log_probs, const at::Tensor& input_lengths, int64_t blank, bool logits,
+    int64_t beam_width, int64_t nbest, int64_t max_tokens, std::optional<double> token_min_logp,
+    std::optional<double> beam_prune_logp, std::optional<at::Tensor> lm_keys,
+    std::optional<at::Tensor> lm_values, std::optional<at::Tensor> lm_links,
+    std::optional<at::Tensor> lm_token_ids, int64_t lm_vocab_size, int64_t lm_begin_state,
+    int64_t lm_eos, double lm_weight, double word_bonus) {
   TORCH_CHECK_VALUE(log_probs.dim() == 3, "log_probs must have shape (T, N, C), got ",
                     log_probs.sizes());
   BeamSearchParams p;
@@ -79,16 +135,19 @@ BeamOutputs beam_search_cpu_op(const at::Tensor& log_probs, const at::Tensor& in
   p.stride_n = log_probs.stride(1);
   p.stride_c = log_probs.stride(2);
   p.logits = logits;
+  set_language_model(lm_keys, lm_values, lm_links, lm_token_ids, lm_vocab_size, lm_begin_state,
+                     lm_eos, lm_weight, word_bonus, p);
   return allocate_and_run(input_lengths, p);
 }
 
-BeamOutputs beam_search_candidates_cpu_op(const at::Tensor& candidate_tokens,
-                                          const at::Tensor& candidate_logp,
-                                          const at::Tensor& blank_logp,
-                                          const at::Tensor& input_lengths, int64_t num_classes,
-                                          int64_t blank, int64_t beam_width, int64_t nbest,
-                                          std::optional<double> token_min_logp,
-                                          std::optional<double> beam_prune_logp) {
+BeamOutputs beam_search_candidates_cpu_op(
+    const at::Tensor& candidate_tokens, const at::Tensor& candidate_logp,
+    const at::Tensor& blank_logp, const at::Tensor& input_lengths, int64_t num_classes,
+    int64_t blank, int64_t beam_width, int64_t nbest, std::optional<double> token_min_logp,
+    std::optional<double> beam_prune_logp, std::optional<at::Tensor> lm_keys,
+    std::optional<at::Tensor> lm_values, std::optional<at::Tensor> lm_links,
+    std::optional<at::Tensor> lm_token_ids, int64_t lm_vocab_size, int64_t lm_begin_state,
+    int64_t lm_eos, double lm_weight, double word_bonus) {
   TORCH_CHECK_VALUE(candidate_tokens.dim() == 3, "candidate_tokens must be (T, N, K), got ",
                     candidate_tokens.sizes());
   TORCH_CHECK_TYPE(candidate_tokens.scalar_type() == at::kLong,
@@ -115,6 +174,8 @@ BeamOutputs beam_search_candidates_cpu_op(const at::Tensor& candidate_tokens,
   p.K = candidate_tokens.size(2);
   p.T = T;
   p.N = N;
+  set_language_model(lm_keys, lm_values, lm_links, lm_token_ids, lm_vocab_size, lm_begin_state,
+                     lm_eos, lm_weight, word_bonus, p);
   return allocate_and_run(input_lengths, p);
 }
 

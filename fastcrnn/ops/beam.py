@@ -8,11 +8,13 @@ only those candidates cross to the host, in one copy.
 
 import math
 from numbers import Real
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
+from fastcrnn.lm import NGramArrays, NGramLM
 from fastcrnn.ops._checks import (
     ArgumentValueError,
     LengthsLike,
@@ -29,6 +31,7 @@ def _beam_fake_outputs(T, N, nbest, like):
     return (
         like.new_empty((N, nbest, T), dtype=torch.int64),
         like.new_empty((N, nbest), dtype=torch.int64),
+        like.new_empty((N, nbest), dtype=torch.float64),
         like.new_empty((N, nbest), dtype=torch.float64),
         like.new_empty((N, nbest, T), dtype=torch.int64),
         like.new_empty((N, nbest, T), dtype=torch.float32),
@@ -56,8 +59,9 @@ class BeamSearchDecoding(NamedTuple):
 
     tokens: (N, nbest, T) int64 class indices, padded with -1.
     lengths: (N, nbest) int64.
-    scores: (N, nbest) float64, the hypothesis' total log score (the CTC log-probability: there
-        is no language model term).
+    scores: (N, nbest) float64, the hypothesis' total log score, what it is ranked by: its CTC
+        log-probability, plus with a language model lm_weight * ln(10) * log10 p_LM(text and
+        end of sentence) + word_bonus * length.
     ctc_scores: (N, nbest) float64, its CTC log-probability alone (the sum over every path that
         collapses to it, within the beam).
     token_frames: (N, nbest, T) int64, the frame where each token was appended; -1 padding.
@@ -93,6 +97,10 @@ def ctc_beam_search_decode(
     max_tokens: Optional[int] = None,
     token_min_logp: Optional[float] = None,
     beam_prune_logp: Optional[float] = None,
+    lm: Optional[Union[NGramLM, NGramArrays]] = None,
+    lm_tokens: Optional[Sequence[str]] = None,
+    lm_weight: float = 0.5,
+    word_bonus: float = 0.0,
 ) -> BeamSearchDecoding:
     """CTC prefix beam search: the most probable label sequences (summing over every path that
     collapses to each), batched.
@@ -112,6 +120,14 @@ def ctc_beam_search_decode(
         token_min_logp: per frame, only labels with at least this log-probability; None: all.
         beam_prune_logp: drop hypotheses below the best one's log score + this (<= 0); None:
             keep beam_width.
+        lm: a token-level n-gram language model (:class:`fastcrnn.NGramLM`, e.g. a character
+            model from ``python -m fastcrnn make-lm``, or its ``to_arrays(numpy.float64)``,
+            which saves converting it on every call); each label is one LM token.
+        lm_tokens: with ``lm``, the LM token of each class (C strings; the blank's is ignored;
+            a token the model lacks is its ``<unk>``). For characters, the tokens
+            ``fastcrnn.lm.text_to_tokens`` gives (a space is ``<space>``).
+        lm_weight, word_bonus: the language model's weight, and a score added per label (both
+            only with ``lm``).
 
     Without pruning and with beam_width at least the number of live prefixes, the result is the
     most probable labeling. Labels pruned at a frame count as probability 0 there. Ties are
@@ -129,6 +145,7 @@ def ctc_beam_search_decode(
     max_tokens = 0 if max_tokens is None else positive_int(max_tokens, "max_tokens")
     token_min_logp = _optional_real(token_min_logp, "token_min_logp")
     beam_prune_logp = _optional_real(beam_prune_logp, "beam_prune_logp", at_most_zero=True)
+    lm_args = _language_model_args(lm, lm_tokens, lm_weight, word_bonus, C, blank)
     cpu = torch.device("cpu")
     if isinstance(input_lengths, torch.Tensor) and input_lengths.device != cpu:
         if input_lengths.dtype not in (torch.int32, torch.int64):
@@ -142,7 +159,7 @@ def ctc_beam_search_decode(
     if scores.is_cuda:
         out = _search_cuda(
             scores, lengths, blank, logits, beam_width, nbest, max_tokens, token_min_logp,
-            beam_prune_logp,
+            beam_prune_logp, lm_args,
         )  # fmt: skip
     else:
         if scores.dtype in (torch.float16, torch.bfloat16):
@@ -150,19 +167,69 @@ def ctc_beam_search_decode(
         try:
             out = torch.ops.fastcrnn.ctc_beam_search(
                 scores, lengths, blank, logits, beam_width, nbest, max_tokens, token_min_logp,
-                beam_prune_logp,
+                beam_prune_logp, *lm_args,
             )  # fmt: skip
         except ValueError as error:  # length values: torch raises RuntimeError for those
             raise ArgumentValueError(str(error)) from None
-    tokens, out_lengths, total, frames, probs = out
-    result = BeamSearchDecoding(tokens, out_lengths, total, total, frames, probs)
+    result = BeamSearchDecoding(*out)
     if unbatched:
         return BeamSearchDecoding(*(t[0] for t in result))
     return result
 
 
+def _language_model_args(lm, lm_tokens, lm_weight, word_bonus, C, blank):
+    """The ops' language model arguments: the model's arrays as tensors and each class's token
+    id (or Nones without a model)."""
+    weight = _optional_real(lm_weight, "lm_weight")
+    bonus = _optional_real(word_bonus, "word_bonus")
+    if lm is None:
+        if lm_tokens is not None:
+            raise ValueError("lm_tokens is given without lm")
+        return (None, None, None, None, 0, 0, 0, 0.0, 0.0)
+    if isinstance(lm, NGramLM):
+        arrays = lm.to_arrays(np.float64)
+    elif isinstance(lm, NGramArrays):
+        arrays = lm
+    else:
+        raise TypeError(f"lm must be an NGramLM or NGramArrays, got {type(lm).__name__}")
+    if weight is None or bonus is None:
+        raise TypeError("lm_weight and word_bonus must be floats with a language model")
+    if lm_tokens is None or isinstance(lm_tokens, str) or len(lm_tokens) != C:
+        raise ValueError(f"lm_tokens must be a sequence of {C} token strings, one per class")
+    ids = {token: i for i, token in enumerate(arrays.vocab)}
+    token_ids = torch.tensor(
+        [
+            arrays.unk_id if c == blank else ids.get(t, arrays.unk_id)
+            for c, t in enumerate(lm_tokens)
+        ],
+        dtype=torch.int64,
+    )
+    values = np.stack([arrays.log10_probs, arrays.log10_backoffs], 1).astype(np.float64)
+    links = np.stack([arrays.suffix, arrays.next_state], 1).astype(np.int64)
+    return (
+        torch.from_numpy(np.ascontiguousarray(arrays.keys, dtype=np.int64)),
+        torch.from_numpy(np.ascontiguousarray(values)),
+        torch.from_numpy(np.ascontiguousarray(links)),
+        token_ids,
+        len(arrays.vocab),
+        int(arrays.begin_state),
+        int(arrays.eos_id),
+        weight,
+        bonus,
+    )
+
+
 def _search_cuda(
-    scores, lengths, blank, logits, beam_width, nbest, max_tokens, token_min_logp, beam_prune_logp
+    scores,
+    lengths,
+    blank,
+    logits,
+    beam_width,
+    nbest,
+    max_tokens,
+    token_min_logp,
+    beam_prune_logp,
+    lm_args,
 ):
     """Normalises and prunes on the device, then searches the survivors on the host: one copy
     of (T, N, 2K + 1) float64 values (K candidates' classes and log-probs, and the blank's)."""
@@ -189,6 +256,7 @@ def _search_cuda(
             nbest,
             token_min_logp,
             beam_prune_logp,
+            *lm_args,
         )
     except ValueError as error:
         raise ArgumentValueError(str(error)) from None
