@@ -331,6 +331,51 @@ def test_predict_char_boxes(saved):
         assert boxes == [f"{c}:{x0}-{x1}" for c, (x0, x1) in zip(r.text, spans)]
 
 
+def _digit_lm():
+    import warnings
+
+    from fastcrnn.lm import train_char_lm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small corpus: the fallback discounts
+        return train_char_lm(["0123", "1234", "2345", "3456", "4567", "5678", "6789"], 3)
+
+
+def test_language_model_reads_the_beam_search_with_it(saved, tmp_path):
+    """With lm= the Recognizer reads the best hypothesis of the beam search with that model on
+    the scores; predict --lm reads an ARPA file to the same result."""
+    ck, paths = saved
+    lm = _digit_lm()
+    rec = Recognizer.from_checkpoint(ck, beam_width=6, lm=lm, lm_weight=1.5, word_bonus=0.5)
+    images = [str(x) for x in paths]
+    for path, r in zip(images, rec.recognize(images, batch_size=1)):
+        tensor, background = rec.prepare(path)
+        batch = rec.collate.pad([tensor], [background], [""])
+        with torch.inference_mode():
+            scores = rec.net(batch.images)
+        tokens = [""] + list(ALPHABET)
+        best = fastcrnn.ctc_beam_search_decode(
+            scores,
+            rec.net.output_length(batch.widths),
+            beam_width=6,
+            logits=True,
+            lm=lm,
+            lm_tokens=tokens,
+            lm_weight=1.5,
+            word_bonus=0.5,
+        )
+        n = int(best.lengths[0, 0])
+        assert r.text == rec.converter.decode_tokens(best.tokens[0, 0, :n].tolist())
+    arpa = tmp_path / "digits.arpa"
+    lm.write_arpa(arpa)
+    p = cli(
+        "predict", "--checkpoint", ck, "--beam-width", 6, "--lm", arpa, "--lm-weight", 1.5,
+        "--word-bonus", 0.5, "--no_progress", *paths,
+    )  # fmt: skip
+    want = rec.recognize(images)
+    assert [line.split("\t")[1] for line in p.stdout.strip().splitlines()] == [w.text for w in want]
+
+
 def test_predict_errors(saved, tmp_path):
     ck, paths = saved
     p = cli("predict", "--checkpoint", ck, paths[0], tmp_path / "missing.png", check=False)

@@ -56,7 +56,7 @@ def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_beam_width_arg(p: argparse.ArgumentParser, positive) -> None:
+def add_decoding_args(p: argparse.ArgumentParser, positive) -> None:
     p.add_argument(
         "--beam_width",
         "--beam-width",
@@ -64,6 +64,20 @@ def add_beam_width_arg(p: argparse.ArgumentParser, positive) -> None:
         default=1,
         help="1: greedy decoding (default); wider: CTC prefix beam search with this many "
         "hypotheses per frame",
+    )
+    p.add_argument(
+        "--lm",
+        help="a character n-gram language model (ARPA, e.g. from make-lm) for the beam search",
+    )
+    p.add_argument(
+        "--lm_weight", "--lm-weight", type=float, default=0.5, help="the LM's weight (0.5)"
+    )
+    p.add_argument(
+        "--word_bonus",
+        "--word-bonus",
+        type=float,
+        default=0.0,
+        help="a score added per character with --lm (0)",
     )
 
 
@@ -98,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=10, help="predictions listed before the table")
     p.add_argument("--cuda", action="store_true")
     p.add_argument("--no_progress", action="store_true")
-    add_beam_width_arg(p, positive)
+    add_decoding_args(p, positive)
     add_state_dict_args(p)
     p = sub.add_parser("predict", help="read the text of images")
     add_checkpoint_arg(p)
@@ -118,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print each character's columns in the image, x0-x1 (from the forced "
         "alignment of the text read on the model's scores)",
     )
-    add_beam_width_arg(p, positive)
+    add_decoding_args(p, positive)
     add_state_dict_args(p)
     p = sub.add_parser(
         "export", help="write a checkpoint as an ONNX model (dynamic batch and width)"

@@ -22,6 +22,7 @@ from fastcrnn.ocr.data.collate import AlignCollate
 from fastcrnn.ocr.data.synthetic import SyntheticTextLines
 from fastcrnn.ocr.engine import (
     DEFAULT_ALPHABET,
+    DecodeOptions,
     Trainer,
     blank_prior_bias,
     evaluate,
@@ -350,7 +351,9 @@ def demo_main(args) -> Dict[str, Any]:
     hist["val_steps"].append(hist["step"])
     hist["val_accuracy"].append(m["word_accuracy"])
     hist["val_cer"].append(m["cer"])
-    beam = evaluate(net, test_loader, converter, desc="held-out, beam", beam_width=DEMO_BEAM)
+    beam = evaluate(
+        net, test_loader, converter, desc="held-out, beam", decoding=DecodeOptions(DEMO_BEAM)
+    )
     beam_accuracy = beam["metrics"]["word_accuracy"]
     log(
         f"held-out word accuracy: greedy {100 * m['word_accuracy']:.2f}%, "

@@ -8,17 +8,18 @@ schedules; :func:`evaluate` / :func:`predict_batch` / :func:`decode_batch` read 
 import math
 import random
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 import fastcrnn
+from fastcrnn.lm import NGramArrays, NGramLM, text_to_tokens
 from fastcrnn.ocr.data.collate import Batch
 from fastcrnn.ocr.metrics import recognition_metrics
 from fastcrnn.ocr.model import unwrap
-from fastcrnn.text import LabelConverter
+from fastcrnn.text import Charset, LabelConverter
 
 __all__ = [
     "Trainer",
@@ -26,6 +27,9 @@ __all__ = [
     "DEFAULT_LR",
     "make_scheduler",
     "LR_SCHEDULES",
+    "DecodeOptions",
+    "GREEDY",
+    "decode_options",
     "batch_scores",
     "decode_scores",
     "decode_batch",
@@ -224,16 +228,59 @@ def batch_scores(
     return logits.float(), net.output_length(widths.to(torch.int64)).to(logits.device)
 
 
+class DecodeOptions(NamedTuple):
+    """How CTC scores become text: greedy decoding (beam_width 1, no language model), or CTC
+    prefix beam search of beam_width hypotheses with an optional character language model (lm:
+    a :class:`fastcrnn.lm.NGramArrays` in float64; lm_tokens: its token for each class, see
+    :func:`decode_options`)."""
+
+    beam_width: int = 1
+    lm: Optional[NGramArrays] = None
+    lm_tokens: Optional[Sequence[str]] = None
+    lm_weight: float = 0.5
+    word_bonus: float = 0.0
+
+
+GREEDY = DecodeOptions()
+
+
+def decode_options(
+    charset: Charset,
+    beam_width: int = 1,
+    lm: Optional[Union[NGramLM, NGramArrays]] = None,
+    lm_weight: float = 0.5,
+    word_bonus: float = 0.0,
+) -> DecodeOptions:
+    """The options of a model whose classes are ``charset``'s (class 0 the blank): each
+    character is the LM token fastcrnn.lm.text_to_tokens gives it (a space is ``<space>``).
+    The model is converted to its flat arrays once, here."""
+    if lm is None:
+        return DecodeOptions(beam_width)
+    arrays = lm.to_arrays(np.float64) if isinstance(lm, NGramLM) else lm
+    tokens = [""] + [text_to_tokens(charset.char(k))[0] for k in range(1, len(charset) + 1)]
+    return DecodeOptions(beam_width, arrays, tokens, lm_weight, word_bonus)
+
+
 def decode_scores(
-    scores: torch.Tensor, lengths: torch.Tensor, beam_width: int = 1
+    scores: torch.Tensor, lengths: torch.Tensor, decoding: DecodeOptions = GREEDY
 ) -> fastcrnn.GreedyDecoding:
     """The CTC decoding of scores (T, N, C) (logits or log-probabilities) over each sequence's
-    first lengths[n] frames. beam_width 1 decodes greedily (on the scores' device); a wider beam
-    runs fastcrnn.ctc_beam_search_decode and gives its best hypothesis in the same form (CPU)."""
+    first lengths[n] frames. Greedy decoding runs on the scores' device; a beam search (a width
+    above 1, or a language model) runs fastcrnn.ctc_beam_search_decode and gives its best
+    hypothesis in the same form (CPU)."""
     # softmax(log_softmax(x)) == softmax(x): logits=True also reads a log_probs model right
-    if beam_width == 1:
+    if decoding.beam_width == 1 and decoding.lm is None:
         return fastcrnn.ctc_greedy_decode(scores, lengths, logits=True)
-    best = fastcrnn.ctc_beam_search_decode(scores, lengths, beam_width=beam_width, logits=True)
+    best = fastcrnn.ctc_beam_search_decode(
+        scores,
+        lengths,
+        beam_width=decoding.beam_width,
+        logits=True,
+        lm=decoding.lm,
+        lm_tokens=decoding.lm_tokens,
+        lm_weight=decoding.lm_weight,
+        word_bonus=decoding.word_bonus,
+    )
     return fastcrnn.GreedyDecoding(
         best.tokens[:, 0], best.lengths[:, 0], best.token_probs[:, 0], best.token_frames[:, 0]
     )
@@ -244,12 +291,12 @@ def decode_batch(
     images: torch.Tensor,
     widths: torch.Tensor,
     amp: bool = False,
-    beam_width: int = 1,
+    decoding: DecodeOptions = GREEDY,
 ) -> fastcrnn.GreedyDecoding:
     """The CTC decoding of a padded batch: images (N, 1, H, W) float32, widths (N,) int64 (each
     image's width before padding); see :func:`batch_scores` and :func:`decode_scores`."""
     scores, lengths = batch_scores(net, images, widths, amp)
-    return decode_scores(scores, lengths, beam_width)
+    return decode_scores(scores, lengths, decoding)
 
 
 @torch.no_grad()
@@ -259,11 +306,10 @@ def predict_batch(
     widths: torch.Tensor,
     converter: LabelConverter,
     amp: bool = False,
-    beam_width: int = 1,
+    decoding: DecodeOptions = GREEDY,
 ) -> List[Tuple[str, float]]:
     """(text, confidence) per image of a padded batch; frames beyond each width are ignored."""
-    decoding = decode_batch(net, images, widths, amp, beam_width)
-    return converter.decode(decoding, with_confidence=True)
+    return converter.decode(decode_batch(net, images, widths, amp, decoding), with_confidence=True)
 
 
 def evaluate(
@@ -273,14 +319,14 @@ def evaluate(
     amp: bool = False,
     progress: bool = False,
     desc: str = "eval",
-    beam_width: int = 1,
+    decoding: DecodeOptions = GREEDY,
 ) -> Dict[str, Any]:
     """Runs the model (in eval mode) over a loader of :class:`Batch`.
 
     Returns ``metrics`` (see :func:`recognition_metrics`) plus ``predictions``,
     ``confidences`` and ``references`` (case-folded when the charset is case-insensitive).
-    ``progress`` shows a progress bar, only when the output is a terminal. ``beam_width`` > 1
-    decodes with CTC prefix beam search."""
+    ``progress`` shows a progress bar, only when the output is a terminal. ``decoding``: greedy,
+    or beam search (see :class:`DecodeOptions`)."""
     from fastcrnn.ocr.progress import interactive
 
     was_training = net.training
@@ -294,7 +340,7 @@ def evaluate(
     try:
         for batch in iterator:
             for (text, conf), ref in zip(
-                predict_batch(net, batch.images, batch.widths, converter, amp, beam_width),
+                predict_batch(net, batch.images, batch.widths, converter, amp, decoding),
                 batch.texts,
             ):
                 preds.append(text)

@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
+from fastcrnn.lm import NGramLM
 from fastcrnn.ocr.recognizer import Recognizer
 
 __all__ = [
@@ -34,6 +35,9 @@ def _recognizer(args) -> Recognizer:
         "cuda" if args.cuda else "cpu",
         batch_size=args.batchSize,
         beam_width=args.beam_width,
+        lm=NGramLM.from_arpa(args.lm) if args.lm else None,
+        lm_weight=args.lm_weight,
+        word_bonus=args.word_bonus,
         **state_dict_flags(args),
     )
 
@@ -66,7 +70,7 @@ def eval_main(args) -> Dict[str, Any]:
         loader,
         rec.converter,
         progress=not args.no_progress,
-        beam_width=rec.beam_width,
+        decoding=rec.decoding,
     )
     m = res["metrics"]
     shown = 0

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 import fastcrnn
 from fastcrnn.ocr.checkpoint import CheckpointError
 from fastcrnn.ocr.data.collate import AlignCollate
-from fastcrnn.ocr.engine import batch_scores, decode_scores
+from fastcrnn.ocr.engine import batch_scores, decode_options, decode_scores
 from fastcrnn.ocr.model import build_model
 from fastcrnn.text import Charset, LabelConverter
 
@@ -145,6 +145,9 @@ class Recognizer:
             ``min_width`` / ``max_width``): the preprocessing.
         beam_width: 1, greedy decoding; wider, CTC prefix beam search
             (:func:`fastcrnn.ctc_beam_search_decode`), reporting its best hypothesis.
+        lm: an optional character language model (:class:`fastcrnn.NGramLM`, e.g.
+            ``NGramLM.from_arpa(path)``) for the beam search, each character one LM token;
+            converted once, here. lm_weight, word_bonus: its weight and a score per character.
         batch_size: how many images :meth:`recognize` runs at once (default 32).
 
     Use :meth:`from_checkpoint` to build one from a file.
@@ -157,10 +160,16 @@ class Recognizer:
         config: Dict[str, Any],
         beam_width: int = 1,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        lm=None,
+        lm_weight: float = 0.5,
+        word_bonus: float = 0.0,
     ):
         if not isinstance(converter, LabelConverter):
             raise TypeError(f"converter must be a LabelConverter, got {type(converter).__name__}")
         self.beam_width = _check_beam_width(beam_width)
+        self.decoding = decode_options(
+            converter.charset, self.beam_width, lm, lm_weight, word_bonus
+        )
         self.batch_size = _check_batch_size(batch_size)
         self.net = net.eval()
         self.converter = converter
@@ -190,6 +199,9 @@ class Recognizer:
         nc: Optional[int] = None,
         nh: Optional[int] = None,
         leaky_relu: Optional[bool] = None,
+        lm=None,
+        lm_weight: float = 0.5,
+        word_bonus: float = 0.0,
     ) -> "Recognizer":
         """A Recognizer from a checkpoint written by train / demo / finetune, or from a bare
         crnn.pytorch state dict (e.g. its published ``crnn.pth``), as ``python -m fastcrnn
@@ -198,7 +210,8 @@ class Recognizer:
         Args:
             path: the checkpoint file (str or os.PathLike).
             device: where the model runs ("cpu", "cuda", a torch.device).
-            beam_width: 1 (greedy) or wider (beam search); see the class.
+            beam_width: 1 (greedy) or wider (beam search); lm, lm_weight, word_bonus: a
+                language model for it; see the class.
             batch_size: images per batch in :meth:`recognize`.
             backend: the LSTM backend, "fused" (default) or "torch".
             alphabet, ignore_case, imgH, imgW, keep_ratio, nc, nh, leaky_relu: the state-dict
@@ -246,6 +259,9 @@ class Recognizer:
             ck["config"],
             beam_width=beam_width,
             batch_size=batch_size,
+            lm=lm,
+            lm_weight=lm_weight,
+            word_bonus=word_bonus,
         )
 
     @property
@@ -320,7 +336,7 @@ class Recognizer:
     def _read_batch(self, images: torch.Tensor, widths: torch.Tensor) -> List[Recognition]:
         """images (N, 1, imgH, W) float32, padded; widths (N,) int64 before padding."""
         scores, frames = batch_scores(self.net, images, widths)
-        dec = decode_scores(scores, frames, self.beam_width)
+        dec = decode_scores(scores, frames, self.decoding)
         texts = self.converter.decode(dec, with_confidence=True)
         # each character's frames: the best path that spells the text read (the decoded tokens,
         # padding replaced by any label: only the first lengths[n] count)
