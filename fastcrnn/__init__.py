@@ -8,6 +8,7 @@ The modules are ``fastcrnn.ops`` (the ops), ``fastcrnn.nn`` (networks), ``fastcr
 from fastcrnn import functional, nn, reference
 from fastcrnn._ext import build_info
 from fastcrnn.export import export_onnx
+from fastcrnn.lexicon import Lexicon, LexiconDecoding, lexicon_decode
 from fastcrnn.lm import NGramLM
 from fastcrnn.memory import cpu_cache_info, empty_cpu_cache, set_cpu_cache_limit
 from fastcrnn.ops.align import CtcAlignment, ctc_forced_align
@@ -18,6 +19,9 @@ from fastcrnn.ops.lstm import lstm_cell, lstm_layer
 from fastcrnn.version import __version__
 
 __all__ = [
+    "Lexicon",
+    "LexiconDecoding",
+    "lexicon_decode",
     "NGramLM",
     "BeamSearchDecoding",
     "ctc_beam_search_decode",
