@@ -126,6 +126,23 @@ def test_eval_json_matches_predictions(lmdbs, trained, beam_width):
         assert result[k] == pytest.approx(m[k])
 
 
+def test_eval_with_a_lexicon_reads_lexicon_words(lmdbs, trained, tmp_path):
+    from fastcrnn.ocr.data import LmdbDataset
+
+    val = LmdbDataset(lmdbs / "val")
+    words = sorted({val.label(i) for i in range(len(val))})
+    lexicon = tmp_path / "words.txt"
+    lexicon.write_text("\n".join(words) + "\n")
+    p = cli(
+        "eval", "--checkpoint", trained / "last.pth", "--valRoot", lmdbs / "val", "--show", 12,
+        "--no_progress", "--lexicon", lexicon, "--max_edit_distance", 20,
+    )  # fmt: skip
+    out = p.stdout.strip().splitlines()
+    assert json.loads(out[-1])["num_samples"] == 12
+    # a distance beyond every word: each prediction is a lexicon word
+    assert all(row[:28].strip() in words for row in out[1:13])
+
+
 def test_predict(lmdbs, trained):
     from fastcrnn.ocr.evaluate import load_recognizer
 

@@ -376,6 +376,34 @@ def test_language_model_reads_the_beam_search_with_it(saved, tmp_path):
     assert [line.split("\t")[1] for line in p.stdout.strip().splitlines()] == [w.text for w in want]
 
 
+def test_lexicon_replaces_each_reading_by_its_most_probable_near_word(saved, tmp_path):
+    ck, paths = saved
+    images = [str(x) for x in paths]
+    plain = Recognizer.from_checkpoint(ck).recognize(images, batch_size=1)
+    words = ["0123", "98765", "42"] + [r.text for r in plain[:2]]
+    rec = Recognizer.from_checkpoint(ck, lexicon_words=words, max_edit_distance=2)
+    got = rec.recognize(images, batch_size=1)
+    for path, reading, r in zip(images, plain, got):
+        tensor, background = rec.prepare(path)
+        batch = rec.collate.pad([tensor], [background], [""])
+        with torch.inference_mode():
+            lp = rec.net(batch.images).log_softmax(-1)
+        want = fastcrnn.lexicon_decode(lp, rec.lexicon, rec.net.output_length(batch.widths), 2)
+        assert r.text == (want.words[0] if int(want.indices[0]) >= 0 else reading.text)
+        assert r.confidence == pytest.approx(math.prod(r.char_probs), rel=1e-9)
+        assert len(r.char_spans) == len(r.text) == len(r.char_probs)
+    assert got[0].text == plain[0].text and got[1].text == plain[1].text  # in the lexicon
+    lexicon = tmp_path / "words.txt"
+    lexicon.write_text("\n".join(words) + "\n")
+    p = cli(
+        "predict", "--checkpoint", ck, "--lexicon", lexicon, "--max_edit_distance", 2,
+        "--batchSize", 1, *paths,
+    )  # fmt: skip
+    assert [line.split("\t")[1] for line in p.stdout.strip().splitlines()] == [r.text for r in got]
+    with pytest.raises(ValueError, match="charset"):
+        Recognizer(rec.net, rec.converter, rec.config, lexicon=fastcrnn.Lexicon(["ab"], "ab"))
+
+
 def test_predict_errors(saved, tmp_path):
     ck, paths = saved
     p = cli("predict", "--checkpoint", ck, paths[0], tmp_path / "missing.png", check=False)

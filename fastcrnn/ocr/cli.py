@@ -79,6 +79,18 @@ def add_decoding_args(p: argparse.ArgumentParser, positive) -> None:
         default=0.0,
         help="a score added per character with --lm (0)",
     )
+    p.add_argument(
+        "--lexicon",
+        help="a word list (one per line): each reading becomes the most probable word within "
+        "--max_edit_distance edits of it, when there is one",
+    )
+    p.add_argument(
+        "--max_edit_distance",
+        "--max-edit-distance",
+        type=int,
+        default=3,
+        help="the lexicon candidates' edit distance from the reading (3)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

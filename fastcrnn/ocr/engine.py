@@ -8,7 +8,7 @@ schedules; :func:`evaluate` / :func:`predict_batch` / :func:`decode_batch` read 
 import math
 import random
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -320,13 +320,15 @@ def evaluate(
     progress: bool = False,
     desc: str = "eval",
     decoding: DecodeOptions = GREEDY,
+    reader: Optional[Callable[[torch.Tensor, torch.Tensor], List[Tuple[str, float]]]] = None,
 ) -> Dict[str, Any]:
     """Runs the model (in eval mode) over a loader of :class:`Batch`.
 
     Returns ``metrics`` (see :func:`recognition_metrics`) plus ``predictions``,
     ``confidences`` and ``references`` (case-folded when the charset is case-insensitive).
     ``progress`` shows a progress bar, only when the output is a terminal. ``decoding``: greedy,
-    or beam search (see :class:`DecodeOptions`)."""
+    or beam search (see :class:`DecodeOptions`); ``reader(images, widths)``, when given, reads
+    each batch instead ((text, confidence) per image, e.g. a Recognizer with a lexicon)."""
     from fastcrnn.ocr.progress import interactive
 
     was_training = net.training
@@ -340,7 +342,9 @@ def evaluate(
     try:
         for batch in iterator:
             for (text, conf), ref in zip(
-                predict_batch(net, batch.images, batch.widths, converter, amp, decoding),
+                reader(batch.images, batch.widths)
+                if reader is not None
+                else predict_batch(net, batch.images, batch.widths, converter, amp, decoding),
                 batch.texts,
             ):
                 preds.append(text)

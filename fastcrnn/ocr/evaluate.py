@@ -26,6 +26,22 @@ def load_recognizer(path: str, device="cpu", backend=None, **state_dict_flags) -
     return Recognizer.from_checkpoint(path, device, backend=backend, **state_dict_flags)
 
 
+def _lexicon_words(path: str) -> List[str]:
+    """The words of a lexicon file: one per line, blank lines skipped."""
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def _lexicon_reader(rec: Recognizer):
+    """(text, confidence) per image of a padded batch, read by the Recognizer (its lexicon)."""
+
+    def read(images, widths):
+        with torch.inference_mode():
+            return [(r.text, r.confidence) for r in rec.read_batch(images, widths)]
+
+    return read
+
+
 def _recognizer(args) -> Recognizer:
     """The recognizer of ``--checkpoint`` with the state-dict flags of ``args``."""
     from fastcrnn.ocr.crnn_pytorch import state_dict_flags
@@ -38,6 +54,8 @@ def _recognizer(args) -> Recognizer:
         lm=NGramLM.from_arpa(args.lm) if args.lm else None,
         lm_weight=args.lm_weight,
         word_bonus=args.word_bonus,
+        lexicon_words=_lexicon_words(args.lexicon) if args.lexicon else None,
+        max_edit_distance=args.max_edit_distance,
         **state_dict_flags(args),
     )
 
@@ -71,6 +89,7 @@ def eval_main(args) -> Dict[str, Any]:
         rec.converter,
         progress=not args.no_progress,
         decoding=rec.decoding,
+        reader=_lexicon_reader(rec) if rec.lexicon is not None else None,
     )
     m = res["metrics"]
     shown = 0

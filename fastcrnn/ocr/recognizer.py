@@ -29,6 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 import fastcrnn
+from fastcrnn.lexicon import Lexicon, lexicon_decode
 from fastcrnn.ocr.checkpoint import CheckpointError
 from fastcrnn.ocr.data.collate import AlignCollate
 from fastcrnn.ocr.engine import batch_scores, decode_options, decode_scores
@@ -148,6 +149,10 @@ class Recognizer:
         lm: an optional character language model (:class:`fastcrnn.NGramLM`, e.g.
             ``NGramLM.from_arpa(path)``) for the beam search, each character one LM token;
             converted once, here. lm_weight, word_bonus: its weight and a score per character.
+        lexicon, max_edit_distance: a :class:`fastcrnn.Lexicon` of the model's charset: each
+            reading is replaced by the most probable lexicon word within max_edit_distance edits
+            of it (:func:`fastcrnn.lexicon_decode`), when there is one; its characters'
+            probabilities are their highest over the frames the forced alignment gives them.
         batch_size: how many images :meth:`recognize` runs at once (default 32).
 
     Use :meth:`from_checkpoint` to build one from a file.
@@ -163,6 +168,8 @@ class Recognizer:
         lm=None,
         lm_weight: float = 0.5,
         word_bonus: float = 0.0,
+        lexicon: Optional[Lexicon] = None,
+        max_edit_distance: int = 3,
     ):
         if not isinstance(converter, LabelConverter):
             raise TypeError(f"converter must be a LabelConverter, got {type(converter).__name__}")
@@ -171,6 +178,12 @@ class Recognizer:
             converter.charset, self.beam_width, lm, lm_weight, word_bonus
         )
         self.batch_size = _check_batch_size(batch_size)
+        if lexicon is not None and not isinstance(lexicon, Lexicon):
+            raise TypeError(f"lexicon must be a fastcrnn.Lexicon, got {type(lexicon).__name__}")
+        if lexicon is not None and lexicon.charset != converter.charset:
+            raise ValueError("lexicon must be built on the model's charset")
+        self.lexicon = lexicon
+        self.max_edit_distance = max_edit_distance
         self.net = net.eval()
         self.converter = converter
         self.config = config
@@ -202,6 +215,8 @@ class Recognizer:
         lm=None,
         lm_weight: float = 0.5,
         word_bonus: float = 0.0,
+        lexicon_words: Optional[Sequence[str]] = None,
+        max_edit_distance: int = 3,
     ) -> "Recognizer":
         """A Recognizer from a checkpoint written by train / demo / finetune, or from a bare
         crnn.pytorch state dict (e.g. its published ``crnn.pth``), as ``python -m fastcrnn
@@ -211,7 +226,8 @@ class Recognizer:
             path: the checkpoint file (str or os.PathLike).
             device: where the model runs ("cpu", "cuda", a torch.device).
             beam_width: 1 (greedy) or wider (beam search); lm, lm_weight, word_bonus: a
-                language model for it; see the class.
+                language model for it; lexicon_words, max_edit_distance: the words of a
+                lexicon (built on the checkpoint's charset); see the class.
             batch_size: images per batch in :meth:`recognize`.
             backend: the LSTM backend, "fused" (default) or "torch".
             alphabet, ignore_case, imgH, imgW, keep_ratio, nc, nh, leaky_relu: the state-dict
@@ -262,6 +278,8 @@ class Recognizer:
             lm=lm,
             lm_weight=lm_weight,
             word_bonus=word_bonus,
+            lexicon=None if lexicon_words is None else Lexicon(lexicon_words, charset),
+            max_edit_distance=max_edit_distance,
         )
 
     @property
@@ -329,33 +347,62 @@ class Recognizer:
                 batch = self.collate.pad(
                     [prepared[i][0] for i in idx], [prepared[i][1] for i in idx], [""] * len(idx)
                 )
-                for i, rec in zip(idx, self._read_batch(batch.images, batch.widths)):
+                for i, rec in zip(idx, self.read_batch(batch.images, batch.widths)):
                     results[i] = rec
         return [r for r in results if r is not None]
 
-    def _read_batch(self, images: torch.Tensor, widths: torch.Tensor) -> List[Recognition]:
-        """images (N, 1, imgH, W) float32, padded; widths (N,) int64 before padding."""
+    def read_batch(self, images: torch.Tensor, widths: torch.Tensor) -> List[Recognition]:
+        """Reads a prepared, padded batch: images (N, 1, imgH, W) float32 (as the collate pads
+        them), widths (N,) int64 before padding. Call under torch.inference_mode."""
         scores, frames = batch_scores(self.net, images, widths)
+        log_probs = scores.log_softmax(-1)
         dec = decode_scores(scores, frames, self.decoding)
-        texts = self.converter.decode(dec, with_confidence=True)
-        # each character's frames: the best path that spells the text read (the decoded tokens,
-        # padding replaced by any label: only the first lengths[n] count)
-        tokens = dec.tokens.to(scores.device)
-        lengths = dec.lengths.to(scores.device)
+        tokens, lengths = dec.tokens.cpu(), dec.lengths.cpu()
+        probs, starts = dec.token_probs.cpu(), dec.token_frames.cpu()
+        from_lexicon = []
+        if self.lexicon is not None:
+            # the lexicon word near each reading replaces it, where there is one
+            words = lexicon_decode(log_probs, self.lexicon, frames, self.max_edit_distance)
+            tokens, lengths = tokens.clone(), lengths.clone()
+            for row, index in enumerate(words.indices.tolist()):
+                if index >= 0:
+                    spelled = self.lexicon.classes[index]
+                    tokens[row] = -1
+                    tokens[row, : len(spelled)] = torch.tensor(spelled, dtype=torch.int64)
+                    lengths[row] = len(spelled)
+                    from_lexicon.append(row)
+        # each character's frames: the best path that spells the text read (the tokens, padding
+        # replaced by any label: only the first lengths[n] count)
         align = fastcrnn.ctc_forced_align(
-            scores.log_softmax(-1), tokens.clamp(min=1), frames, lengths, validate=False
+            log_probs, tokens.clamp(min=1), frames, lengths, validate=False
         )
-        spans = torch.stack([align.token_starts, align.token_ends], -1).cpu().tolist()
+        spans = torch.stack([align.token_starts, align.token_ends], -1).cpu()
+        if from_lexicon:
+            # a lexicon word's characters: their highest probability over their aligned frames
+            probs, starts = torch.zeros_like(probs), starts.clone()
+            lp = log_probs.cpu()
+            for row in from_lexicon:
+                for k in range(int(lengths[row])):
+                    a, b = spans[row, k].tolist()
+                    probs[row, k] = lp[a:b, row, tokens[row, k]].exp().max()
+                    starts[row, k] = a
+        texts = self.converter.decode(
+            fastcrnn.GreedyDecoding(tokens, lengths, probs, starts), with_confidence=True
+        )
         frames_list = frames.tolist()
-        counts = dec.lengths.cpu().tolist()
-        probs = dec.token_probs.cpu().tolist()
-        starts = dec.token_frames.cpu().tolist()
+        counts, span_list = lengths.tolist(), spans.tolist()
+        probs_list, starts_list = probs.tolist(), starts.tolist()
         out = []
         for row, ((text, conf), n) in enumerate(zip(texts, counts)):
-            char_spans = [(a, b) for a, b in spans[row][:n]]
+            char_spans = [(a, b) for a, b in span_list[row][:n]]
             out.append(
                 Recognition(
-                    text, conf, probs[row][:n], starts[row][:n], frames_list[row], char_spans
+                    text,
+                    conf,
+                    probs_list[row][:n],
+                    starts_list[row][:n],
+                    frames_list[row],
+                    char_spans,
                 )
             )
         return out
