@@ -12,6 +12,7 @@ from helpers import assert_close
 
 import fastcrnn
 from fastcrnn import reference
+from fastcrnn.ops.beam import pack_language_model
 
 
 def _log_probs(seed, T, N, C, peaky=0.0, dtype=torch.float64):
@@ -300,6 +301,10 @@ def test_language_model_decides_between_acoustic_ties():
         lp, beam_width=8, nbest=4, lm=lm.to_arrays(np.float64), lm_tokens=LM_TOKENS
     )
     assert torch.equal(arrays.tokens, with_lm.tokens) and torch.equal(arrays.scores, with_lm.scores)
+    packed = fastcrnn.ctc_beam_search_decode(
+        lp, beam_width=8, nbest=4, lm=pack_language_model(lm), lm_tokens=LM_TOKENS
+    )
+    assert torch.equal(packed.tokens, with_lm.tokens) and torch.equal(packed.scores, with_lm.scores)
 
 
 def test_language_model_arguments_are_checked():

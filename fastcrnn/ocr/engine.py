@@ -19,6 +19,7 @@ from fastcrnn.lm import NGramArrays, NGramLM, text_to_tokens
 from fastcrnn.ocr.data.collate import Batch
 from fastcrnn.ocr.metrics import recognition_metrics
 from fastcrnn.ocr.model import unwrap
+from fastcrnn.ops.beam import BeamLanguageModel, pack_language_model
 from fastcrnn.text import Charset, LabelConverter
 
 __all__ = [
@@ -231,11 +232,11 @@ def batch_scores(
 class DecodeOptions(NamedTuple):
     """How CTC scores become text: greedy decoding (beam_width 1, no language model), or CTC
     prefix beam search of beam_width hypotheses with an optional character language model (lm:
-    a :class:`fastcrnn.lm.NGramArrays` in float64; lm_tokens: its token for each class, see
+    a :class:`fastcrnn.ops.beam.BeamLanguageModel`; lm_tokens: its token for each class, see
     :func:`decode_options`)."""
 
     beam_width: int = 1
-    lm: Optional[NGramArrays] = None
+    lm: Optional[BeamLanguageModel] = None
     lm_tokens: Optional[Sequence[str]] = None
     lm_weight: float = 0.5
     word_bonus: float = 0.0
@@ -253,12 +254,12 @@ def decode_options(
 ) -> DecodeOptions:
     """The options of a model whose classes are ``charset``'s (class 0 the blank): each
     character is the LM token fastcrnn.lm.text_to_tokens gives it (a space is ``<space>``).
-    The model is converted to its flat arrays once, here."""
+    The model is packed for the search once, here."""
     if lm is None:
         return DecodeOptions(beam_width)
-    arrays = lm.to_arrays(np.float64) if isinstance(lm, NGramLM) else lm
+    packed = pack_language_model(lm)
     tokens = [""] + [text_to_tokens(charset.char(k))[0] for k in range(1, len(charset) + 1)]
-    return DecodeOptions(beam_width, arrays, tokens, lm_weight, word_bonus)
+    return DecodeOptions(beam_width, packed, tokens, lm_weight, word_bonus)
 
 
 def decode_scores(

@@ -34,6 +34,7 @@ from fastcrnn.ocr.checkpoint import CheckpointError
 from fastcrnn.ocr.data.collate import AlignCollate
 from fastcrnn.ocr.engine import batch_scores, decode_options, decode_scores
 from fastcrnn.ocr.model import build_model
+from fastcrnn.ops._checks import positive_int
 from fastcrnn.text import Charset, LabelConverter
 
 __all__ = ["Recognition", "Recognizer", "load_image", "DEFAULT_BATCH_SIZE"]
@@ -118,22 +119,6 @@ def _array_to_image(arr: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(data))
 
 
-def _check_beam_width(beam_width) -> int:
-    if isinstance(beam_width, bool) or not isinstance(beam_width, int):
-        raise TypeError(f"beam_width must be an int, got {type(beam_width).__name__}")
-    if beam_width < 1:
-        raise ValueError(f"beam_width must be >= 1, got {beam_width}")
-    return beam_width
-
-
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return batch_size
-
-
 class Recognizer:
     """A trained CTC model with its charset and preprocessing, ready to read images.
 
@@ -173,17 +158,17 @@ class Recognizer:
     ):
         if not isinstance(converter, LabelConverter):
             raise TypeError(f"converter must be a LabelConverter, got {type(converter).__name__}")
-        self.beam_width = _check_beam_width(beam_width)
+        self.beam_width = positive_int(beam_width, "beam_width")
         self.decoding = decode_options(
             converter.charset, self.beam_width, lm, lm_weight, word_bonus
         )
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = positive_int(batch_size, "batch_size")
         if lexicon is not None and not isinstance(lexicon, Lexicon):
             raise TypeError(f"lexicon must be a fastcrnn.Lexicon, got {type(lexicon).__name__}")
         if lexicon is not None and lexicon.charset != converter.charset:
             raise ValueError("lexicon must be built on the model's charset")
         self.lexicon = lexicon
-        self.max_edit_distance = max_edit_distance
+        self.max_edit_distance = positive_int(max_edit_distance, "max_edit_distance", 0)
         self.net = net.eval()
         self.converter = converter
         self.config = config
@@ -239,8 +224,8 @@ class Recognizer:
         it, ValueError naming the flag that contradicts it."""
         from fastcrnn.ocr.crnn_pytorch import load_model_checkpoint
 
-        _check_beam_width(beam_width)
-        _check_batch_size(batch_size)
+        positive_int(beam_width, "beam_width")
+        positive_int(batch_size, "batch_size")
         path = os.fspath(path)
         ck = load_model_checkpoint(
             path,
@@ -335,7 +320,9 @@ class Recognizer:
             )
         if not isinstance(images, (list, tuple)):
             raise TypeError(f"images must be a list or tuple, got {type(images).__name__}")
-        batch_size = self.batch_size if batch_size is None else _check_batch_size(batch_size)
+        batch_size = (
+            self.batch_size if batch_size is None else positive_int(batch_size, "batch_size")
+        )
         prepared = [self.prepare(img, f"images[{i}]") for i, img in enumerate(images)]
         # sorted by width (stable: equal widths keep their order), so a batch pads little
         order = sorted(range(len(prepared)), key=lambda i: prepared[i][0].shape[-1])

@@ -8,7 +8,7 @@ only those candidates cross to the host, in one copy.
 
 import math
 from numbers import Real
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -24,7 +24,12 @@ from fastcrnn.ops._checks import (
     positive_int,
 )
 
-__all__ = ["BeamSearchDecoding", "ctc_beam_search_decode"]
+__all__ = [
+    "BeamLanguageModel",
+    "BeamSearchDecoding",
+    "ctc_beam_search_decode",
+    "pack_language_model",
+]
 
 
 def _beam_fake_outputs(T, N, nbest, like):
@@ -97,7 +102,7 @@ def ctc_beam_search_decode(
     max_tokens: Optional[int] = None,
     token_min_logp: Optional[float] = None,
     beam_prune_logp: Optional[float] = None,
-    lm: Optional[Union[NGramLM, NGramArrays]] = None,
+    lm: Optional[Union[NGramLM, NGramArrays, "BeamLanguageModel"]] = None,
     lm_tokens: Optional[Sequence[str]] = None,
     lm_weight: float = 0.5,
     word_bonus: float = 0.0,
@@ -121,8 +126,9 @@ def ctc_beam_search_decode(
         beam_prune_logp: drop hypotheses below the best one's log score + this (<= 0); None:
             keep beam_width.
         lm: a token-level n-gram language model (:class:`fastcrnn.NGramLM`, e.g. a character
-            model from ``python -m fastcrnn make-lm``, or its ``to_arrays(numpy.float64)``,
-            which saves converting it on every call); each label is one LM token.
+            model from ``python -m fastcrnn make-lm``, its ``to_arrays(numpy.float64)``, or
+            :func:`pack_language_model` of either, which saves converting it on every call);
+            each label is one LM token.
         lm_tokens: with ``lm``, the LM token of each class (C strings; the blank's is ignored;
             a token the model lacks is its ``<unk>``). For characters, the tokens
             ``fastcrnn.lm.text_to_tokens`` gives (a space is ``<space>``).
@@ -177,43 +183,73 @@ def ctc_beam_search_decode(
     return result
 
 
+class BeamLanguageModel(NamedTuple):
+    """A language model packed for the search (:func:`pack_language_model`): the flat tables of
+    its :class:`fastcrnn.lm.NGramArrays` as the op takes them. Pack once and pass it as ``lm=``
+    to decode many batches without repacking the tables on every call.
+
+    keys: (R,) int64; values: (R, 2) float64 (log10 probability, log10 back-off); links:
+    (R, 2) int64 (suffix row, next state); token_ids: each vocabulary token's id.
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    links: torch.Tensor
+    token_ids: Dict[str, int]
+    unk_id: int
+    begin_state: int
+    eos_id: int
+
+
+def pack_language_model(lm: Union[NGramLM, NGramArrays]) -> BeamLanguageModel:
+    """The model's tables in the op's layout (an NGramLM is flattened with
+    ``to_arrays(numpy.float64)`` first)."""
+    if isinstance(lm, NGramLM):
+        lm = lm.to_arrays(np.float64)
+    if not isinstance(lm, NGramArrays):
+        raise TypeError(
+            f"lm must be an NGramLM, NGramArrays or BeamLanguageModel, got {type(lm).__name__}"
+        )
+    values = np.stack([lm.log10_probs, lm.log10_backoffs], 1).astype(np.float64)
+    links = np.stack([lm.suffix, lm.next_state], 1).astype(np.int64)
+    return BeamLanguageModel(
+        torch.from_numpy(np.ascontiguousarray(lm.keys, dtype=np.int64)),
+        torch.from_numpy(np.ascontiguousarray(values)),
+        torch.from_numpy(np.ascontiguousarray(links)),
+        {token: i for i, token in enumerate(lm.vocab)},
+        int(lm.unk_id),
+        int(lm.begin_state),
+        int(lm.eos_id),
+    )
+
+
 def _language_model_args(lm, lm_tokens, lm_weight, word_bonus, C, blank):
-    """The ops' language model arguments: the model's arrays as tensors and each class's token
-    id (or Nones without a model)."""
+    """The ops' language model arguments: the packed tables and each class's token id (or
+    Nones without a model)."""
     weight = _optional_real(lm_weight, "lm_weight")
     bonus = _optional_real(word_bonus, "word_bonus")
     if lm is None:
         if lm_tokens is not None:
             raise ValueError("lm_tokens is given without lm")
         return (None, None, None, None, 0, 0, 0, 0.0, 0.0)
-    if isinstance(lm, NGramLM):
-        arrays = lm.to_arrays(np.float64)
-    elif isinstance(lm, NGramArrays):
-        arrays = lm
-    else:
-        raise TypeError(f"lm must be an NGramLM or NGramArrays, got {type(lm).__name__}")
+    packed = lm if isinstance(lm, BeamLanguageModel) else pack_language_model(lm)
     if weight is None or bonus is None:
         raise TypeError("lm_weight and word_bonus must be floats with a language model")
     if lm_tokens is None or isinstance(lm_tokens, str) or len(lm_tokens) != C:
         raise ValueError(f"lm_tokens must be a sequence of {C} token strings, one per class")
-    ids = {token: i for i, token in enumerate(arrays.vocab)}
+    ids, unk = packed.token_ids, packed.unk_id
     token_ids = torch.tensor(
-        [
-            arrays.unk_id if c == blank else ids.get(t, arrays.unk_id)
-            for c, t in enumerate(lm_tokens)
-        ],
+        [unk if c == blank else ids.get(t, unk) for c, t in enumerate(lm_tokens)],
         dtype=torch.int64,
     )
-    values = np.stack([arrays.log10_probs, arrays.log10_backoffs], 1).astype(np.float64)
-    links = np.stack([arrays.suffix, arrays.next_state], 1).astype(np.int64)
     return (
-        torch.from_numpy(np.ascontiguousarray(arrays.keys, dtype=np.int64)),
-        torch.from_numpy(np.ascontiguousarray(values)),
-        torch.from_numpy(np.ascontiguousarray(links)),
+        packed.keys,
+        packed.values,
+        packed.links,
         token_ids,
-        len(arrays.vocab),
-        int(arrays.begin_state),
-        int(arrays.eos_id),
+        len(ids),
+        packed.begin_state,
+        packed.eos_id,
         weight,
         bonus,
     )
