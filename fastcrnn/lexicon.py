@@ -152,7 +152,9 @@ def lexicon_decode(
             f"log_probs has {C} classes but the lexicon's charset has "
             f"{lexicon.charset.num_classes} (with the blank)"
         )
-    lengths = lengths_tensor(input_lengths, N, T, scores.device, "input_lengths")
+    lengths = lengths_tensor(
+        input_lengths, N, T, scores.device, "input_lengths", unbatched=unbatched
+    )
     greedy = ctc_greedy_decode(scores, lengths, blank=blank)
     tokens = greedy.tokens.cpu().tolist()
     counts = greedy.lengths.cpu().tolist()

@@ -117,6 +117,8 @@ def test_decode_unbatched_and_errors():
     batched = fastcrnn.lexicon_decode(lp[:, None], lexicon, max_edit_distance=5)
     assert single.indices.shape == () and int(single.indices) == int(batched.indices[0])
     assert single.words == batched.words
+    shorter = fastcrnn.lexicon_decode(lp, lexicon, 5, max_edit_distance=5)
+    assert int(shorter.indices) == int(fastcrnn.lexicon_decode(lp[:5], lexicon, None, 5).indices)
     with pytest.raises(ValueError, match="classes"):
         fastcrnn.lexicon_decode(torch.randn(8, 2, 9).log_softmax(-1), lexicon)
     with pytest.raises(TypeError, match="lexicon"):
