@@ -9,6 +9,7 @@ from fastcrnn.nn.finetune import (
     load_with_new_classes,
     merge_classifier,
 )
+from fastcrnn.nn.frozen_crnn import FrozenCRNN
 from fastcrnn.nn.loss import CTCLoss
 from fastcrnn.nn.lstm import LSTM, LSTMCell
 from fastcrnn.nn.rnn import RNN, make_lstm
@@ -36,6 +37,7 @@ __all__ = [
     "Encoder",
     "EncoderDecoder",
     "ExpandedLinear",
+    "FrozenCRNN",
     "LSTMCell",
     "MLPAttention",
     "MaskedSoftmaxCELoss",

@@ -1,0 +1,176 @@
+"""Winograd F(2x2, 3x3) convolution (fastcrnn.ops.winograd_conv3x3) against torch's conv2d."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_close, run_with_cpu_isa
+
+import fastcrnn
+from fastcrnn.ops.conv import winograd_conv3x3, winograd_weight
+
+
+def _reference(x, w, scale=None, shift=None, negative_slope=None):
+    y = F.conv2d(x, w, padding=1)
+    K = w.shape[0]
+    if scale is not None:
+        y = y * scale.view(1, K, 1, 1)
+    if shift is not None:
+        y = y + shift.view(1, K, 1, 1)
+    if negative_slope is not None:
+        y = F.leaky_relu(y, negative_slope)
+    return y
+
+
+def _case(N, C, H, W, K, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, H, W, generator=g, dtype=dtype)
+    w = torch.randn(K, C, 3, 3, generator=g, dtype=dtype) / (3 * C**0.5)
+    scale = torch.rand(K, generator=g, dtype=dtype) + 0.5
+    shift = torch.randn(K, generator=g, dtype=dtype)
+    return x, w, scale, shift
+
+
+# (N, C, H, W, K): odd and even sizes, 1-pixel images, channel counts that are not a multiple
+# of any vector width, and the CRNN's own layer shapes
+SHAPES = [
+    (1, 1, 1, 1, 1),
+    (2, 3, 1, 5, 4),
+    (1, 5, 7, 9, 6),
+    (3, 17, 4, 26, 9),
+    (2, 8, 2, 2, 33),
+    (1, 64, 16, 50, 128),
+    (2, 256, 4, 26, 512),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("epilogue", ["none", "relu", "leaky", "affine_relu", "affine"])
+def test_matches_conv2d_float64(shape, epilogue):
+    x, w, scale, shift = _case(*shape, torch.float64)
+    kwargs = {
+        "none": {},
+        "relu": {"negative_slope": 0.0},
+        "leaky": {"negative_slope": 0.2},
+        "affine_relu": {"scale": scale, "shift": shift, "negative_slope": 0.0},
+        "affine": {"scale": scale, "shift": shift},
+    }[epilogue]
+    out = winograd_conv3x3(x, w, **kwargs)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert_close(out, _reference(x, w, **kwargs), atol=1e-12, rtol=1e-12, what=str(shape))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_conv2d_float32(shape):
+    x, w, scale, shift = _case(*shape, torch.float32, seed=1)
+    out = winograd_conv3x3(x, w, scale, shift, 0.0)
+    expected = _reference(x.double(), w.double(), scale.double(), shift.double(), 0.0)
+    # the transforms add and subtract up to 4 inputs before the products and 9 after: a few
+    # float32 ulps of the sums' magnitude, which grows as sqrt(9 C)
+    assert_close(
+        out.double(),
+        expected,
+        atol=2e-5 * max(1.0, (9 * shape[1]) ** 0.25),
+        rtol=1e-5,
+        what=str(shape),
+    )
+
+
+def test_transformed_weight_equals_raw_weight():
+    x, w, scale, shift = _case(2, 12, 6, 11, 7, torch.float64)
+    u = winograd_weight(w)
+    assert u.shape == (16, 7, 12)
+    assert torch.equal(
+        winograd_conv3x3(x, u, scale, shift, 0.1), winograd_conv3x3(x, w, scale, shift, 0.1)
+    )
+
+
+def test_any_input_layout():
+    x, w, scale, shift = _case(2, 6, 5, 8, 4, torch.float64)
+    expected = winograd_conv3x3(x.contiguous(memory_format=torch.channels_last), w)
+    sliced = torch.randn(2, 12, 5, 16, dtype=torch.float64)[:, ::2, :, ::2]
+    sliced.copy_(x)
+    for variant in (x, x.contiguous(), sliced):
+        assert torch.equal(winograd_conv3x3(variant, w), expected)
+
+
+def test_empty_batch():
+    x, w, _, _ = _case(1, 3, 4, 4, 5, torch.float32)
+    out = winograd_conv3x3(x[:0], w)
+    assert out.shape == (0, 5, 4, 4)
+
+
+@pytest.mark.parametrize("isa", ["default", "avx2"])
+def test_every_cpu_isa_variant(isa):
+    """The kernel is compiled per instruction set; each variant gives the float64 reference."""
+    if isa not in fastcrnn.build_info()["cpu_isas_built"]:
+        pytest.skip(f"{isa} variant not built on this architecture")
+    code = """
+import torch, torch.nn.functional as F
+from fastcrnn.ops.conv import winograd_conv3x3
+g = torch.Generator().manual_seed(3)
+x = torch.randn(2, 19, 7, 13, generator=g, dtype=torch.float64)
+w = torch.randn(11, 19, 3, 3, generator=g, dtype=torch.float64)
+s = torch.rand(11, generator=g, dtype=torch.float64)
+out = winograd_conv3x3(x, w, s, -s, 0.3)
+ref = F.leaky_relu(F.conv2d(x, w, padding=1) * s.view(1, -1, 1, 1) - s.view(1, -1, 1, 1), 0.3)
+assert (out - ref).abs().max().item() < 1e-11, (out - ref).abs().max().item()
+x32, w32, s32 = x.float(), w.float(), s.float()
+out32 = winograd_conv3x3(x32, w32, s32, -s32, 0.3)
+assert (out32.double() - ref).abs().max().item() < 1e-4
+print("ok")
+"""
+    assert run_with_cpu_isa(isa, code).strip() == "ok"
+
+
+def test_opcheck_and_compile():
+    x, w, scale, shift = _case(2, 5, 6, 7, 3, torch.float32)
+    op = torch.ops.fastcrnn.winograd_conv3x3
+    torch.library.opcheck(op, (x, w, scale, shift, 0.0))
+    torch.library.opcheck(op, (x, w, None, None, None))
+    torch.library.opcheck(torch.ops.fastcrnn.winograd_weight, (w,))
+    torch.library.opcheck(op, (x, winograd_weight(w), None, shift, 0.2))
+
+    compiled = torch.compile(
+        lambda a, b, c, d: winograd_conv3x3(a, b, c, d, 0.0), fullgraph=True, backend="aot_eager"
+    )
+    with torch.no_grad():
+        assert torch.equal(compiled(x, w, scale, shift), winograd_conv3x3(x, w, scale, shift, 0.0))
+
+
+def test_bad_arguments_raise():
+    x, w, scale, shift = _case(2, 4, 5, 5, 3, torch.float32)
+    cases = [
+        ((x.double(), w), TypeError, "weight must have the dtype of input"),
+        ((x.half(), w.half()), TypeError, "input must be float32 or float64"),
+        ((x[0], w), ValueError, "input must have shape"),
+        ((x, w[:, :2]), ValueError, "input channels"),
+        ((x, w[..., :2]), ValueError, r"weight must have shape \(K, C, 3, 3\)"),
+        ((x, w.reshape(3, 4, 9)), ValueError, r"\(16, K, C\)"),
+        ((x[:, :, :0], w), ValueError, "non-empty image"),
+        ((x, w, scale[:2]), ValueError, "scale must have shape"),
+        ((x, w, None, shift.double()), TypeError, "shift must have the dtype"),
+        ((x, w, None, None, float("nan")), ValueError, "negative_slope must be finite"),
+        ((x, w, None, None, "relu"), TypeError, "negative_slope must be a float"),
+        ((x.numpy(), w), TypeError, "input must be a torch.Tensor"),
+        ((x, w.to("meta")), ValueError, "weight must be a CPU tensor"),
+    ]
+    for args, error, match in cases:
+        with pytest.raises(error, match=match):
+            winograd_conv3x3(*args)
+    with pytest.raises(ValueError, match="weight must have at least one"):
+        winograd_weight(w[:0])
+    leaf = w.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match="no_grad"):
+        winograd_conv3x3(x, leaf)
+    with torch.no_grad():
+        winograd_conv3x3(x, leaf)
+
+
+@pytest.mark.parametrize("H,W", list(itertools.product((1, 2, 3, 8), (1, 2, 5, 26))))
+def test_border_tiles(H, W):
+    """Partial tiles at the bottom and right border are cut, never written past the image."""
+    x, w, scale, shift = _case(2, 3, H, W, 4, torch.float64, seed=H * 31 + W)
+    out = winograd_conv3x3(x, w, scale, shift, 0.0)
+    assert_close(out, _reference(x, w, scale, shift, 0.0), atol=1e-12, rtol=1e-12)
