@@ -18,6 +18,7 @@ from PIL import Image
 from tiny_crnn import ALPHABET, line_images, lively_crnn, save_tiny_checkpoint, tiny_config
 
 import fastcrnn
+from fastcrnn.nn import FrozenCRNN
 from fastcrnn.ocr import Recognition, Recognizer
 from fastcrnn.ocr.data import AlignCollate
 from fastcrnn.text import LabelConverter
@@ -159,8 +160,29 @@ def test_colour_images_are_read_as_their_grey():
     assert a == b
 
 
+def test_serves_a_frozen_snapshot_on_the_cpu():
+    """A CPU CRNN is served through FrozenCRNN, built from the weights the Recognizer got: a
+    later change to the source network does not reach it, and its reading equals the unfrozen
+    Recognizer's."""
+    net = lively_crnn()
+    rec = Recognizer(net, LabelConverter(ALPHABET), tiny_config(True))
+    plain = Recognizer(lively_crnn(), LabelConverter(ALPHABET), tiny_config(True), freeze=False)
+    assert isinstance(rec.net, FrozenCRNN) and not isinstance(plain.net, FrozenCRNN)
+    images = line_images([100, 60, 140])
+    first = rec.recognize(images)
+    for a, b in zip(first, plain.recognize(images)):
+        assert_same_reading(a, b)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(-1.0)
+    for a, b in zip(rec.recognize(images), first):
+        assert a == b
+    with pytest.raises(TypeError, match="freeze must be a bool"):
+        Recognizer(net, LabelConverter(ALPHABET), tiny_config(True), freeze=1)
+
+
 def test_runs_in_eval_mode_without_autograd():
-    rec = make_recognizer()
+    rec = make_recognizer(freeze=False)
     rec.net.train()
     bn = rec.net.cnn.batchnorm2
     before = bn.running_mean.clone()
@@ -235,7 +257,8 @@ def test_from_checkpoint_reads_fastcrnn_checkpoints_and_crnn_pytorch_state_dicts
     ck = save_tiny_checkpoint(tmp_path / "tiny.pth", net, keep_ratio=False)
     rec = Recognizer.from_checkpoint(ck, batch_size=2)
     assert rec.batch_size == 2 and rec.device == torch.device("cpu")
-    assert rec.net.backend == "fused" and not rec.net.training
+    assert isinstance(rec.net, FrozenCRNN)
+    assert Recognizer.from_checkpoint(ck, freeze=False).net.backend == "fused"
     # a bare state dict (crnn.pytorch's torch.save(crnn.state_dict())), DataParallel keys
     bare = tmp_path / "crnn.pth"
     torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, bare)

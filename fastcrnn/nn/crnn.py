@@ -111,6 +111,31 @@ def _trace(variant: str, size, axis: int):
     return size, ok
 
 
+def output_length(
+    variant: str, width: Union[int, torch.SymInt, torch.Tensor]
+) -> Union[int, torch.SymInt, torch.Tensor]:
+    """Number of frames T a CRNN of ``variant`` gives an input of width ``width`` (int, integer
+    tensor, or the SymInt a traced dynamic width is).
+
+    Widths too small for the network give 0 (forward rejects them). For a tensor the result
+    is an int64 tensor of the same shape and device.
+    """
+    if isinstance(width, torch.Tensor):
+        if width.dtype.is_floating_point or width.dtype == torch.bool:
+            raise TypeError(f"width must be an integer tensor, got {width.dtype}")
+        w = width.long()
+        size, ok = _trace(variant, w, 1)
+        return torch.where(ok & (size > 0), size, torch.zeros_like(size))
+    if isinstance(width, torch.SymInt):
+        # a dynamic width under torch.export / torch.compile: int() would specialise it
+        size, ok = _trace(variant, width, 1)
+        return size if ok and size > 0 else 0
+    if isinstance(width, bool) or not isinstance(width, Integral):
+        raise TypeError(f"width must be an int or an integer tensor, got {type(width).__name__}")
+    size, ok = _trace(variant, int(width), 1)
+    return int(size) if ok and size > 0 else 0
+
+
 class CRNN(nn.Module):
     """CRNN for text-line recognition.
 
@@ -233,22 +258,7 @@ class CRNN(nn.Module):
         Widths too small for the network give 0 (forward rejects them). For a tensor the result
         is an int64 tensor of the same shape and device.
         """
-        if isinstance(width, torch.Tensor):
-            if width.dtype.is_floating_point or width.dtype == torch.bool:
-                raise TypeError(f"width must be an integer tensor, got {width.dtype}")
-            w = width.long()
-            size, ok = _trace(self.variant, w, 1)
-            return torch.where(ok & (size > 0), size, torch.zeros_like(size))
-        if isinstance(width, torch.SymInt):
-            # a dynamic width under torch.export / torch.compile: int() would specialise it
-            size, ok = _trace(self.variant, width, 1)
-            return size if ok and size > 0 else 0
-        if isinstance(width, bool) or not isinstance(width, Integral):
-            raise TypeError(
-                f"width must be an int or an integer tensor, got {type(width).__name__}"
-            )
-        size, ok = _trace(self.variant, int(width), 1)
-        return int(size) if ok and size > 0 else 0
+        return output_length(self.variant, width)
 
     def features(self, input: torch.Tensor) -> torch.Tensor:
         """The CNN features as a sequence: (N, nc, imgH, W) -> (T, N, channels[6])."""

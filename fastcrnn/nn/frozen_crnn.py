@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastcrnn.nn.crnn import CRNN, BiLSTM
+from fastcrnn.nn.crnn import CRNN, BiLSTM, output_length
 from fastcrnn.ops._checks import require_tensor
 from fastcrnn.ops.conv import winograd_conv3x3, winograd_weight
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
 from fastcrnn.ops.lstm import lstm_layer
 
-__all__ = ["FrozenCRNN"]
+__all__ = ["FrozenCRNN", "freezable"]
 
 # Winograd pays for its input and output transforms only when the channel counts make the 16
 # products the bulk of the work; narrower 3x3 convolutions go to oneDNN's direct method.
@@ -247,6 +247,16 @@ class _FrozenBiLSTM(nn.Module):
         return flat.view(T, N, flat.shape[1])
 
 
+def freezable(model: nn.Module) -> bool:
+    """Whether :class:`FrozenCRNN` serves ``model``: a CRNN with float32 / float64 CPU weights."""
+    if not isinstance(model, CRNN):
+        return False
+    params = list(model.parameters())
+    return bool(params) and all(
+        p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params
+    )
+
+
 class FrozenCRNN(nn.Module):
     """A snapshot of a CRNN, prepared for fast CPU inference (see the module doc).
 
@@ -277,7 +287,7 @@ class FrozenCRNN(nn.Module):
             raise TypeError(f"FrozenCRNN needs float32 or float64 weights, got {dtype}")
         self.imgH, self.nc, self.nclass = model.imgH, model.nc, model.nclass
         self.output = model.output
-        self._source_output_length = model.output_length
+        self.variant = model.variant
         with torch.no_grad():
             self.cnn = _freeze_cnn(model.cnn, winograd_min_channels)
             self.rnn = nn.Sequential(*(_FrozenBiLSTM(cast(BiLSTM, b)) for b in model.rnn))
@@ -285,7 +295,7 @@ class FrozenCRNN(nn.Module):
 
     def output_length(self, width: Union[int, torch.Tensor]):
         """Frames T for an input of width ``width`` (as :meth:`CRNN.output_length`)."""
-        return self._source_output_length(width)
+        return output_length(self.variant, width)
 
     def _check_images(self, images: torch.Tensor) -> None:
         require_tensor(images, "images")

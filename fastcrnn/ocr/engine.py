@@ -5,6 +5,7 @@ choice of optimizer; :func:`make_scheduler` builds the opt-in warm-up + cosine /
 schedules; :func:`evaluate` / :func:`predict_batch` / :func:`decode_batch` read batches.
 """
 
+import itertools
 import math
 import random
 import time
@@ -216,13 +217,20 @@ class _TimedSchedule:
 
 
 @torch.no_grad()
+def model_device(net: nn.Module) -> torch.device:
+    """Where a model's tensors live (its parameters, or its buffers for a frozen model)."""
+    for tensor in itertools.chain(net.parameters(), net.buffers()):
+        return tensor.device
+    raise ValueError("the model holds no tensors: its device is unknown")
+
+
 def batch_scores(
     net: nn.Module, images: torch.Tensor, widths: torch.Tensor, amp: bool = False
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The model's float32 scores (T, N, C) of a padded batch (images (N, 1, H, W) float32) and
     each image's number of frames (N,) int64, ``net.output_length(width)`` of its width before
     padding, on the model's device."""
-    device = next(net.parameters()).device
+    device = model_device(net)
     images = images.to(device, non_blocking=True)
     with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
         logits = net(images)

@@ -30,9 +30,10 @@ from PIL import Image, UnidentifiedImageError
 
 import fastcrnn
 from fastcrnn.lexicon import Lexicon, lexicon_decode
+from fastcrnn.nn.frozen_crnn import FrozenCRNN, freezable
 from fastcrnn.ocr.checkpoint import CheckpointError
 from fastcrnn.ocr.data.collate import AlignCollate
-from fastcrnn.ocr.engine import batch_scores, decode_options, decode_scores
+from fastcrnn.ocr.engine import batch_scores, decode_options, decode_scores, model_device
 from fastcrnn.ocr.model import build_model
 from fastcrnn.ops._checks import positive_int
 from fastcrnn.text import Charset, LabelConverter
@@ -139,6 +140,10 @@ class Recognizer:
             of it (:func:`fastcrnn.lexicon_decode`), when there is one; its characters'
             probabilities are their highest over the frames the forced alignment gives them.
         batch_size: how many images :meth:`recognize` runs at once (default 32).
+        freeze: serve a CPU CRNN through :class:`fastcrnn.nn.FrozenCRNN` (default True): its
+            fast inference path, on a snapshot of ``net``'s weights taken here. Later changes
+            to ``net`` do not reach the Recognizer; build a new one to serve new weights.
+            Other models (and CUDA ones) run as they are.
 
     Use :meth:`from_checkpoint` to build one from a file.
     """
@@ -155,6 +160,7 @@ class Recognizer:
         word_bonus: float = 0.0,
         lexicon: Optional[Lexicon] = None,
         max_edit_distance: int = 3,
+        freeze: bool = True,
     ):
         if not isinstance(converter, LabelConverter):
             raise TypeError(f"converter must be a LabelConverter, got {type(converter).__name__}")
@@ -169,7 +175,9 @@ class Recognizer:
             raise ValueError("lexicon must be built on the model's charset")
         self.lexicon = lexicon
         self.max_edit_distance = positive_int(max_edit_distance, "max_edit_distance", 0)
-        self.net = net.eval()
+        if not isinstance(freeze, bool):
+            raise TypeError(f"freeze must be a bool, got {type(freeze).__name__}")
+        self.net = FrozenCRNN(net) if freeze and freezable(net) else net.eval()
         self.converter = converter
         self.config = config
         self.collate = AlignCollate(
@@ -202,6 +210,7 @@ class Recognizer:
         word_bonus: float = 0.0,
         lexicon_words: Optional[Sequence[str]] = None,
         max_edit_distance: int = 3,
+        freeze: bool = True,
     ) -> "Recognizer":
         """A Recognizer from a checkpoint written by train / demo / finetune, or from a bare
         crnn.pytorch state dict (e.g. its published ``crnn.pth``), as ``python -m fastcrnn
@@ -214,6 +223,7 @@ class Recognizer:
                 language model for it; lexicon_words, max_edit_distance: the words of a
                 lexicon (built on the checkpoint's charset); see the class.
             batch_size: images per batch in :meth:`recognize`.
+            freeze: serve a CPU model through its FrozenCRNN snapshot (see the class).
             backend: the LSTM backend, "fused" (default) or "torch".
             alphabet, ignore_case, imgH, imgW, keep_ratio, nc, nh, leaky_relu: the state-dict
                 flags (:mod:`fastcrnn.ocr.crnn_pytorch`): for a bare state dict they say what
@@ -265,11 +275,12 @@ class Recognizer:
             word_bonus=word_bonus,
             lexicon=None if lexicon_words is None else Lexicon(lexicon_words, charset),
             max_edit_distance=max_edit_distance,
+            freeze=freeze,
         )
 
     @property
     def device(self) -> torch.device:
-        return next(self.net.parameters()).device
+        return model_device(self.net)
 
     def prepare(self, image, name: str = "image") -> Tuple[torch.Tensor, float]:
         """One image as the model's input: a (1, imgH, W) float32 tensor in [-1, 1] and its
