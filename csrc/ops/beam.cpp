@@ -3,8 +3,10 @@
 // and reaches ctc_beam_search_candidates as each frame's candidates only.
 #include <torch/library.h>
 
+#include <cmath>
 #include <optional>
 #include <tuple>
+#include <utility>
 
 #include "kernels/beam.h"
 #include "ops/common.h"
@@ -65,6 +67,78 @@ void set_language_model(const std::optional<at::Tensor>& keys,
   p.word_bonus = word_bonus;
 }
 
+// A token trie (fastcrnn.ops.beam.TokenTrie), checked so that the search never leaves it: every
+// edge's token a label in [0, C) other than the blank, every child a node one level deeper,
+// edges sorted within a node, failure links to strictly shallower nodes (so following them
+// ends at the root). Returns its (nodes, edges) pointers, or nullptrs without one.
+std::pair<const int64_t*, const int64_t*> checked_trie(const std::optional<at::Tensor>& nodes,
+                                                       const std::optional<at::Tensor>& edges,
+                                                       const char* name,
+                                                       const BeamSearchParams& p) {
+  if (!nodes.has_value()) {
+    TORCH_CHECK_VALUE(!edges.has_value(), name, "_nodes and ", name, "_edges go together");
+    return {nullptr, nullptr};
+  }
+  TORCH_CHECK_VALUE(edges.has_value(), name, "_nodes and ", name, "_edges go together");
+  TORCH_CHECK_VALUE(nodes->dim() == 2 && nodes->size(0) >= 1 && nodes->size(1) == 5 &&
+                        nodes->scalar_type() == at::kLong && nodes->is_contiguous() &&
+                        nodes->is_cpu(),
+                    name, "_nodes must be a contiguous (V >= 1, 5) int64 CPU tensor");
+  TORCH_CHECK_VALUE(edges->dim() == 2 && edges->size(1) == 2 && edges->scalar_type() == at::kLong &&
+                        edges->is_contiguous() && edges->is_cpu(),
+                    name, "_edges must be a contiguous (E, 2) int64 CPU tensor");
+  const int64_t V = nodes->size(0), E = edges->size(0);
+  TORCH_CHECK_VALUE(V < (int64_t(1) << 31), name, ": too many trie nodes");
+  const int64_t* nd = nodes->data_ptr<int64_t>();
+  const int64_t* ed = edges->data_ptr<int64_t>();
+  TORCH_CHECK_VALUE(nd[3] == 0 && nd[4] == 0, name,
+                    ": the root's failure link and depth must be 0");
+  for (int64_t v = 0; v < V; ++v) {
+    const int64_t* row = nd + 5 * v;
+    TORCH_CHECK_VALUE(row[0] >= 0 && row[0] <= row[1] && row[1] <= E, name, ": node ", v,
+                      "'s edges lie outside [0, E)");
+    TORCH_CHECK_VALUE(row[3] >= 0 && row[3] < V && (v == 0 || nd[5 * row[3] + 4] < row[4]), name,
+                      ": node ", v, "'s failure link must lead to a shallower node");
+    for (int64_t e = row[0]; e < row[1]; ++e) {
+      const int64_t token = ed[2 * e], child = ed[2 * e + 1];
+      TORCH_CHECK_VALUE(token >= 0 && token < p.C && token != p.blank, name, " holds token id ",
+                        token, ", which must be a class in [0, C=", p.C, ") other than the blank (",
+                        p.blank, ")");
+      TORCH_CHECK_VALUE(e == row[0] || ed[2 * e - 2] < token, name, ": node ", v,
+                        "'s edges must be sorted by token, without repeats");
+      TORCH_CHECK_VALUE(child >= 1 && child < V && nd[5 * child + 4] == row[4] + 1, name, ": node ",
+                        v, " has an edge to ", child, ", not a node one level deeper");
+    }
+  }
+  return {nd, ed};
+}
+
+// The lexicon and the hotwords, checked and pointed to (kept alive by the caller's tensors).
+void set_tries(const std::optional<at::Tensor>& lexicon_nodes,
+               const std::optional<at::Tensor>& lexicon_edges, int64_t word_delimiter,
+               const std::optional<at::Tensor>& hotword_nodes,
+               const std::optional<at::Tensor>& hotword_edges, double hotword_weight,
+               BeamSearchParams& p) {
+  std::tie(p.lexicon_nodes, p.lexicon_edges) =
+      checked_trie(lexicon_nodes, lexicon_edges, "lexicon", p);
+  std::tie(p.hotword_nodes, p.hotword_edges) =
+      checked_trie(hotword_nodes, hotword_edges, "hotword", p);
+  if (word_delimiter >= 0) {
+    TORCH_CHECK_VALUE(p.lexicon_nodes != nullptr, "word_delimiter needs a lexicon");
+    TORCH_CHECK_VALUE(word_delimiter < p.C && word_delimiter != p.blank,
+                      "word_delimiter must be a class in [0, C=", p.C, ") other than the blank (",
+                      p.blank, "), got ", word_delimiter);
+    const int64_t E = lexicon_edges->size(0);
+    for (int64_t e = 0; e < E; ++e)
+      TORCH_CHECK_VALUE(p.lexicon_edges[2 * e] != word_delimiter, "word_delimiter (",
+                        word_delimiter, ") must not occur inside a lexicon word");
+  }
+  TORCH_CHECK_VALUE(std::isfinite(hotword_weight), "hotword_weight must be finite, got ",
+                    hotword_weight);
+  p.word_delimiter = word_delimiter < 0 ? -1 : word_delimiter;
+  p.hotword_weight = hotword_weight;
+}
+
 void check_search_options(int64_t C, int64_t blank, int64_t beam_width, int64_t nbest,
                           int64_t max_tokens, const std::optional<double>& token_min_logp,
                           const std::optional<double>& beam_prune_logp, BeamSearchParams& p) {
@@ -118,7 +192,10 @@ BeamOutputs beam_search_cpu_op(
     std::optional<double> beam_prune_logp, std::optional<at::Tensor> lm_keys,
     std::optional<at::Tensor> lm_values, std::optional<at::Tensor> lm_links,
     std::optional<at::Tensor> lm_token_ids, int64_t lm_vocab_size, int64_t lm_begin_state,
-    int64_t lm_eos, double lm_weight, double word_bonus) {
+    int64_t lm_eos, double lm_weight, double word_bonus, std::optional<at::Tensor> lexicon_nodes,
+    std::optional<at::Tensor> lexicon_edges, int64_t word_delimiter,
+    std::optional<at::Tensor> hotword_nodes, std::optional<at::Tensor> hotword_edges,
+    double hotword_weight) {
   TORCH_CHECK_VALUE(log_probs.dim() == 3, "log_probs must have shape (T, N, C), got ",
                     log_probs.sizes());
   BeamSearchParams p;
@@ -137,6 +214,8 @@ BeamOutputs beam_search_cpu_op(
   p.logits = logits;
   set_language_model(lm_keys, lm_values, lm_links, lm_token_ids, lm_vocab_size, lm_begin_state,
                      lm_eos, lm_weight, word_bonus, p);
+  set_tries(lexicon_nodes, lexicon_edges, word_delimiter, hotword_nodes, hotword_edges,
+            hotword_weight, p);
   return allocate_and_run(input_lengths, p);
 }
 
@@ -147,7 +226,10 @@ BeamOutputs beam_search_candidates_cpu_op(
     std::optional<double> beam_prune_logp, std::optional<at::Tensor> lm_keys,
     std::optional<at::Tensor> lm_values, std::optional<at::Tensor> lm_links,
     std::optional<at::Tensor> lm_token_ids, int64_t lm_vocab_size, int64_t lm_begin_state,
-    int64_t lm_eos, double lm_weight, double word_bonus) {
+    int64_t lm_eos, double lm_weight, double word_bonus, std::optional<at::Tensor> lexicon_nodes,
+    std::optional<at::Tensor> lexicon_edges, int64_t word_delimiter,
+    std::optional<at::Tensor> hotword_nodes, std::optional<at::Tensor> hotword_edges,
+    double hotword_weight) {
   TORCH_CHECK_VALUE(candidate_tokens.dim() == 3, "candidate_tokens must be (T, N, K), got ",
                     candidate_tokens.sizes());
   TORCH_CHECK_TYPE(candidate_tokens.scalar_type() == at::kLong,
@@ -176,6 +258,8 @@ BeamOutputs beam_search_candidates_cpu_op(
   p.N = N;
   set_language_model(lm_keys, lm_values, lm_links, lm_token_ids, lm_vocab_size, lm_begin_state,
                      lm_eos, lm_weight, word_bonus, p);
+  set_tries(lexicon_nodes, lexicon_edges, word_delimiter, hotword_nodes, hotword_edges,
+            hotword_weight, p);
   return allocate_and_run(input_lengths, p);
 }
 
