@@ -511,6 +511,8 @@ def ctc_prefix_beam_search(
     lm_tokens=None,
     lm_weight=0.5,
     word_bonus=0.0,
+    lm_level="label",
+    lm_word_tokens=None,
     lexicon=None,
     word_delimiter=None,
     hotwords=None,
@@ -542,6 +544,10 @@ def ctc_prefix_beam_search(
     only if its current word (its labels after the last ``word_delimiter``; all of them without
     one) followed by c starts a lexicon word, or if c is the delimiter and the current word is
     whole. At the end only prefixes whose current word is whole remain (maybe none).
+
+    A word-level model (lm_level="word"; ``lm_word_tokens[i]`` is lexicon word i's LM token)
+    scores each word when it completes: when the delimiter is appended after it, and at the
+    end of the input (then also the end of sentence); word_bonus is added per word.
 
     Hotwords (class sequences): the score adds the bonus of ``_hotword_step``'s matcher run
     over the prefix, banked + hotword_weight * (partial match's labels not banked); the final
@@ -584,14 +590,23 @@ def ctc_prefix_beam_search(
         match, done, banked = hot_state(prefix)
         return banked + hotword_weight * (len(match) - done)
 
+    by_word = lm is not None and lm_level == "word"
+    word_token = dict(zip(map(tuple, lexicon), lm_word_tokens)) if by_word else {}
+
     def lm_score(prefix):
         if lm is None:
             return 0.0
         if prefix not in lm_of:
             lm_score(prefix[:-1])
             state, score = lm_of[prefix[:-1]]
-            new_state, log10p = lm.advance(state, lm_tokens[prefix[-1]])
-            lm_of[prefix] = (new_state, score + to_ln * log10p + word_bonus)
+            if not by_word:
+                new_state, log10p = lm.advance(state, lm_tokens[prefix[-1]])
+                lm_of[prefix] = (new_state, score + to_ln * log10p + word_bonus)
+            elif prefix[-1] == word_delimiter:  # the word before it is complete
+                new_state, log10p = lm.advance(state, word_token[current_word(prefix[:-1])])
+                lm_of[prefix] = (new_state, score + to_ln * log10p + word_bonus)
+            else:
+                lm_of[prefix] = (state, score)
         return lm_of[prefix][1]
 
     def score(item):
@@ -633,7 +648,11 @@ def ctc_prefix_beam_search(
         prefix, (p_b, p_nb) = item
         end = 0.0
         if lm is not None:
-            end = to_ln * lm.advance(lm_of[prefix][0], lm.eos_id)[1]
+            state = lm_of[prefix][0]
+            if by_word:  # the last word completes with the input
+                state, log10p = lm.advance(state, word_token[current_word(prefix)])
+                end = to_ln * log10p + word_bonus
+            end += to_ln * lm.advance(state, lm.eos_id)[1]
         banked = hot_state(prefix)[2] if hot else 0.0
         return _log_add(p_b, p_nb) + lm_score(prefix) + end + banked
 

@@ -209,14 +209,18 @@ def test_opcheck():
     lp = _log_probs(16, 8, 3, 5, dtype=torch.float32)
     lengths = torch.tensor([8, 3, 0])
     op = torch.ops.fastcrnn.ctc_beam_search
-    none = (None, None, None, None, 0, 0, 0, 0.0, 0.0, None, None, -1, None, None, 0.0)
+    none = (None, None, None, None, 0, 0, 0, 0.0, 0.0, None, None, -1, None, None, 0.0, None)
     torch.library.opcheck(op, (lp, lengths, 0, False, 4, 2, 0, None, None, *none))
     torch.library.opcheck(op, (lp, lengths, 1, True, 3, 1, 2, -3.0, -5.0, *none))
     from fastcrnn.ops.beam import _language_model_args, _trie_args
 
-    lm_args = _language_model_args(_char_lm(), LM_TOKENS, 0.5, 0.1, 5, 0)
-    trie_args = _trie_args(fastcrnn.Lexicon(["ab", "c"], "abc"), 4, [[1, 2]], 1.5, None, 5, 0)
-    torch.library.opcheck(op, (lp, lengths, 0, False, 4, 2, 0, None, None, *lm_args, *trie_args))
+    lexicon = fastcrnn.Lexicon(["ab", "c"], "abc")
+    trie_args = _trie_args(lexicon, 4, [[1, 2]], 1.5, None, 5, 0)
+    lm_args, _ = _language_model_args(_char_lm(), LM_TOKENS, 0.5, 0.1, 5, 0)
+    head = (lp, lengths, 0, False, 4, 2, 0, None, None)
+    torch.library.opcheck(op, (*head, *lm_args, *trie_args, None))
+    word_lm = _language_model_args(_word_lm(), None, 0.5, 0.1, 5, 0, "word", lexicon)
+    torch.library.opcheck(op, (*head, *word_lm[0], *trie_args, word_lm[1]))
 
 
 @pytest.mark.parametrize("max_tokens", [None, 3])
@@ -487,7 +491,7 @@ def test_lexicon_trie_is_packed_once():
     assert lexicon.token_trie() is trie
     # root -> a -> b (end) -> c (end); root -> b (end)
     assert trie.nodes.shape == (5, 5) and trie.edges.shape == (4, 2)
-    assert trie.nodes[:, 2].tolist() == [0, 0, 1, 1, 1]
+    assert trie.nodes[:, 2].tolist() == [0, 0, 1, 2, 3]  # the word's index + 1
     assert trie.nodes[:, 4].tolist() == [0, 1, 2, 3, 1]
 
 
@@ -500,12 +504,14 @@ def test_lexicon_on_the_candidate_path():
     lengths = torch.tensor([10, 9, 5, 2, 0])
     lexicon = fastcrnn.Lexicon(["ab", "ba", "abc", "c"], "abc")
     trie = _trie_args(lexicon, 4, [[1, 2], [3]], 0.7, None, 5, 0)
-    no_lm = _language_model_args(None, None, 0.5, 0.0, 5, 0)
+    lm, word_ids = _language_model_args(_word_lm(), None, 0.5, 0.3, 5, 0, "word", lexicon)
     for max_tokens in (0, 3):
-        got = _search_cuda(lp, lengths, 0, False, 6, 3, max_tokens, None, None, (*no_lm, *trie))
+        args = (*lm, *trie, word_ids)
+        got = _search_cuda(lp, lengths, 0, False, 6, 3, max_tokens, None, None, args)
         want = fastcrnn.ctc_beam_search_decode(
             lp, lengths, beam_width=6, nbest=3, max_tokens=max_tokens or None, lexicon=lexicon,
-            word_delimiter=4, hotwords=[[1, 2], [3]], hotword_weight=0.7,
+            word_delimiter=4, hotwords=[[1, 2], [3]], hotword_weight=0.7, lm=_word_lm(),
+            lm_level="word", word_bonus=0.3,
         )  # fmt: skip
         for a, b in zip(got, want):
             assert torch.equal(a, b)
@@ -533,14 +539,15 @@ def test_lexicon_arguments_are_checked():
     nodes, edges = lexicon.token_trie()
     op_args = (lp, torch.tensor([5, 5]), 0, False, 3, 1, 0, None, None)
     no_lm = (None, None, None, None, 0, 0, 0, 0.0, 0.0)
+    no_hot = (None, None, 0.0, None)
     bad_child = edges.clone()
     bad_child[0, 1] = 7
     with pytest.raises(ValueError, match="lexicon"):
-        torch.ops.fastcrnn.ctc_beam_search(*op_args, *no_lm, nodes, bad_child, -1, None, None, 0.0)
+        torch.ops.fastcrnn.ctc_beam_search(*op_args, *no_lm, nodes, bad_child, -1, *no_hot)
     bad_token = edges.clone()
     bad_token[0, 0] = 9
     with pytest.raises(ValueError, match="lexicon"):
-        torch.ops.fastcrnn.ctc_beam_search(*op_args, *no_lm, nodes, bad_token, -1, None, None, 0.0)
+        torch.ops.fastcrnn.ctc_beam_search(*op_args, *no_lm, nodes, bad_token, -1, *no_hot)
 
 
 # ---- hotwords ----------------------------------------------------------------------------------
@@ -675,4 +682,80 @@ def test_hotword_arguments_are_checked():
     op_args = (lp, torch.tensor([5, 5]), 0, False, 3, 1, 0, None, None)
     no_lm = (None, None, None, None, 0, 0, 0, 0.0, 0.0)
     with pytest.raises(ValueError, match="hotword"):
-        torch.ops.fastcrnn.ctc_beam_search(*op_args, *no_lm, None, None, -1, bad_fail, edges, 1.0)
+        torch.ops.fastcrnn.ctc_beam_search(
+            *op_args, *no_lm, None, None, -1, bad_fail, edges, 1.0, None
+        )
+
+
+# ---- word-level language model -----------------------------------------------------------------
+
+
+def _word_lm(lines=("ab ba", "ab ba c", "ba ab", "c ab ba", "ab c"), order=2):
+    import warnings
+
+    from fastcrnn.lm import train_char_lm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small corpora use the fallback discounts
+        return train_char_lm(list(lines), order, word_level=True)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_word_language_model_matches_the_reference(seed):
+    """Random lexicons over "abc" (lines delimited by class 4, or one word), a word bigram or
+    trigram model (some lexicon words unknown to it), with hotwords on some seeds."""
+    g = torch.Generator().manual_seed(1100 + seed)
+    T = int(torch.randint(1, 11, (1,), generator=g))
+    words = _random_lexicon(g, "abc", int(torch.randint(1, 6, (1,), generator=g)), max_len=3)
+    lexicon = fastcrnn.Lexicon(sorted(set(words) | {"ab", "ba"}), "abc")
+    delimited = seed % 2 == 0
+    C = 5 if delimited else 4
+    lm = _word_lm(order=2 + seed % 3 // 2)
+    beam = int(torch.randint(1, 9, (1,), generator=g))
+    nbest = int(torch.randint(1, beam + 1, (1,), generator=g))
+    lp = _log_probs(seed, T, 6, C, peaky=3.0 if seed % 3 == 0 else 0.0)
+    lengths = torch.randint(0, T + 1, (6,), generator=g)
+    options = dict(
+        beam_width=beam, nbest=nbest, lm=lm, lm_level="word", lm_weight=0.9, word_bonus=0.4,
+        word_delimiter=4 if delimited else None,
+    )  # fmt: skip
+    if seed % 4 == 1:
+        options.update(hotwords=[[2, 1]], hotword_weight=0.8)
+    out = fastcrnn.ctc_beam_search_decode(lp, lengths, lexicon=lexicon, **options)
+    _assert_matches(
+        out, lp, lengths, lexicon=lexicon.classes, lm_word_tokens=lexicon.words, **options
+    )
+
+
+def test_word_language_model_picks_the_word_its_context_predicts():
+    """ "ab", a delimiter, then two frames that cannot tell "ab" from "ba": the acoustics alone
+    choose "ab" (the smaller labels); a word bigram model that has seen "ab ba" chooses "ba"."""
+    ambiguous = {1: 0.45, 2: 0.45}
+    lp = _frames({1: 0.9}, {2: 0.9}, {4: 0.9}, ambiguous, ambiguous, classes=5)
+    lexicon = fastcrnn.Lexicon(["ab", "ba"], "abc")
+    options = dict(beam_width=8, lexicon=lexicon, word_delimiter=4)
+    plain = fastcrnn.ctc_beam_search_decode(lp, **options)
+    assert plain.tokens[0, : int(plain.lengths[0])].tolist() == [1, 2, 4, 1, 2]
+    lm = _word_lm(["ab ba", "ab ba", "ba ab ba"])
+    with_lm = fastcrnn.ctc_beam_search_decode(lp, lm=lm, lm_level="word", **options)
+    assert with_lm.tokens[0, : int(with_lm.lengths[0])].tolist() == [1, 2, 4, 2, 1]
+    # the score: the CTC part plus lm_weight (0.5) times the model's "<s> ab ba </s>"
+    want = lm.score(["ab", "ba"]) * 0.5 * math.log(10)
+    got = float(with_lm.scores[0] - with_lm.ctc_scores[0])
+    assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_word_language_model_arguments_are_checked():
+    lp = _log_probs(43, 5, 2, 5)
+    lexicon = fastcrnn.Lexicon(["ab", "c"], "abc")
+    lm = _word_lm()
+    with pytest.raises(ValueError, match="lm_level"):
+        fastcrnn.ctc_beam_search_decode(lp, lm=lm, lm_level="char", lexicon=lexicon)
+    with pytest.raises(ValueError, match="lm_level"):
+        fastcrnn.ctc_beam_search_decode(lp, lm=lm, lm_level="word")
+    with pytest.raises(ValueError, match="lm_level"):
+        fastcrnn.ctc_beam_search_decode(lp, lm_level="word", lexicon=lexicon)
+    with pytest.raises(ValueError, match="lm_tokens"):
+        fastcrnn.ctc_beam_search_decode(
+            lp, lm=lm, lm_level="word", lexicon=lexicon, lm_tokens=LM_TOKENS
+        )

@@ -64,12 +64,18 @@ struct BeamSearchParams {
   const double* lm_values = nullptr;      // (R, 2): log10 probability, log10 back-off
   const int64_t* lm_links = nullptr;      // (R, 2): suffix row, next state
   const int64_t* lm_token_ids = nullptr;  // (C,): each class's LM token id
+  // Or a word-level model (lm_token_ids == nullptr): lm_word_ids (W,) holds the LM token id of
+  // each lexicon word (a lexicon end node's column 2 is the word's index + 1). A word is scored
+  // when it completes: when the word_delimiter follows it, and at the end of the input (then
+  // the end of sentence too); word_bonus is added per word.
+  const int64_t* lm_word_ids = nullptr;
+  int64_t lm_word_count = 0;  // W
   int64_t lm_rows = 0, lm_vocab_size = 0, lm_begin_state = 0, lm_eos = 0;
   double lm_weight = 0, word_bonus = 0;
   // Token tries (fastcrnn.ops.beam.TokenTrie): nodes (V, 5) int64 rows (first edge, end of
-  // edges, 1 where a word ends, failure link, depth), node 0 the root; edges (E, 2) int64
-  // (token, child), sorted by token within a node. lexicon_nodes == nullptr: no lexicon;
-  // hotword_nodes == nullptr: no hotwords. word_delimiter < 0: none.
+  // edges, the index + 1 of the sequence ending there or 0, failure link, depth), node 0 the root;
+  // edges (E, 2) int64 (token, child), sorted by token within a node. lexicon_nodes == nullptr: no
+  // lexicon; hotword_nodes == nullptr: no hotwords. word_delimiter < 0: none.
   const int64_t* lexicon_nodes = nullptr;
   const int64_t* lexicon_edges = nullptr;
   int64_t word_delimiter = -1;

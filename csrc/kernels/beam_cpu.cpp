@@ -221,8 +221,11 @@ class Searcher {
           if (!trie_advance(trie, c)) continue;  // leaves the lexicon
           int64_t state = node.lm_state;
           double lm = node.lm_score;
-          if (p_.lm_keys != nullptr)
+          if (p_.lm_token_ids != nullptr) {
             lm += to_ln_ * lm_advance(state, p_.lm_token_ids[c]) + p_.word_bonus;
+          } else if (p_.lm_word_ids != nullptr && c == p_.word_delimiter) {
+            lm += to_ln_ * lm_advance(state, word_id(node.trie.lex)) + p_.word_bonus;
+          }
           cand.push_back({static_cast<int32_t>(i), c, kNegInf, value, 0, state, lm, trie, 0});
         }
       }
@@ -364,6 +367,12 @@ class Searcher {
     }
   }
 
+  // The LM token id of the lexicon word ending at trie node `lex` (a word's end: checked by
+  // the callers' lexicon rules).
+  int64_t word_id(int32_t lex) const {
+    return p_.lm_word_ids[p_.lexicon_nodes[kTrieRow * lex + 2] - 1];
+  }
+
   // The hotword part of a prefix's score while searching: the banked bonus and the partial
   // match's tokens not banked yet.
   double hot_bonus(const TrieState& s) const {
@@ -407,7 +416,10 @@ class Searcher {
       double end = 0;
       if (p_.lm_keys != nullptr) {
         int64_t state = node.lm_state;
-        end = to_ln_ * lm_advance(state, p_.lm_eos);
+        // a word-level model scores the last word (whole: the lexicon filter above) first
+        if (p_.lm_word_ids != nullptr)
+          end = to_ln_ * lm_advance(state, word_id(node.trie.lex)) + p_.word_bonus;
+        end += to_ln_ * lm_advance(state, p_.lm_eos);
       }
       const double hot = p_.hotword_nodes != nullptr ? node.trie.hot_banked : 0.0;
       final[i] = log_add(beams[i].p_b, beams[i].p_nb) + node.lm_score + end + hot;

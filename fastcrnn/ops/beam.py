@@ -88,8 +88,8 @@ class BeamSearchDecoding(NamedTuple):
     lengths: (N, nbest) int64.
     scores: (N, nbest) float64, the hypothesis' total log score, what it is ranked by: its CTC
         log-probability, plus with a language model lm_weight * ln(10) * log10 p_LM(text and
-        end of sentence) + word_bonus * length, plus hotword_weight per label of each completed
-        hotword.
+        end of sentence) + word_bonus * length (in labels; in words with lm_level="word"), plus
+        hotword_weight per label of each completed hotword.
     ctc_scores: (N, nbest) float64, its CTC log-probability alone (the sum over every path that
         collapses to it, within the beam).
     token_frames: (N, nbest, T) int64, the frame where each token was appended; -1 padding.
@@ -129,6 +129,7 @@ def ctc_beam_search_decode(
     lm_tokens: Optional[Sequence[str]] = None,
     lm_weight: float = 0.5,
     word_bonus: float = 0.0,
+    lm_level: str = "label",
     lexicon: Optional["Lexicon"] = None,
     word_delimiter: Optional[int] = None,
     hotwords: Optional[Sequence[Union[str, Sequence[int]]]] = None,
@@ -160,8 +161,13 @@ def ctc_beam_search_decode(
         lm_tokens: with ``lm``, the LM token of each class (C strings; the blank's is ignored;
             a token the model lacks is its ``<unk>``). For characters, the tokens
             ``fastcrnn.lm.text_to_tokens`` gives (a space is ``<space>``).
-        lm_weight, word_bonus: the language model's weight, and a score added per label (both
-            only with ``lm``).
+        lm_weight, word_bonus: the language model's weight, and a score added per label (per
+            word with ``lm_level="word"``) (both only with ``lm``).
+        lm_level: ``"label"`` (each class is an LM token, ``lm_tokens``) or ``"word"``: a
+            word-level model (e.g. ``make-lm --word-level``) over the ``lexicon``'s words
+            (each word's text is its LM token; one the model lacks is its ``<unk>``), scored
+            when a word completes: when ``word_delimiter`` follows it, and at the end of the
+            input (with the end of sentence). Needs ``lexicon``; no ``lm_tokens``.
         lexicon: a :class:`fastcrnn.Lexicon` (its classes, blank 0): constrained search. A
             prefix grows only by a label that continues some lexicon word, and a hypothesis
             must end on a whole word; a sample where none does gets an empty result (length 0,
@@ -180,8 +186,9 @@ def ctc_beam_search_decode(
             hotwords; None: the lexicon's charset.
 
     Without pruning and with beam_width at least the number of live prefixes, the result is the
-    most probable labeling (with a lexicon: the most probable the lexicon allows). Labels pruned at a frame count as probability 0 there. Ties are
-    broken toward the lexicographically smaller label sequence, so results are deterministic.
+    most probable labeling (with a lexicon: the most probable the lexicon allows). Labels pruned
+    at a frame count as probability 0 there. Ties are broken toward the lexicographically
+    smaller label sequence, so results are deterministic.
     Returns a :class:`BeamSearchDecoding` of CPU tensors.
     """
     scores, blank, unbatched = decoder_scores(log_probs, blank)
@@ -195,10 +202,13 @@ def ctc_beam_search_decode(
     max_tokens = 0 if max_tokens is None else positive_int(max_tokens, "max_tokens")
     token_min_logp = _optional_real(token_min_logp, "token_min_logp")
     beam_prune_logp = _optional_real(beam_prune_logp, "beam_prune_logp", at_most_zero=True)
-    lm_args = _language_model_args(lm, lm_tokens, lm_weight, word_bonus, C, blank)
     trie_args = _trie_args(
         lexicon, word_delimiter, hotwords, hotword_weight, charset, C, blank
     )  # fmt: skip
+    lm_args, word_ids = _language_model_args(
+        lm, lm_tokens, lm_weight, word_bonus, C, blank, lm_level, lexicon
+    )
+    model_args = (*lm_args, *trie_args, word_ids)
     cpu = torch.device("cpu")
     if isinstance(input_lengths, torch.Tensor) and input_lengths.device != cpu:
         if input_lengths.dtype not in (torch.int32, torch.int64):
@@ -212,7 +222,7 @@ def ctc_beam_search_decode(
     if scores.is_cuda:
         out = _search_cuda(
             scores, lengths, blank, logits, beam_width, nbest, max_tokens, token_min_logp,
-            beam_prune_logp, (*lm_args, *trie_args),
+            beam_prune_logp, model_args,
         )  # fmt: skip
     else:
         if scores.dtype in (torch.float16, torch.bfloat16):
@@ -220,7 +230,7 @@ def ctc_beam_search_decode(
         try:
             out = torch.ops.fastcrnn.ctc_beam_search(
                 scores, lengths, blank, logits, beam_width, nbest, max_tokens, token_min_logp,
-                beam_prune_logp, *lm_args, *trie_args,
+                beam_prune_logp, *model_args,
             )  # fmt: skip
         except ValueError as error:  # length values: torch raises RuntimeError for those
             raise ArgumentValueError(str(error)) from None
@@ -270,26 +280,41 @@ def pack_language_model(lm: Union[NGramLM, NGramArrays]) -> BeamLanguageModel:
     )
 
 
-def _language_model_args(lm, lm_tokens, lm_weight, word_bonus, C, blank):
+def _language_model_args(
+    lm, lm_tokens, lm_weight, word_bonus, C, blank, lm_level="label", lexicon=None
+):
     """The ops' language model arguments: the packed tables and each class's token id (or
-    Nones without a model)."""
+    Nones without a model), and the op's lm_word_ids (each lexicon word's token id, for a
+    word-level model; else None)."""
     weight = _optional_real(lm_weight, "lm_weight")
     bonus = _optional_real(word_bonus, "word_bonus")
+    if lm_level not in ("label", "word"):
+        raise ValueError(f"lm_level must be 'label' or 'word', got {lm_level!r}")
     if lm is None:
         if lm_tokens is not None:
             raise ValueError("lm_tokens is given without lm")
-        return (None, None, None, None, 0, 0, 0, 0.0, 0.0)
+        if lm_level == "word":
+            raise ValueError("lm_level='word' is given without lm")
+        return (None, None, None, None, 0, 0, 0, 0.0, 0.0), None
     packed = lm if isinstance(lm, BeamLanguageModel) else pack_language_model(lm)
     if weight is None or bonus is None:
         raise TypeError("lm_weight and word_bonus must be floats with a language model")
-    if lm_tokens is None or isinstance(lm_tokens, str) or len(lm_tokens) != C:
-        raise ValueError(f"lm_tokens must be a sequence of {C} token strings, one per class")
     ids, unk = packed.token_ids, packed.unk_id
-    token_ids = torch.tensor(
-        [unk if c == blank else ids.get(t, unk) for c, t in enumerate(lm_tokens)],
-        dtype=torch.int64,
-    )
-    return (
+    token_ids, word_ids = None, None
+    if lm_level == "word":
+        if lm_tokens is not None:
+            raise ValueError("lm_tokens is for lm_level='label': a word model reads the words")
+        if lexicon is None:
+            raise ValueError("lm_level='word' needs a lexicon (the words the model scores)")
+        word_ids = torch.tensor([ids.get(w, unk) for w in lexicon.words], dtype=torch.int64)
+    else:
+        if lm_tokens is None or isinstance(lm_tokens, str) or len(lm_tokens) != C:
+            raise ValueError(f"lm_tokens must be a sequence of {C} token strings, one per class")
+        token_ids = torch.tensor(
+            [unk if c == blank else ids.get(t, unk) for c, t in enumerate(lm_tokens)],
+            dtype=torch.int64,
+        )
+    args = (
         packed.keys,
         packed.values,
         packed.links,
@@ -300,15 +325,17 @@ def _language_model_args(lm, lm_tokens, lm_weight, word_bonus, C, blank):
         weight,
         bonus,
     )
+    return args, word_ids
 
 
 class TokenTrie(NamedTuple):
     """Token sequences packed as a trie for the search (:func:`pack_token_trie`), with
     Aho-Corasick failure links. Node 0 is the root (the empty sequence).
 
-    nodes: (V, 5) int64, per node: its first edge, the end of its edges, 1 where a sequence
-        ends there (else 0), its failure link (the node of its longest proper suffix that is
-        also in the trie; 0 for the root and its children), its depth (the sequence length).
+    nodes: (V, 5) int64, per node: its first edge, the end of its edges, the index + 1 of the
+        (first) sequence that ends there (else 0), its failure link (the node of its longest
+        proper suffix that is also in the trie; 0 for the root and its children), its depth
+        (the sequence length).
     edges: (E, 2) int64 (token, child node), sorted by token within each node.
     """
 
@@ -321,7 +348,7 @@ def pack_token_trie(sequences: Iterable[Sequence[int]]) -> TokenTrie:
     one path; an empty sequence marks the root as an end."""
     children: List[Dict[int, int]] = [{}]
     ends, depth = [0], [0]
-    for seq in sequences:
+    for i, seq in enumerate(sequences):
         node = 0
         for token in seq:
             nxt = children[node].get(int(token))
@@ -332,7 +359,7 @@ def pack_token_trie(sequences: Iterable[Sequence[int]]) -> TokenTrie:
                 ends.append(0)
                 depth.append(depth[node] + 1)
             node = nxt
-        ends[node] = 1
+        ends[node] = ends[node] or i + 1
     # failure links, breadth first: a child's link is its parent's link (or that one's link,
     # and so on) followed by the same token
     fail = [0] * len(children)
