@@ -237,6 +237,19 @@ def test_cuda_matches_cpu(max_tokens):
     assert_close(got.scores, want.scores, 1e-5, what="scores")
 
 
+def test_cuda_lexicon_and_hotwords_match_cpu():
+    lp = _log_probs(18, 20, 8, 5, peaky=3.0, dtype=torch.float32)
+    lengths = torch.tensor([20, 19, 10, 5, 1, 0, 20, 7])
+    options = dict(
+        beam_width=6, nbest=2, max_tokens=3, lexicon=fastcrnn.Lexicon(["ab", "ba", "c"], "abc"),
+        word_delimiter=4, hotwords=["ba"], lm=_word_lm(), lm_level="word",
+    )  # fmt: skip
+    want = fastcrnn.ctc_beam_search_decode(lp, lengths, **options)
+    got = fastcrnn.ctc_beam_search_decode(lp.cuda(), lengths.cuda(), **options)
+    assert torch.equal(got.tokens, want.tokens)
+    assert_close(got.scores, want.scores, 1e-5, what="scores")
+
+
 # ---- with a language model ---------------------------------------------------------------------
 
 
@@ -675,6 +688,10 @@ def test_hotword_arguments_are_checked():
     plain = fastcrnn.ctc_beam_search_decode(lp, beam_width=3)
     empty = fastcrnn.ctc_beam_search_decode(lp, beam_width=3, hotwords=[])
     assert torch.equal(plain.scores, empty.scores)
+    with pytest.raises(TypeError, match=r"sequences\[1\]"):
+        fastcrnn.ops.beam.pack_token_trie([[1], "ab"])
+    with pytest.raises(TypeError, match=r"sequences\[0\]"):
+        fastcrnn.ops.beam.pack_token_trie([[1, True]])
     # the op checks the trie: a failure link to a deeper node would never reach the root
     nodes, edges = fastcrnn.ops.beam.pack_token_trie([[1, 2], [2]])
     bad_fail = nodes.clone()

@@ -349,6 +349,10 @@ def pack_token_trie(sequences: Iterable[Sequence[int]]) -> TokenTrie:
     children: List[Dict[int, int]] = [{}]
     ends, depth = [0], [0]
     for i, seq in enumerate(sequences):
+        if isinstance(seq, str) or not isinstance(seq, Sequence):
+            raise TypeError(f"sequences[{i}] must be a sequence of ints, got {type(seq).__name__}")
+        if any(isinstance(t, bool) or not isinstance(t, Integral) for t in seq):
+            raise TypeError(f"sequences[{i}] must hold ints only")
         node = 0
         for token in seq:
             nxt = children[node].get(int(token))
@@ -445,12 +449,12 @@ def _trie_args(lexicon, word_delimiter, hotwords, hotword_weight, charset, C, bl
                 f"word_delimiter must be a class in [0, C={C}) other than the blank ({blank}), "
                 f"got {delimiter}"
             )
-        for word, spelled in zip(lexicon.words, lexicon.classes):
-            if delimiter in spelled:
-                raise ValueError(
-                    f"word_delimiter ({delimiter}) must not occur inside a lexicon word, but "
-                    f"{word!r} holds it"
-                )
+        if (lexicon_trie.edges[:, 0] == delimiter).any():
+            word = next(w for w, s in zip(lexicon.words, lexicon.classes) if delimiter in s)
+            raise ValueError(
+                f"word_delimiter ({delimiter}) must not occur inside a lexicon word, but "
+                f"{word!r} holds it"
+            )
     weight = _optional_real(hotword_weight, "hotword_weight")
     if weight is None or math.isinf(weight):
         raise ValueError(f"hotword_weight must be a finite float, got {hotword_weight!r}")
