@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from fastcrnn.lexicon import Lexicon
     from fastcrnn.text import Charset
 
-#: the default ``hotword_weight``: sherpa-onnx's default hotword score, a per-token bonus large
-#: enough to flip close calls and small next to a confidently read character's log-probability
+#: the default ``hotword_weight``: sherpa-onnx's default hotword score. Per label, it flips close
+#: calls but not a confidently read character, whose rivals lie several nats lower.
 DEFAULT_HOTWORD_WEIGHT = 1.5
 
 __all__ = [
@@ -423,7 +423,9 @@ def _spelled(word, i: int, charset) -> List[int]:
 
 def _trie_args(lexicon, word_delimiter, hotwords, hotword_weight, charset, C, blank):
     """The ops' lexicon and hotword arguments (Nones, -1 and 0.0 where absent)."""
-    from fastcrnn.lexicon import Lexicon  # the lexicon module builds on the ops
+    # imported here: fastcrnn.lexicon imports this module, and the ops layer keeps its imports
+    # of the modules above it out of import time
+    from fastcrnn.lexicon import Lexicon
     from fastcrnn.text import Charset
 
     lexicon_trie: Optional[TokenTrie] = None
