@@ -8,11 +8,12 @@ of a batch in ONE call of fastcrnn's CTC loss (the exact log-probability of each
 over all of its alignments).
 """
 
-from typing import Dict, List, NamedTuple, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
 from fastcrnn.ops._checks import LengthsLike, decoder_scores, lengths_tensor, require_int
+from fastcrnn.ops.beam import TokenTrie, pack_token_trie
 from fastcrnn.ops.ctc import ctc_loss
 from fastcrnn.ops.decode import ctc_greedy_decode
 from fastcrnn.text import Charset
@@ -41,7 +42,11 @@ class Lexicon:
             or its alphabet string. Case-insensitive charsets fold the words as they fold text.
 
     ``words`` keeps them in order; ``classes[i]`` is word i as a tuple of class indices.
-    :meth:`nearby` finds the words within an edit distance of a class sequence.
+    :meth:`nearby` finds the words within an edit distance of a class sequence;
+    :meth:`token_trie` packs the words for ``ctc_beam_search_decode(lexicon=...)``.
+
+    A Lexicon is immutable: its BK-tree and token trie are built from the words given here and
+    never change, so both are built once and kept (edit neither ``words`` nor ``classes``).
     """
 
     def __init__(self, words: Sequence[str], charset: Union[Charset, str]):
@@ -71,6 +76,8 @@ class Lexicon:
             self.classes.append(spelled)
         if not self.words:
             raise ValueError("words must hold at least one word")
+        self._spellings = tuple(self.classes)  # what the token trie is built from
+        self._trie: Optional[TokenTrie] = None
         # BK-tree: node i's children by their distance to word i
         self._children: List[Dict[int, int]] = [{}]
         for i in range(1, len(self.classes)):
@@ -86,6 +93,13 @@ class Lexicon:
 
     def __len__(self) -> int:
         return len(self.words)
+
+    def token_trie(self) -> TokenTrie:
+        """The words as a trie of class indices (:class:`fastcrnn.ops.beam.TokenTrie`), packed
+        on the first call and kept: the Lexicon is immutable, so the packed trie stays valid."""
+        if self._trie is None:
+            self._trie = pack_token_trie(self._spellings)
+        return self._trie
 
     def nearby(self, classes: Sequence[int], max_distance: int) -> List[int]:
         """Indices of the words within ``max_distance`` edits of ``classes``, ascending. The

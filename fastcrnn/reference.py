@@ -477,6 +477,27 @@ def _merge(beams: dict, prefix: tuple, p_b: float, p_nb: float) -> None:
     beams[prefix] = (_log_add(old_b, p_b), _log_add(old_nb, p_nb))
 
 
+def _hotword_step(hotwords, starts, weight, state, c):
+    """The hotword matcher after label c. state = (match, done, banked): the current partial
+    match (a tuple that starts some hotword), how many of its labels are already banked, and the
+    bonus banked for completed hotwords. A prefix's bonus while searching is
+    banked + weight * (len(match) - done)."""
+    match, done, banked = state
+    if match + (c,) in starts:  # the match goes on
+        match = match + (c,)
+    elif done:  # it broke off after completing a hotword: that one stays banked; restart at c
+        match, done = ((c,) if (c,) in starts else ()), 0
+    else:  # it broke off: the longest suffix that still starts a hotword (maybe none)
+        grown = match + (c,)
+        match = next(grown[i:] for i in range(len(grown) + 1) if grown[i:] in starts)
+    if match in hotwords:  # a hotword is complete: bank its labels not banked yet
+        banked += weight * (len(match) - done)
+        done = len(match)
+        if not any(len(h) > len(match) and h[: len(match)] == match for h in hotwords):
+            match, done = (), 0  # no longer hotword continues it: the next match starts afresh
+    return match, done, banked
+
+
 def ctc_prefix_beam_search(
     log_probs,
     input_length=None,
@@ -490,9 +511,15 @@ def ctc_prefix_beam_search(
     lm_tokens=None,
     lm_weight=0.5,
     word_bonus=0.0,
+    lm_level="label",
+    lm_word_tokens=None,
+    lexicon=None,
+    word_delimiter=None,
+    hotwords=None,
+    hotword_weight=1.5,
 ):
     """CTC prefix beam search for ONE sequence, in plain Python: the specification of
-    fastcrnn.ctc_beam_search_decode (without lexicon).
+    fastcrnn.ctc_beam_search_decode.
 
     log_probs (T, C) log-probabilities. Each prefix keeps two log-probabilities: of the frames so
     far ending in a blank (p_b) and in its last label (p_nb). At each frame a prefix
@@ -512,6 +539,19 @@ def ctc_prefix_beam_search(
     to the smaller class) with log-prob >= token_min_logp; labels outside them count as
     probability 0 at that frame, for growing and repeating alike. After ranking, prefixes below
     the best + beam_prune_logp are dropped.
+
+    Lexicon (word class sequences, e.g. fastcrnn.Lexicon's ``classes``): a prefix grows by c
+    only if its current word (its labels after the last ``word_delimiter``; all of them without
+    one) followed by c starts a lexicon word, or if c is the delimiter and the current word is
+    whole. At the end only prefixes whose current word is whole remain (maybe none).
+
+    A word-level model (lm_level="word"; ``lm_word_tokens[i]`` is lexicon word i's LM token)
+    scores each word when it completes: when the delimiter is appended after it, and at the
+    end of the input (then also the end of sentence); word_bonus is added per word.
+
+    Hotwords (class sequences): the score adds the bonus of ``_hotword_step``'s matcher run
+    over the prefix, banked + hotword_weight * (partial match's labels not banked); the final
+    score counts the banked bonus only (a partial match at the end gives its bonus back).
     Returns the nbest [(prefix tuple, score, CTC log-probability)], best first.
     """
     lp = log_probs.detach().double().cpu()
@@ -519,6 +559,39 @@ def ctc_prefix_beam_search(
     C = lp.shape[1]
     to_ln = lm_weight * math.log(10.0)
     lm_of = {(): (lm.begin_state(), 0.0)} if lm is not None else {}  # prefix -> (state, score)
+    words = {tuple(w) for w in lexicon} if lexicon is not None else set()
+    word_starts = {w[:i] for w in words for i in range(len(w) + 1)}
+    hot = {tuple(h) for h in hotwords} if hotwords else set()
+    hot_starts = {h[:i] for h in hot for i in range(len(h) + 1)}
+    hot_of = {(): ((), 0, 0.0)}  # prefix -> the matcher's state
+
+    def current_word(prefix):
+        if word_delimiter is not None and word_delimiter in prefix:
+            return prefix[len(prefix) - prefix[::-1].index(word_delimiter) :]
+        return prefix
+
+    def allowed(prefix, c):
+        if lexicon is None:
+            return True
+        if c == word_delimiter:
+            return current_word(prefix) in words
+        return current_word(prefix) + (c,) in word_starts
+
+    def hot_state(prefix):
+        if prefix not in hot_of:
+            hot_of[prefix] = _hotword_step(
+                hot, hot_starts, hotword_weight, hot_state(prefix[:-1]), prefix[-1]
+            )
+        return hot_of[prefix]
+
+    def hot_bonus(prefix):
+        if not hot:
+            return 0.0
+        match, done, banked = hot_state(prefix)
+        return banked + hotword_weight * (len(match) - done)
+
+    by_word = lm is not None and lm_level == "word"
+    word_token = dict(zip(map(tuple, lexicon), lm_word_tokens)) if by_word else {}
 
     def lm_score(prefix):
         if lm is None:
@@ -526,13 +599,19 @@ def ctc_prefix_beam_search(
         if prefix not in lm_of:
             lm_score(prefix[:-1])
             state, score = lm_of[prefix[:-1]]
-            new_state, log10p = lm.advance(state, lm_tokens[prefix[-1]])
-            lm_of[prefix] = (new_state, score + to_ln * log10p + word_bonus)
+            if not by_word:
+                new_state, log10p = lm.advance(state, lm_tokens[prefix[-1]])
+                lm_of[prefix] = (new_state, score + to_ln * log10p + word_bonus)
+            elif prefix[-1] == word_delimiter:  # the word before it is complete
+                new_state, log10p = lm.advance(state, word_token[current_word(prefix[:-1])])
+                lm_of[prefix] = (new_state, score + to_ln * log10p + word_bonus)
+            else:
+                lm_of[prefix] = (state, score)
         return lm_of[prefix][1]
 
     def score(item):
         prefix, (p_b, p_nb) = item
-        return _log_add(p_b, p_nb) + lm_score(prefix)
+        return _log_add(p_b, p_nb) + lm_score(prefix) + hot_bonus(prefix)
 
     beams = {(): (0.0, -math.inf)}  # prefix -> (log p_b, log p_nb)
     for t in range(T):
@@ -554,6 +633,8 @@ def ctc_prefix_beam_search(
             if prefix:
                 _merge(grown, prefix, -math.inf, p_nb + label_lp.get(prefix[-1], -math.inf))
             for c in labels:
+                if not allowed(prefix, c):
+                    continue
                 source = p_b if prefix and prefix[-1] == c else total
                 _merge(grown, prefix + (c,), -math.inf, source + row[c])
         live = [kv for kv in grown.items() if _log_add(*kv[1]) > -math.inf]
@@ -564,11 +645,17 @@ def ctc_prefix_beam_search(
         beams = dict(ranked)
 
     def final(item):
-        prefix, _ = item
+        prefix, (p_b, p_nb) = item
         end = 0.0
         if lm is not None:
-            end = to_ln * lm.advance(lm_of[prefix][0], lm.eos_id)[1]
-        return score(item) + end
+            state = lm_of[prefix][0]
+            if by_word:  # the last word completes with the input
+                state, log10p = lm.advance(state, word_token[current_word(prefix)])
+                end = to_ln * log10p + word_bonus
+            end += to_ln * lm.advance(state, lm.eos_id)[1]
+        banked = hot_state(prefix)[2] if hot else 0.0
+        return _log_add(p_b, p_nb) + lm_score(prefix) + end + banked
 
-    ranked = sorted(beams.items(), key=lambda kv: (-final(kv), kv[0]))
+    ends = [kv for kv in beams.items() if lexicon is None or current_word(kv[0]) in words]
+    ranked = sorted(ends, key=lambda kv: (-final(kv), kv[0]))
     return [(kv[0], final(kv), _log_add(*kv[1])) for kv in ranked[:nbest]]

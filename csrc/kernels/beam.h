@@ -14,6 +14,16 @@
 // ties to the smaller class) with log-prob >= token_min_logp; a label outside that set counts as
 // probability 0 at that frame (for growing and for repeating alike; the blank is always in).
 // After ranking, prefixes scoring below the best + beam_prune_logp are dropped.
+//
+// Lexicon (optional): a trie of token sequences. A prefix grows by a label only where the label
+// continues a lexicon word from the prefix' trie node; with word_delimiter, the delimiter may
+// follow a complete word and returns to the root. At the end only prefixes on a complete word
+// remain (possibly none: the sample's result is then empty, score -inf).
+// Hotwords (optional): a trie with Aho-Corasick failure links. Each prefix' score gains
+// hotword_weight per token of its current partial match and keeps the bonus of every completed
+// hotword; a partial match that fails gives its bonus back (see hot_step in beam_cpu.cpp and
+// fastcrnn.reference.ctc_prefix_beam_search). At the end only completed hotwords count.
+// The trie node of a prefix is a function of the prefix, so identical prefixes still merge.
 #pragma once
 #include <cstdint>
 
@@ -54,8 +64,24 @@ struct BeamSearchParams {
   const double* lm_values = nullptr;      // (R, 2): log10 probability, log10 back-off
   const int64_t* lm_links = nullptr;      // (R, 2): suffix row, next state
   const int64_t* lm_token_ids = nullptr;  // (C,): each class's LM token id
+  // Or a word-level model (lm_token_ids == nullptr): lm_word_ids (W,) holds the LM token id of
+  // each lexicon word (a lexicon end node's column 2 is the word's index + 1). A word is scored
+  // when it completes: when the word_delimiter follows it, and at the end of the input (then
+  // the end of sentence too); word_bonus is added per word.
+  const int64_t* lm_word_ids = nullptr;
+  int64_t lm_word_count = 0;  // W
   int64_t lm_rows = 0, lm_vocab_size = 0, lm_begin_state = 0, lm_eos = 0;
   double lm_weight = 0, word_bonus = 0;
+  // Token tries (fastcrnn.ops.beam.TokenTrie): nodes (V, 5) int64 rows (first edge, end of
+  // edges, the index + 1 of the sequence ending there or 0, failure link, depth), node 0 the root;
+  // edges (E, 2) int64 (token, child), sorted by token within a node. lexicon_nodes == nullptr: no
+  // lexicon; hotword_nodes == nullptr: no hotwords. word_delimiter < 0: none.
+  const int64_t* lexicon_nodes = nullptr;
+  const int64_t* lexicon_edges = nullptr;
+  int64_t word_delimiter = -1;
+  const int64_t* hotword_nodes = nullptr;
+  const int64_t* hotword_edges = nullptr;
+  double hotword_weight = 0;
   // Outputs, padded: tokens / frames -1, probs 0, scores -inf where a sample has fewer than
   // nbest hypotheses.
   int64_t* tokens = nullptr;            // (N, nbest, T)

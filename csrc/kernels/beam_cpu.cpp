@@ -20,6 +20,7 @@ namespace fastcrnn::cpu::FASTCRNN_ISA_NS {
 namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+constexpr int64_t kTrieRow = 5;  // the columns of a trie's nodes (beam.h)
 
 inline double log_add(double a, double b) {
   if (a == kNegInf) return b;
@@ -29,6 +30,14 @@ inline double log_add(double a, double b) {
   return hi + std::log1p(std::exp(lo - hi));
 }
 
+// Where a prefix stands in the lexicon and hotword tries (all 0 without them).
+struct TrieState {
+  int32_t lex;        // lexicon trie node
+  int32_t hot;        // hotword trie node: the current partial match
+  int32_t hot_done;   // depth of `hot` whose bonus is already committed (a completed hotword)
+  double hot_banked;  // bonus of the completed hotwords
+};
+
 struct Node {
   int32_t parent;  // -1 for the root (the empty prefix)
   int32_t token;
@@ -36,6 +45,7 @@ struct Node {
   int32_t length;
   int64_t lm_state;  // the language model's state after the prefix (0 without a model)
   double lm_score;   // the prefix's language model term of the score (0 without a model)
+  TrieState trie;
 };
 
 struct Hypothesis {
@@ -50,7 +60,8 @@ struct Candidate {
   double p_b, p_nb, total;  // total: log(p_b + p_nb)
   int64_t lm_state;
   double lm_score;
-  double rank;  // total + lm_score: what the beam keeps the best of
+  TrieState trie;
+  double rank;  // total + lm_score + the hotword bonus: what the beam keeps the best of
 };
 
 // Everything one task reuses across its samples.
@@ -70,7 +81,7 @@ struct Store {
     nodes.clear();
     child.clear();
     beam_of_node.clear();
-    nodes.push_back({-1, -1, -1, 0, 0, 0.0});
+    nodes.push_back({-1, -1, -1, 0, 0, 0.0, {0, 0, 0, 0.0}});
     beam_of_node.push_back(-1);
     beams.assign(1, {0, 0.0, kNegInf});
   }
@@ -179,8 +190,8 @@ class Searcher {
     for (size_t i = 0; i < beams.size(); ++i) {
       st_.beam_of_node[beams[i].node] = static_cast<int32_t>(i);
       const Node& node = st_.nodes[beams[i].node];
-      cand.push_back(
-          {static_cast<int32_t>(i), -1, kNegInf, kNegInf, 0, node.lm_state, node.lm_score, 0});
+      cand.push_back({static_cast<int32_t>(i), -1, kNegInf, kNegInf, 0, node.lm_state,
+                      node.lm_score, node.trie, 0});
     }
     // each hypothesis' children among the hypotheses, by label: growing a prefix into one of
     // them merges into it (the trie holds one node per prefix, so this is exact)
@@ -206,11 +217,16 @@ class Searcher {
         if (k < kids[i].size() && kids[i][k].first == c) {
           cand[kids[i][k].second].p_nb = log_add(cand[kids[i][k].second].p_nb, value);
         } else {
+          TrieState trie = node.trie;
+          if (!trie_advance(trie, c)) continue;  // leaves the lexicon
           int64_t state = node.lm_state;
           double lm = node.lm_score;
-          if (p_.lm_keys != nullptr)
+          if (p_.lm_token_ids != nullptr) {
             lm += to_ln_ * lm_advance(state, p_.lm_token_ids[c]) + p_.word_bonus;
-          cand.push_back({static_cast<int32_t>(i), c, kNegInf, value, 0, state, lm, 0});
+          } else if (p_.lm_word_ids != nullptr && c == p_.word_delimiter) {
+            lm += to_ln_ * lm_advance(state, word_id(node.trie.lex)) + p_.word_bonus;
+          }
+          cand.push_back({static_cast<int32_t>(i), c, kNegInf, value, 0, state, lm, trie, 0});
         }
       }
     }
@@ -222,7 +238,7 @@ class Searcher {
     size_t kept = 0;
     for (Candidate& c : cand) {
       c.total = log_add(c.p_b, c.p_nb);
-      c.rank = c.total + c.lm_score;
+      c.rank = c.total + c.lm_score + hot_bonus(c.trie);
       if (c.total > kNegInf) cand[kept++] = c;  // drops impossible (and NaN) hypotheses
     }
     cand.resize(kept);
@@ -250,7 +266,7 @@ class Searcher {
         node = it->second;
         if (added) {
           st_.nodes.push_back(
-              {from, c.token, t, st_.nodes[from].length + 1, c.lm_state, c.lm_score});
+              {from, c.token, t, st_.nodes[from].length + 1, c.lm_state, c.lm_score, c.trie});
           st_.beam_of_node.push_back(-1);
         } else {
           st_.nodes[node].frame = t;
@@ -290,6 +306,82 @@ class Searcher {
     }
   }
 
+  // The child of trie node `node` by `token` (edges sorted by token within a node), or -1.
+  static int32_t trie_child(const int64_t* nodes, const int64_t* edges, int32_t node,
+                            int64_t token) {
+    int64_t lo = nodes[kTrieRow * node], hi = nodes[kTrieRow * node + 1];
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (edges[2 * mid] < token)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    return lo < nodes[kTrieRow * node + 1] && edges[2 * lo] == token
+               ? static_cast<int32_t>(edges[2 * lo + 1])
+               : -1;
+  }
+
+  // Moves a prefix's trie state on by label c; false where the lexicon forbids c.
+  bool trie_advance(TrieState& s, int32_t c) const {
+    if (p_.lexicon_nodes != nullptr) {
+      if (c == p_.word_delimiter) {
+        if (p_.lexicon_nodes[kTrieRow * s.lex + 2] == 0) return false;  // inside a word
+        s.lex = 0;
+      } else {
+        s.lex = trie_child(p_.lexicon_nodes, p_.lexicon_edges, s.lex, c);
+        if (s.lex < 0) return false;
+      }
+    }
+    if (p_.hotword_nodes != nullptr) hot_step(s, c);
+    return true;
+  }
+
+  // The hotword matcher (fastcrnn.reference's _hotword_step is the readable version). A match
+  // that continues goes down the trie. One that fails falls back along the failure links to the
+  // longest suffix still inside some hotword, unless it already completed a hotword: then the
+  // completed tokens stay banked and matching restarts at c. Reaching a hotword's end banks its
+  // tokens not banked yet; a leaf restarts at the root.
+  void hot_step(TrieState& s, int32_t c) const {
+    const int64_t* nodes = p_.hotword_nodes;
+    const int64_t* edges = p_.hotword_edges;
+    int32_t next = trie_child(nodes, edges, s.hot, c);
+    if (next < 0) {
+      int32_t from = 0;
+      if (s.hot_done == 0) {
+        // failure links strictly shorten the match (checked by ops/), so this ends at the root
+        for (from = s.hot; from != 0 && next < 0;) {
+          from = static_cast<int32_t>(nodes[kTrieRow * from + 3]);
+          next = trie_child(nodes, edges, from, c);
+        }
+      }
+      s.hot_done = 0;
+      if (next < 0) next = std::max(trie_child(nodes, edges, 0, c), 0);
+    }
+    s.hot = next;
+    const int64_t* row = nodes + kTrieRow * next;
+    if (row[2] != 0) {
+      s.hot_banked += p_.hotword_weight * static_cast<double>(row[4] - s.hot_done);
+      s.hot_done = static_cast<int32_t>(row[4]);
+      if (row[0] == row[1]) s.hot = s.hot_done = 0;
+    }
+  }
+
+  // The LM token id of the lexicon word ending at trie node `lex` (a word's end: checked by
+  // the callers' lexicon rules).
+  int64_t word_id(int32_t lex) const {
+    return p_.lm_word_ids[p_.lexicon_nodes[kTrieRow * lex + 2] - 1];
+  }
+
+  // The hotword part of a prefix's score while searching: the banked bonus and the partial
+  // match's tokens not banked yet.
+  double hot_bonus(const TrieState& s) const {
+    if (p_.hotword_nodes == nullptr) return 0;
+    return s.hot_banked +
+           p_.hotword_weight *
+               static_cast<double>(p_.hotword_nodes[kTrieRow * s.hot + 4] - s.hot_done);
+  }
+
   static uint64_t key(int32_t parent, int32_t token) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(parent)) << 32) |
            static_cast<uint32_t>(token);
@@ -306,9 +398,17 @@ class Searcher {
     return std::exp(static_cast<double>(row_of(n, t)[c * p_.stride_c]) - st_.log_norm[t]);
   }
 
-  // The final order: the score with the language model's end of sentence.
+  // The final order: the score with the language model's end of sentence and the completed
+  // hotwords' bonus (a partial match at the end gives its bonus back); with a lexicon, only the
+  // prefixes that end on a whole word.
   void rank_final() {
     auto& beams = st_.beams;
+    if (p_.lexicon_nodes != nullptr) {
+      size_t kept = 0;
+      for (const Hypothesis& h : beams)
+        if (p_.lexicon_nodes[kTrieRow * st_.nodes[h.node].trie.lex + 2] != 0) beams[kept++] = h;
+      beams.resize(kept);
+    }
     auto& final = st_.final_scores;
     final.resize(beams.size());
     for (size_t i = 0; i < beams.size(); ++i) {
@@ -316,11 +416,16 @@ class Searcher {
       double end = 0;
       if (p_.lm_keys != nullptr) {
         int64_t state = node.lm_state;
-        end = to_ln_ * lm_advance(state, p_.lm_eos);
+        // a word-level model scores the last word (whole: the lexicon filter above) first
+        if (p_.lm_word_ids != nullptr)
+          end = to_ln_ * lm_advance(state, word_id(node.trie.lex)) + p_.word_bonus;
+        end += to_ln_ * lm_advance(state, p_.lm_eos);
       }
-      final[i] = log_add(beams[i].p_b, beams[i].p_nb) + node.lm_score + end;
+      const double hot = p_.hotword_nodes != nullptr ? node.trie.hot_banked : 0.0;
+      final[i] = log_add(beams[i].p_b, beams[i].p_nb) + node.lm_score + end + hot;
     }
-    if (p_.lm_keys == nullptr) return;  // the beams are ranked already
+    // without a model or hotwords the final score is the rank: the beams are ranked already
+    if (p_.lm_keys == nullptr && p_.hotword_nodes == nullptr) return;
     std::vector<size_t> order(beams.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {

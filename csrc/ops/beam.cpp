@@ -3,8 +3,10 @@
 // and reaches ctc_beam_search_candidates as each frame's candidates only.
 #include <torch/library.h>
 
+#include <cmath>
 #include <optional>
 #include <tuple>
+#include <utility>
 
 #include "kernels/beam.h"
 #include "ops/common.h"
@@ -20,16 +22,19 @@ using BeamOutputs =
 void set_language_model(const std::optional<at::Tensor>& keys,
                         const std::optional<at::Tensor>& values,
                         const std::optional<at::Tensor>& links,
-                        const std::optional<at::Tensor>& token_ids, int64_t vocab_size,
+                        const std::optional<at::Tensor>& token_ids,
+                        const std::optional<at::Tensor>& word_ids, int64_t vocab_size,
                         int64_t begin_state, int64_t eos, double weight, double word_bonus,
                         BeamSearchParams& p) {
   if (!keys.has_value()) {
-    TORCH_CHECK_VALUE(!values.has_value() && !links.has_value() && !token_ids.has_value(),
-                      "lm_keys, lm_values, lm_links and lm_token_ids go together");
+    TORCH_CHECK_VALUE(!values.has_value() && !links.has_value() && !token_ids.has_value() &&
+                          !word_ids.has_value(),
+                      "lm_keys, lm_values, lm_links and lm_token_ids (or lm_word_ids) go together");
     return;
   }
-  TORCH_CHECK_VALUE(values.has_value() && links.has_value() && token_ids.has_value(),
-                    "lm_keys, lm_values, lm_links and lm_token_ids go together");
+  TORCH_CHECK_VALUE(
+      values.has_value() && links.has_value() && token_ids.has_value() != word_ids.has_value(),
+      "lm_keys, lm_values, lm_links and lm_token_ids (or lm_word_ids) go together");
   const int64_t R = keys->numel();
   TORCH_CHECK_VALUE(R >= 2 && keys->dim() == 1 && keys->scalar_type() == at::kLong &&
                         keys->is_contiguous() && keys->is_cpu(),
@@ -40,29 +45,116 @@ void set_language_model(const std::optional<at::Tensor>& keys,
   TORCH_CHECK_VALUE(links->sizes() == at::IntArrayRef({R, 2}) &&
                         links->scalar_type() == at::kLong && links->is_contiguous(),
                     "lm_links must be a contiguous (R, 2) int64 tensor");
-  TORCH_CHECK_VALUE(token_ids->sizes() == at::IntArrayRef({p.C}) &&
-                        token_ids->scalar_type() == at::kLong && token_ids->is_contiguous(),
-                    "lm_token_ids must be a contiguous (C,) int64 tensor");
   TORCH_CHECK_VALUE(vocab_size >= 1 && vocab_size < R, "lm_vocab_size must be in [1, R)");
   TORCH_CHECK_VALUE(begin_state >= 0 && begin_state < R, "lm_begin_state out of range");
   TORCH_CHECK_VALUE(eos >= 0 && eos < vocab_size, "lm_eos out of range");
-  const int64_t* ids = token_ids->data_ptr<int64_t>();
-  for (int64_t c = 0; c < p.C; ++c)
-    TORCH_CHECK_VALUE(ids[c] >= 0 && ids[c] < vocab_size, "lm_token_ids[", c,
-                      "] must be a token id in [0, ", vocab_size, "), got ", ids[c]);
+  // one LM token per class, or (a word-level model) per lexicon word
+  const at::Tensor& per = token_ids.has_value() ? *token_ids : *word_ids;
+  const char* per_name = token_ids.has_value() ? "lm_token_ids" : "lm_word_ids";
+  TORCH_CHECK_VALUE(per.dim() == 1 && (word_ids.has_value() || per.size(0) == p.C) &&
+                        per.scalar_type() == at::kLong && per.is_contiguous() && per.is_cpu(),
+                    per_name, " must be a contiguous 1-D int64 CPU tensor (lm_token_ids: (C,))");
+  const int64_t* ids = per.data_ptr<int64_t>();
+  for (int64_t i = 0; i < per.numel(); ++i)
+    TORCH_CHECK_VALUE(ids[i] >= 0 && ids[i] < vocab_size, per_name, "[", i,
+                      "] must be a token id in [0, ", vocab_size, "), got ", ids[i]);
   // the links must stay inside the table: a corrupt one would send the lookup astray
   const at::Tensor in_range = links->ge(-1).logical_and(links->lt(R)).all();
   TORCH_CHECK_VALUE(in_range.item<bool>(), "lm_links must hold rows in [-1, R)");
   p.lm_keys = keys->data_ptr<int64_t>();
   p.lm_values = values->data_ptr<double>();
   p.lm_links = links->data_ptr<int64_t>();
-  p.lm_token_ids = ids;
+  p.lm_token_ids = token_ids.has_value() ? ids : nullptr;
+  p.lm_word_ids = word_ids.has_value() ? ids : nullptr;
+  p.lm_word_count = per.numel();
   p.lm_rows = R;
   p.lm_vocab_size = vocab_size;
   p.lm_begin_state = begin_state;
   p.lm_eos = eos;
   p.lm_weight = weight;
   p.word_bonus = word_bonus;
+}
+
+// A token trie (fastcrnn.ops.beam.TokenTrie), checked so that the search never leaves it: every
+// edge's token a label in [0, C) other than the blank, every child a node one level deeper,
+// edges sorted within a node, failure links to strictly shallower nodes (so following them
+// ends at the root). Returns its (nodes, edges) pointers, or nullptrs without one.
+std::pair<const int64_t*, const int64_t*> checked_trie(const std::optional<at::Tensor>& nodes,
+                                                       const std::optional<at::Tensor>& edges,
+                                                       const char* name,
+                                                       const BeamSearchParams& p) {
+  if (!nodes.has_value()) {
+    TORCH_CHECK_VALUE(!edges.has_value(), name, "_nodes and ", name, "_edges go together");
+    return {nullptr, nullptr};
+  }
+  TORCH_CHECK_VALUE(edges.has_value(), name, "_nodes and ", name, "_edges go together");
+  TORCH_CHECK_VALUE(nodes->dim() == 2 && nodes->size(0) >= 1 && nodes->size(1) == 5 &&
+                        nodes->scalar_type() == at::kLong && nodes->is_contiguous() &&
+                        nodes->is_cpu(),
+                    name, "_nodes must be a contiguous (V >= 1, 5) int64 CPU tensor");
+  TORCH_CHECK_VALUE(edges->dim() == 2 && edges->size(1) == 2 && edges->scalar_type() == at::kLong &&
+                        edges->is_contiguous() && edges->is_cpu(),
+                    name, "_edges must be a contiguous (E, 2) int64 CPU tensor");
+  const int64_t V = nodes->size(0), E = edges->size(0);
+  TORCH_CHECK_VALUE(V < (int64_t(1) << 31), name, ": too many trie nodes");
+  const int64_t* nd = nodes->data_ptr<int64_t>();
+  const int64_t* ed = edges->data_ptr<int64_t>();
+  TORCH_CHECK_VALUE(nd[3] == 0 && nd[4] == 0, name,
+                    ": the root's failure link and depth must be 0");
+  for (int64_t v = 0; v < V; ++v) {
+    const int64_t* row = nd + 5 * v;
+    TORCH_CHECK_VALUE(row[0] >= 0 && row[0] <= row[1] && row[1] <= E, name, ": node ", v,
+                      "'s edges lie outside [0, E)");
+    TORCH_CHECK_VALUE(row[3] >= 0 && row[3] < V && (v == 0 || nd[5 * row[3] + 4] < row[4]), name,
+                      ": node ", v, "'s failure link must lead to a shallower node");
+    for (int64_t e = row[0]; e < row[1]; ++e) {
+      const int64_t token = ed[2 * e], child = ed[2 * e + 1];
+      TORCH_CHECK_VALUE(token >= 0 && token < p.C && token != p.blank, name, " holds token id ",
+                        token, ", which must be a class in [0, C=", p.C, ") other than the blank (",
+                        p.blank, ")");
+      TORCH_CHECK_VALUE(e == row[0] || ed[2 * e - 2] < token, name, ": node ", v,
+                        "'s edges must be sorted by token, without repeats");
+      TORCH_CHECK_VALUE(child >= 1 && child < V && nd[5 * child + 4] == row[4] + 1, name, ": node ",
+                        v, " has an edge to ", child, ", not a node one level deeper");
+    }
+  }
+  return {nd, ed};
+}
+
+// The lexicon and the hotwords, checked and pointed to (kept alive by the caller's tensors).
+void set_tries(const std::optional<at::Tensor>& lexicon_nodes,
+               const std::optional<at::Tensor>& lexicon_edges, int64_t word_delimiter,
+               const std::optional<at::Tensor>& hotword_nodes,
+               const std::optional<at::Tensor>& hotword_edges, double hotword_weight,
+               BeamSearchParams& p) {
+  std::tie(p.lexicon_nodes, p.lexicon_edges) =
+      checked_trie(lexicon_nodes, lexicon_edges, "lexicon", p);
+  std::tie(p.hotword_nodes, p.hotword_edges) =
+      checked_trie(hotword_nodes, hotword_edges, "hotword", p);
+  if (p.lm_word_ids != nullptr) {
+    // a word-level model reads each whole word's index from its lexicon end node
+    TORCH_CHECK_VALUE(p.lexicon_nodes != nullptr, "lm_word_ids needs a lexicon");
+    const int64_t V = lexicon_nodes->size(0);
+    for (int64_t v = 0; v < V; ++v)
+      TORCH_CHECK_VALUE(
+          p.lexicon_nodes[5 * v + 2] >= 0 && p.lexicon_nodes[5 * v + 2] <= p.lm_word_count,
+          "lexicon_nodes: node ", v, " ends word ", p.lexicon_nodes[5 * v + 2] - 1,
+          ", outside lm_word_ids (", p.lm_word_count, " words)");
+  }
+  if (word_delimiter >= 0) {
+    TORCH_CHECK_VALUE(p.lexicon_nodes != nullptr, "word_delimiter needs a lexicon");
+    TORCH_CHECK_VALUE(word_delimiter < p.C && word_delimiter != p.blank,
+                      "word_delimiter must be a class in [0, C=", p.C, ") other than the blank (",
+                      p.blank, "), got ", word_delimiter);
+    const int64_t E = lexicon_edges->size(0);
+    for (int64_t e = 0; e < E; ++e)
+      TORCH_CHECK_VALUE(p.lexicon_edges[2 * e] != word_delimiter, "word_delimiter (",
+                        word_delimiter, ") must not occur inside a lexicon word");
+  }
+  TORCH_CHECK_VALUE(std::isfinite(hotword_weight), "hotword_weight must be finite, got ",
+                    hotword_weight);
+  p.word_delimiter = word_delimiter < 0 ? -1 : word_delimiter;
+  p.hotword_weight = hotword_weight;
 }
 
 void check_search_options(int64_t C, int64_t blank, int64_t beam_width, int64_t nbest,
@@ -118,7 +210,10 @@ BeamOutputs beam_search_cpu_op(
     std::optional<double> beam_prune_logp, std::optional<at::Tensor> lm_keys,
     std::optional<at::Tensor> lm_values, std::optional<at::Tensor> lm_links,
     std::optional<at::Tensor> lm_token_ids, int64_t lm_vocab_size, int64_t lm_begin_state,
-    int64_t lm_eos, double lm_weight, double word_bonus) {
+    int64_t lm_eos, double lm_weight, double word_bonus, std::optional<at::Tensor> lexicon_nodes,
+    std::optional<at::Tensor> lexicon_edges, int64_t word_delimiter,
+    std::optional<at::Tensor> hotword_nodes, std::optional<at::Tensor> hotword_edges,
+    double hotword_weight, std::optional<at::Tensor> lm_word_ids) {
   TORCH_CHECK_VALUE(log_probs.dim() == 3, "log_probs must have shape (T, N, C), got ",
                     log_probs.sizes());
   BeamSearchParams p;
@@ -135,8 +230,10 @@ BeamOutputs beam_search_cpu_op(
   p.stride_n = log_probs.stride(1);
   p.stride_c = log_probs.stride(2);
   p.logits = logits;
-  set_language_model(lm_keys, lm_values, lm_links, lm_token_ids, lm_vocab_size, lm_begin_state,
-                     lm_eos, lm_weight, word_bonus, p);
+  set_language_model(lm_keys, lm_values, lm_links, lm_token_ids, lm_word_ids, lm_vocab_size,
+                     lm_begin_state, lm_eos, lm_weight, word_bonus, p);
+  set_tries(lexicon_nodes, lexicon_edges, word_delimiter, hotword_nodes, hotword_edges,
+            hotword_weight, p);
   return allocate_and_run(input_lengths, p);
 }
 
@@ -147,7 +244,10 @@ BeamOutputs beam_search_candidates_cpu_op(
     std::optional<double> beam_prune_logp, std::optional<at::Tensor> lm_keys,
     std::optional<at::Tensor> lm_values, std::optional<at::Tensor> lm_links,
     std::optional<at::Tensor> lm_token_ids, int64_t lm_vocab_size, int64_t lm_begin_state,
-    int64_t lm_eos, double lm_weight, double word_bonus) {
+    int64_t lm_eos, double lm_weight, double word_bonus, std::optional<at::Tensor> lexicon_nodes,
+    std::optional<at::Tensor> lexicon_edges, int64_t word_delimiter,
+    std::optional<at::Tensor> hotword_nodes, std::optional<at::Tensor> hotword_edges,
+    double hotword_weight, std::optional<at::Tensor> lm_word_ids) {
   TORCH_CHECK_VALUE(candidate_tokens.dim() == 3, "candidate_tokens must be (T, N, K), got ",
                     candidate_tokens.sizes());
   TORCH_CHECK_TYPE(candidate_tokens.scalar_type() == at::kLong,
@@ -174,8 +274,10 @@ BeamOutputs beam_search_candidates_cpu_op(
   p.K = candidate_tokens.size(2);
   p.T = T;
   p.N = N;
-  set_language_model(lm_keys, lm_values, lm_links, lm_token_ids, lm_vocab_size, lm_begin_state,
-                     lm_eos, lm_weight, word_bonus, p);
+  set_language_model(lm_keys, lm_values, lm_links, lm_token_ids, lm_word_ids, lm_vocab_size,
+                     lm_begin_state, lm_eos, lm_weight, word_bonus, p);
+  set_tries(lexicon_nodes, lexicon_edges, word_delimiter, hotword_nodes, hotword_edges,
+            hotword_weight, p);
   return allocate_and_run(input_lengths, p);
 }
 

@@ -24,14 +24,18 @@ TORCH_LIBRARY(fastcrnn, m) {
       "int beam_width, int nbest, int max_tokens, float? token_min_logp, "
       "float? beam_prune_logp, Tensor? lm_keys, Tensor? lm_values, Tensor? lm_links, "
       "Tensor? lm_token_ids, int lm_vocab_size, int lm_begin_state, int lm_eos, float lm_weight, "
-      "float word_bonus) -> (Tensor tokens, Tensor lengths, Tensor scores, Tensor ctc_scores, "
+      "float word_bonus, Tensor? lexicon_nodes, Tensor? lexicon_edges, int word_delimiter, "
+      "Tensor? hotword_nodes, Tensor? hotword_edges, float hotword_weight, Tensor? lm_word_ids) "
+      "-> (Tensor tokens, Tensor lengths, Tensor scores, Tensor ctc_scores, "
       "Tensor token_frames, Tensor token_probs)");
   m.def(
       "ctc_beam_search_candidates(Tensor candidate_tokens, Tensor candidate_logp, "
       "Tensor blank_logp, Tensor input_lengths, int num_classes, int blank, int beam_width, "
       "int nbest, float? token_min_logp, float? beam_prune_logp, Tensor? lm_keys, "
       "Tensor? lm_values, Tensor? lm_links, Tensor? lm_token_ids, int lm_vocab_size, "
-      "int lm_begin_state, int lm_eos, float lm_weight, float word_bonus) -> (Tensor tokens, "
+      "int lm_begin_state, int lm_eos, float lm_weight, float word_bonus, "
+      "Tensor? lexicon_nodes, Tensor? lexicon_edges, int word_delimiter, Tensor? hotword_nodes, "
+      "Tensor? hotword_edges, float hotword_weight, Tensor? lm_word_ids) -> (Tensor tokens, "
       "Tensor lengths, Tensor scores, Tensor ctc_scores, Tensor token_frames, "
       "Tensor token_probs)");
   // ---- CTC forced alignment (ops/align.cpp; shapes in kernels/align.h) ----
