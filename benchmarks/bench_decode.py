@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastcrnn
-from benchmarks.timing import devices, median_ms, row
+from benchmarks.timing import devices, median_ms, paired_ms, row
 from benchmarks.workloads import CTC_WORKLOADS, DECODE_WORKLOADS, applicable, ctc_inputs
 from fastcrnn import reference
 
@@ -44,6 +44,23 @@ def report_rows(device):
         ours = median_ms(lambda: fastcrnn.ctc_greedy_decode(lp), device)
         vec = median_ms(lambda: reference.ctc_greedy_decode_torch(lp), device)
         rows.append(row("decode", name, "greedy", device, ours, "torch vectorized", vec))
+        ours_ms, minimal, ratio = paired_ms(
+            lambda: fastcrnn.ctc_greedy_decode(lp),
+            lambda: reference.ctc_greedy_decode_minimal(lp),
+            device,
+        )
+        rows.append(
+            row(
+                "decode",
+                name,
+                "greedy",
+                device,
+                ours_ms,
+                "minimal torch decode",
+                minimal,
+                ratio=ratio,
+            )
+        )
         if torch.device(device).type == "cpu":
             loop = median_ms(
                 lambda: reference.ctc_greedy_decode_loop(lp),

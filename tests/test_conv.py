@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from helpers import assert_close, run_with_cpu_isa
 
 import fastcrnn
-from fastcrnn.ops.conv import winograd_conv3x3, winograd_weight
+from fastcrnn.ops.conv import conv3x3_direct, winograd_conv3x3, winograd_weight
 
 
 def _reference(x, w, scale=None, shift=None, negative_slope=None):
@@ -42,6 +42,7 @@ SHAPES = [
     (2, 8, 2, 2, 33),
     (1, 64, 16, 50, 128),
     (2, 256, 4, 26, 512),
+    (3, 3, 32, 100, 4),  # 2400 tiles: the tiles go in chunks, the last one shorter
 ]
 
 
@@ -119,6 +120,11 @@ assert (out - ref).abs().max().item() < 1e-11, (out - ref).abs().max().item()
 x32, w32, s32 = x.float(), w.float(), s.float()
 out32 = winograd_conv3x3(x32, w32, s32, -s32, 0.3)
 assert (out32.double() - ref).abs().max().item() < 1e-4
+from fastcrnn.ops.conv import conv3x3_direct
+xd = x[:, :3]
+wd = w[:, :3]
+ref = F.max_pool2d(F.relu(F.conv2d(xd, wd, s, padding=1)), 2, 2)
+assert (conv3x3_direct(xd, wd, None, s, 0.0, True) - ref).abs().max().item() < 1e-11
 print("ok")
 """
     assert run_with_cpu_isa(isa, code).strip() == "ok"
@@ -174,3 +180,72 @@ def test_border_tiles(H, W):
     x, w, scale, shift = _case(2, 3, H, W, 4, torch.float64, seed=H * 31 + W)
     out = winograd_conv3x3(x, w, scale, shift, 0.0)
     assert_close(out, _reference(x, w, scale, shift, 0.0), atol=1e-12, rtol=1e-12)
+
+
+# ---- the direct kernel for narrow inputs, with the fused 2x2 max-pool -------------------------
+
+DIRECT_SHAPES = [
+    (1, 1, 1, 1, 1),
+    (2, 1, 32, 100, 64),
+    (3, 1, 32, 57, 64),
+    (2, 3, 5, 7, 9),
+    (1, 4, 2, 3, 33),
+    (2, 2, 9, 4, 70),
+]
+
+
+@pytest.mark.parametrize(
+    "shape,max_pool",
+    [(s, pool) for s in DIRECT_SHAPES for pool in (False, True) if not pool or min(s[2:4]) >= 2],
+)
+@pytest.mark.parametrize("epilogue", ["none", "relu", "affine_leaky"])
+def test_direct_matches_conv2d_and_pool_float64(shape, max_pool, epilogue):
+    x, w, scale, shift = _case(*shape, torch.float64, seed=7)
+    kwargs = {
+        "none": {},
+        "relu": {"shift": shift, "negative_slope": 0.0},
+        "affine_leaky": {"scale": -scale, "shift": shift, "negative_slope": 0.2},
+    }[epilogue]
+    expected = _reference(x, w, **kwargs)
+    if max_pool:
+        expected = F.max_pool2d(expected, 2, 2)
+    out = conv3x3_direct(x, w, max_pool=max_pool, **kwargs)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert_close(out, expected, atol=1e-12, rtol=1e-12, what=f"{shape} {epilogue}")
+
+
+def test_direct_float32_crnn_first_layer():
+    x, w, scale, shift = _case(4, 1, 32, 100, 64, torch.float32, seed=2)
+    out = conv3x3_direct(x, w, None, shift, 0.0, True)
+    expected = F.max_pool2d(F.relu(F.conv2d(x, w, shift, padding=1)), 2, 2)
+    assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_direct_nan_propagates_through_the_pool():
+    x, w, _, _ = _case(1, 1, 4, 4, 3, torch.float32)
+    x[0, 0, 1, 1] = float("nan")
+    out = conv3x3_direct(x, w, max_pool=True)
+    expected = F.max_pool2d(F.conv2d(x, w, padding=1), 2, 2)
+    assert torch.equal(out.isnan(), expected.isnan())
+
+
+def test_direct_bad_arguments_raise():
+    x, w, scale, shift = _case(2, 1, 5, 5, 3, torch.float32)
+    cases = [
+        ((x.double(), w), {}, TypeError, "weight must have the dtype of input"),
+        ((x, w[..., :2]), {}, ValueError, r"weight must have shape \(K, C, 3, 3\)"),
+        ((x, winograd_weight(w)), {}, ValueError, r"weight must have shape \(K, C, 3, 3\)"),
+        ((x[:, :, :1], w), {"max_pool": True}, ValueError, "at least 2 x 2"),
+        ((x, w), {"max_pool": 1}, TypeError, "max_pool must be a bool"),
+        ((x, w, scale[:1]), {}, ValueError, "scale must have shape"),
+    ]
+    for args, kwargs, error, match in cases:
+        with pytest.raises(error, match=match):
+            conv3x3_direct(*args, **kwargs)
+
+
+def test_direct_opcheck():
+    x, w, scale, shift = _case(2, 2, 6, 7, 5, torch.float32)
+    op = torch.ops.fastcrnn.conv3x3_direct
+    torch.library.opcheck(op, (x, w, scale, shift, 0.0, True))
+    torch.library.opcheck(op, (x, w, None, None, None, False))

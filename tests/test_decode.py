@@ -63,6 +63,17 @@ def test_matches_reference_random(T, N, C, data, logits, sharp, seed):
     assert_matches_reference(out, lp, lengths, blank, logits)
 
 
+def test_minimal_torch_decode_anchor_reads_the_same_tokens():
+    """The benchmark's minimal torch decode (reference.ctc_greedy_decode_minimal) reads what
+    ours does, so the two are timed on the same job."""
+    g = torch.Generator().manual_seed(5)
+    lp = (torch.randn(40, 9, 6, generator=g) * 3).log_softmax(-1)
+    lp[5:9, :, 2] = 10.0  # a repeated label run
+    out = fastcrnn.ctc_greedy_decode(lp)
+    for n, tokens in enumerate(reference.ctc_greedy_decode_minimal(lp)):
+        assert tokens.tolist() == out.tokens[n, : out.lengths[n]].tolist()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("logits", [False, True])
 @pytest.mark.parametrize("shape", [(26, 64, 37), (50, 4, 5990), (9, 3, 1), (40, 2, 515)])

@@ -58,7 +58,10 @@ def test_default_crnn_float32_within_1e5():
     Winograd: eval outputs within 1e-5."""
     model = _model("crnn.pytorch", False, "log_probs", "fused", None)
     frozen = FrozenCRNN(model)
-    assert sum(getattr(step, "winograd", False) for step in frozen.cnn) == 4
+    methods = [(step.method, step.fused_pool) for step in frozen.cnn if hasattr(step, "method")]
+    assert methods == [("direct", True), ("onednn", False)] + [("winograd", False)] * 4 + [
+        ("onednn", False)
+    ]
     for N, W in ((1, 100), (5, 160)):
         images = torch.rand(N, 1, 32, W)
         with torch.no_grad():

@@ -4,13 +4,13 @@ errors, and a training smoke test (a small CRNN overfits a batch to zero errors)
 import pytest
 import torch
 import torch.nn.functional as F
-from crnn_pytorch_reference import ReferenceCRNN
 from helpers import randomise_batchnorm
 from torch import nn
 
 import fastcrnn
 from fastcrnn import reference
 from fastcrnn.nn import CRNN, BidirectionalLSTM, BiLSTM
+from fastcrnn.reference import ReferenceCRNN
 
 FUSED = "fused"
 SMALL = (8, 16, 16, 16, 24, 24, 24)

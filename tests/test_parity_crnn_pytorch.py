@@ -2,12 +2,12 @@
 label converter (utils.strLabelConverter), its train.py flags and its checkpoints.
 
 The references are written from crnn.pytorch's published definitions: the CRNN's module names
-(so state_dict keys are crnn.pytorch's; the network is in crnn_pytorch_reference.py, shared with
-test_nn_crnn.py), the converter's ignore_case layout (the
-alphabet lower-cased in place, ``dict[char] = i + 1`` over it, so a repeated character maps to
-its LAST position; ``len(alphabet) + 1`` classes), its greedy decoding, its demo's input
-preprocessing (PIL bilinear resize to 100 x 32, ``(x / 255 - 0.5) / 0.5``) and its choice of
-optimizer. fastcrnn must read crnn.pytorch's checkpoints as crnn.pytorch does, and write ones
+(so state_dict keys are crnn.pytorch's; the network is fastcrnn.reference.ReferenceCRNN,
+shared with test_nn_crnn.py), the converter's ignore_case layout (the alphabet lower-cased in
+place, ``dict[char] = i + 1`` over it, so a repeated character maps to its LAST position;
+``len(alphabet) + 1`` classes), its greedy decoding, its demo's input preprocessing (PIL
+bilinear resize to 100 x 32, ``(x / 255 - 0.5) / 0.5``) and its choice of optimizer. fastcrnn
+must read crnn.pytorch's checkpoints as crnn.pytorch does, and write ones
 crnn.pytorch can load.
 """
 
@@ -24,12 +24,12 @@ pytest.importorskip("lmdb")
 pytest.importorskip("rapidfuzz")
 pytest.importorskip("tqdm")
 
-from crnn_pytorch_reference import FULL_WIDTHS, ReferenceCRNN
 from helpers import TINY_CRNN_FLAGS, assert_close, cli, randomise_batchnorm, tiny_train_args
 from PIL import Image
 
 import fastcrnn
 from fastcrnn.ocr.data import LmdbDataset, SyntheticTextLines, write_lmdb
+from fastcrnn.reference import FULL_WIDTHS, ReferenceCRNN
 from fastcrnn.text import LabelConverter
 
 CRNN_PYTORCH_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"

@@ -25,7 +25,7 @@ void input_transform(const Winograd3x3Params& p) {
   const int64_t tiles = p.tiles_h * p.tiles_w;
   at::parallel_for(0, P, kTileGrain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / tiles, r = t % tiles;
+      const int64_t n = (p.first_tile + t) / tiles, r = (p.first_tile + t) % tiles;
       const int64_t y0 = 2 * (r / p.tiles_w) - 1, x0 = 2 * (r % p.tiles_w) - 1;
       const scalar_t* pixel[4][4];
       for (int i = 0; i < 4; ++i)
@@ -99,7 +99,7 @@ void output_transform(const Winograd3x3Params& p) {
   const bool leaky = p.activation && !relu;
   at::parallel_for(0, P, kTileGrain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / tiles, r = t % tiles;
+      const int64_t n = (p.first_tile + t) / tiles, r = (p.first_tile + t) % tiles;
       const int64_t y0 = 2 * (r / p.tiles_w), x0 = 2 * (r % p.tiles_w);
       const int rows = static_cast<int>(std::min<int64_t>(2, H - y0));
       const int cols = static_cast<int>(std::min<int64_t>(2, W - x0));
@@ -131,7 +131,82 @@ void output_transform(const Winograd3x3Params& p) {
   });
 }
 
+// Output channels per register block: four vectors of accumulators and four of the pooled
+// maximum stay in registers beside the broadcast input and the weight vector.
+constexpr int kDirectBlock = 4;
+
+template <typename scalar_t>
+void conv3x3_direct(const Conv3x3DirectParams& p) {
+  using Vec = Vectorized<scalar_t>;
+  const auto* x = static_cast<const scalar_t*>(p.input);
+  const auto* w = static_cast<const scalar_t*>(p.weight);
+  const auto* scale = static_cast<const scalar_t*>(p.scale);
+  const auto* shift = static_cast<const scalar_t*>(p.shift);
+  auto* y = static_cast<scalar_t*>(p.output);
+  const int64_t H = p.H, W = p.W, C = p.C, K = p.K;
+  const int64_t Ho = p.max_pool ? H / 2 : H, Wo = p.max_pool ? W / 2 : W;
+  const int window = p.max_pool ? 2 : 1;
+  const Vec zero(scalar_t(0)), slope(static_cast<scalar_t>(p.negative_slope));
+  const bool relu = p.activation && p.negative_slope == 0.0;
+  const bool leaky = p.activation && !relu;
+  constexpr int64_t V = Vec::size();
+  at::parallel_for(0, p.N * Ho, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / Ho, oy = row % Ho;
+      for (int64_t ox = 0; ox < Wo; ++ox) {
+        scalar_t* out = y + ((n * Ho + oy) * Wo + ox) * K;
+        for (int64_t k0 = 0; k0 < K; k0 += kDirectBlock * V) {
+          int counts[kDirectBlock];
+          Vec a[kDirectBlock], b[kDirectBlock], best[kDirectBlock];
+          for (int j = 0; j < kDirectBlock; ++j) {
+            const int64_t k = k0 + j * V;
+            counts[j] = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(V, K - k)));
+            a[j] = scale && counts[j] ? Vec::loadu(scale + k, counts[j]) : Vec(scalar_t(1));
+            b[j] = shift && counts[j] ? Vec::loadu(shift + k, counts[j]) : zero;
+          }
+          for (int dy = 0; dy < window; ++dy)
+            for (int dx = 0; dx < window; ++dx) {
+              const int64_t cy = oy * window + dy, cx = ox * window + dx;
+              Vec acc[kDirectBlock];
+              for (int j = 0; j < kDirectBlock; ++j) acc[j] = zero;
+              for (int ky = 0; ky < 3; ++ky) {
+                const int64_t iy = cy + ky - 1;
+                if (iy < 0 || iy >= H) continue;
+                for (int kx = 0; kx < 3; ++kx) {
+                  const int64_t ix = cx + kx - 1;
+                  if (ix < 0 || ix >= W) continue;
+                  const scalar_t* pixel = x + ((n * H + iy) * W + ix) * C;
+                  const scalar_t* taps = w + (ky * 3 + kx) * C * K + k0;
+                  for (int64_t c = 0; c < C; ++c) {
+                    const Vec v(pixel[c]);
+                    for (int j = 0; j < kDirectBlock; ++j)
+                      if (counts[j])
+                        acc[j] =
+                            at::vec::fmadd(v, Vec::loadu(taps + c * K + j * V, counts[j]), acc[j]);
+                  }
+                }
+              }
+              for (int j = 0; j < kDirectBlock; ++j) {
+                Vec o = at::vec::fmadd(acc[j], a[j], b[j]);
+                if (relu) o = at::vec::maximum(o, zero);
+                if (leaky) o = Vec::blendv(o * slope, o, o > zero);
+                best[j] = (dy == 0 && dx == 0) ? o : at::vec::maximum(best[j], o);
+              }
+            }
+          for (int j = 0; j < kDirectBlock; ++j)
+            if (counts[j]) best[j].store(out + k0 + j * V, counts[j]);
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
+
+void conv3x3_direct_cpu(const Conv3x3DirectParams& p) {
+  if (p.dtype == Dtype::kFloat64) return conv3x3_direct<double>(p);
+  conv3x3_direct<float>(p);
+}
 
 void winograd_input_transform_cpu(const Winograd3x3Params& p) {
   if (p.dtype == Dtype::kFloat64) return input_transform<double>(p);

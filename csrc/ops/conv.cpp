@@ -1,17 +1,22 @@
-// Winograd F(2x2, 3x3) convolution for inference (the algorithm in kernels/conv.h): argument
-// checks, workspaces, the 16 GEMMs through ATen, and the CPU registration. No autograd: the op
+// 3x3 convolutions for inference (the algorithms in kernels/conv.h): Winograd F(2x2, 3x3) for
+// wide layers (argument checks, workspaces, the 16 GEMMs through ATen) and the direct kernel for
+// narrow inputs with the fused max-pool; the CPU registrations. No autograd: the op
 // serves eval-mode forward passes; fastcrnn/ops/conv.py refuses inputs that require grad.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 
 #include "kernels/conv.h"
+#include "ops/buffer_cache.h"
 #include "ops/common.h"
 
 namespace fastcrnn::ops {
 namespace {
+
+constexpr int64_t kWinogradTileChunk = 1024;
 
 Dtype conv_dtype(const at::Tensor& t, const char* arg) {
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, arg,
@@ -69,16 +74,74 @@ at::Tensor winograd_weight_cpu(const at::Tensor& weight) {
   return transform_weight(weight, conv_dtype(weight, "weight"));
 }
 
+// The checks and inputs both convolutions share: input (N, C, H, W) in channels-last memory,
+// the K output channels' epilogue and the activation.
+struct ConvCall {
+  Dtype dtype = Dtype::kFloat32;
+  int64_t N = 0, C = 0, H = 0, W = 0, K = 0;
+  at::Tensor x, scale, shift;  // scale / shift undefined when absent
+  std::optional<double> negative_slope;
+};
+
+// Checks input against weight's dtype; the caller checks weight's shape and passes K and the
+// input channels it expects.
+ConvCall check_conv_call(const at::Tensor& input, const at::Tensor& weight, int64_t K,
+                         int64_t weight_channels, const std::optional<at::Tensor>& scale,
+                         const std::optional<at::Tensor>& shift,
+                         std::optional<double> negative_slope) {
+  ConvCall c;
+  c.dtype = conv_dtype(input, "input");
+  TORCH_CHECK_VALUE(input.dim() == 4, "input must have shape (N, C, H, W), got ", input.sizes());
+  TORCH_CHECK_VALUE(input.device().is_cpu(), "input must be a CPU tensor, got ", input.device());
+  c.N = input.size(0);
+  c.C = input.size(1);
+  c.H = input.size(2);
+  c.W = input.size(3);
+  c.K = K;
+  TORCH_CHECK_VALUE(weight_channels == c.C, "weight expects ", weight_channels,
+                    " input channels, input has ", c.C, " (shape ", input.sizes(), ")");
+  TORCH_CHECK_VALUE(c.H > 0 && c.W > 0, "input must have a non-empty image, got ", input.sizes());
+  check_channel_vector(scale, input, K, "scale");
+  check_channel_vector(shift, input, K, "shift");
+  if (negative_slope.has_value())
+    TORCH_CHECK_VALUE(std::isfinite(*negative_slope), "negative_slope must be finite, got ",
+                      *negative_slope);
+  c.negative_slope = negative_slope;
+  if (c.N > 0) c.x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  if (scale.has_value()) c.scale = scale->contiguous();
+  if (shift.has_value()) c.shift = shift->contiguous();
+  return c;
+}
+
+// input's dtype first (the error users most often meet), then weight's against it.
+void check_weight_dtype(const at::Tensor& input, const at::Tensor& weight) {
+  conv_dtype(input, "input");
+  TORCH_CHECK_TYPE(weight.scalar_type() == input.scalar_type(),
+                   "weight must have the dtype of input (", input.scalar_type(), "), got ",
+                   weight.scalar_type());
+}
+
+// Fills the fields both kernels' parameter structs share.
+template <typename Params>
+void set_call(Params& p, const ConvCall& c) {
+  p.dtype = c.dtype;
+  p.N = c.N;
+  p.H = c.H;
+  p.W = c.W;
+  p.C = c.C;
+  p.K = c.K;
+  p.input = c.x.defined() ? c.x.const_data_ptr() : nullptr;
+  p.scale = c.scale.defined() ? c.scale.const_data_ptr() : nullptr;
+  p.shift = c.shift.defined() ? c.shift.const_data_ptr() : nullptr;
+  p.activation = c.negative_slope.has_value();
+  p.negative_slope = c.negative_slope.value_or(0.0);
+}
+
 at::Tensor winograd_conv3x3_cpu(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& scale,
                                 const std::optional<at::Tensor>& shift,
                                 std::optional<double> negative_slope) {
-  const Dtype dtype = conv_dtype(input, "input");
-  TORCH_CHECK_VALUE(input.dim() == 4, "input must have shape (N, C, H, W), got ", input.sizes());
-  TORCH_CHECK_VALUE(input.device().is_cpu(), "input must be a CPU tensor, got ", input.device());
-  TORCH_CHECK_TYPE(weight.scalar_type() == input.scalar_type(),
-                   "weight must have the dtype of input (", input.scalar_type(), "), got ",
-                   weight.scalar_type());
+  check_weight_dtype(input, weight);
   at::Tensor u;
   if (weight.dim() == 3) {
     TORCH_CHECK_VALUE(weight.size(0) == 16 && weight.size(1) > 0 && weight.size(2) > 0,
@@ -87,55 +150,73 @@ at::Tensor winograd_conv3x3_cpu(const at::Tensor& input, const at::Tensor& weigh
                       weight.device());
     u = weight.contiguous();
   } else {
-    u = transform_weight(weight, dtype);
+    u = transform_weight(weight, conv_dtype(weight, "weight"));
   }
-  const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
-  const int64_t K = u.size(1);
-  TORCH_CHECK_VALUE(u.size(2) == C, "weight expects ", u.size(2), " input channels, input has ", C,
-                    " (shape ", input.sizes(), ")");
-  TORCH_CHECK_VALUE(H > 0 && W > 0, "input must have a non-empty image, got ", input.sizes());
-  check_channel_vector(scale, input, K, "scale");
-  check_channel_vector(shift, input, K, "shift");
-  if (negative_slope.has_value())
-    TORCH_CHECK_VALUE(std::isfinite(*negative_slope), "negative_slope must be finite, got ",
-                      *negative_slope);
-
-  at::Tensor output =
-      at::empty({N, K, H, W}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
-  if (N == 0) return output;
-  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor a = scale.has_value() ? scale->contiguous() : at::Tensor();
-  const at::Tensor b = shift.has_value() ? shift->contiguous() : at::Tensor();
+  const ConvCall c =
+      check_conv_call(input, weight, u.size(1), u.size(2), scale, shift, negative_slope);
+  const int64_t C = c.C, K = c.K;
+  // (N, H, W, K) memory: (N, K, H, W) in channels-last strides
+  at::Tensor output = empty_cached({c.N, c.H, c.W, K}, input.options()).permute({0, 3, 1, 2});
+  if (c.N == 0) return output;
 
   Winograd3x3Params p;
-  p.dtype = dtype;
-  p.N = N;
-  p.H = H;
-  p.W = W;
-  p.C = C;
-  p.K = K;
-  p.tiles_h = (H + 1) / 2;
-  p.tiles_w = (W + 1) / 2;
-  p.P = N * p.tiles_h * p.tiles_w;
-  at::Tensor v = at::empty({16, p.P, C}, input.options());
-  at::Tensor m = at::empty({16, p.P, K}, input.options());
-  p.input = x.const_data_ptr();
-  p.transformed_input = v.mutable_data_ptr();
-  run_input_transform(p);
-  at::bmm_out(m, v, u.transpose(1, 2));
-  p.products = m.const_data_ptr();
-  p.scale = a.defined() ? a.const_data_ptr() : nullptr;
-  p.shift = b.defined() ? b.const_data_ptr() : nullptr;
-  p.activation = negative_slope.has_value();
-  p.negative_slope = negative_slope.value_or(0.0);
+  set_call(p, c);
+  p.tiles_h = (c.H + 1) / 2;
+  p.tiles_w = (c.W + 1) / 2;
+  // The tiles go through the three stages in chunks: the GEMMs keep their speed on chunks of
+  // this size, while on one tall product per element they lose it, and the workspaces stay
+  // small.
+  const int64_t all_tiles = c.N * p.tiles_h * p.tiles_w;
+  const int64_t chunk = std::min<int64_t>(all_tiles, kWinogradTileChunk);
+  at::Tensor v = empty_cached({16, chunk, C}, input.options());
+  at::Tensor m = empty_cached({16, chunk, K}, input.options());
   p.output = output.mutable_data_ptr();
-  run_output_transform(p);
+  const at::Tensor u_t = u.transpose(1, 2);
+  for (int64_t first = 0; first < all_tiles; first += chunk) {
+    p.first_tile = first;
+    p.P = std::min(chunk, all_tiles - first);
+    // contiguous (16, P, *) views of the workspaces' fronts, for the last, shorter chunk too
+    at::Tensor vp = v.view(-1).narrow(0, 0, 16 * p.P * C).view({16, p.P, C});
+    at::Tensor mp = m.view(-1).narrow(0, 0, 16 * p.P * K).view({16, p.P, K});
+    p.transformed_input = vp.data_ptr();
+    run_input_transform(p);
+    at::bmm_out(mp, vp, u_t);
+    p.products = mp.data_ptr();
+    run_output_transform(p);
+  }
+  return output;
+}
+
+void run_direct(const Conv3x3DirectParams& p) { FASTCRNN_CPU_DISPATCH(conv3x3_direct_cpu, p); }
+
+at::Tensor conv3x3_direct_cpu(const at::Tensor& input, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& scale,
+                              const std::optional<at::Tensor>& shift,
+                              std::optional<double> negative_slope, bool max_pool) {
+  check_weight_dtype(input, weight);
+  const at::Tensor g = check_raw_weight(weight);
+  const ConvCall c =
+      check_conv_call(input, weight, g.size(0), g.size(1), scale, shift, negative_slope);
+  if (max_pool)
+    TORCH_CHECK_VALUE(c.H >= 2 && c.W >= 2, "max_pool needs an image of at least 2 x 2, got ",
+                      input.sizes());
+  const int64_t Ho = max_pool ? c.H / 2 : c.H, Wo = max_pool ? c.W / 2 : c.W;
+  at::Tensor output = empty_cached({c.N, Ho, Wo, c.K}, input.options()).permute({0, 3, 1, 2});
+  if (c.N == 0) return output;
+  const at::Tensor taps = g.permute({2, 3, 1, 0}).contiguous();  // (3, 3, C, K)
+  Conv3x3DirectParams p;
+  set_call(p, c);
+  p.weight = taps.const_data_ptr();
+  p.max_pool = max_pool;
+  p.output = output.mutable_data_ptr();
+  run_direct(p);
   return output;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastcrnn, CPU, m) {
+  m.impl("conv3x3_direct", &conv3x3_direct_cpu);
   m.impl("winograd_weight", &winograd_weight_cpu);
   m.impl("winograd_conv3x3", &winograd_conv3x3_cpu);
 }

@@ -84,11 +84,14 @@ TORCH_LIBRARY(fastcrnn, m) {
       "Tensor weight_ih, Tensor weight_hh, Tensor acts) -> "
       "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_weight_ih, "
       "Tensor grad_weight_hh, Tensor grad_bias)");
-  // ---- Winograd 3x3 convolution for inference (ops/conv.cpp; shapes in kernels/conv.h) ----
+  // ---- 3x3 convolutions for inference (ops/conv.cpp; shapes in kernels/conv.h) ----
   m.def("winograd_weight(Tensor weight) -> Tensor");
   m.def(
       "winograd_conv3x3(Tensor input, Tensor weight, Tensor? scale, Tensor? shift, "
       "float? negative_slope) -> Tensor");
+  m.def(
+      "conv3x3_direct(Tensor input, Tensor weight, Tensor? scale, Tensor? shift, "
+      "float? negative_slope, bool max_pool) -> Tensor");
 }
 
 namespace {

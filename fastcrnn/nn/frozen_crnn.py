@@ -3,7 +3,9 @@
 ``FrozenCRNN(model)`` copies a :class:`~fastcrnn.nn.CRNN`'s weights and prepares them for
 serving: each BatchNorm that precedes its activation is folded into its convolution, the
 activation runs in the convolution's epilogue, the wide 3x3 convolutions run by Winograd
-F(2x2, 3x3) (:func:`fastcrnn.ops.winograd_conv3x3`) on weights transformed once, images stay
+F(2x2, 3x3) (:func:`fastcrnn.ops.winograd_conv3x3`) on weights transformed once, the first
+(grey-image) convolution runs in a direct kernel with its 2x2 max-pool fused in
+(:func:`fastcrnn.ops.conv3x3_direct`), images stay
 channels-last from the first convolution to the last, both BiLSTMs run the fused LSTM op with
 their weights concatenated once, and :meth:`FrozenCRNN.decode` feeds the classifier's logits
 straight to the greedy decoder, which reads each frame's scores once (no log_softmax pass).
@@ -21,7 +23,7 @@ from torch import nn
 
 from fastcrnn.nn.crnn import CRNN, BiLSTM, output_length
 from fastcrnn.ops._checks import require_tensor
-from fastcrnn.ops.conv import winograd_conv3x3, winograd_weight
+from fastcrnn.ops.conv import conv3x3_direct, winograd_conv3x3, winograd_weight
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
 from fastcrnn.ops.lstm import lstm_layer
 
@@ -30,6 +32,9 @@ __all__ = ["FrozenCRNN", "freezable"]
 # Winograd pays for its input and output transforms only when the channel counts make the 16
 # products the bulk of the work; narrower 3x3 convolutions go to oneDNN's direct method.
 WINOGRAD_MIN_CHANNELS = 128
+# Inputs this narrow (a grey or colour image) go to the direct kernel: per output pixel there
+# are too few multiplies for a GEMM, and oneDNN's layout for them is slow.
+DIRECT_MAX_CHANNELS = 4
 
 
 class _Affine(NamedTuple):
@@ -56,7 +61,8 @@ def _batchnorm_affine(bn: nn.Module) -> _Affine:
 class _FrozenConv(nn.Module):
     """conv -> (BatchNorm folded) -> activation -> (BatchNorm after the activation).
 
-    forward((N, C, H, W) channels-last) -> (N, K, H', W') channels-last.
+    forward((N, C, H, W) channels-last) -> (N, K, H', W') channels-last (H' = H / 2 and
+    W' = W / 2, floored, when the following 2x2 max-pool is fused in: ``fused_pool``).
     """
 
     weight: torch.Tensor  # (16, K, C) Winograd-domain, or (K, C, kh, kw) channels-last
@@ -72,6 +78,7 @@ class _FrozenConv(nn.Module):
         negative_slope: Optional[float],
         post_bn: Optional[nn.Module],
         winograd_min_channels: int,
+        fuse_pool: bool = False,
     ):
         super().__init__()
         weight = conv.weight.detach().clone()
@@ -86,21 +93,31 @@ class _FrozenConv(nn.Module):
         self.stride = conv.stride
         self.dilation = conv.dilation
         self.groups = conv.groups
-        self.winograd = (
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"FrozenCRNN supports zero padding only, got {conv.padding_mode!r}")
+        plain_3x3 = (
             conv.kernel_size == (3, 3)
             and conv.stride == (1, 1)
             and conv.padding == (1, 1)
             and conv.dilation == (1, 1)
             and conv.groups == 1
-            and conv.padding_mode == "zeros"
-            and min(weight.shape[0], weight.shape[1]) >= winograd_min_channels
         )
-        if not self.winograd and conv.padding_mode != "zeros":
-            raise ValueError(f"FrozenCRNN supports zero padding only, got {conv.padding_mode!r}")
-        if self.winograd:
-            weight = winograd_weight(weight)
+        C = weight.shape[1]
+        if plain_3x3 and min(K, C) >= winograd_min_channels:
+            self.method = "winograd"
+        elif plain_3x3 and C <= DIRECT_MAX_CHANNELS:
+            self.method = "direct"
         else:
+            self.method = "onednn"
+        # the 2x2 max-pool that follows, computed in the direct kernel (which writes only the
+        # pooled image); a BatchNorm after the activation would have to come before it
+        self.fused_pool = self.method == "direct" and fuse_pool and post_bn is None
+        if self.method == "winograd":
+            weight = winograd_weight(weight)
+        elif self.method == "onednn":
             weight = weight.contiguous(memory_format=torch.channels_last)
+        else:
+            weight = weight.contiguous()
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
         # The last convolution's kernel covers the whole (remaining) image height, so each
@@ -109,7 +126,7 @@ class _FrozenConv(nn.Module):
         self.window = conv.kernel_size
         self.register_buffer(
             "window_weight",
-            None if self.winograd else weight.permute(0, 2, 3, 1).reshape(K, -1),
+            weight.permute(0, 2, 3, 1).reshape(K, -1) if self.method == "onednn" else None,
         )
         post = _batchnorm_affine(post_bn) if post_bn is not None else None
         self.register_buffer("post_scale", post.scale.view(1, K, 1, 1) if post else None)
@@ -148,8 +165,12 @@ class _FrozenConv(nn.Module):
         return self._activate(y).view(T, x.shape[0], y.shape[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.winograd:
+        if self.method == "winograd":
             y = winograd_conv3x3(x, self.weight, None, self.bias, self.negative_slope)
+        elif self.method == "direct":
+            y = conv3x3_direct(
+                x, self.weight, None, self.bias, self.negative_slope, self.fused_pool
+            )
         else:
             y = F.conv2d(
                 x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
@@ -160,6 +181,23 @@ class _FrozenConv(nn.Module):
         if self.post_scale is not None and self.post_shift is not None:
             y = torch.addcmul(self.post_shift, y, self.post_scale)
         return y
+
+
+def _is_plain_2x2_pool(layer: nn.Module) -> bool:
+    """MaxPool2d(2, 2): the pool the direct conv kernel can fuse."""
+
+    def pair(v):
+        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+    return (
+        isinstance(layer, nn.MaxPool2d)
+        and pair(layer.kernel_size) == (2, 2)
+        and pair(layer.stride) == (2, 2)
+        and pair(layer.padding) == (0, 0)
+        and pair(layer.dilation) == (1, 1)
+        and not layer.ceil_mode
+        and not layer.return_indices
+    )
 
 
 def _activation_slope(layer: nn.Module) -> Optional[float]:
@@ -195,7 +233,11 @@ def _freeze_cnn(cnn: nn.Sequential, winograd_min_channels: int) -> nn.Sequential
             if pre_bn is None and i < len(layers) and isinstance(layers[i], nn.BatchNorm2d):
                 post_bn = layers[i]
                 i += 1
-        steps.append(_FrozenConv(layer, pre_bn, slope, post_bn, winograd_min_channels))
+        fuse_pool = i < len(layers) and _is_plain_2x2_pool(layers[i])
+        step = _FrozenConv(layer, pre_bn, slope, post_bn, winograd_min_channels, fuse_pool)
+        steps.append(step)
+        if step.fused_pool:
+            i += 1
     if not steps or not isinstance(steps[-1], _FrozenConv):
         raise ValueError("FrozenCRNN needs a CNN that ends in a convolution")
     return nn.Sequential(*steps)

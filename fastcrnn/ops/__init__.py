@@ -2,12 +2,13 @@
 
 from fastcrnn.ops.align import CtcAlignment, ctc_forced_align
 from fastcrnn.ops.beam import BeamSearchDecoding, ctc_beam_search_decode
-from fastcrnn.ops.conv import winograd_conv3x3, winograd_weight
+from fastcrnn.ops.conv import conv3x3_direct, winograd_conv3x3, winograd_weight
 from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
 from fastcrnn.ops.lstm import lstm_cell, lstm_layer
 
 __all__ = [
+    "conv3x3_direct",
     "BeamSearchDecoding",
     "ctc_beam_search_decode",
     "CtcAlignment",

@@ -1,10 +1,11 @@
-"""Winograd F(2x2, 3x3) convolution for inference, over torch.ops.fastcrnn.winograd_conv3x3.
+"""3x3 convolutions for inference, over torch.ops.fastcrnn.winograd_conv3x3 / conv3x3_direct.
 
 A 3x3, stride-1, padding-1 convolution with a per-channel epilogue (folded BatchNorm / bias and
-ReLU or LeakyReLU) in one call: ``act(scale * conv2d(input, weight) + shift)``. It does 16
-instead of 36 multiplies per output pair and channel pair (see csrc/kernels/conv.h), so the
-CRNN's convolutions run faster than through oneDNN's direct method. CPU, float32 / float64,
-forward only (no autograd: it serves eval-mode inference).
+ReLU or LeakyReLU) in one call: ``act(scale * conv2d(input, weight) + shift)``.
+:func:`winograd_conv3x3` does 16 instead of 36 multiplies per output pair and channel pair (see
+csrc/kernels/conv.h), for the CRNN's wide layers; :func:`conv3x3_direct` is for inputs with few
+channels (a grey image), with the 2x2 max-pool that follows fused in. CPU, float32 / float64,
+forward only (no autograd: they serve eval-mode inference).
 """
 
 from typing import Optional
@@ -14,7 +15,7 @@ import torch
 from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
 from fastcrnn.ops._checks import require_tensor
 
-__all__ = ["winograd_conv3x3", "winograd_weight"]
+__all__ = ["conv3x3_direct", "winograd_conv3x3", "winograd_weight"]
 
 
 @torch.library.register_fake("fastcrnn::winograd_weight")
@@ -29,10 +30,19 @@ def _winograd_conv3x3_fake(input, weight, scale, shift, negative_slope):
     return input.new_empty((N, K, H, W)).contiguous(memory_format=torch.channels_last)
 
 
+@torch.library.register_fake("fastcrnn::conv3x3_direct")
+def _conv3x3_direct_fake(input, weight, scale, shift, negative_slope, max_pool):
+    N, _, H, W = input.shape
+    if max_pool:
+        H, W = H // 2, W // 2
+    out = input.new_empty((N, weight.shape[0], H, W))
+    return out.contiguous(memory_format=torch.channels_last)
+
+
 def _no_grad_inputs(*tensors: Optional[torch.Tensor]) -> None:
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         raise RuntimeError(
-            "winograd_conv3x3 is an inference op without a backward: call it under "
+            "the fastcrnn.ops.conv ops are inference ops without a backward: call it under "
             "torch.no_grad() / torch.inference_mode(), or detach its inputs"
         )
 
@@ -77,17 +87,45 @@ def winograd_conv3x3(
     Returns (N, K, H, W) in channels-last memory format. Equal to ``torch.nn.functional.conv2d``
     up to float rounding (the transforms add a few ulps).
     """
-    require_tensor(input, "input")
-    require_tensor(weight, "weight")
+    negative_slope = _check_conv_args(input, weight, scale, shift, negative_slope)
+    return torch.ops.fastcrnn.winograd_conv3x3(input, weight, scale, shift, negative_slope)
+
+
+def conv3x3_direct(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    scale: Optional[torch.Tensor] = None,
+    shift: Optional[torch.Tensor] = None,
+    negative_slope: Optional[float] = None,
+    max_pool: bool = False,
+) -> torch.Tensor:
+    """``act(scale * conv2d(input, weight, padding=1) + shift)``, then with ``max_pool`` a 2x2
+    stride-2 max-pool (``F.max_pool2d(y, 2)``), computed directly per output pixel: for inputs
+    with few channels (a CRNN's grey-image first layer), where Winograd or a GEMM has too little
+    work per pixel.
+
+    Args as :func:`winograd_conv3x3` (``weight`` only as (K, C, 3, 3)); ``max_pool`` (bool)
+    fuses the pool, so only the pooled image is written (it needs H, W >= 2).
+
+    Returns (N, K, H, W), or (N, K, H // 2, W // 2) with ``max_pool``, channels-last.
+    """
+    negative_slope = _check_conv_args(input, weight, scale, shift, negative_slope)
+    if not isinstance(max_pool, bool):
+        raise TypeError(f"max_pool must be a bool, got {type(max_pool).__name__}")
+    return torch.ops.fastcrnn.conv3x3_direct(input, weight, scale, shift, negative_slope, max_pool)
+
+
+def _check_conv_args(input, weight, scale, shift, negative_slope) -> Optional[float]:
+    """The Python-side checks both ops share (the C++ op checks shapes and dtypes)."""
     for name, t in (("input", input), ("weight", weight), ("scale", scale), ("shift", shift)):
-        if t is not None:
+        if t is not None or name in ("input", "weight"):
             require_tensor(t, name)
             _cpu(t, name)
     _no_grad_inputs(input, weight, scale, shift)
-    if negative_slope is not None:
-        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
-            raise TypeError(
-                f"negative_slope must be a float or None, got {type(negative_slope).__name__}"
-            )
-        negative_slope = float(negative_slope)
-    return torch.ops.fastcrnn.winograd_conv3x3(input, weight, scale, shift, negative_slope)
+    if negative_slope is None:
+        return None
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
+        raise TypeError(
+            f"negative_slope must be a float or None, got {type(negative_slope).__name__}"
+        )
+    return float(negative_slope)
