@@ -174,7 +174,8 @@ def export_main(args) -> str:
         raise SystemExit(
             "error: export needs the onnx package: pip install 'fastcrnn[export]'"
         ) from None
-    rec = Recognizer.from_checkpoint(args.checkpoint, "cpu", **state_dict_flags(args))
+    # the network itself (not its frozen snapshot): export traces the torch modules
+    rec = Recognizer.from_checkpoint(args.checkpoint, "cpu", freeze=False, **state_dict_flags(args))
     charset = rec.converter.charset
     metadata = {
         "fastcrnn.version": fastcrnn.__version__,
