@@ -374,5 +374,4 @@ class FrozenCRNN(nn.Module):
         """Greedy CTC decoding of ``images`` (N, nc, imgH, W): (the decoding, logits (T, N,
         nclass)). The decoder computes each frame's softmax from the logits in its one pass."""
         logits = self.logits(images)
-        with torch.no_grad():
-            return ctc_greedy_decode(logits, blank=blank, logits=True), logits
+        return ctc_greedy_decode(logits, blank=blank, logits=True), logits

@@ -118,9 +118,8 @@ def conv3x3_direct(
 def _check_conv_args(input, weight, scale, shift, negative_slope) -> Optional[float]:
     """The Python-side checks both ops share (the C++ op checks shapes and dtypes)."""
     for name, t in (("input", input), ("weight", weight), ("scale", scale), ("shift", shift)):
-        if t is not None or name in ("input", "weight"):
-            require_tensor(t, name)
-            _cpu(t, name)
+        if t is not None or name in ("input", "weight"):  # scale and shift may be None
+            _cpu(require_tensor(t, name), name)
     _no_grad_inputs(input, weight, scale, shift)
     if negative_slope is None:
         return None
