@@ -81,6 +81,53 @@ def test_pruning_matches_the_reference(options):
     _assert_matches_reference(out, lp, lengths, beam_width=6, nbest=3, **options)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("case", range(16))
+def test_wide_frames_with_max_tokens_match_the_reference(case, dtype):
+    """Frames of many classes (C >= 8 (max_tokens + 1)) take the kernel's shortcut through each
+    block of 8 classes' largest value: it must still keep exactly the max_tokens best labels,
+    ties to the smaller class, never NaN or -inf, also with token_min_logp and any blank."""
+    g = torch.Generator().manual_seed(900 + case)
+    T, N = 7, 4
+    C = int(torch.randint(40, 300, (1,), generator=g))
+    max_tokens = int(torch.randint(1, 5, (1,), generator=g))
+    x = torch.randn(T, N, C, generator=g, dtype=torch.float64) * 2
+    x[:, :, int(torch.randint(0, C, (1,), generator=g))] += 6.0
+    if case % 4 == 0:
+        x = (x * 2).round() / 2  # many equal values, so ties at the cut
+    lp = x.log_softmax(-1).to(dtype)
+    if case % 4 == 1:
+        lp[:, :, 3::5] = -math.inf
+        lp[1, 0, 10:30] = math.nan
+        lp[2, 1] = -math.inf  # a frame with no label at all
+    options = dict(beam_width=4, nbest=2, max_tokens=max_tokens)
+    options["blank"] = int(torch.randint(0, C, (1,), generator=g))
+    if case % 4 == 2:
+        options["token_min_logp"] = -9.0
+    lengths = torch.tensor([T, T - 1, 3, 1])
+    out = fastcrnn.ctc_beam_search_decode(lp, lengths, **options)
+    _assert_matches_reference(out, lp, lengths, **options)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_wide_logits_frames_take_the_same_labels_as_the_plain_scan(dtype):
+    """With logits each frame is shifted by its log-sum-exp; the block shortcut (contiguous
+    classes) must keep the same labels as the class-by-class scan (strided classes)."""
+    g = torch.Generator().manual_seed(77)
+    x = (torch.randn(9, 5, 400, generator=g, dtype=torch.float64) * 3).to(dtype)
+    x[..., 17] += 10
+    x[:, 2, ::3] = (x[:, 2, ::3] * 4).round() / 4  # ties
+    strided = torch.empty(9, 5, 800, dtype=dtype)[..., ::2]
+    strided.copy_(x)
+    assert strided.stride(2) == 2
+    for max_tokens in (1, 3, 12):
+        options = dict(logits=True, beam_width=5, nbest=3, max_tokens=max_tokens)
+        a = fastcrnn.ctc_beam_search_decode(x, **options)
+        b = fastcrnn.ctc_beam_search_decode(strided, **options)
+        for u, v in zip(a, b):
+            assert torch.equal(u, v)
+
+
 def test_ties_are_broken_toward_the_smaller_prefix():
     """Uniform scores make every prefix of a length tie: both sides must pick the same ones."""
     lp = torch.full((4, 2, 4), -math.log(4), dtype=torch.float64)

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <unordered_map>
 #include <utility>
@@ -72,8 +73,14 @@ struct Store {
   std::vector<Hypothesis> beams, next;
   std::vector<Candidate> candidates;
   std::vector<std::vector<std::pair<int32_t, int32_t>>> kids;  // per hypothesis: (label, index)
-  std::vector<std::pair<int32_t, double>> labels;  // this frame's candidate labels, by class
-  std::vector<double> log_norm;                    // (T,) each frame's log-sum-exp (logits)
+  // this frame's candidate labels, by descending log-prob (ties: the smaller class first)
+  std::vector<std::pair<int32_t, double>> labels;
+  // with max_tokens, once known: the worst of max_tokens labels already offered, which a label
+  // must beat to be offered (Larger's order)
+  std::pair<int32_t, double> label_floor;
+  std::vector<double> label_logp;  // (C,) this frame's log-prob per class, -inf outside labels
+  std::vector<double> floor_heap;  // the beam_width best ranks offered so far (a min-heap)
+  std::vector<double> log_norm;    // (T,) each frame's log-sum-exp (logits)
   std::vector<int32_t> prefix_a, prefix_b;
   std::vector<double> final_scores;
 
@@ -103,6 +110,8 @@ class Searcher {
     st_.reset();
     st_.nodes[0].lm_state = p_.lm_begin_state;
     st_.log_norm.assign(p_.T, 0.0);
+    st_.labels.clear();
+    st_.label_logp.assign(p_.C, kNegInf);
     for (int64_t t = 0; t < Tn && !st_.beams.empty(); ++t) {
       const double blank_lp = load_frame(n, t);
       grow(blank_lp);
@@ -112,10 +121,13 @@ class Searcher {
   }
 
  private:
-  // Fills st_.labels (this frame's candidate labels, by class); returns the blank's log-prob.
+  // Fills st_.labels and st_.label_logp with this frame's candidate labels; returns the blank's
+  // log-prob.
   double load_frame(int64_t n, int64_t t) {
     auto& labels = st_.labels;
+    for (const auto& label : labels) st_.label_logp[label.first] = kNegInf;
     labels.clear();
+    st_.label_floor = {-1, kNegInf};
     double blank_lp;
     if (p_.candidate_tokens != nullptr) {
       const int64_t base = (t * p_.N + n) * p_.K;
@@ -137,33 +149,125 @@ class Searcher {
         lse = m + std::log(sum);
       }
       st_.log_norm[t] = lse;
-      for (int64_t c = 0; c < p_.C; ++c) {
-        const double v = static_cast<double>(x[c * p_.stride_c]) - lse;
-        if (c != p_.blank && keep(v)) offer(static_cast<int32_t>(c), v);
-      }
+      offer_row(x, lse);
       blank_lp = static_cast<double>(x[p_.blank * p_.stride_c]) - lse;
     }
-    std::sort(labels.begin(), labels.end());
+    if (p_.max_tokens > 0 && static_cast<int64_t>(labels.size()) > p_.max_tokens) compact();
+    std::sort(labels.begin(), labels.end(), Larger());
+    for (const auto& [c, v] : labels) st_.label_logp[c] = v;
     return blank_lp;
   }
 
-  // Ordering of candidate labels for max_tokens: the larger log-prob, then the smaller class.
-  static bool larger(const std::pair<int32_t, double>& a, const std::pair<int32_t, double>& b) {
-    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  // Offers every non-blank class of a dense row. With max_tokens, the row is first cut into
+  // blocks of kBlock classes and each block's largest value taken: the max_tokens + 1 largest
+  // of those are distinct classes (one may be the blank), so the max_tokens best labels are
+  // all at least the (max_tokens + 1)-th largest block maximum, and only the blocks reaching
+  // it are offered class by class. A wide row with a few peaks costs one cheap pass.
+  void offer_row(const scalar_t* x, double lse) {
+    const int64_t C = p_.C, stride = p_.stride_c;
+    const int64_t blocks = stride == 1 ? C / kBlock : 0;  // the tail is always offered
+    double floor = p_.has_token_min_logp ? p_.token_min_logp : kNegInf;
+    auto& block_max = block_max_;
+    block_max.resize(blocks);
+    for (int64_t b = 0; b < blocks; ++b) block_max[b] = max_of_block(x + b * kBlock);
+    if (p_.max_tokens > 0 && blocks > p_.max_tokens)
+      floor = std::max(floor, static_cast<double>(block_floor()) - lse);
+    const bool prefilter = blocks > 0 && std::isfinite(floor + lse);
+    const scalar_t below = prefilter ? lower_bound_of(floor, lse) : scalar_t(0);
+    for (int64_t b = 0; b < blocks; ++b) {
+      if (prefilter && block_max[b] < below) continue;
+      for (int64_t c = b * kBlock; c < (b + 1) * kBlock; ++c) offer_class(c, x[c], lse, floor);
+    }
+    for (int64_t c = blocks * kBlock; c < C; ++c) offer_class(c, x[c * stride], lse, floor);
   }
 
-  // Adds a candidate label; with max_tokens, st_.labels is a heap of the max_tokens largest
-  // so far (its front the smallest of them), so a frame of C classes costs one pass.
-  void offer(int32_t c, double v) {
-    auto& labels = st_.labels;
-    if (p_.max_tokens <= 0 || static_cast<int64_t>(labels.size()) < p_.max_tokens) {
-      labels.emplace_back(c, v);
-      if (p_.max_tokens > 0) std::push_heap(labels.begin(), labels.end(), larger);
-    } else if (larger({c, v}, labels.front())) {
-      std::pop_heap(labels.begin(), labels.end(), larger);
-      labels.back() = {c, v};
-      std::push_heap(labels.begin(), labels.end(), larger);
+  // The (max_tokens + 1)-th largest block maximum (kLowest where it is not a finite value, so
+  // no floor). Selecting among all blocks costs more than the rest of the frame, so only the
+  // blocks reaching a guess are ranked: the mean block maximum plus the offset the previous
+  // frame's (2 max_tokens + 1)-th largest had from its mean (frames differ mostly by a shift
+  // of all classes), which usually leaves about 2 max_tokens blocks; where fewer than
+  // max_tokens + 1 reach it, all are ranked. NaN maxima are left out (they would break the
+  // order; such a block is always offered).
+  scalar_t block_floor() {
+    const int64_t K = p_.max_tokens;
+    auto& ranked = ranked_;
+    const double mean = mean_of(block_max_);
+    const double guess = std::isfinite(mean + offset_) ? mean + offset_ : kNegInf;
+    ranked.clear();
+    for (const scalar_t m : block_max_)
+      if (m >= guess) ranked.push_back(m);
+    if (static_cast<int64_t>(ranked.size()) <= K) {
+      ranked.clear();
+      for (const scalar_t m : block_max_) ranked.push_back(std::isnan(m) ? kLowest : m);
     }
+    const auto kth = ranked.begin() + K;
+    std::nth_element(ranked.begin(), kth, ranked.end(), std::greater<scalar_t>());
+    const scalar_t found = *kth;
+    const auto next = ranked.begin() + std::min<int64_t>(2 * K, ranked.size() - 1);
+    if (next > kth) std::nth_element(kth + 1, next, ranked.end(), std::greater<scalar_t>());
+    offset_ = static_cast<double>(*next) - mean;
+    return std::isfinite(found) ? found : kLowest;
+  }
+
+  // The mean of v, in four running sums for the CPU's parallelism.
+  static double mean_of(const std::vector<scalar_t>& v) {
+    double sum[4] = {0, 0, 0, 0};
+    const size_t n = v.size(), whole = n / 4 * 4;
+    for (size_t i = 0; i < whole; i += 4)
+      for (int j = 0; j < 4; ++j) sum[j] += v[i + j];
+    for (size_t i = whole; i < n; ++i) sum[0] += v[i];
+    return (sum[0] + sum[1] + sum[2] + sum[3]) / static_cast<double>(n);
+  }
+
+  // Offers class c if it reaches the floor (its max_tokens best are all at least the floor:
+  // x - lse rounds monotonically).
+  void offer_class(int64_t c, scalar_t x, double lse, double floor) {
+    const double v = static_cast<double>(x) - lse;
+    if (v >= floor && c != p_.blank && keep(v)) offer(static_cast<int32_t>(c), v);
+  }
+
+  // The largest of kBlock values (some NaN: possibly NaN), as a tree for the CPU's parallelism.
+  static scalar_t max_of_block(const scalar_t* x) {
+    const auto top = [](scalar_t a, scalar_t b) { return a > b ? a : b; };
+    return top(top(top(x[0], x[1]), top(x[2], x[3])), top(top(x[4], x[5]), top(x[6], x[7])));
+  }
+
+  // A value every class with x - lse >= floor (in double) is at least: the margin covers the
+  // rounding of x - lse, and the bound is rounded down into scalar_t; offer makes the exact test.
+  static scalar_t lower_bound_of(double floor, double lse) {
+    constexpr double kLo = std::numeric_limits<scalar_t>::lowest();
+    constexpr double kHi = std::numeric_limits<scalar_t>::max();
+    const double bound = floor + lse - (std::abs(floor) + std::abs(lse)) * 1e-6 - 1e-30;
+    const auto below = static_cast<scalar_t>(std::min(std::max(bound, kLo), kHi));
+    return static_cast<double>(below) > bound
+               ? std::nextafter(below, -std::numeric_limits<scalar_t>::infinity())
+               : below;
+  }
+
+  // Ordering of candidate labels: the larger log-prob, then the smaller class.
+  struct Larger {
+    bool operator()(const std::pair<int32_t, double>& a,
+                    const std::pair<int32_t, double>& b) const {
+      return a.second > b.second || (a.second == b.second && a.first < b.first);
+    }
+  };
+
+  // Adds a candidate label. With max_tokens, labels are collected up to twice max_tokens and
+  // then cut to the max_tokens best, whose worst is the floor a later label must beat, so a
+  // frame of C classes costs a pass and a few linear-time cuts.
+  void offer(int32_t c, double v) {
+    if (st_.label_floor.first >= 0 && !Larger()({c, v}, st_.label_floor)) return;
+    auto& labels = st_.labels;
+    labels.emplace_back(c, v);
+    if (p_.max_tokens > 0 && static_cast<int64_t>(labels.size()) >= 2 * p_.max_tokens) compact();
+  }
+
+  void compact() {
+    auto& labels = st_.labels;
+    const auto kth = labels.begin() + (p_.max_tokens - 1);
+    std::nth_element(labels.begin(), kth, labels.end(), Larger());
+    st_.label_floor = *kth;
+    labels.resize(p_.max_tokens);
   }
 
   bool keep(double v) const {
@@ -174,18 +278,17 @@ class Searcher {
     return static_cast<const scalar_t*>(p_.scores) + t * p_.stride_t + n * p_.stride_n;
   }
 
-  double label_logp(int32_t c) const {
-    const auto& labels = st_.labels;
-    const auto it = std::lower_bound(labels.begin(), labels.end(), std::make_pair(c, kNegInf));
-    return it != labels.end() && it->first == c ? it->second : kNegInf;
-  }
-
-  // The accumulation of one frame, in the reference's order: hypotheses by rank; for each, the
-  // blank, the repeat, then the labels by class.
+  // The accumulation of one frame. Each existing prefix gains the blank and its repeat, and
+  // each of its children among the hypotheses the growth into it: a candidate gets at most two
+  // terms and log_add is symmetric, so the values equal the reference's order of operations.
+  // Then the new prefixes, made only where they can still rank among the beam_width best: the
+  // floor is the beam_width-th best rank offered so far, and a new prefix has no other source
+  // than its parent, so a frame costs about beam_width candidates however many labels it has.
   void grow(double blank_lp) {
     auto& beams = st_.beams;
     auto& cand = st_.candidates;
     auto& kids = st_.kids;
+    const std::vector<double>& lp = st_.label_logp;
     cand.clear();
     for (size_t i = 0; i < beams.size(); ++i) {
       st_.beam_of_node[beams[i].node] = static_cast<int32_t>(i);
@@ -193,8 +296,8 @@ class Searcher {
       cand.push_back({static_cast<int32_t>(i), -1, kNegInf, kNegInf, 0, node.lm_state,
                       node.lm_score, node.trie, 0});
     }
-    // each hypothesis' children among the hypotheses, by label: growing a prefix into one of
-    // them merges into it (the trie holds one node per prefix, so this is exact)
+    // each hypothesis' children among the hypotheses: growing a prefix into one of them merges
+    // into it (the trie holds one node per prefix, so this is exact)
     if (kids.size() < beams.size()) kids.resize(beams.size());
     for (size_t i = 0; i < beams.size(); ++i) kids[i].clear();
     for (size_t i = 0; i < beams.size(); ++i) {
@@ -203,44 +306,89 @@ class Searcher {
         kids[st_.beam_of_node[node.parent]].emplace_back(node.token, static_cast<int32_t>(i));
     }
     for (size_t i = 0; i < beams.size(); ++i) {
-      std::sort(kids[i].begin(), kids[i].end());
+      const Hypothesis& h = beams[i];
+      const Node& node = st_.nodes[h.node];
+      const double total = log_add(h.p_b, h.p_nb);
+      cand[i].p_b = log_add(cand[i].p_b, total + blank_lp);
+      if (node.length > 0) cand[i].p_nb = log_add(cand[i].p_nb, h.p_nb + lp[node.token]);
+      for (const auto& [c, j] : kids[i]) {
+        if (lp[c] == kNegInf) continue;  // not a candidate label this frame
+        const double source = node.length > 0 && c == node.token ? h.p_b : total;
+        cand[j].p_nb = log_add(cand[j].p_nb, source + lp[c]);
+      }
+    }
+    st_.floor_heap.clear();
+    for (Candidate& c : cand) {
+      rank(c);
+      if (c.total > kNegInf) raise_floor(c.rank);
+    }
+    // Without a language model or hotwords a new prefix ranks by its CTC score, at most its
+    // source's total plus the label's log-prob; the labels come by descending log-prob, so the
+    // first that cannot reach the floor ends the hypothesis' labels.
+    const bool ctc_only = p_.lm_keys == nullptr && p_.hotword_nodes == nullptr;
+    for (size_t i = 0; i < beams.size(); ++i) {
       const Hypothesis h = beams[i];
       const Node node = st_.nodes[h.node];
       const double total = log_add(h.p_b, h.p_nb);
-      cand[i].p_b = log_add(cand[i].p_b, total + blank_lp);
-      if (node.length > 0) cand[i].p_nb = log_add(cand[i].p_nb, h.p_nb + label_logp(node.token));
-      size_t k = 0;
       for (const auto& [c, v] : st_.labels) {
-        const double source = node.length > 0 && c == node.token ? h.p_b : total;
-        const double value = source + v;
-        while (k < kids[i].size() && kids[i][k].first < c) ++k;
-        if (k < kids[i].size() && kids[i][k].first == c) {
-          cand[kids[i][k].second].p_nb = log_add(cand[kids[i][k].second].p_nb, value);
-        } else {
-          TrieState trie = node.trie;
-          if (!trie_advance(trie, c)) continue;  // leaves the lexicon
-          int64_t state = node.lm_state;
-          double lm = node.lm_score;
-          if (p_.lm_token_ids != nullptr) {
-            lm += to_ln_ * lm_advance(state, p_.lm_token_ids[c]) + p_.word_bonus;
-          } else if (p_.lm_word_ids != nullptr && c == p_.word_delimiter) {
-            lm += to_ln_ * lm_advance(state, word_id(node.trie.lex)) + p_.word_bonus;
-          }
-          cand.push_back({static_cast<int32_t>(i), c, kNegInf, value, 0, state, lm, trie, 0});
+        if (ctc_only && total + v < floor()) break;
+        if (is_kid(kids[i], c)) continue;  // merged above
+        const double value = (node.length > 0 && c == node.token ? h.p_b : total) + v;
+        if (ctc_only && value < floor()) continue;
+        TrieState trie = node.trie;
+        if (!trie_advance(trie, c)) continue;  // leaves the lexicon
+        int64_t state = node.lm_state;
+        double lm = node.lm_score;
+        if (p_.lm_token_ids != nullptr) {
+          lm += to_ln_ * lm_advance(state, p_.lm_token_ids[c]) + p_.word_bonus;
+        } else if (p_.lm_word_ids != nullptr && c == p_.word_delimiter) {
+          lm += to_ln_ * lm_advance(state, word_id(node.trie.lex)) + p_.word_bonus;
         }
+        Candidate grown{static_cast<int32_t>(i), c, kNegInf, value, 0, state, lm, trie, 0};
+        rank(grown);
+        if (!(grown.total > kNegInf) || grown.rank < floor()) continue;
+        cand.push_back(grown);
+        raise_floor(grown.rank);
       }
     }
     for (const Hypothesis& h : beams) st_.beam_of_node[h.node] = -1;
   }
 
+  static bool is_kid(const std::vector<std::pair<int32_t, int32_t>>& kids, int32_t c) {
+    for (const auto& kid : kids)
+      if (kid.first == c) return true;
+    return false;
+  }
+
+  void rank(Candidate& c) const {
+    c.total = log_add(c.p_b, c.p_nb);
+    c.rank = c.total + c.lm_score + hot_bonus(c.trie);
+  }
+
+  // The rank a candidate must reach to enter the beam: the beam_width-th best offered so far.
+  double floor() const {
+    const auto& heap = st_.floor_heap;
+    return static_cast<int64_t>(heap.size()) < p_.beam_width ? kNegInf : heap.front();
+  }
+
+  void raise_floor(double rank) {
+    auto& heap = st_.floor_heap;
+    const std::greater<double> smallest_first;
+    if (static_cast<int64_t>(heap.size()) < p_.beam_width) {
+      heap.push_back(rank);
+      std::push_heap(heap.begin(), heap.end(), smallest_first);
+    } else if (rank > heap.front()) {
+      std::pop_heap(heap.begin(), heap.end(), smallest_first);
+      heap.back() = rank;
+      std::push_heap(heap.begin(), heap.end(), smallest_first);
+    }
+  }
+
   void select(int32_t t) {
     auto& cand = st_.candidates;
     size_t kept = 0;
-    for (Candidate& c : cand) {
-      c.total = log_add(c.p_b, c.p_nb);
-      c.rank = c.total + c.lm_score + hot_bonus(c.trie);
+    for (Candidate& c : cand)
       if (c.total > kNegInf) cand[kept++] = c;  // drops impossible (and NaN) hypotheses
-    }
     cand.resize(kept);
     const size_t width = std::min<size_t>(cand.size(), static_cast<size_t>(p_.beam_width));
     const auto better = [this](const Candidate& a, const Candidate& b) {
@@ -480,8 +628,14 @@ class Searcher {
     }
   }
 
+  static constexpr int64_t kBlock = 8;  // max_of_block's width
+  static constexpr scalar_t kLowest = std::numeric_limits<scalar_t>::lowest();
+
   const BeamSearchParams& p_;
   Store& st_;
+  // offer_row's, kept across the sample's frames
+  std::vector<scalar_t> block_max_, ranked_;
+  double offset_ = kNegInf;  // see block_floor
   const double to_ln_ = p_.lm_weight * std::log(10.0);
 };
 

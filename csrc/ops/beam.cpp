@@ -266,6 +266,15 @@ BeamOutputs beam_search_candidates_cpu_op(
   check_search_options(num_classes, blank, beam_width, nbest, /*max_tokens=*/0, token_min_logp,
                        beam_prune_logp, p);
   const at::Tensor tokens = candidate_tokens.contiguous();
+  if (tokens.size(2) > 1) {
+    // a prefix grows once per class and frame: a class listed twice would grow it twice
+    const at::Tensor sorted = std::get<0>(tokens.sort(-1));
+    const int64_t K = tokens.size(2);
+    const at::Tensor later = sorted.narrow(2, 1, K - 1);
+    TORCH_CHECK_VALUE(
+        !later.eq(sorted.narrow(2, 0, K - 1)).logical_and(later.ge(0)).any().item<bool>(),
+        "candidate_tokens must list each class at most once per frame");
+  }
   const at::Tensor logp = candidate_logp.contiguous();
   const at::Tensor blanks = blank_logp.contiguous();
   p.candidate_tokens = tokens.data_ptr<int64_t>();
