@@ -252,6 +252,24 @@ def test_bad_arguments_raise_naming_them():
         fastcrnn.ctc_beam_search_decode(lp[0, 0])
 
 
+def test_candidates_op_rejects_a_class_listed_twice():
+    """The candidate-only op (what a CUDA input's pruning sends to the host) grows a prefix
+    once per listed class: a frame listing a class twice is refused, not searched twice."""
+    from fastcrnn.ops.beam import _language_model_args, _trie_args
+
+    tokens = torch.tensor([[[1, 2, -1, -1]], [[2, 1, 3, 2]]])
+    logp = torch.full(tokens.shape, -1.0, dtype=torch.float64)
+    blank_lp = torch.full(tokens.shape[:2], -3.0, dtype=torch.float64)
+    lm, word_ids = _language_model_args(None, None, 0.5, 0.0, 4, 0)
+    args = (*lm, *_trie_args(None, None, None, 0.0, None, 4, 0), word_ids)
+    run = torch.ops.fastcrnn.ctc_beam_search_candidates
+    with pytest.raises(ValueError, match="candidate_tokens must list each class"):
+        run(tokens, logp, blank_lp, torch.tensor([2]), 4, 0, 3, 1, None, None, *args)
+    # padding (-1) may repeat
+    out = run(tokens[:1], logp[:1], blank_lp[:1], torch.tensor([1]), 4, 0, 3, 1, None, None, *args)
+    assert out[1].tolist() == [[1]] and out[0][0, 0, 0] == 1  # the tie goes to the smaller
+
+
 def test_opcheck():
     lp = _log_probs(16, 8, 3, 5, dtype=torch.float32)
     lengths = torch.tensor([8, 3, 0])
