@@ -73,8 +73,7 @@ struct Store {
   std::vector<Hypothesis> beams, next;
   std::vector<Candidate> candidates;
   std::vector<std::vector<std::pair<int32_t, int32_t>>> kids;  // per hypothesis: (label, index)
-  // this frame's candidate labels, by descending log-prob (ties: the smaller class first)
-  std::vector<std::pair<int32_t, double>> labels;
+  std::vector<std::pair<int32_t, double>> labels;              // this frame's candidate labels
   // with max_tokens, once known: the worst of max_tokens labels already offered, which a label
   // must beat to be offered (Larger's order)
   std::pair<int32_t, double> label_floor;
@@ -153,7 +152,6 @@ class Searcher {
       blank_lp = static_cast<double>(x[p_.blank * p_.stride_c]) - lse;
     }
     if (p_.max_tokens > 0 && static_cast<int64_t>(labels.size()) > p_.max_tokens) compact();
-    std::sort(labels.begin(), labels.end(), Larger());
     for (const auto& [c, v] : labels) st_.label_logp[c] = v;
     return blank_lp;
   }
@@ -323,14 +321,30 @@ class Searcher {
       if (c.total > kNegInf) raise_floor(c.rank);
     }
     // Without a language model or hotwords a new prefix ranks by its CTC score, at most its
-    // source's total plus the label's log-prob; the labels come by descending log-prob, so the
-    // first that cannot reach the floor ends the hypothesis' labels.
+    // source's total plus the label's log-prob. So only labels within floor - the best total
+    // can make one (the floor only rises), and with those in descending order the first that
+    // cannot reach the floor ends a hypothesis' labels.
     const bool ctc_only = p_.lm_keys == nullptr && p_.hotword_nodes == nullptr;
+    auto& labels = st_.labels;
+    auto usable = labels.end();
+    if (ctc_only) {
+      double best = kNegInf;
+      for (const Hypothesis& h : beams) best = std::max(best, log_add(h.p_b, h.p_nb));
+      const double cut = floor() - best;
+      if (std::isfinite(cut)) {
+        // the margin keeps every label whose sum with a total could round up to the floor
+        const double below = cut - (std::abs(floor()) + std::abs(best)) * 1e-12 - 1e-300;
+        usable = std::partition(labels.begin(), labels.end(),
+                                [below](const auto& label) { return label.second >= below; });
+      }
+      std::sort(labels.begin(), usable, Larger());
+    }
     for (size_t i = 0; i < beams.size(); ++i) {
       const Hypothesis h = beams[i];
       const Node node = st_.nodes[h.node];
       const double total = log_add(h.p_b, h.p_nb);
-      for (const auto& [c, v] : st_.labels) {
+      for (auto label = labels.begin(); label != usable; ++label) {
+        const auto [c, v] = *label;
         if (ctc_only && total + v < floor()) break;
         if (is_kid(kids[i], c)) continue;  // merged above
         const double value = (node.length > 0 && c == node.token ? h.p_b : total) + v;
@@ -395,7 +409,9 @@ class Searcher {
       if (a.rank != b.rank) return a.rank > b.rank;
       return prefix_less(a, b);
     };
-    std::partial_sort(cand.begin(), cand.begin() + width, cand.end(), better);
+    if (width < cand.size())
+      std::nth_element(cand.begin(), cand.begin() + width, cand.end(), better);
+    std::sort(cand.begin(), cand.begin() + width, better);
     cand.resize(width);
     if (p_.has_beam_prune_logp && !cand.empty()) {
       const double floor = cand.front().rank + p_.beam_prune_logp;
