@@ -6,6 +6,10 @@ from text; :meth:`NGramLM.to_arrays` flattens it into the few arrays a C++ decod
 (:class:`NGramArrays` documents the layout and :meth:`NGramArrays.advance` is the readable spec of
 that query).
 
+The module runs past 400 lines on purpose: the loader, the writer, the trainer and the flat
+arrays all work on the one n-gram table layout defined here, and splitting them would spread
+that layout's invariants over several files.
+
 Tokens. A model's tokens are the ARPA words. Three are special, as in KenLM and SRILM: ``<s>``
 (begin of sentence: only ever a context, never scored), ``</s>`` (end of sentence: scored) and
 ``<unk>`` (every token outside the vocabulary is scored as ``<unk>``). A character-level model has

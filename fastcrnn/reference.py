@@ -3,6 +3,9 @@
 Everything here is written for clarity, not speed. Tests compare the fused kernels against
 these (or against torch's own op where one exists); benchmarks use them as baselines.
 Nothing here modifies its inputs.
+
+One module on purpose, past 400 lines: it is the single place tests and benchmarks take their
+references from, and each function stands alone.
 """
 
 import math

@@ -3,7 +3,9 @@
 // Prefixes live in a trie of the hypotheses that ever survived a frame: a hypothesis is a node,
 // so extending or merging never copies a label sequence. Probabilities are accumulated in
 // double, in the order of fastcrnn.reference.ctc_prefix_beam_search, so the two agree exactly.
-// Compiled once per instruction set (see cpu_isa.h).
+// Compiled once per instruction set (see cpu_isa.h). One file past 400 lines on purpose: loading
+// a frame, growing the prefixes, selecting the beam and the lexicon / LM / hotword steps all
+// share the Searcher's per-frame state.
 #include <ATen/Parallel.h>
 
 #include <algorithm>

@@ -3,6 +3,10 @@
 :class:`Trainer` runs one step of a CTC recognizer; :func:`make_optimizer` is crnn.pytorch's
 choice of optimizer; :func:`make_scheduler` builds the opt-in warm-up + cosine / step-decay
 schedules; :func:`evaluate` / :func:`predict_batch` / :func:`decode_batch` read batches.
+
+Slightly past 400 lines on purpose: the Trainer, the factories and evaluation are what every
+training entry point (train, demo, finetune) shares, and they are kept in the one module those
+import.
 """
 
 import itertools

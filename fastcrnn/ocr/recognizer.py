@@ -18,6 +18,9 @@ decoder; the recurrent layers do see them, as in training and ``eval``, so an im
 differ slightly from those of the same image read alone (``batch_size=1``). Checkpoints without
 ``keep_ratio`` resize every image to ``imgW``: nothing is padded, and the batch only changes the
 float rounding of the convolutions and matrix products.
+
+Slightly past 400 lines on purpose: loading, batching by width and reading results are one
+object's life cycle.
 """
 
 import math

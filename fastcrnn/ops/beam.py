@@ -4,6 +4,9 @@ algorithm; fastcrnn.reference.ctc_prefix_beam_search is its readable specificati
 The search itself runs on the host (C++, OpenMP over the batch). A CUDA input is normalised and
 pruned on the device (the top ``max_tokens`` labels of each frame, above ``token_min_logp``);
 only those candidates cross to the host, in one copy.
+
+Past 400 lines on purpose: the decode entry point, the packing of its language model and token
+tries into the op's arguments, and the CUDA path's device pruning are one call's argument flow.
 """
 
 import math
