@@ -30,8 +30,9 @@ from fastcrnn.ops.lstm import lstm_layer
 __all__ = ["FrozenCRNN", "freezable"]
 
 # Winograd pays for its input and output transforms only when the channel counts make the 16
-# products the bulk of the work; narrower 3x3 convolutions go to oneDNN's direct method.
-WINOGRAD_MIN_CHANNELS = 128
+# products the bulk of the work, as they do from the default CRNN's 64 -> 128 layer on;
+# narrower 3x3 convolutions go to oneDNN's direct method.
+WINOGRAD_MIN_CHANNELS = 64
 # Inputs this narrow (a grey or colour image) go to the direct kernel: per output pixel there
 # are too few multiplies for a GEMM, and oneDNN's layout for them is slow.
 DIRECT_MAX_CHANNELS = 4
