@@ -143,15 +143,16 @@ def char_lm_arpa(directory, seed=0):
     return path
 
 
-def ours_with_lm(lp, arpa):
+def ours_with_lm(arpa):
+    """Our decoder with the model loaded and packed once: log-probs (T, N, C) -> decoding."""
     packed = pack_language_model(fastcrnn.NGramLM.from_arpa(arpa))
     tokens = [""] + list(ALPHABET)
-    return lambda: fastcrnn.ctc_beam_search_decode(
+    return lambda lp: fastcrnn.ctc_beam_search_decode(
         lp, beam_width=BEAM, lm=packed, lm_tokens=tokens, lm_weight=LM_WEIGHT, **LM_PRUNING
     )
 
 
-def pyctcdecode_with_lm(lp, arpa):
+def pyctcdecode_with_lm(arpa):
     """pyctcdecode with kenlm on the same ARPA. pyctcdecode's own LanguageModel scores whole
     words; a line here is one word, so a character model enters through its partial-word
     score: the characters' log10 probabilities after <s> (cached per prefix, as pyctcdecode
@@ -199,8 +200,10 @@ def pyctcdecode_with_lm(lp, arpa):
     decoder = BeamSearchDecoderCTC(
         Alphabet.build_alphabet([""] + list(ALPHABET)), CharacterKenLM(kenlm.Model(arpa))
     )
-    rows = [lp[:, n].numpy() for n in range(lp.shape[1])]
-    return lambda: [decoder.decode(r, beam_width=BEAM, **LM_PRUNING) for r in rows]
+    # log-probs (T, N, C) -> each line's text, one line per call (its API takes one sequence)
+    return lambda lp: [
+        decoder.decode(lp[:, n].numpy(), beam_width=BEAM, **LM_PRUNING) for n in range(lp.shape[1])
+    ]
 
 
 def text_of(out, n):
@@ -222,20 +225,20 @@ def objective(lp, text, lm):
     return float(ctc) + LM_WEIGHT * math.log(10) * log10p
 
 
-def agreement(arpa, seeds=8):
+def agreement(arpa, ours, theirs, seeds=8):
     """Over seeds x 64 lines: (lines, same top text, lines where ours scores higher under the
     shared objective, lines where theirs does)."""
     lm = fastcrnn.NGramLM.from_arpa(arpa)
     lines = same = ours_better = theirs_better = 0
     for seed in range(seeds):
         lp = peaky_log_probs("ocr-en", seed)
-        ours_out, theirs_out = ours_with_lm(lp, arpa)(), pyctcdecode_with_lm(lp, arpa)()
-        for n, theirs in enumerate(theirs_out):
+        ours_out, theirs_out = ours(lp), theirs(lp)
+        for n, their_text in enumerate(theirs_out):
             lines += 1
             mine = text_of(ours_out, n)
-            if mine == theirs:
+            if mine == their_text:
                 same += 1
-            elif objective(lp[:, n], mine, lm) > objective(lp[:, n], theirs, lm):
+            elif objective(lp[:, n], mine, lm) > objective(lp[:, n], their_text, lm):
                 ours_better += 1
             else:
                 theirs_better += 1
@@ -247,10 +250,10 @@ def test_beam_with_char_lm(benchmark, impl, tmp_path):
     lp = peaky_log_probs("ocr-en")
     arpa = char_lm_arpa(tmp_path)
     if impl == "fastcrnn":
-        benchmark(ours_with_lm(lp, arpa))
+        benchmark(ours_with_lm(arpa), lp)
         return
     try:
-        benchmark(pyctcdecode_with_lm(lp, arpa))
+        benchmark(pyctcdecode_with_lm(arpa), lp)
     except ImportError as error:
         pytest.skip(f"pyctcdecode with kenlm is not installed ({error})")
 
@@ -259,15 +262,21 @@ def lm_rows(device):
     lp = peaky_log_probs("ocr-en")
     with tempfile.TemporaryDirectory() as directory:
         arpa = char_lm_arpa(directory)
-        ours = ours_with_lm(lp, arpa)
+        ours = ours_with_lm(arpa)
         try:
-            theirs = pyctcdecode_with_lm(lp, arpa)
+            theirs = pyctcdecode_with_lm(arpa)
         except ImportError as error:
             print(f"beam with LM: pyctcdecode + kenlm skipped ({error})", file=sys.stderr)
             return []
-        lines, same, ours_better, theirs_better = agreement(arpa)
+        lines, same, ours_better, theirs_better = agreement(arpa, ours, theirs)
         ours_ms, ref_ms, ratio = paired_ms(
-            ours, theirs, device, rounds=3, warmup=1, repeat=2, min_time_s=0.0
+            lambda: ours(lp),
+            lambda: theirs(lp),
+            device,
+            rounds=3,
+            warmup=1,
+            repeat=2,
+            min_time_s=0.0,
         )
     case = (
         f"beam {BEAM}, {LM_ORDER}-gram char LM; top text same on {same}/{lines} lines, "

@@ -54,6 +54,7 @@ struct Node {
 struct Hypothesis {
   int32_t node;
   double p_b, p_nb;
+  double total;  // log(p_b + p_nb), as its candidate computed it
 };
 
 // A ranked candidate: an existing hypothesis (token < 0) or hypothesis `from` grown by token.
@@ -91,7 +92,7 @@ struct Store {
     beam_of_node.clear();
     nodes.push_back({-1, -1, -1, 0, 0, 0.0, {0, 0, 0, 0.0}});
     beam_of_node.push_back(-1);
-    beams.assign(1, {0, 0.0, kNegInf});
+    beams.assign(1, {0, 0.0, kNegInf, 0.0});
   }
 
   void prefix(int32_t node, std::vector<int32_t>& out) const {
@@ -219,11 +220,11 @@ class Searcher {
     return (sum[0] + sum[1] + sum[2] + sum[3]) / static_cast<double>(n);
   }
 
-  // Offers class c if it reaches the floor (its max_tokens best are all at least the floor:
-  // x - lse rounds monotonically).
+  // Offers class c if it reaches the floor, which includes token_min_logp (the max_tokens best
+  // are all at least the floor: x - lse rounds monotonically).
   void offer_class(int64_t c, scalar_t x, double lse, double floor) {
     const double v = static_cast<double>(x) - lse;
-    if (v >= floor && c != p_.blank && keep(v)) offer(static_cast<int32_t>(c), v);
+    if (v >= floor && v > kNegInf && c != p_.blank) offer(static_cast<int32_t>(c), v);
   }
 
   // The largest of kBlock values (some NaN: possibly NaN), as a tree for the CPU's parallelism.
@@ -308,7 +309,7 @@ class Searcher {
     for (size_t i = 0; i < beams.size(); ++i) {
       const Hypothesis& h = beams[i];
       const Node& node = st_.nodes[h.node];
-      const double total = log_add(h.p_b, h.p_nb);
+      const double total = h.total;
       cand[i].p_b = log_add(cand[i].p_b, total + blank_lp);
       if (node.length > 0) cand[i].p_nb = log_add(cand[i].p_nb, h.p_nb + lp[node.token]);
       for (const auto& [c, j] : kids[i]) {
@@ -331,7 +332,7 @@ class Searcher {
     auto usable = labels.end();
     if (ctc_only) {
       double best = kNegInf;
-      for (const Hypothesis& h : beams) best = std::max(best, log_add(h.p_b, h.p_nb));
+      for (const Hypothesis& h : beams) best = std::max(best, h.total);
       const double cut = floor() - best;
       if (std::isfinite(cut)) {
         // the margin keeps every label whose sum with a total could round up to the floor
@@ -344,7 +345,7 @@ class Searcher {
     for (size_t i = 0; i < beams.size(); ++i) {
       const Hypothesis h = beams[i];
       const Node node = st_.nodes[h.node];
-      const double total = log_add(h.p_b, h.p_nb);
+      const double total = h.total;
       for (auto label = labels.begin(); label != usable; ++label) {
         const auto [c, v] = *label;
         if (ctc_only && total + v < floor()) break;
@@ -438,7 +439,7 @@ class Searcher {
           st_.nodes[node].frame = t;
         }
       }
-      next.push_back({node, c.p_b, c.p_nb});
+      next.push_back({node, c.p_b, c.p_nb, c.total});
     }
     std::swap(st_.beams, next);
   }
@@ -588,7 +589,7 @@ class Searcher {
         end += to_ln_ * lm_advance(state, p_.lm_eos);
       }
       const double hot = p_.hotword_nodes != nullptr ? node.trie.hot_banked : 0.0;
-      final[i] = log_add(beams[i].p_b, beams[i].p_nb) + node.lm_score + end + hot;
+      final[i] = beams[i].total + node.lm_score + end + hot;
     }
     // without a model or hotwords the final score is the rank: the beams are ranked already
     if (p_.lm_keys == nullptr && p_.hotword_nodes == nullptr) return;
@@ -631,7 +632,7 @@ class Searcher {
       const int32_t L = st_.nodes[h.node].length;
       p_.lengths[slot] = L;
       p_.log_probs_out[slot] = st_.final_scores[k];
-      p_.ctc_log_probs_out[slot] = log_add(h.p_b, h.p_nb);
+      p_.ctc_log_probs_out[slot] = h.total;
       for (int32_t node = h.node, i = L - 1; i >= 0; node = st_.nodes[node].parent, --i) {
         tokens[i] = st_.nodes[node].token;
         frames[i] = st_.nodes[node].frame;
