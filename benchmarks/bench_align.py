@@ -6,11 +6,10 @@ report rows:       python benchmarks/report.py --only align   (ratios measured i
 """
 
 import pytest
-import torch
 
 import fastcrnn
-from benchmarks.timing import devices, paired_ms, row
-from benchmarks.workloads import CTC_WORKLOADS, applicable, ctc_inputs
+from benchmarks.timing import devices, paired_ms, row, synchronized
+from benchmarks.workloads import CTC_WORKLOADS, applicable, ctc_inputs, skip_unless_applicable
 from fastcrnn import reference
 
 ALIGN_WORKLOADS = ("ocr-en", "long", "gpu-big")
@@ -31,11 +30,9 @@ IMPLS = {
 @pytest.mark.parametrize("impl", list(IMPLS))
 @pytest.mark.parametrize("workload", ALIGN_WORKLOADS)
 def test_align(benchmark, workload, impl, device):
-    if not applicable(CTC_WORKLOADS[workload], device):
-        pytest.skip("GPU-only workload")
+    skip_unless_applicable(CTC_WORKLOADS[workload], device)
     args = _inputs(workload, device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    benchmark(lambda: (IMPLS[impl](*args), sync()))
+    benchmark(synchronized(lambda: IMPLS[impl](*args), device))
 
 
 def report_rows(device):

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 import fastcrnn
-from benchmarks.timing import devices, paired_ms, row
-from benchmarks.workloads import CTC_WORKLOADS, applicable, ctc_inputs
+from benchmarks.timing import devices, paired_ms, row, synchronized
+from benchmarks.workloads import CTC_WORKLOADS, applicable, ctc_inputs, skip_unless_applicable
 
 CTC_BENCH_WORKLOADS = ("ocr-en", "ocr-zh", "long", "gpu-big")
 THP = os.environ.get("THP_MEM_ALLOC_ENABLE", "0")
@@ -100,12 +100,10 @@ def _cases(name, device):
 @pytest.mark.parametrize("case", ["forward", "forward+backward", "logits forward+backward"])
 @pytest.mark.parametrize("workload", CTC_BENCH_WORKLOADS)
 def test_ctc(benchmark, workload, case, impl, device):
-    if not applicable(CTC_WORKLOADS[workload], device):
-        pytest.skip("GPU-only workload")
+    skip_unless_applicable(CTC_WORKLOADS[workload], device)
     chosen = [c for c in _cases(workload, device) if c[0] == case][0]
     fn = chosen[1] if impl == "fastcrnn" else chosen[3]
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    benchmark(lambda: (fn(), sync()))
+    benchmark(synchronized(fn, device))
 
 
 def _peak_mb(fn, device):

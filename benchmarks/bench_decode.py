@@ -8,8 +8,14 @@ import pytest
 import torch
 
 import fastcrnn
-from benchmarks.timing import devices, median_ms, paired_ms, row
-from benchmarks.workloads import CTC_WORKLOADS, DECODE_WORKLOADS, applicable, ctc_inputs
+from benchmarks.timing import devices, median_ms, paired_ms, row, synchronized
+from benchmarks.workloads import (
+    CTC_WORKLOADS,
+    DECODE_WORKLOADS,
+    applicable,
+    ctc_inputs,
+    skip_unless_applicable,
+)
 from fastcrnn import reference
 
 IMPLS = {
@@ -27,11 +33,9 @@ def _log_probs(name, device):
 @pytest.mark.parametrize("impl", ["fastcrnn", "torch-vectorized"])
 @pytest.mark.parametrize("workload", DECODE_WORKLOADS)
 def test_decode(benchmark, workload, impl, device):
-    if not applicable(CTC_WORKLOADS[workload], device):
-        pytest.skip("GPU-only workload")
+    skip_unless_applicable(CTC_WORKLOADS[workload], device)
     lp = _log_probs(workload, device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    benchmark(lambda: (IMPLS[impl](lp), sync()))
+    benchmark(synchronized(lambda: IMPLS[impl](lp), device))
 
 
 def report_rows(device):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.timing import devices, paired_ms, row
+from benchmarks.timing import devices, paired_ms, row, synchronized
 from benchmarks.workloads import BILSTM_2, CRNN_BLOCKS, SEQ2SEQ
 from fastcrnn.nn import LSTM, LSTMCell
 
@@ -154,12 +154,11 @@ def _cell_step(cell, x, h, c):
 def test_lstm(benchmark, workload, case, impl, device):
     name, models, x = [c for c in _cases(device) if c[0] == workload][0]
     model = models[impl]
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if case == "forward":
-        benchmark(lambda: (_fwd(model, x), sync()))
+        benchmark(synchronized(lambda: _fwd(model, x), device))
     else:
         xg = x.clone().requires_grad_(True)
-        benchmark(lambda: (_fwd_bwd(model, xg), sync()))
+        benchmark(synchronized(lambda: _fwd_bwd(model, xg), device))
 
 
 @pytest.mark.parametrize("device", devices())
@@ -167,8 +166,7 @@ def test_lstm(benchmark, workload, case, impl, device):
 def test_lstm_cell_step(benchmark, impl, device):
     ours, ref, args = _cell_models(device)
     cell = ours if impl == "fastcrnn" else ref
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    benchmark(lambda: (_cell_step(cell, *args), sync()))
+    benchmark(synchronized(lambda: _cell_step(cell, *args), device))
 
 
 def report_rows(device):

@@ -101,6 +101,14 @@ def devices():
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def synchronized(fn: Callable[[], object], device) -> Callable[[], None]:
+    """fn followed by a wait for the device, so that pytest-benchmark times the work itself and
+    not only its launch on CUDA."""
+    if torch.device(device).type != "cuda":
+        return lambda: (fn(), None)[1]
+    return lambda: (fn(), torch.cuda.synchronize())[1]
+
+
 def machine_name(device) -> str:
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -22,6 +22,14 @@ def applicable(workload: dict, device) -> bool:
     return not workload.get("gpu_only") or torch.device(device).type == "cuda"
 
 
+def skip_unless_applicable(workload: dict, device) -> None:
+    """Skips a pytest-benchmark case whose workload runs only on a GPU."""
+    if not applicable(workload, device):
+        import pytest
+
+        pytest.skip("GPU-only workload")
+
+
 def ctc_inputs(name: str, device, dtype=torch.float32, seed: int = 0):
     """Random (logits (T, N, C), targets (N, S) padded, input_lengths, target_lengths)."""
     w = CTC_WORKLOADS[name]

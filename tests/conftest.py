@@ -73,6 +73,17 @@ def device(request):
     return torch.device(request.param)
 
 
+@pytest.fixture(params=["default", "avx2"])
+def cpu_isa(request):
+    """Each instruction-set variant the CPU kernels are compiled in, by name (for
+    helpers.run_with_cpu_isa); skipped where this build lacks it."""
+    import fastcrnn
+
+    if request.param not in fastcrnn.build_info()["cpu_isas_built"]:
+        pytest.skip(f"{request.param} variant not built on this architecture")
+    return request.param
+
+
 @pytest.fixture
 def count_syncs():
     """count_syncs(fn) -> how many synchronising CUDA calls fn() makes: torch's sync debug mode

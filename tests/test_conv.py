@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_close, run_with_cpu_isa
 
-import fastcrnn
 from fastcrnn.ops.conv import conv3x3_direct, winograd_conv3x3, winograd_weight
 
 
@@ -43,6 +42,8 @@ SHAPES = [
     (1, 64, 16, 50, 128),
     (2, 256, 4, 26, 512),
     (3, 3, 32, 100, 4),  # 2400 tiles: the tiles go in chunks, the last one shorter
+    (1, 300, 5, 9, 20),  # a product deeper than one k-block; a part-filled last panel
+    (2, 70, 12, 40, 17),  # 240 tiles: two row blocks of the product, the last one shorter
 ]
 
 
@@ -78,13 +79,33 @@ def test_matches_conv2d_float32(shape):
     )
 
 
-def test_transformed_weight_equals_raw_weight():
-    x, w, scale, shift = _case(2, 12, 6, 11, 7, torch.float64)
+@pytest.mark.parametrize("dtype, P", [(torch.float64, 16), (torch.float32, 32)])
+@pytest.mark.parametrize("K", [7, 16, 40])
+def test_transformed_weight_equals_raw_weight(K, dtype, P):
+    """Panels of 128 bytes: P output channels each."""
+    x, w, scale, shift = _case(2, 12, 6, 11, K, dtype)
     u = winograd_weight(w)
-    assert u.shape == (16, 7, 12)
+    assert u.packed.shape == (16, (K + P - 1) // P, 12, P) and u.out_channels == K
     assert torch.equal(
         winograd_conv3x3(x, u, scale, shift, 0.1), winograd_conv3x3(x, w, scale, shift, 0.1)
     )
+    # the packing pads the last panel with zeros
+    assert not u.packed[:, -1, :, K % P or P :].any()
+
+
+def test_packed_weight_needs_its_out_channels():
+    x, w, _, _ = _case(1, 5, 4, 4, 20, torch.float32)
+    u = winograd_weight(w)
+    op = torch.ops.fastcrnn.winograd_conv3x3
+    with pytest.raises(ValueError, match="out_channels is needed"):
+        op(x, u.packed, None, None, None)
+    shape_error = r"for 40 output channels must have shape \(16, 2, C, 32\)"
+    with pytest.raises(ValueError, match=shape_error):
+        op(x, u.packed, None, None, None, 40)
+    with pytest.raises(ValueError, match=r"out_channels \(21\) must equal weight's K \(20\)"):
+        op(x, w, None, None, None, 21)
+    # 20..32 output channels share the packed shape; the extra ones read the zero padding
+    assert op(x, u.packed, None, None, None, 32)[:, 20:].abs().max() == 0
 
 
 def test_any_input_layout():
@@ -102,11 +123,8 @@ def test_empty_batch():
     assert out.shape == (0, 5, 4, 4)
 
 
-@pytest.mark.parametrize("isa", ["default", "avx2"])
-def test_every_cpu_isa_variant(isa):
+def test_every_cpu_isa_variant(cpu_isa):
     """The kernel is compiled per instruction set; each variant gives the float64 reference."""
-    if isa not in fastcrnn.build_info()["cpu_isas_built"]:
-        pytest.skip(f"{isa} variant not built on this architecture")
     code = """
 import torch, torch.nn.functional as F
 from fastcrnn.ops.conv import winograd_conv3x3
@@ -127,7 +145,7 @@ ref = F.max_pool2d(F.relu(F.conv2d(xd, wd, s, padding=1)), 2, 2)
 assert (conv3x3_direct(xd, wd, None, s, 0.0, True) - ref).abs().max().item() < 1e-11
 print("ok")
 """
-    assert run_with_cpu_isa(isa, code).strip() == "ok"
+    assert run_with_cpu_isa(cpu_isa, code).strip() == "ok"
 
 
 def test_opcheck_and_compile():
@@ -136,7 +154,8 @@ def test_opcheck_and_compile():
     torch.library.opcheck(op, (x, w, scale, shift, 0.0))
     torch.library.opcheck(op, (x, w, None, None, None))
     torch.library.opcheck(torch.ops.fastcrnn.winograd_weight, (w,))
-    torch.library.opcheck(op, (x, winograd_weight(w), None, shift, 0.2))
+    u = winograd_weight(w)
+    torch.library.opcheck(op, (x, u.packed, None, shift, 0.2, u.out_channels))
 
     compiled = torch.compile(
         lambda a, b, c, d: winograd_conv3x3(a, b, c, d, 0.0), fullgraph=True, backend="aot_eager"
@@ -153,7 +172,7 @@ def test_bad_arguments_raise():
         ((x[0], w), ValueError, "input must have shape"),
         ((x, w[:, :2]), ValueError, "input channels"),
         ((x, w[..., :2]), ValueError, r"weight must have shape \(K, C, 3, 3\)"),
-        ((x, w.reshape(3, 4, 9)), ValueError, r"\(16, K, C\)"),
+        ((x, w.reshape(3, 4, 9)), ValueError, r"packed Winograd weight \(16, ceil\(K / 32\)"),
         ((x[:, :, :0], w), ValueError, "non-empty image"),
         ((x, w, scale[:2]), ValueError, "scale must have shape"),
         ((x, w, None, shift.double()), TypeError, "shift must have the dtype"),
@@ -234,7 +253,7 @@ def test_direct_bad_arguments_raise():
     cases = [
         ((x.double(), w), {}, TypeError, "weight must have the dtype of input"),
         ((x, w[..., :2]), {}, ValueError, r"weight must have shape \(K, C, 3, 3\)"),
-        ((x, winograd_weight(w)), {}, ValueError, r"weight must have shape \(K, C, 3, 3\)"),
+        ((x, winograd_weight(w).packed), {}, ValueError, r"weight must have shape \(K, C, 3, 3\)"),
         ((x[:, :, :1], w), {"max_pool": True}, ValueError, "at least 2 x 2"),
         ((x, w), {"max_pool": 1}, TypeError, "max_pool must be a bool"),
         ((x, w, scale[:1]), {}, ValueError, "scale must have shape"),

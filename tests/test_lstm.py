@@ -426,15 +426,16 @@ def test_bidirectional_on_one_or_two_threads(num_threads):
 
 
 @pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
-@pytest.mark.parametrize("H", [128, 129])
-def test_one_direction_split_gemm_on_two_threads(num_threads, H):
-    """One direction with >= 1M multiply-adds a step (N*4H*H) on two threads splits each step's
-    recurrent GEMM into two column halves run side by side (odd H: unequal halves backward); on
-    one thread it does not. Both match torch, values and gradients, with lengths and 2 layers."""
-    N = 16
+@pytest.mark.parametrize("N, H", [(16, 128), (16, 129), (130, 70)])
+def test_one_direction_recurrent_gemm_on_one_or_two_threads(num_threads, N, H):
+    """One direction's per-step recurrent products against the packed W_hh (csrc/kernels/gemm.h),
+    split over two threads or not, at sizes that cross the kernel's blocks: odd H (a part-filled
+    column panel), N above one row block, 4H above one depth block backward. Values and
+    gradients match torch, with lengths and 2 layers."""
     ref, ours = _pair(7, H, 2, False)
     x = torch.randn(6, N, 7, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor([6, 3, 5, 1, 6, 2, 4, 6, 1, 6, 1, 5, 3, 6, 2, 6])
+    lengths = torch.randint(1, 7, (N,))
+    lengths[0] = 6
     packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
     a, (ah, ac) = ref(packed)
     a, _ = pad_packed_sequence(a, total_length=6)
@@ -443,6 +444,29 @@ def test_one_direction_split_gemm_on_two_threads(num_threads, H):
         assert_close(v, u, 1e-12, what=name)
     g = [torch.randn_like(t) for t in (a, ah, ac)]
     _assert_same_grads(ref, ours, (a, ah, ac), (b, bh, bc), [x], g, atol=1e-10)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_one_direction_split_gemm_in_reduced_precision(num_threads, dtype):
+    """CPU bfloat16 / float16 layers keep ATen's GEMMs, split into two column halves side by
+    side on two threads (odd H: unequal halves backward); both thread counts agree with the
+    float64 computation on the same rounded weights."""
+    N, H = 16, 129
+    ref, ours = _pair(7, H, 1, False)
+    low = LSTM(7, H).to(dtype)
+    low.load_state_dict(ours.state_dict())
+    ours.load_state_dict(low.state_dict())  # the weights as rounded to dtype
+    x = torch.randn(6, N, 7, dtype=torch.float64).to(dtype)
+    xl = x.clone().requires_grad_(True)
+    xd = x.double().requires_grad_(True)
+    out_low, _ = low(xl)
+    out_ref, _ = ours(xd)
+    assert_close(out_low.double(), out_ref, 2e-2, 2e-2, what="output")
+    g = torch.randn_like(out_ref)
+    (gl,) = torch.autograd.grad(out_low, xl, g.to(dtype))
+    (gd,) = torch.autograd.grad(out_ref, xd, g)
+    assert_close(gl.double(), gd, 5e-2, 5e-2, what="grad input")
 
 
 @pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
@@ -572,22 +596,27 @@ def test_cpu_autocast_runs_in_bfloat16():
     assert h1.dtype == torch.bfloat16
 
 
-def test_default_isa_kernels_agree():
-    """The scalar / generic-vector (baseline ISA) kernels, in a fresh process."""
+def test_every_cpu_isa_variant(cpu_isa):
+    """Each compiled instruction-set variant of the step and product kernels, in a fresh
+    process: float32 and float64 against nn.LSTM, at sizes that take the packed-weight input
+    product (T * N >= 128 rows) with a part-filled last column strip (4H = 44) and the depth
+    blocks backward (4H = 280)."""
     code = (
         "import torch, fastcrnn\n"
-        "from fastcrnn.nn import LSTM, LSTMCell\n"
-        "assert fastcrnn.build_info()['cpu_isa'] == 'default'\n"
+        "from fastcrnn.nn import LSTM\n"
+        f"assert fastcrnn.build_info()['cpu_isa'] == {cpu_isa!r}\n"
         "torch.manual_seed(0)\n"
-        "ref = torch.nn.LSTM(5, 11, 2, bidirectional=True)\n"
-        "m = LSTM(5, 11, 2, bidirectional=True); m.load_state_dict(ref.state_dict())\n"
-        "x = torch.randn(6, 3, 5, requires_grad=True)\n"
-        "a, b = ref(x)[0], m(x)[0]\n"
-        "torch.testing.assert_close(b, a, atol=2e-5, rtol=0)\n"
-        "ga, = torch.autograd.grad(a.sum(), [x]); gb, = torch.autograd.grad(b.sum(), [x])\n"
-        "torch.testing.assert_close(gb, ga, atol=2e-5, rtol=0)\n"
+        "for H, N, dtype, tol in [(11, 3, torch.float32, 2e-5), (11, 40, torch.float32, 2e-5),\n"
+        "                         (70, 40, torch.float64, 1e-10)]:\n"
+        "    ref = torch.nn.LSTM(5, H, 2, bidirectional=True).to(dtype)\n"
+        "    m = LSTM(5, H, 2, bidirectional=True).to(dtype); m.load_state_dict(ref.state_dict())\n"
+        "    x = torch.randn(6, N, 5, dtype=dtype, requires_grad=True)\n"
+        "    a, b = ref(x)[0], m(x)[0]\n"
+        "    torch.testing.assert_close(b, a, atol=tol, rtol=0)\n"
+        "    ga, = torch.autograd.grad(a.sum(), [x]); gb, = torch.autograd.grad(b.sum(), [x])\n"
+        "    torch.testing.assert_close(gb, ga, atol=tol, rtol=0)\n"
     )
-    run_with_cpu_isa("default", code)
+    run_with_cpu_isa(cpu_isa, code)
 
 
 @settings(max_examples=12, deadline=None)

@@ -18,27 +18,11 @@
 namespace fastcrnn {
 namespace {
 
+using cuda::from_acc;
 using cuda::to_acc;
 constexpr int kThreads = 256;
 constexpr int kRowWarps = 8;
 enum : int32_t { kKindNormal = 0, kKindZero = 1, kKindNaN = 2 };
-
-template <typename T>
-__device__ __forceinline__ T from_acc(float v) {
-  return static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ __half from_acc<__half>(float v) {
-  return __float2half(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
-  return __float2bfloat16(v);
-}
-template <typename T>
-__device__ __forceinline__ T from_acc(double v) {
-  return static_cast<T>(v);
-}
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t neg_inf() {

@@ -20,6 +20,24 @@ __device__ __forceinline__ double to_acc(double x) { return x; }
 __device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
 
+// The inverse of to_acc: an accumulator value rounded to the storage type.
+template <typename T>
+__device__ __forceinline__ T from_acc(float v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ __half from_acc<__half>(float v) {
+  return __float2half(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+  return __float2bfloat16(v);
+}
+template <typename T>
+__device__ __forceinline__ T from_acc(double v) {
+  return static_cast<T>(v);
+}
+
 template <typename T>
 struct AccType {
   using type = float;

@@ -12,6 +12,7 @@
 #include "kernels/conv.h"
 #include "ops/buffer_cache.h"
 #include "ops/common.h"
+#include "ops/packed_gemm.h"
 
 namespace fastcrnn::ops {
 namespace {
@@ -55,6 +56,8 @@ at::Tensor check_raw_weight(const at::Tensor& weight) {
   return weight.contiguous();
 }
 
+// (K, C, 3, 3) -> the 16 Winograd-domain matrices U[e]^T (C x K), packed for gemm_packed:
+// (16, ceil(K / P), C, P), P = gemm_panel(dtype) (gemm.h).
 at::Tensor transform_weight(const at::Tensor& weight, Dtype dtype) {
   const at::Tensor g = check_raw_weight(weight);
   Winograd3x3Params p;
@@ -65,11 +68,11 @@ at::Tensor transform_weight(const at::Tensor& weight, Dtype dtype) {
   p.weight = g.const_data_ptr();
   p.transformed_weight = u.mutable_data_ptr();
   run_weight_transform(p);
-  return u;
+  return pack_gemm_b(u.transpose(1, 2));
 }
 
-// (K, C, 3, 3) -> (16, K, C): the weight in the Winograd domain, for callers that convolve with
-// the same weight many times.
+// (K, C, 3, 3) -> the weight in the Winograd domain, packed (see transform_weight), for
+// callers that convolve with the same weight many times.
 at::Tensor winograd_weight_cpu(const at::Tensor& weight) {
   return transform_weight(weight, conv_dtype(weight, "weight"));
 }
@@ -140,21 +143,36 @@ void set_call(Params& p, const ConvCall& c) {
 at::Tensor winograd_conv3x3_cpu(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& scale,
                                 const std::optional<at::Tensor>& shift,
-                                std::optional<double> negative_slope) {
+                                std::optional<double> negative_slope,
+                                std::optional<int64_t> out_channels) {
   check_weight_dtype(input, weight);
   at::Tensor u;
-  if (weight.dim() == 3) {
-    TORCH_CHECK_VALUE(weight.size(0) == 16 && weight.size(1) > 0 && weight.size(2) > 0,
-                      "a transformed weight must have shape (16, K, C), got ", weight.sizes());
+  int64_t K = 0;
+  const int64_t P = gemm_panel(conv_dtype(weight, "weight"));
+  const bool packed = weight.dim() == 4 && weight.size(0) == 16 && weight.size(3) == P;
+  if (packed) {
+    TORCH_CHECK_VALUE(out_channels.has_value(),
+                      "out_channels is needed with a packed Winograd weight (16, ceil(K / ", P,
+                      "), C, ", P, "): it does not record K");
+    K = *out_channels;
+    TORCH_CHECK_VALUE(K > 0 && (K + P - 1) / P == weight.size(1) && weight.size(2) > 0,
+                      "a packed Winograd weight for ", K, " output channels must have shape (16, ",
+                      (K + P - 1) / P, ", C, ", P, "), got ", weight.sizes());
     TORCH_CHECK_VALUE(weight.device().is_cpu(), "weight must be a CPU tensor, got ",
                       weight.device());
     u = weight.contiguous();
   } else {
+    TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
+                      "weight must have shape (K, C, 3, 3), or be a packed Winograd weight "
+                      "(16, ceil(K / ",
+                      P, "), C, ", P, ") from winograd_weight, got ", weight.sizes());
     u = transform_weight(weight, conv_dtype(weight, "weight"));
+    K = weight.size(0);
+    TORCH_CHECK_VALUE(!out_channels.has_value() || *out_channels == K, "out_channels (",
+                      out_channels.value_or(0), ") must equal weight's K (", K, ")");
   }
-  const ConvCall c =
-      check_conv_call(input, weight, u.size(1), u.size(2), scale, shift, negative_slope);
-  const int64_t C = c.C, K = c.K;
+  const ConvCall c = check_conv_call(input, weight, K, u.size(2), scale, shift, negative_slope);
+  const int64_t C = c.C;
   // (N, H, W, K) memory: (N, K, H, W) in channels-last strides
   at::Tensor output = empty_cached({c.N, c.H, c.W, K}, input.options()).permute({0, 3, 1, 2});
   if (c.N == 0) return output;
@@ -171,7 +189,14 @@ at::Tensor winograd_conv3x3_cpu(const at::Tensor& input, const at::Tensor& weigh
   at::Tensor v = empty_cached({16, chunk, C}, input.options());
   at::Tensor m = empty_cached({16, chunk, K}, input.options());
   p.output = output.mutable_data_ptr();
-  const at::Tensor u_t = u.transpose(1, 2);
+  PackedGemmParams gemm;
+  gemm.dtype = c.dtype;
+  gemm.batch = 16;
+  gemm.N = K;
+  gemm.K = C;
+  gemm.lda = C;
+  gemm.ldc = K;
+  gemm.packed_b = u.const_data_ptr();
   for (int64_t first = 0; first < all_tiles; first += chunk) {
     p.first_tile = first;
     p.P = std::min(chunk, all_tiles - first);
@@ -180,7 +205,12 @@ at::Tensor winograd_conv3x3_cpu(const at::Tensor& input, const at::Tensor& weigh
     at::Tensor mp = m.view(-1).narrow(0, 0, 16 * p.P * K).view({16, p.P, K});
     p.transformed_input = vp.data_ptr();
     run_input_transform(p);
-    at::bmm_out(mp, vp, u_t);
+    gemm.M = p.P;
+    gemm.a = vp.const_data_ptr();
+    gemm.a_batch_stride = p.P * C;
+    gemm.c = mp.mutable_data_ptr();
+    gemm.c_batch_stride = p.P * K;
+    run_gemm_packed(gemm);
     p.products = mp.data_ptr();
     run_output_transform(p);
   }

@@ -1,8 +1,9 @@
-// The fused LSTM's recurrence, shared by CPU and CUDA: the time loop, the ATen GEMMs around the
-// pointwise step kernels, and how the work is split over CPU threads.
+// The fused LSTM's recurrence, shared by CPU and CUDA: the time loop, the GEMMs around the
+// pointwise step kernels (ATen's, or on the CPU our packed-weight kernel: PackedWeightGemm), and
+// how the work is split over CPU threads.
 //
 // Layer forward: ONE GEMM x·W_ihᵀ + b over all T and both directions fills the gates buffer;
-// then per step one recurrent GEMM per direction (addmm into the gates) and ONE pointwise
+// then per step one recurrent GEMM per direction (accumulated into the gates) and ONE pointwise
 // kernel for both directions. Layer backward: per step ONE pointwise kernel and one GEMM per
 // direction (dgates·W_hh); then dx, dW_ih, dW_hh (one per direction) and dbias, each one GEMM
 // or reduction over the whole sequence. On a multi-threaded CPU the two directions' per-step
@@ -17,6 +18,7 @@
 
 #include "ops/buffer_cache.h"
 #include "ops/common.h"
+#include "ops/packed_gemm.h"
 
 namespace fastcrnn::ops {
 namespace {
@@ -76,10 +78,62 @@ LstmBackwardParams one_direction(const LstmBackwardParams& p, int64_t d) {
   return q;
 }
 
+// A step kernel's parameters with its sizes set: N sequences, H units, D directions.
+template <typename Params>
+Params step_params(Dtype dtype, int64_t N, int64_t H, int64_t D) {
+  Params p;
+  p.dtype = dtype;
+  p.N = N;
+  p.H = H;
+  p.D = D;
+  return p;
+}
+
 // Pointer to element `offset` of a tensor, in bytes of its dtype.
 inline void* at_offset(const at::Tensor& t, int64_t offset) {
   return static_cast<char*>(t.data_ptr()) + offset * static_cast<int64_t>(t.element_size());
 }
+
+// Products of a CPU float32 / float64 layer against a weight packed once per call (gemm.h):
+// the per-step recurrent products, where a BLAS would pack W_hh again at every step, and the
+// input product over all steps. Packed per call and never kept, so nothing can go stale when
+// the weights change. b: (D, depth, cols), e.g. W_hh[d]^T forward or W_hh[d] backward; each
+// product is (rows, depth) x (depth, cols) (+ bias (cols,)) into rows of stride ldc.
+class PackedWeightGemm {
+ public:
+  static bool applies(const at::Tensor& x, Dtype dtype) {
+    return x.is_cpu() && (dtype == Dtype::kFloat32 || dtype == Dtype::kFloat64);
+  }
+  PackedWeightGemm(const at::Tensor& b, Dtype dtype, int64_t rows, int64_t lda, int64_t ldc,
+                   bool accumulate, bool parallel, const void* bias = nullptr)
+      : packed_(pack_gemm_b(b)), direction_size_(gemm_packed_size(dtype, b.size(1), b.size(2))) {
+    params_.dtype = dtype;
+    params_.M = rows;
+    params_.N = b.size(2);
+    params_.K = b.size(1);
+    params_.lda = lda;
+    params_.ldc = ldc;
+    params_.accumulate = accumulate;
+    params_.parallel = parallel;
+    params_.bias = bias;
+  }
+  void run(int64_t d, const void* a, void* c) const {
+    PackedGemmParams q = params_;
+    q.a = a;
+    q.packed_b = at_offset(packed_, d * direction_size_);
+    q.c = c;
+    run_gemm_packed(q);
+  }
+
+ private:
+  at::Tensor packed_;
+  int64_t direction_size_;
+  PackedGemmParams params_;
+};
+
+// Rows (T * N) from which the input product packs W_ih for our kernel: fewer rows would spend
+// more on the packing than it saves.
+constexpr int64_t kPackedInputMinRows = 128;
 
 }  // namespace
 
@@ -114,7 +168,12 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
   at::Tensor hs = empty_cached({D, slots, N, H}, opts);
   at::Tensor cs = empty_cached({D, slots, N, H}, acc_opts);
   at::Tensor output = empty_cached({T, N, D * H}, opts);
-  if (T * N > 0) {
+  if (T * N >= kPackedInputMinRows && PackedWeightGemm::applies(x, dtype)) {
+    const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+    PackedWeightGemm(w_ih.t().unsqueeze(0), dtype, T * N, I, G, false, true,
+                     b.defined() ? b.const_data_ptr() : nullptr)
+        .run(0, x.const_data_ptr(), gates.data_ptr());
+  } else if (T * N > 0) {
     at::Tensor gates2d = gates.view({T * N, G});
     const at::Tensor x2d = x.view({T * N, I});
     if (bias.has_value())
@@ -131,19 +190,25 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
   if (N > 0) {
     std::vector<at::Tensor> w_hh_t;
     for (int64_t d = 0; d < D; ++d) w_hh_t.push_back(w_hh[d].t());
-    LstmForwardParams p;
-    p.dtype = dtype;
-    p.N = N;
-    p.H = H;
-    p.D = D;
+    auto p = step_params<LstmForwardParams>(dtype, N, H, D);
     p.gates_stride = G;
     p.out_stride = D * H;
     p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
     p.save_acts = save;
     const bool split = D == 2 && side_by_side_pays(x);
-    const bool split_columns = split_columns_pays(x, D, N, H);
+    bool split_columns = split_columns_pays(x, D, N, H);
     int64_t s_in[kLstmMaxDirs];
+    std::optional<PackedWeightGemm> packed;
+    if (PackedWeightGemm::applies(x, dtype)) {
+      // parallel: the kernel splits one direction's columns over the threads itself
+      packed.emplace(w_hh.transpose(1, 2), dtype, N, H, G, true, !split);
+      split_columns = false;
+    }
     const auto recurrent_gemm = [&](int64_t d) {
+      if (packed) {
+        packed->run(d, p.h_prev[d], p.gates[d]);
+        return;
+      }
       at::Tensor g = gates[p.t[d]].narrow(1, d * 4 * H, 4 * H);
       at::addmm_out(g, g, hs[d][s_in[d]], w_hh_t[d]);
     };
@@ -227,11 +292,7 @@ LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& g
   bool have_rec = false;
 
   if (N > 0 && T > 0) {
-    LstmBackwardParams p;
-    p.dtype = dtype;
-    p.N = N;
-    p.H = H;
-    p.D = D;
+    auto p = step_params<LstmBackwardParams>(dtype, N, H, D);
     p.acts_stride = G;
     p.dout_stride = D * H;
     p.dgates_stride = G;
@@ -241,8 +302,17 @@ LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& g
       p.dc[d] = at_offset(dc, d * N * H);
     }
     const bool split = D == 2 && side_by_side_pays(x);
-    const bool split_columns = split_columns_pays(x, D, N, H);
+    bool split_columns = split_columns_pays(x, D, N, H);
+    std::optional<PackedWeightGemm> packed;
+    if (PackedWeightGemm::applies(x, dtype)) {
+      packed.emplace(w_hh, dtype, N, G, H, false, !split);
+      split_columns = false;
+    }
     const auto recurrent_gemm = [&](int64_t d) {
+      if (packed) {
+        packed->run(d, p.dgates[d], at_offset(dh_rec, d * N * H));
+        return;
+      }
       at::Tensor dh_rec_d = dh_rec[d];
       at::mm_out(dh_rec_d, dgates[p.t[d]].narrow(1, d * 4 * H, 4 * H), w_hh[d]);
     };
@@ -329,11 +399,7 @@ LstmCellOutputs lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, cons
   at::Tensor c_next = empty_cached({N, H}, opts.dtype(acc));
   at::Tensor h_next = empty_cached({N, H}, opts);
   if (N > 0) {
-    LstmForwardParams p;
-    p.dtype = dtype;
-    p.N = N;
-    p.H = H;
-    p.D = 1;
+    auto p = step_params<LstmForwardParams>(dtype, N, H, 1);
     p.gates[0] = gates.data_ptr();
     p.gates_stride = 4 * H;
     p.h_prev[0] = h_c.data_ptr();
@@ -361,11 +427,7 @@ LstmGrads lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
   const at::Tensor acts_c = acts.contiguous();
   at::Tensor dgates = empty_cached({N, 4 * H}, opts);
   if (N > 0) {
-    LstmBackwardParams p;
-    p.dtype = dtype;
-    p.N = N;
-    p.H = H;
-    p.D = 1;
+    auto p = step_params<LstmBackwardParams>(dtype, N, H, 1);
     p.acts[0] = acts_c.data_ptr();
     p.acts_stride = 4 * H;
     p.c_prev[0] = c_acc.data_ptr();

@@ -88,7 +88,7 @@ TORCH_LIBRARY(fastcrnn, m) {
   m.def("winograd_weight(Tensor weight) -> Tensor");
   m.def(
       "winograd_conv3x3(Tensor input, Tensor weight, Tensor? scale, Tensor? shift, "
-      "float? negative_slope) -> Tensor");
+      "float? negative_slope, int? out_channels=None) -> Tensor");
   m.def(
       "conv3x3_direct(Tensor input, Tensor weight, Tensor? scale, Tensor? shift, "
       "float? negative_slope, bool max_pool) -> Tensor");

@@ -23,7 +23,7 @@ from torch import nn
 
 from fastcrnn.nn.crnn import CRNN, BiLSTM, output_length
 from fastcrnn.ops._checks import require_tensor
-from fastcrnn.ops.conv import conv3x3_direct, winograd_conv3x3, winograd_weight
+from fastcrnn.ops.conv import WinogradWeight, conv3x3_direct, winograd_conv3x3, winograd_weight
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
 from fastcrnn.ops.lstm import lstm_layer
 
@@ -66,7 +66,7 @@ class _FrozenConv(nn.Module):
     W' = W / 2, floored, when the following 2x2 max-pool is fused in: ``fused_pool``).
     """
 
-    weight: torch.Tensor  # (16, K, C) Winograd-domain, or (K, C, kh, kw) channels-last
+    weight: torch.Tensor  # (16, ceil(K / 16), C, 16) packed Winograd-domain, or (K, C, kh, kw)
     bias: torch.Tensor  # (K,): conv bias and folded BatchNorm shift
     window_weight: Optional[torch.Tensor]  # (K, kh * kw * C): the weight as one matrix
     post_scale: Optional[torch.Tensor]  # (1, K, 1, 1): a BatchNorm after the activation
@@ -113,8 +113,9 @@ class _FrozenConv(nn.Module):
         # the 2x2 max-pool that follows, computed in the direct kernel (which writes only the
         # pooled image); a BatchNorm after the activation would have to come before it
         self.fused_pool = self.method == "direct" and fuse_pool and post_bn is None
+        self.out_channels = K
         if self.method == "winograd":
-            weight = winograd_weight(weight)
+            weight = winograd_weight(weight).packed
         elif self.method == "onednn":
             weight = weight.contiguous(memory_format=torch.channels_last)
         else:
@@ -167,7 +168,13 @@ class _FrozenConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.method == "winograd":
-            y = winograd_conv3x3(x, self.weight, None, self.bias, self.negative_slope)
+            y = winograd_conv3x3(
+                x,
+                WinogradWeight(self.weight, self.out_channels),
+                None,
+                self.bias,
+                self.negative_slope,
+            )
         elif self.method == "direct":
             y = conv3x3_direct(
                 x, self.weight, None, self.bias, self.negative_slope, self.fused_pool

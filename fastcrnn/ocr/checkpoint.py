@@ -68,6 +68,16 @@ def save_checkpoint(path: str, state: Mapping[str, Any]) -> None:
         raise
 
 
+def load_model_weights(net: torch.nn.Module, state_dict: Mapping[str, Any], mismatch: str) -> None:
+    """Loads ``state_dict`` into ``net`` strictly. Weights of other names or shapes raise
+    :class:`CheckpointError`: ``mismatch`` (what does not fit, and what to check), then torch's
+    list of the differing entries."""
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{mismatch}: {str(exc)[:500]}") from None
+
+
 def strip_module_prefix(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
     """A state dict without the "module." prefixes that DataParallel / DDP add."""
     if all(isinstance(k, str) and k.startswith("module.") for k in state_dict) and state_dict:

@@ -16,6 +16,7 @@ from typing import Any, Dict
 import torch
 
 from fastcrnn.ocr.arguments import checkpoint_extra, fit_options, make_collate, validation_loader
+from fastcrnn.ocr.checkpoint import load_model_weights
 from fastcrnn.ocr.crnn_pytorch import add_state_dict_args, load_model_checkpoint, state_dict_flags
 from fastcrnn.ocr.engine import Trainer, check_labels, make_optimizer, seed_everything
 from fastcrnn.ocr.loop import fit
@@ -138,7 +139,9 @@ def finetune_main(args) -> Dict[str, Any]:
     k = len(new) - len(old)
     cfg = ck["config"]
     net = build_model(cfg, old.num_classes, backend=args.backend)
-    net.load_state_dict(ck["model"], strict=True)
+    load_model_weights(
+        net, ck["model"], f"checkpoint {args.checkpoint!r} does not fit its own config and charset"
+    )
     expand_classifier(net, k)
     if args.train_all:
         merge_classifier(net)  # one plain Linear with the new rows initialised; all trainable

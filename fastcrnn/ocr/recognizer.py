@@ -34,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 import fastcrnn
 from fastcrnn.lexicon import Lexicon, lexicon_decode
 from fastcrnn.nn.frozen_crnn import FrozenCRNN, freezable
-from fastcrnn.ocr.checkpoint import CheckpointError
+from fastcrnn.ocr.checkpoint import CheckpointError, load_model_weights
 from fastcrnn.ocr.data.collate import AlignCollate
 from fastcrnn.ocr.engine import batch_scores, decode_options, decode_scores, model_device
 from fastcrnn.ocr.model import build_model
@@ -260,13 +260,12 @@ class Recognizer:
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {path!r} holds an invalid charset: {exc}") from None
         net = build_model(ck["config"], charset.num_classes, backend=backend)
-        try:
-            net.load_state_dict(ck["model"], strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"checkpoint {path!r}: the weights do not fit its own config "
-                f"and charset ({len(charset)} characters): {str(exc)[:400]}"
-            ) from None
+        load_model_weights(
+            net,
+            ck["model"],
+            f"checkpoint {path!r}: the weights do not fit its own config and charset "
+            f"({len(charset)} characters)",
+        )
         return cls(
             net.to(device),
             LabelConverter(charset),

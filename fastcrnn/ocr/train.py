@@ -25,7 +25,7 @@ from fastcrnn.ocr.arguments import (
     optimizer_name,
     validation_loader,
 )
-from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint
+from fastcrnn.ocr.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from fastcrnn.ocr.distributed import ResumableSampler, cleanup_distributed, setup_distributed
 from fastcrnn.ocr.engine import (
     DEFAULT_ALPHABET,
@@ -73,13 +73,12 @@ def load_pretrained(net: nn.Module, path: str, log=print) -> None:
             f"blank) but --alphabet gives {nclass - 1} characters; give the alphabet it was "
             f"trained with"
         )
-    try:
-        net.load_state_dict(ck["model"], strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"--pretrained {path!r} does not fit this model (check --nh, "
-            f"--channels, --variant, --alphabet): {str(exc)[:500]}"
-        ) from None
+    load_model_weights(
+        net,
+        ck["model"],
+        f"--pretrained {path!r} does not fit this model (check --nh, --channels, --variant, "
+        "--alphabet)",
+    )
     log(f"loaded pretrained weights from {path}")
 
 

@@ -2,7 +2,7 @@
 
 from fastcrnn.ops.align import CtcAlignment, ctc_forced_align
 from fastcrnn.ops.beam import BeamSearchDecoding, ctc_beam_search_decode
-from fastcrnn.ops.conv import conv3x3_direct, winograd_conv3x3, winograd_weight
+from fastcrnn.ops.conv import WinogradWeight, conv3x3_direct, winograd_conv3x3, winograd_weight
 from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
 from fastcrnn.ops.lstm import lstm_cell, lstm_layer
@@ -21,4 +21,5 @@ __all__ = [
     "lstm_layer",
     "winograd_conv3x3",
     "winograd_weight",
+    "WinogradWeight",
 ]

@@ -8,25 +8,45 @@ channels (a grey image), with the 2x2 max-pool that follows fused in. CPU, float
 forward only (no autograd: they serve eval-mode inference).
 """
 
-from typing import Optional
+from typing import NamedTuple, Optional, Union
 
 import torch
 
 from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
 from fastcrnn.ops._checks import require_tensor
 
-__all__ = ["conv3x3_direct", "winograd_conv3x3", "winograd_weight"]
+__all__ = ["WinogradWeight", "conv3x3_direct", "winograd_conv3x3", "winograd_weight"]
+
+
+def _panel(dtype: torch.dtype) -> int:
+    """Output channels per panel of a packed weight: 128 bytes (csrc/kernels/gemm.h)."""
+    return 128 // torch.empty((), dtype=dtype).element_size()
+
+
+class WinogradWeight(NamedTuple):
+    """A 3x3 convolution weight prepared for :func:`winograd_conv3x3`.
+
+    packed: (16, ceil(K / P), C, P): the 16 Winograd-domain matrices, each (C x K) in panels
+        of P output channels (zero-padded) as the product kernel reads them; P = 32 for
+        float32, 16 for float64.
+    out_channels: K (the packing pads it to a multiple of P, so the tensor does not record it).
+    """
+
+    packed: torch.Tensor
+    out_channels: int
 
 
 @torch.library.register_fake("fastcrnn::winograd_weight")
 def _winograd_weight_fake(weight):
-    return weight.new_empty((16, weight.shape[0], weight.shape[1]))
+    K, C = weight.shape[0], weight.shape[1]
+    P = _panel(weight.dtype)
+    return weight.new_empty((16, (K + P - 1) // P, C, P))
 
 
 @torch.library.register_fake("fastcrnn::winograd_conv3x3")
-def _winograd_conv3x3_fake(input, weight, scale, shift, negative_slope):
+def _winograd_conv3x3_fake(input, weight, scale, shift, negative_slope, out_channels=None):
     N, _, H, W = input.shape
-    K = weight.shape[1] if weight.dim() == 3 else weight.shape[0]
+    K = out_channels if out_channels is not None else weight.shape[0]
     return input.new_empty((N, K, H, W)).contiguous(memory_format=torch.channels_last)
 
 
@@ -52,22 +72,22 @@ def _cpu(t: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a CPU tensor, got {t.device}")
 
 
-def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
-    """A convolution weight in the Winograd domain: (K, C, 3, 3) -> (16, K, C).
+def winograd_weight(weight: torch.Tensor) -> WinogradWeight:
+    """A convolution weight (K, C, 3, 3) in the Winograd domain, packed for the products.
 
     Pass the result as ``weight`` to :func:`winograd_conv3x3` to convolve many inputs with
-    the same weight without transforming it each time. It is a copy: it does not follow later
-    changes to ``weight``.
+    the same weight without transforming and packing it each time. It is a copy: it does not
+    follow later changes to ``weight``.
     """
     require_tensor(weight, "weight")
     _cpu(weight, "weight")
     _no_grad_inputs(weight)
-    return torch.ops.fastcrnn.winograd_weight(weight)
+    return WinogradWeight(torch.ops.fastcrnn.winograd_weight(weight), int(weight.shape[0]))
 
 
 def winograd_conv3x3(
     input: torch.Tensor,
-    weight: torch.Tensor,
+    weight: Union[torch.Tensor, WinogradWeight],
     scale: Optional[torch.Tensor] = None,
     shift: Optional[torch.Tensor] = None,
     negative_slope: Optional[float] = None,
@@ -77,8 +97,8 @@ def winograd_conv3x3(
     Args:
         input: (N, C, H, W) float32 or float64, CPU, any memory format (channels-last avoids a
             copy).
-        weight: (K, C, 3, 3), or its transform (16, K, C) from :func:`winograd_weight`; the
-            dtype of ``input``.
+        weight: (K, C, 3, 3), or the :class:`WinogradWeight` that :func:`winograd_weight`
+            made of it; the dtype of ``input``.
         scale, shift: (K,) per output channel, or None (1 and 0). A conv bias and an eval-mode
             BatchNorm fold into them: scale = gamma / sqrt(var + eps),
             shift = (bias - mean) * scale + beta.
@@ -87,8 +107,13 @@ def winograd_conv3x3(
     Returns (N, K, H, W) in channels-last memory format. Equal to ``torch.nn.functional.conv2d``
     up to float rounding (the transforms add a few ulps).
     """
+    out_channels = None
+    if isinstance(weight, WinogradWeight):
+        weight, out_channels = weight
     negative_slope = _check_conv_args(input, weight, scale, shift, negative_slope)
-    return torch.ops.fastcrnn.winograd_conv3x3(input, weight, scale, shift, negative_slope)
+    return torch.ops.fastcrnn.winograd_conv3x3(
+        input, weight, scale, shift, negative_slope, out_channels
+    )
 
 
 def conv3x3_direct(

@@ -1,0 +1,244 @@
+// Products against a packed B on the CPU (layout and purpose in gemm.h). Compiled once per
+// instruction set (see cpu_isa.h).
+//
+// The micro-kernel keeps an R x S block of C in registers, S = two vectors of columns (a strip
+// of a panel: one strip per panel on AVX-512, two on AVX2), and per k loads the strip's two
+// values of B and broadcasts R values of A. Around it the loops keep a block of A (kRowBlock
+// rows x kDepthBlock) in L2 while the panels of B stream past, and each panel's kDepthBlock
+// rows stay in L1 across the block's micro-rows.
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+
+#if defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>
+#endif
+
+#include "kernels/gemm.h"
+
+namespace fastcrnn::cpu::FASTCRNN_ISA_NS {
+namespace {
+
+// The few vector operations the micro-kernel needs. AVX-512 spells them in intrinsics: GCC keeps
+// at::vec's 512-bit wrappers in memory rather than registers once there are more than a few
+// (every multiply-add then loads and stores its accumulator), where it keeps raw __m512 values
+// in registers. Other instruction sets use at::vec, which GCC keeps in registers.
+template <typename scalar_t>
+struct Simd {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  static constexpr int64_t kSize = Vec::size();
+  static constexpr bool kWide = false;  // 32 vector registers
+  static Vec zero() { return Vec(scalar_t(0)); }
+  static Vec broadcast(scalar_t x) { return Vec(x); }
+  static Vec load(const scalar_t* p) { return Vec::loadu(p); }
+  static Vec load(const scalar_t* p, int n) { return Vec::loadu(p, n); }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return at::vec::fmadd(a, b, c); }
+  static Vec add(Vec a, Vec b) { return a + b; }
+  static void store(scalar_t* p, Vec v) { v.store(p); }
+  static void store(scalar_t* p, Vec v, int n) { v.store(p, n); }
+};
+
+#if defined(CPU_CAPABILITY_AVX512)
+template <>
+struct Simd<float> {
+  using Vec = __m512;
+  static constexpr int64_t kSize = 16;
+  static constexpr bool kWide = true;
+  static __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1); }
+  static Vec zero() { return _mm512_setzero_ps(); }
+  static Vec broadcast(float x) { return _mm512_set1_ps(x); }
+  static Vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static Vec load(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+  static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+  static void store(float* p, Vec v, int n) { _mm512_mask_storeu_ps(p, mask(n), v); }
+};
+
+template <>
+struct Simd<double> {
+  using Vec = __m512d;
+  static constexpr int64_t kSize = 8;
+  static constexpr bool kWide = true;
+  static __mmask8 mask(int n) { return static_cast<__mmask8>((1u << n) - 1); }
+  static Vec zero() { return _mm512_setzero_pd(); }
+  static Vec broadcast(double x) { return _mm512_set1_pd(x); }
+  static Vec load(const double* p) { return _mm512_loadu_pd(p); }
+  static Vec load(const double* p, int n) { return _mm512_maskz_loadu_pd(mask(n), p); }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_pd(a, b, c); }
+  static Vec add(Vec a, Vec b) { return _mm512_add_pd(a, b); }
+  static void store(double* p, Vec v) { _mm512_storeu_pd(p, v); }
+  static void store(double* p, Vec v, int n) { _mm512_mask_storeu_pd(p, mask(n), v); }
+};
+#endif
+
+template <typename scalar_t>
+constexpr int64_t kPanel = kGemmPanelBytes / static_cast<int64_t>(sizeof(scalar_t));
+template <typename scalar_t>
+constexpr int64_t kStrip = 2 * Simd<scalar_t>::kSize;
+
+// Rows of C per micro-kernel call: the 2R accumulators take 3/4 of the vector registers (12 of
+// AVX2's 16, 24 of AVX-512's 32), which leaves room for B's two vectors and the broadcast.
+template <typename scalar_t>
+constexpr int kMicroRows = Simd<scalar_t>::kWide ? 12 : 6;
+
+// Depth of a k-block: its panel rows (16 KiB) stay in L1 beside the micro-rows of A they meet.
+constexpr int64_t kDepthBlock = (int64_t(16) << 10) / kGemmPanelBytes;
+// Rows of A per block: a kRowBlock x kDepthBlock block of A stays in L2 while every panel of B
+// passes it. A multiple of every kMicroRows.
+constexpr int64_t kRowBlock = 120;
+// How far ahead of the panel row in use the kernel asks for B: a packed B is one sequential
+// stream from memory at small M, where nothing else hides its latency.
+constexpr int64_t kPrefetchRows = 64;
+
+// C block (R x the strip's cols) = (load_c ? C : 0) + A (R x kc) B (kc x strip) + bias (the
+// strip's slice, or null). b: the strip's first column in row 0 of a panel (rows kPanel apart).
+template <typename scalar_t, int R, bool kFullStrip>
+inline void micro_kernel(int64_t kc, const scalar_t* a, int64_t lda, const scalar_t* b,
+                         const scalar_t* bias, scalar_t* c, int64_t ldc, int64_t cols,
+                         bool load_c) {
+  using S = Simd<scalar_t>;
+  using Vec = typename S::Vec;
+  constexpr int64_t V = S::kSize, P = kPanel<scalar_t>;
+  static_assert(P % kStrip<scalar_t> == 0, "a panel must be whole strips");
+  const int n0 = kFullStrip ? static_cast<int>(V) : static_cast<int>(std::min<int64_t>(cols, V));
+  const int n1 =
+      kFullStrip ? static_cast<int>(V) : static_cast<int>(std::max<int64_t>(cols - V, 0));
+  const auto load = [&](const scalar_t* src, int count) {
+    return kFullStrip ? S::load(src) : count ? S::load(src, count) : S::zero();
+  };
+  Vec acc0[R], acc1[R];
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+    acc0[r] = load_c ? load(c + r * ldc, n0) : S::zero();
+    acc1[r] = load_c ? load(c + r * ldc + V, n1) : S::zero();
+  }
+  if (bias != nullptr) {
+    const Vec add0 = load(bias, n0), add1 = load(bias + V, n1);
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+      acc0[r] = S::add(acc0[r], add0);
+      acc1[r] = S::add(acc1[r], add1);
+    }
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    // both cache lines of the panel row that far ahead (a strip may start mid-row)
+    __builtin_prefetch(b + (k + kPrefetchRows) * P);
+    __builtin_prefetch(b + (k + kPrefetchRows) * P + V);
+    const Vec b0 = S::load(b + k * P), b1 = S::load(b + k * P + V);
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+      const Vec x = S::broadcast(a[r * lda + k]);
+      acc0[r] = S::fmadd(x, b0, acc0[r]);
+      acc1[r] = S::fmadd(x, b1, acc1[r]);
+    }
+  }
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+    if (kFullStrip) {
+      S::store(c + r * ldc, acc0[r]);
+      S::store(c + r * ldc + V, acc1[r]);
+    } else {
+      if (n0) S::store(c + r * ldc, acc0[r], n0);
+      if (n1) S::store(c + r * ldc + V, acc1[r], n1);
+    }
+  }
+}
+
+// micro_kernel for `rows` (1..R) rows.
+template <typename scalar_t, int R, bool kFullStrip>
+inline void micro_kernel_rows(int rows, int64_t kc, const scalar_t* a, int64_t lda,
+                              const scalar_t* b, const scalar_t* bias, scalar_t* c, int64_t ldc,
+                              int64_t cols, bool load_c) {
+  if constexpr (R > 0) {
+    if (rows == R)
+      return micro_kernel<scalar_t, R, kFullStrip>(kc, a, lda, b, bias, c, ldc, cols, load_c);
+    micro_kernel_rows<scalar_t, R - 1, kFullStrip>(rows, kc, a, lda, b, bias, c, ldc, cols, load_c);
+  }
+}
+
+template <typename scalar_t>
+void gemm_packed(const PackedGemmParams& p) {
+  constexpr int R = kMicroRows<scalar_t>;
+  constexpr int64_t P = kPanel<scalar_t>, S = kStrip<scalar_t>;
+  static_assert(kRowBlock % R == 0, "a row block must be whole micro-rows");
+  const auto* a = static_cast<const scalar_t*>(p.a);
+  const auto* b = static_cast<const scalar_t*>(p.packed_b);
+  const auto* bias = static_cast<const scalar_t*>(p.bias);
+  auto* c = static_cast<scalar_t*>(p.c);
+  const int64_t M = p.M, N = p.N, K = p.K;
+  if (p.batch <= 0 || M <= 0 || N <= 0) return;
+  const int64_t panels = (N + P - 1) / P;
+  const int64_t row_blocks = (M + kRowBlock - 1) / kRowBlock;
+  const int64_t b_stride = gemm_packed_size(p.dtype, K, N);
+  // An item is one (batch, row block, panel): consecutive items share their block of A.
+  const auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t batch = item / (row_blocks * panels);
+      const int64_t rb = item / panels % row_blocks, panel = item % panels;
+      const int64_t m_end = std::min(M, (rb + 1) * kRowBlock);
+      const scalar_t* a_b = a + batch * p.a_batch_stride;
+      const scalar_t* panel_b = b + batch * b_stride + panel * K * P;
+      // K = 0 still runs one (empty) k-block, which writes 0 or C, plus the bias
+      for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kDepthBlock) {
+        const int64_t kc = std::min(kDepthBlock, K - k0);
+        const bool load_c = p.accumulate || k0 > 0;
+        for (int64_t n0 = panel * P; n0 < std::min(N, (panel + 1) * P); n0 += S) {
+          const int64_t cols = std::min(S, N - n0);
+          const scalar_t* strip_b = panel_b + k0 * P + n0 % P;
+          const scalar_t* strip_bias = bias != nullptr && k0 == 0 ? bias + n0 : nullptr;
+          scalar_t* c_b = c + batch * p.c_batch_stride + n0;
+          for (int64_t m = rb * kRowBlock; m < m_end; m += R) {
+            const int rows = static_cast<int>(std::min<int64_t>(R, m_end - m));
+            const scalar_t* a_m = a_b + m * p.lda + k0;
+            scalar_t* c_m = c_b + m * p.ldc;
+            if (cols == S)
+              micro_kernel_rows<scalar_t, R, true>(rows, kc, a_m, p.lda, strip_b, strip_bias, c_m,
+                                                   p.ldc, cols, load_c);
+            else
+              micro_kernel_rows<scalar_t, R, false>(rows, kc, a_m, p.lda, strip_b, strip_bias, c_m,
+                                                    p.ldc, cols, load_c);
+          }
+        }
+      }
+    }
+  };
+  const int64_t items = p.batch * row_blocks * panels;
+  if (!p.parallel || at::in_parallel_region()) return run(0, items);
+  // Enough multiply-adds per task that scheduling stays small beside them.
+  const int64_t per_item = std::min(M, kRowBlock) * P * std::max<int64_t>(K, 1);
+  at::parallel_for(0, items, std::max<int64_t>(1, (int64_t(1) << 18) / per_item), run);
+}
+
+template <typename scalar_t>
+void gemm_pack(const GemmPackParams& p) {
+  constexpr int64_t P = kPanel<scalar_t>;
+  const auto* src = static_cast<const scalar_t*>(p.src);
+  auto* dst = static_cast<scalar_t*>(p.packed);
+  const int64_t K = p.K, N = p.N;
+  const int64_t panels = (N + P - 1) / P;
+  const int64_t size = gemm_packed_size(p.dtype, K, N);
+  at::parallel_for(0, p.batch * panels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t batch = item / panels, panel = item % panels;
+      const scalar_t* s = src + batch * p.src_batch_stride;
+      scalar_t* d = dst + batch * size + panel * K * P;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < P; ++j) {
+          const int64_t n = panel * P + j;
+          d[k * P + j] = n < N ? s[k * p.src_row_stride + n * p.src_col_stride] : scalar_t(0);
+        }
+    }
+  });
+}
+
+}  // namespace
+
+void gemm_packed_cpu(const PackedGemmParams& p) {
+  if (p.dtype == Dtype::kFloat64) return gemm_packed<double>(p);
+  gemm_packed<float>(p);
+}
+
+void gemm_pack_cpu(const GemmPackParams& p) {
+  if (p.dtype == Dtype::kFloat64) return gemm_pack<double>(p);
+  gemm_pack<float>(p);
+}
+
+}  // namespace fastcrnn::cpu::FASTCRNN_ISA_NS
