@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "ops/common.h"
+#include "ops/packed_gemm.h"
 
 namespace fastcrnn::ops {
 namespace {
@@ -59,6 +60,31 @@ LstmSizes check_lstm_layer(const at::Tensor& x, const at::Tensor& h0, const at::
   check_shape(h0, {s.D, s.N, s.H}, "h0");
   check_like(c0, x, "c0");
   check_shape(c0, {s.D, s.N, s.H}, "c0");
+  check_bias(bias, x, s.D * 4 * s.H);
+  return s;
+}
+
+LstmSizes check_lstm_layer_packed(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                  const LstmPackedWeights& w,
+                                  const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK_VALUE(x.dim() == 3, "input must have shape (T, N, input_size), got ", x.sizes());
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+                   "input must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.device().is_cpu(), "input must be a CPU tensor, got ", x.device());
+  TORCH_CHECK_VALUE(h0.dim() == 3 && (h0.size(0) == 1 || h0.size(0) == 2) && h0.size(2) > 0,
+                    "h0 must have shape (D, N, hidden_size) with D in {1, 2}, got ", h0.sizes());
+  LstmSizes s;
+  s.T = x.size(0);
+  s.N = x.size(1);
+  s.I = x.size(2);
+  s.D = h0.size(0);
+  s.H = h0.size(2);
+  check_like(h0, x, "h0");
+  check_shape(h0, {s.D, s.N, s.H}, "h0");
+  check_like(c0, x, "c0");
+  check_shape(c0, {s.D, s.N, s.H}, "c0");
+  check_packed_weight(w.w_ih, 1, s.D * 4 * s.H, s.I, x, "weight_ih");
+  check_packed_weight(w.w_hh, s.D, 4 * s.H, s.H, x, "weight_hh");
   check_bias(bias, x, s.D * 4 * s.H);
   return s;
 }
@@ -145,6 +171,16 @@ Tensor6 layer_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c
       .as_tuple();
 }
 
+// Inference on weights packed by pack_linear_weight: (output, h_n, c_n).
+Tensor3 layer_packed_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                         const at::Tensor& w_ih, const at::Tensor& w_hh,
+                         const std::optional<at::Tensor>& bias) {
+  const LstmPackedWeights packed{w_ih, w_hh};
+  const LstmLayerOutputs out = lstm_layer_forward(x, h0, c0, at::Tensor(), at::Tensor(), bias,
+                                                  std::nullopt, false, cpu_forward_step, &packed);
+  return {out.output, out.h_n, out.c_n};
+}
+
 Tensor6 layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_hn,
                            const at::Tensor& grad_cn, const at::Tensor& x, const at::Tensor& w_ih,
                            const at::Tensor& w_hh, const std::optional<at::Tensor>& lengths,
@@ -172,6 +208,7 @@ Tensor6 cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& grad_c, co
 TORCH_LIBRARY_IMPL(fastcrnn, CPU, m) {
   m.impl("lstm_layer", &layer_cpu);
   m.impl("lstm_layer_backward", &layer_backward_cpu);
+  m.impl("lstm_layer_packed", &layer_packed_cpu);
   m.impl("lstm_cell", &cell_cpu);
   m.impl("lstm_cell_backward", &cell_backward_cpu);
 }

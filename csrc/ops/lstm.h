@@ -47,6 +47,13 @@ struct LstmCellOutputs {
   Tensor3 as_tuple() const { return {h, c, acts}; }
 };
 
+// W_ih and W_hh packed once by the caller (pack_linear_weight, see packed_gemm.h), for
+// inference on the CPU: w_ih (1, ceil(D*4H / P), I, P) from (D*4H, I); w_hh
+// (D, ceil(4H / P), H, P) from (D, 4H, H).
+struct LstmPackedWeights {
+  at::Tensor w_ih, w_hh;
+};
+
 // ---- argument checks (lstm.cpp): TypeError / ValueError naming the argument ----
 
 struct LstmSizes {
@@ -58,6 +65,11 @@ struct LstmSizes {
 LstmSizes check_lstm_layer(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                            const at::Tensor& w_ih, const at::Tensor& w_hh,
                            const std::optional<at::Tensor>& bias);
+// As check_lstm_layer, with packed weights: D and H come from h0 (D, N, H); float32 /
+// float64 CPU tensors only.
+LstmSizes check_lstm_layer_packed(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                  const LstmPackedWeights& w,
+                                  const std::optional<at::Tensor>& bias);
 LstmSizes check_lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn,
                                     const at::Tensor& grad_cn, const at::Tensor& x,
                                     const at::Tensor& w_hh, const at::Tensor& acts,
@@ -74,12 +86,14 @@ LstmSizes check_lstm_cell_backward(const at::Tensor& grad_h, const at::Tensor& g
 
 // Whole-sequence layer, one or both directions (D = w_hh.size(0)); lengths (N,) int or none.
 // Direction 0 reads state s and writes s+1 at time t = s; direction 1 reads state t+1 and
-// writes t. Without `save` (inference) the loop keeps only two states per direction.
+// writes t. Without `save` (inference) the loop keeps only two states per direction. With
+// `prepacked` the layer multiplies by those (w_ih and w_hh are not read).
 LstmLayerOutputs lstm_layer_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
                                     const std::optional<at::Tensor>& bias,
                                     const std::optional<at::Tensor>& lengths, bool save,
-                                    const LstmForwardStep& step);
+                                    const LstmForwardStep& step,
+                                    const LstmPackedWeights* prepacked = nullptr);
 
 LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn,
                               const at::Tensor& grad_cn, const at::Tensor& x,

@@ -94,11 +94,13 @@ inline void* at_offset(const at::Tensor& t, int64_t offset) {
   return static_cast<char*>(t.data_ptr()) + offset * static_cast<int64_t>(t.element_size());
 }
 
-// Products of a CPU float32 / float64 layer against a weight packed once per call (gemm.h):
-// the per-step recurrent products, where a BLAS would pack W_hh again at every step, and the
-// input product over all steps. Packed per call and never kept, so nothing can go stale when
-// the weights change. b: (D, depth, cols), e.g. W_hh[d]^T forward or W_hh[d] backward; each
-// product is (rows, depth) x (depth, cols) (+ bias (cols,)) into rows of stride ldc.
+// Products of a CPU float32 / float64 layer against a packed weight (gemm.h): the per-step
+// recurrent products, where a BLAS would pack W_hh again at every step, and the input product
+// over all steps. The weight is packed per call and never kept, so nothing can go stale when
+// the weights change, or comes packed by the caller (lstm_layer_packed, for inference).
+// b: (D, depth, cols), e.g. W_hh[d]^T forward or W_hh[d] backward, or packed: (D, ...) as
+// pack_gemm_b makes it; each product is (rows, depth) x (depth, cols) (+ bias (cols,)) into
+// rows of stride ldc.
 class PackedWeightGemm {
  public:
   static bool applies(const at::Tensor& x, Dtype dtype) {
@@ -106,11 +108,16 @@ class PackedWeightGemm {
   }
   PackedWeightGemm(const at::Tensor& b, Dtype dtype, int64_t rows, int64_t lda, int64_t ldc,
                    bool accumulate, bool parallel, const void* bias = nullptr)
-      : packed_(pack_gemm_b(b)), direction_size_(gemm_packed_size(dtype, b.size(1), b.size(2))) {
+      : PackedWeightGemm(pack_gemm_b(b), b.size(1), b.size(2), dtype, rows, lda, ldc, accumulate,
+                         parallel, bias) {}
+  PackedWeightGemm(const at::Tensor& packed, int64_t depth, int64_t cols, Dtype dtype, int64_t rows,
+                   int64_t lda, int64_t ldc, bool accumulate, bool parallel,
+                   const void* bias = nullptr)
+      : packed_(packed.contiguous()), direction_size_(gemm_packed_size(dtype, depth, cols)) {
     params_.dtype = dtype;
     params_.M = rows;
-    params_.N = b.size(2);
-    params_.K = b.size(1);
+    params_.N = cols;
+    params_.K = depth;
     params_.lda = lda;
     params_.ldc = ldc;
     params_.accumulate = accumulate;
@@ -142,8 +149,10 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
                                     const at::Tensor& w_hh_in,
                                     const std::optional<at::Tensor>& bias,
                                     const std::optional<at::Tensor>& lengths, bool save,
-                                    const LstmForwardStep& step) {
-  const LstmSizes sz = check_lstm_layer(x_in, h0, c0, w_ih_in, w_hh_in, bias);
+                                    const LstmForwardStep& step,
+                                    const LstmPackedWeights* prepacked) {
+  const LstmSizes sz = prepacked ? check_lstm_layer_packed(x_in, h0, c0, *prepacked, bias)
+                                 : check_lstm_layer(x_in, h0, c0, w_ih_in, w_hh_in, bias);
   const int64_t T = sz.T, N = sz.N, I = sz.I, D = sz.D, H = sz.H;
   const Dtype dtype = kernel_dtype(x_in, "input");
   at::Tensor len;
@@ -154,8 +163,8 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
     }
   }
   const at::Tensor x = x_in.contiguous();
-  const at::Tensor w_ih = w_ih_in.contiguous();
-  const at::Tensor w_hh = w_hh_in.contiguous();
+  const at::Tensor w_ih = prepacked ? at::Tensor() : w_ih_in.contiguous();
+  const at::Tensor w_hh = prepacked ? at::Tensor() : w_hh_in.contiguous();
   const auto opts = x.options();
   const auto acc_opts = opts.dtype(lstm_acc_type(x.scalar_type()));
   const int64_t G = D * 4 * H;  // gates per (t, n)
@@ -168,10 +177,13 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
   at::Tensor hs = empty_cached({D, slots, N, H}, opts);
   at::Tensor cs = empty_cached({D, slots, N, H}, acc_opts);
   at::Tensor output = empty_cached({T, N, D * H}, opts);
-  if (T * N >= kPackedInputMinRows && PackedWeightGemm::applies(x, dtype)) {
-    const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
-    PackedWeightGemm(w_ih.t().unsqueeze(0), dtype, T * N, I, G, false, true,
-                     b.defined() ? b.const_data_ptr() : nullptr)
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const void* b_ptr = b.defined() ? b.const_data_ptr() : nullptr;
+  if (prepacked && T * N > 0) {
+    PackedWeightGemm(prepacked->w_ih, I, G, dtype, T * N, I, G, false, true, b_ptr)
+        .run(0, x.const_data_ptr(), gates.data_ptr());
+  } else if (T * N >= kPackedInputMinRows && PackedWeightGemm::applies(x, dtype)) {
+    PackedWeightGemm(w_ih.t().unsqueeze(0), dtype, T * N, I, G, false, true, b_ptr)
         .run(0, x.const_data_ptr(), gates.data_ptr());
   } else if (T * N > 0) {
     at::Tensor gates2d = gates.view({T * N, G});
@@ -189,7 +201,7 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
 
   if (N > 0) {
     std::vector<at::Tensor> w_hh_t;
-    for (int64_t d = 0; d < D; ++d) w_hh_t.push_back(w_hh[d].t());
+    for (int64_t d = 0; d < D && !prepacked; ++d) w_hh_t.push_back(w_hh[d].t());
     auto p = step_params<LstmForwardParams>(dtype, N, H, D);
     p.gates_stride = G;
     p.out_stride = D * H;
@@ -199,8 +211,11 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
     bool split_columns = split_columns_pays(x, D, N, H);
     int64_t s_in[kLstmMaxDirs];
     std::optional<PackedWeightGemm> packed;
-    if (PackedWeightGemm::applies(x, dtype)) {
-      // parallel: the kernel splits one direction's columns over the threads itself
+    // parallel: the kernel splits one direction's columns over the threads itself
+    if (prepacked) {
+      packed.emplace(prepacked->w_hh, H, 4 * H, dtype, N, H, G, true, !split);
+      split_columns = false;
+    } else if (PackedWeightGemm::applies(x, dtype)) {
       packed.emplace(w_hh.transpose(1, 2), dtype, N, H, G, true, !split);
       split_columns = false;
     }

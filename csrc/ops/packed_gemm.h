@@ -1,5 +1,6 @@
 // Tensor-facing entry points of the packed-B products (kernels/gemm.h), for the ops that
-// multiply by one weight many times.
+// multiply by one weight many times, and the inference ops on weights packed once by the
+// caller: pack_linear_weight and linear_packed.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -14,5 +15,11 @@ at::Tensor pack_gemm_b(const at::Tensor& b);
 
 // The product on raw pointers, for callers in a time loop (no tensor is built per call).
 void run_gemm_packed(const PackedGemmParams& p);
+
+// Checks that `packed` is what pack_linear_weight makes of a (batch, out_features,
+// in_features) weight of like's dtype, on the CPU: shape (batch, ceil(out_features / P),
+// in_features, P). ValueError / TypeError naming `name`.
+void check_packed_weight(const at::Tensor& packed, int64_t batch, int64_t out_features,
+                         int64_t in_features, const at::Tensor& like, const char* name);
 
 }  // namespace fastcrnn::ops

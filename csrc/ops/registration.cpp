@@ -76,6 +76,10 @@ TORCH_LIBRARY(fastcrnn, m) {
       "Tensor weight_ih, Tensor weight_hh, Tensor? lengths, Tensor acts, Tensor hs, Tensor cs) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, "
       "Tensor grad_weight_hh, Tensor grad_bias)");
+  // Inference (no autograd) on weights packed by pack_linear_weight (see ops/lstm.h).
+  m.def(
+      "lstm_layer_packed(Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, "
+      "Tensor? bias) -> (Tensor output, Tensor h_n, Tensor c_n)");
   m.def(
       "lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, "
       "Tensor? bias) -> (Tensor h, Tensor c, Tensor acts)");
@@ -84,6 +88,9 @@ TORCH_LIBRARY(fastcrnn, m) {
       "Tensor weight_ih, Tensor weight_hh, Tensor acts) -> "
       "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_weight_ih, "
       "Tensor grad_weight_hh, Tensor grad_bias)");
+  // ---- products with a weight packed once, for inference (ops/packed_gemm.cpp) ----
+  m.def("pack_linear_weight(Tensor weight) -> Tensor");
+  m.def("linear_packed(Tensor input, Tensor weight, int out_features, Tensor? bias) -> Tensor");
   // ---- 3x3 convolutions for inference (ops/conv.cpp; shapes in kernels/conv.h) ----
   m.def("winograd_weight(Tensor weight) -> Tensor");
   m.def(

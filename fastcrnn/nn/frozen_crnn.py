@@ -25,7 +25,14 @@ from fastcrnn.nn.crnn import CRNN, BiLSTM, output_length
 from fastcrnn.ops._checks import require_tensor
 from fastcrnn.ops.conv import WinogradWeight, conv3x3_direct, winograd_conv3x3, winograd_weight
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
-from fastcrnn.ops.lstm import lstm_layer
+from fastcrnn.ops.packed import (
+    PackedLinearWeight,
+    PackedLstmWeights,
+    linear_packed,
+    lstm_layer_packed,
+    pack_linear_weight,
+    pack_lstm_weights,
+)
 
 __all__ = ["FrozenCRNN", "freezable"]
 
@@ -66,9 +73,9 @@ class _FrozenConv(nn.Module):
     W' = W / 2, floored, when the following 2x2 max-pool is fused in: ``fused_pool``).
     """
 
-    weight: torch.Tensor  # (16, ceil(K / 16), C, 16) packed Winograd-domain, or (K, C, kh, kw)
+    weight: torch.Tensor  # (16, ceil(K / P), C, P) packed Winograd-domain, or (K, C, kh, kw)
     bias: torch.Tensor  # (K,): conv bias and folded BatchNorm shift
-    window_weight: Optional[torch.Tensor]  # (K, kh * kw * C): the weight as one matrix
+    window_weight: Optional[torch.Tensor]  # the weight as one (K, kh * kw * C) matrix, packed
     post_scale: Optional[torch.Tensor]  # (1, K, 1, 1): a BatchNorm after the activation
     post_shift: Optional[torch.Tensor]
 
@@ -128,7 +135,9 @@ class _FrozenConv(nn.Module):
         self.window = conv.kernel_size
         self.register_buffer(
             "window_weight",
-            weight.permute(0, 2, 3, 1).reshape(K, -1) if self.method == "onednn" else None,
+            pack_linear_weight(weight.permute(0, 2, 3, 1).reshape(K, -1)).packed
+            if self.method == "onednn"
+            else None,
         )
         post = _batchnorm_affine(post_bn) if post_bn is not None else None
         self.register_buffer("post_scale", post.scale.view(1, K, 1, 1) if post else None)
@@ -161,8 +170,10 @@ class _FrozenConv(nn.Module):
         windows = torch.cat(
             [rows[:, i, j : j + T].transpose(0, 1) for i in range(kh) for j in range(kw)], 2
         )  # (T, N, kh * kw * C)
-        y = torch.addmm(
-            self.bias, windows.view(T * x.shape[0], windows.shape[2]), self.window_weight.t()
+        y = linear_packed(
+            windows.view(T * x.shape[0], windows.shape[2]),
+            PackedLinearWeight(self.window_weight, self.out_channels),
+            self.bias,
         )
         return self._activate(y).view(T, x.shape[0], y.shape[1])
 
@@ -252,16 +263,17 @@ def _freeze_cnn(cnn: nn.Sequential, winograd_min_channels: int) -> nn.Sequential
 
 
 class _FrozenBiLSTM(nn.Module):
-    """One BiLSTM (bidirectional LSTM + per-frame Linear) with its weights concatenated once.
+    """One BiLSTM (bidirectional LSTM + per-frame Linear) with its weights concatenated and
+    packed once (fastcrnn.ops.packed).
 
     forward(input (T, N, n_in)) -> (T, N, n_out), or the logits' inputs' product with the
     classifier when it is the last.
     """
 
-    weight_ih: torch.Tensor  # (2 * 4H, n_in): forward then reverse
-    weight_hh: torch.Tensor  # (2, 4H, H)
+    weight_ih: torch.Tensor  # (2 * 4H, n_in) (forward then reverse), packed
+    weight_hh: torch.Tensor  # (2, 4H, H), packed
     lstm_bias: Optional[torch.Tensor]  # (2 * 4H,): bias_ih + bias_hh
-    linear_weight: torch.Tensor  # (n_out, 2H)
+    linear_weight: torch.Tensor  # (n_out, 2H), packed
     linear_bias: torch.Tensor  # (n_out,)
 
     def __init__(self, block: BiLSTM):
@@ -272,10 +284,11 @@ class _FrozenBiLSTM(nn.Module):
             return cast(torch.Tensor, getattr(rnn, name)).detach()
 
         self.hidden_size = int(cast(int, rnn.hidden_size))
-        w_ih = [param("weight_ih_l0"), param("weight_ih_l0_reverse")]
-        self.register_buffer("weight_ih", torch.cat(w_ih, 0))
-        w_hh = [param("weight_hh_l0"), param("weight_hh_l0_reverse")]
-        self.register_buffer("weight_hh", torch.stack(w_hh, 0))
+        w_ih = torch.cat([param("weight_ih_l0"), param("weight_ih_l0_reverse")], 0)
+        w_hh = torch.stack([param("weight_hh_l0"), param("weight_hh_l0_reverse")], 0)
+        packed = pack_lstm_weights(w_ih, w_hh)
+        self.register_buffer("weight_ih", packed.weight_ih)
+        self.register_buffer("weight_hh", packed.weight_hh)
         if rnn.bias:
             biases = [
                 param("bias_ih_l0") + param("bias_hh_l0"),
@@ -284,17 +297,22 @@ class _FrozenBiLSTM(nn.Module):
             self.register_buffer("lstm_bias", torch.cat(biases, 0))
         else:
             self.register_buffer("lstm_bias", None)
-        self.register_buffer("linear_weight", block.embedding.weight.detach().clone())
+        linear = pack_linear_weight(block.embedding.weight.detach())
+        self.register_buffer("linear_weight", linear.packed)
+        self.out_features = linear.out_features
         self.register_buffer("linear_bias", block.embedding.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, N, _ = x.shape
         h0 = x.new_zeros((2, N, self.hidden_size))
-        out, _, _ = lstm_layer(x, h0, h0, self.weight_ih, self.weight_hh, self.lstm_bias)
-        flat = torch.addmm(
-            self.linear_bias, out.reshape(T * N, out.shape[2]), self.linear_weight.t()
+        weights = PackedLstmWeights(self.weight_ih, self.weight_hh)
+        out, _, _ = lstm_layer_packed(x, h0, h0, weights, self.lstm_bias)
+        flat = linear_packed(
+            out.reshape(T * N, out.shape[2]),
+            PackedLinearWeight(self.linear_weight, self.out_features),
+            self.linear_bias,
         )
-        return flat.view(T, N, flat.shape[1])
+        return flat.view(T, N, self.out_features)
 
 
 def freezable(model: nn.Module) -> bool:

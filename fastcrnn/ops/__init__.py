@@ -6,6 +6,14 @@ from fastcrnn.ops.conv import WinogradWeight, conv3x3_direct, winograd_conv3x3, 
 from fastcrnn.ops.ctc import ctc_loss, ctc_loss_from_logits
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
 from fastcrnn.ops.lstm import lstm_cell, lstm_layer
+from fastcrnn.ops.packed import (
+    PackedLinearWeight,
+    PackedLstmWeights,
+    linear_packed,
+    lstm_layer_packed,
+    pack_linear_weight,
+    pack_lstm_weights,
+)
 
 __all__ = [
     "conv3x3_direct",
@@ -19,6 +27,12 @@ __all__ = [
     "ctc_loss_from_logits",
     "lstm_cell",
     "lstm_layer",
+    "lstm_layer_packed",
+    "linear_packed",
+    "pack_linear_weight",
+    "pack_lstm_weights",
+    "PackedLinearWeight",
+    "PackedLstmWeights",
     "winograd_conv3x3",
     "winograd_weight",
     "WinogradWeight",

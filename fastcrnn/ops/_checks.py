@@ -31,6 +31,12 @@ def require_tensor(value, name: str) -> torch.Tensor:
     return value
 
 
+def require_cpu(t: torch.Tensor, name: str) -> None:
+    """ValueError naming ``name`` unless ``t`` is on the CPU (the inference-only ops)."""
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} must be a CPU tensor, got {t.device}")
+
+
 def require_float(t: torch.Tensor, name: str) -> None:
     if t.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {t.dtype}")

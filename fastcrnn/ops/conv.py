@@ -13,14 +13,10 @@ from typing import NamedTuple, Optional, Union
 import torch
 
 from fastcrnn._ext import _C  # noqa: F401  (defines the schemas registered against here)
-from fastcrnn.ops._checks import require_tensor
+from fastcrnn.ops._checks import require_cpu, require_tensor
+from fastcrnn.ops.packed import no_grad_inputs, panel
 
 __all__ = ["WinogradWeight", "conv3x3_direct", "winograd_conv3x3", "winograd_weight"]
-
-
-def _panel(dtype: torch.dtype) -> int:
-    """Output channels per panel of a packed weight: 128 bytes (csrc/kernels/gemm.h)."""
-    return 128 // torch.empty((), dtype=dtype).element_size()
 
 
 class WinogradWeight(NamedTuple):
@@ -39,7 +35,7 @@ class WinogradWeight(NamedTuple):
 @torch.library.register_fake("fastcrnn::winograd_weight")
 def _winograd_weight_fake(weight):
     K, C = weight.shape[0], weight.shape[1]
-    P = _panel(weight.dtype)
+    P = panel(weight.dtype)
     return weight.new_empty((16, (K + P - 1) // P, C, P))
 
 
@@ -59,19 +55,6 @@ def _conv3x3_direct_fake(input, weight, scale, shift, negative_slope, max_pool):
     return out.contiguous(memory_format=torch.channels_last)
 
 
-def _no_grad_inputs(*tensors: Optional[torch.Tensor]) -> None:
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        raise RuntimeError(
-            "the fastcrnn.ops.conv ops are inference ops without a backward: call it under "
-            "torch.no_grad() / torch.inference_mode(), or detach its inputs"
-        )
-
-
-def _cpu(t: torch.Tensor, name: str) -> None:
-    if t.device.type != "cpu":
-        raise ValueError(f"{name} must be a CPU tensor, got {t.device}")
-
-
 def winograd_weight(weight: torch.Tensor) -> WinogradWeight:
     """A convolution weight (K, C, 3, 3) in the Winograd domain, packed for the products.
 
@@ -80,8 +63,8 @@ def winograd_weight(weight: torch.Tensor) -> WinogradWeight:
     follow later changes to ``weight``.
     """
     require_tensor(weight, "weight")
-    _cpu(weight, "weight")
-    _no_grad_inputs(weight)
+    require_cpu(weight, "weight")
+    no_grad_inputs("fastcrnn.ops.conv", weight)
     return WinogradWeight(torch.ops.fastcrnn.winograd_weight(weight), int(weight.shape[0]))
 
 
@@ -144,8 +127,8 @@ def _check_conv_args(input, weight, scale, shift, negative_slope) -> Optional[fl
     """The Python-side checks both ops share (the C++ op checks shapes and dtypes)."""
     for name, t in (("input", input), ("weight", weight), ("scale", scale), ("shift", shift)):
         if t is not None or name in ("input", "weight"):  # scale and shift may be None
-            _cpu(require_tensor(t, name), name)
-    _no_grad_inputs(input, weight, scale, shift)
+            require_cpu(require_tensor(t, name), name)
+    no_grad_inputs("fastcrnn.ops.conv", input, weight, scale, shift)
     if negative_slope is None:
         return None
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
