@@ -174,6 +174,10 @@ void gemm_packed(const PackedGemmParams& p) {
       const int64_t batch = item / (row_blocks * panels);
       const int64_t rb = item / panels % row_blocks, panel = item % panels;
       const int64_t m_end = std::min(M, (rb + 1) * kRowBlock);
+      // the block's rows in equal calls of at most R (64 rows: 11 x 5 + 9, not 12 x 5 + 4): a
+      // call of few rows is bound by its loads of B, not by its multiply-adds
+      const int64_t calls = (m_end - rb * kRowBlock + R - 1) / R;
+      const int64_t rows_per_call = (m_end - rb * kRowBlock + calls - 1) / calls;
       const scalar_t* a_b = a + batch * p.a_batch_stride;
       const scalar_t* panel_b = b + batch * b_stride + panel * K * P;
       // K = 0 still runs one (empty) k-block, which writes 0 or C, plus the bias
@@ -185,8 +189,8 @@ void gemm_packed(const PackedGemmParams& p) {
           const scalar_t* strip_b = panel_b + k0 * P + n0 % P;
           const scalar_t* strip_bias = bias != nullptr && k0 == 0 ? bias + n0 : nullptr;
           scalar_t* c_b = c + batch * p.c_batch_stride + n0;
-          for (int64_t m = rb * kRowBlock; m < m_end; m += R) {
-            const int rows = static_cast<int>(std::min<int64_t>(R, m_end - m));
+          for (int64_t m = rb * kRowBlock; m < m_end; m += rows_per_call) {
+            const int rows = static_cast<int>(std::min<int64_t>(rows_per_call, m_end - m));
             const scalar_t* a_m = a_b + m * p.lda + k0;
             scalar_t* c_m = c_b + m * p.ldc;
             if (cols == S)
@@ -220,11 +224,20 @@ void gemm_pack(const GemmPackParams& p) {
       const int64_t batch = item / panels, panel = item % panels;
       const scalar_t* s = src + batch * p.src_batch_stride;
       scalar_t* d = dst + batch * size + panel * K * P;
-      for (int64_t k = 0; k < K; ++k)
+      const int64_t cols = std::min(P, N - panel * P);
+      const scalar_t* s_panel = s + panel * P * p.src_col_stride;
+      if (p.src_col_stride == 1 || p.src_row_stride != 1) {
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t j = 0; j < P; ++j)
+            d[k * P + j] =
+                j < cols ? s_panel[k * p.src_row_stride + j * p.src_col_stride] : scalar_t(0);
+      } else {
+        // a transposed source (B = W^T of a row-major W): read along its contiguous rows
         for (int64_t j = 0; j < P; ++j) {
-          const int64_t n = panel * P + j;
-          d[k * P + j] = n < N ? s[k * p.src_row_stride + n * p.src_col_stride] : scalar_t(0);
+          const scalar_t* col = s_panel + j * p.src_col_stride;
+          for (int64_t k = 0; k < K; ++k) d[k * P + j] = j < cols ? col[k] : scalar_t(0);
         }
+      }
     }
   });
 }

@@ -231,31 +231,40 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
       at::Tensor g = gates[p.t[0]].narrow(1, half * 2 * H, 2 * H);
       at::addmm_out(g, g, hs[0][s_in[0]], w_hh_t[0].narrow(1, half * 2 * H, 2 * H));
     };
-    for (int64_t s = 0; s < T; ++s) {
-      for (int64_t d = 0; d < D; ++d) {
-        const int64_t t = d == 0 ? s : T - 1 - s;
-        s_in[d] = slot(d == 0 ? t : t + 1);
-        const int64_t s_out = slot(d == 0 ? t + 1 : t);
-        const int64_t state_in = (d * slots + s_in[d]) * N * H;
-        const int64_t state_out = (d * slots + s_out) * N * H;
-        p.t[d] = t;
-        p.gates[d] = at_offset(gates, t * N * G + d * 4 * H);
-        p.h_prev[d] = at_offset(hs, state_in);
-        p.h_next[d] = at_offset(hs, state_out);
-        p.c_prev[d] = at_offset(cs, state_in);
-        p.c_next[d] = at_offset(cs, state_out);
-        p.out[d] = at_offset(output, t * N * D * H + d * H);
-      }
-      if (split) {
-        side_by_side([&](int64_t d) {
+    // Step s of direction d: its time, its states' slots, its pointers in p (only [d] is
+    // written, so the two directions may run this at once).
+    const auto set_step = [&](int64_t s, int64_t d) {
+      const int64_t t = d == 0 ? s : T - 1 - s;
+      s_in[d] = slot(d == 0 ? t : t + 1);
+      const int64_t s_out = slot(d == 0 ? t + 1 : t);
+      const int64_t state_in = (d * slots + s_in[d]) * N * H;
+      const int64_t state_out = (d * slots + s_out) * N * H;
+      p.t[d] = t;
+      p.gates[d] = at_offset(gates, t * N * G + d * 4 * H);
+      p.h_prev[d] = at_offset(hs, state_in);
+      p.h_next[d] = at_offset(hs, state_out);
+      p.c_prev[d] = at_offset(cs, state_in);
+      p.c_next[d] = at_offset(cs, state_out);
+      p.out[d] = at_offset(output, t * N * D * H + d * H);
+    };
+    if (split) {
+      // the directions are independent within a layer: each thread runs one direction's
+      // whole time loop, with no barrier between steps
+      side_by_side([&](int64_t d) {
+        for (int64_t s = 0; s < T; ++s) {
+          set_step(s, d);
           recurrent_gemm(d);
           step(one_direction(p, d));
-        });
-      } else if (split_columns) {
-        side_by_side(recurrent_gemm_half);
-        step(p);
-      } else {
-        for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
+        }
+      });
+    } else {
+      for (int64_t s = 0; s < T; ++s) {
+        for (int64_t d = 0; d < D; ++d) set_step(s, d);
+        if (split_columns) {
+          side_by_side(recurrent_gemm_half);
+        } else {
+          for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
+        }
         step(p);
       }
     }
@@ -336,31 +345,38 @@ LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& g
       at::Tensor dh_rec_half = dh_rec[0].narrow(1, begin, size);
       at::mm_out(dh_rec_half, dgates[p.t[0]], w_hh[0].narrow(1, begin, size));
     };
-    for (int64_t s = T - 1; s >= 0; --s) {
-      for (int64_t d = 0; d < D; ++d) {
-        const int64_t t = d == 0 ? s : T - 1 - s;
-        const int64_t s_in = d == 0 ? t : t + 1;
-        p.t[d] = t;
-        p.acts[d] = at_offset(acts_c, t * N * G + d * 4 * H);
-        p.c_prev[d] = at_offset(cs_c, (d * (T + 1) + s_in) * N * H);
-        p.dout[d] = at_offset(dout, t * N * D * H + d * H);
-        p.dh_rec[d] = have_rec ? at_offset(dh_rec, d * N * H) : nullptr;
-        p.dgates[d] = at_offset(dgates, t * N * G + d * 4 * H);
-      }
-      if (split) {
-        side_by_side([&](int64_t d) {
+    // Step s of direction d (as in the forward, only [d] of p is written); dh_rec holds the
+    // previous step's recurrent gradient from the second step on.
+    const auto set_step = [&](int64_t s, int64_t d) {
+      const int64_t t = d == 0 ? s : T - 1 - s;
+      const int64_t s_in = d == 0 ? t : t + 1;
+      p.t[d] = t;
+      p.acts[d] = at_offset(acts_c, t * N * G + d * 4 * H);
+      p.c_prev[d] = at_offset(cs_c, (d * (T + 1) + s_in) * N * H);
+      p.dout[d] = at_offset(dout, t * N * D * H + d * H);
+      p.dh_rec[d] = s < T - 1 ? at_offset(dh_rec, d * N * H) : nullptr;
+      p.dgates[d] = at_offset(dgates, t * N * G + d * 4 * H);
+    };
+    if (split) {
+      side_by_side([&](int64_t d) {
+        for (int64_t s = T - 1; s >= 0; --s) {
+          set_step(s, d);
           step(one_direction(p, d));
           recurrent_gemm(d);
-        });
-      } else if (split_columns) {
+        }
+      });
+    } else {
+      for (int64_t s = T - 1; s >= 0; --s) {
+        for (int64_t d = 0; d < D; ++d) set_step(s, d);
         step(p);
-        side_by_side(recurrent_gemm_half);
-      } else {
-        step(p);
-        for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
+        if (split_columns) {
+          side_by_side(recurrent_gemm_half);
+        } else {
+          for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
+        }
       }
-      have_rec = true;
     }
+    have_rec = true;
   }
   at::Tensor dh0 =
       have_rec ? dh_carry.add_(dh_rec.to(acc)).to(x.scalar_type()) : dh_carry.to(x.scalar_type());
