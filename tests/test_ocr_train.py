@@ -35,6 +35,23 @@ def _data(n, seed, alphabet="0123456789", keep_ratio=False, min_len=2, max_len=4
     return render_dataset(ds, collate, "", progress=False), collate
 
 
+def _fit(trainer, train, val=None, **options):
+    """fit() with this file's usual options (batches of 32, seed 7, a line every step, no
+    validation, checkpoints, progress bar or log), ``options`` overriding them."""
+    args = dict(
+        batch_size=32,
+        expr_dir=None,
+        seed=7,
+        display_interval=1,
+        val_interval=0,
+        save_interval=0,
+        progress=False,
+        log=lambda s: None,
+    )
+    args.update(options)
+    return fit(trainer, train, val, **args)
+
+
 def test_short_training_run_learns():
     torch.manual_seed(0)
     train, collate = _data(640, seed=1)
@@ -46,21 +63,8 @@ def test_short_training_run_learns():
     trainer = Trainer(net, conv, opt)
     loader = torch.utils.data.DataLoader(test, batch_size=128, collate_fn=collate)
     before = evaluate(net, loader, conv)["metrics"]
-    hist = fit(
-        trainer,
-        train,
-        None,
-        nepoch=100,
-        batch_size=32,
-        collate=collate,
-        expr_dir=None,
-        seed=0,
-        display_interval=35,
-        val_interval=0,
-        save_interval=0,
-        max_steps=700,
-        progress=False,
-        log=lambda s: None,
+    hist = _fit(
+        trainer, train, nepoch=100, collate=collate, seed=0, display_interval=35, max_steps=700
     )
     after = evaluate(net, loader, conv)["metrics"]
     assert hist["step"] == 700 and len(hist["losses"]) == 20
@@ -145,20 +149,13 @@ def test_resume_matches_uninterrupted(tmp_path, split):
             net.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             state = {k: ck[k] for k in ("epoch", "batch", "step", "best_accuracy")}
-        fit(
+        _fit(
             Trainer(net, conv, opt),
             train,
-            None,
-            batch_size=32,
             collate=collate,
             expr_dir=expr,
-            seed=7,
-            display_interval=1,
-            val_interval=0,
             save_interval=100,
             state=state,
-            progress=False,
-            log=lambda s: None,
             checkpoint_extra=dict(charset="0123456789", config=cfg),
             **kw,
         )
@@ -291,18 +288,14 @@ def _fit_logged(tmp_path, nepoch=2, val_interval=2, progress=True, **kw):
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        hist = fit(
+        hist = _fit(
             trainer,
             train,
             val_loader,
             nepoch=nepoch,
-            batch_size=32,
             collate=collate,
             expr_dir=str(tmp_path),
-            seed=7,
-            display_interval=1,
             val_interval=val_interval,
-            save_interval=0,
             progress=progress,
             log=make_logger(True),
             **kw,

@@ -6,14 +6,7 @@ import torch.nn.functional as F
 from helpers import assert_close
 
 from fastcrnn.ops import lstm_layer
-from fastcrnn.ops.packed import (
-    PackedLinearWeight,
-    PackedLstmWeights,
-    linear_packed,
-    lstm_layer_packed,
-    pack_linear_weight,
-    pack_lstm_weights,
-)
+from fastcrnn.ops import packed as packed_ops
 
 TOL = {torch.float32: 2e-5, torch.float64: 1e-12}
 
@@ -42,11 +35,17 @@ def test_linear_packed_matches_linear(M, K, N, dtype):
     x = _randn(M, K, dtype=dtype, seed=M + K)
     w = _randn(N, K, dtype=dtype, seed=N) / K**0.5
     b = _randn(N, dtype=dtype, seed=1)
-    packed = pack_linear_weight(w)
-    P = 32 if dtype == torch.float32 else 16
-    assert packed.packed.shape == (1, (N + P - 1) // P, K, P) and packed.out_features == N
-    assert_close(linear_packed(x, packed, b), F.linear(x, w, b), TOL[dtype], what="with bias")
-    assert_close(linear_packed(x, packed), F.linear(x, w), TOL[dtype], what="without bias")
+    packed = packed_ops.pack_linear_weight(w)
+    panel = 32 if dtype == torch.float32 else 16
+    assert (
+        packed.packed.shape == (1, (N + panel - 1) // panel, K, panel) and packed.out_features == N
+    )
+    assert_close(
+        packed_ops.linear_packed(x, packed, b), F.linear(x, w, b), TOL[dtype], what="with bias"
+    )
+    assert_close(
+        packed_ops.linear_packed(x, packed), F.linear(x, w), TOL[dtype], what="without bias"
+    )
 
 
 def test_linear_packed_row_views_and_copies():
@@ -54,12 +53,12 @@ def test_linear_packed_row_views_and_copies():
     packed weight is a copy that later changes to the weight do not reach."""
     wide = _randn(40, 90, dtype=torch.float64, seed=2)
     w = _randn(21, 45, dtype=torch.float64, seed=3)
-    packed = pack_linear_weight(w)
+    packed = packed_ops.pack_linear_weight(w)
     expected = F.linear(wide[:, 10:55], w)
-    assert_close(linear_packed(wide[:, 10:55], packed), expected, 1e-12)
-    assert_close(linear_packed(wide.t()[10:55].t(), packed), expected, 1e-12)
+    assert_close(packed_ops.linear_packed(wide[:, 10:55], packed), expected, 1e-12)
+    assert_close(packed_ops.linear_packed(wide.t()[10:55].t(), packed), expected, 1e-12)
     w.add_(1.0)
-    assert_close(linear_packed(wide[:, 10:55], packed), expected, 1e-12)
+    assert_close(packed_ops.linear_packed(wide[:, 10:55], packed), expected, 1e-12)
 
 
 @pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
@@ -75,10 +74,10 @@ def test_lstm_layer_packed_matches_lstm_layer(T, N, I, H, D, dtype, num_threads)
     w_ih = _randn(D * 4 * H, I, dtype=dtype, seed=3) / H**0.5
     w_hh = _randn(D, 4 * H, H, dtype=dtype, seed=4) / H**0.5
     bias = _randn(D * 4 * H, dtype=dtype, seed=5)
-    packed = pack_lstm_weights(w_ih, w_hh)
+    packed = packed_ops.pack_lstm_weights(w_ih, w_hh)
     for b in (bias, None):
         want = torch.ops.fastcrnn.lstm_layer(x, h0, c0, w_ih, w_hh, b, None, False)[:3]
-        got = lstm_layer_packed(x, h0, c0, packed, b)
+        got = packed_ops.lstm_layer_packed(x, h0, c0, packed, b)
         for a, e, name in zip(got, want, ("output", "h_n", "c_n")):
             assert_close(a, e, TOL[dtype] * 10, what=name)
 
@@ -95,7 +94,9 @@ def test_lstm_layer_packed_matches_nn_lstm():
     h0 = torch.zeros(2, 4, 20, dtype=torch.float64)
     with torch.no_grad():
         want, (hn, cn) = ref(x)
-        got = lstm_layer_packed(x, h0, h0, pack_lstm_weights(w_ih, w_hh), bias)
+        got = packed_ops.lstm_layer_packed(
+            x, h0, h0, packed_ops.pack_lstm_weights(w_ih, w_hh), bias
+        )
     for a, e in zip(got, (want, hn, cn)):
         assert_close(a, e, 1e-12)
     # and agrees with the unpacked op
@@ -106,23 +107,23 @@ def test_opcheck_and_compile():
     x = _randn(6, 3, 9, dtype=torch.float32, seed=0)
     w = _randn(13, 9, dtype=torch.float32, seed=1)
     b = _randn(13, dtype=torch.float32, seed=2)
-    pl = pack_linear_weight(w)
+    pl = packed_ops.pack_linear_weight(w)
     torch.library.opcheck(torch.ops.fastcrnn.pack_linear_weight, (w,))
     torch.library.opcheck(torch.ops.fastcrnn.linear_packed, (x[0], pl.packed, 13, b))
     torch.library.opcheck(torch.ops.fastcrnn.linear_packed, (x[0], pl.packed, 13, None))
     w_ih = _randn(2 * 4 * 5, 9, dtype=torch.float32, seed=3)
     w_hh = _randn(2, 4 * 5, 5, dtype=torch.float32, seed=4)
     h0 = torch.zeros(2, 3, 5)
-    pw = pack_lstm_weights(w_ih, w_hh)
-    head = pack_linear_weight(_randn(13, 10, dtype=torch.float32, seed=5))
+    pw = packed_ops.pack_lstm_weights(w_ih, w_hh)
+    head = packed_ops.pack_linear_weight(_randn(13, 10, dtype=torch.float32, seed=5))
     torch.library.opcheck(torch.ops.fastcrnn.pack_linear_weight, (w_hh,))
     torch.library.opcheck(
         torch.ops.fastcrnn.lstm_layer_packed, (x, h0, h0, pw.weight_ih, pw.weight_hh, None)
     )
 
     def net(x):
-        out, _, _ = lstm_layer_packed(x, h0, h0, pw)
-        return linear_packed(out.reshape(-1, 10), head, b)
+        out, _, _ = packed_ops.lstm_layer_packed(x, h0, h0, pw)
+        return packed_ops.linear_packed(out.reshape(-1, 10), head, b)
 
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
@@ -132,7 +133,7 @@ def test_opcheck_and_compile():
 def test_bad_arguments_raise():
     x = _randn(4, 9, dtype=torch.float32, seed=0)
     w = _randn(5, 9, dtype=torch.float32, seed=1)
-    pl = pack_linear_weight(w)
+    pl = packed_ops.pack_linear_weight(w)
     op = torch.ops.fastcrnn.linear_packed
     with pytest.raises(
         ValueError, match=r"weight must be a packed weight .* shape \[1, 1, 8, 32\]"
@@ -153,18 +154,18 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="input must have shape"):
         op(x[0], pl.packed, 5, None)
     with pytest.raises(TypeError, match="PackedLinearWeight"):
-        linear_packed(x, w)
+        packed_ops.linear_packed(x, w)
     with pytest.raises(ValueError, match="weight must have shape"):
-        pack_linear_weight(w[0])
+        packed_ops.pack_linear_weight(w[0])
     with pytest.raises(ValueError, match="weight must be a CPU tensor"):
-        pack_linear_weight(w.to("meta"))
+        packed_ops.pack_linear_weight(w.to("meta"))
     with pytest.raises(RuntimeError, match="inference ops without a backward"):
-        linear_packed(x.requires_grad_(), pl)
+        packed_ops.linear_packed(x.requires_grad_(), pl)
     x.requires_grad_(False)
     # the LSTM layer
     w_ih = _randn(8, 9, dtype=torch.float32, seed=3)
     w_hh = _randn(1, 8, 2, dtype=torch.float32, seed=4)
-    pw = pack_lstm_weights(w_ih, w_hh)
+    pw = packed_ops.pack_lstm_weights(w_ih, w_hh)
     seq = x.view(4, 1, 9)
     h0 = torch.zeros(1, 1, 2)
     lop = torch.ops.fastcrnn.lstm_layer_packed
@@ -181,11 +182,13 @@ def test_bad_arguments_raise():
     with pytest.raises(TypeError, match="input must be float32 or float64"):
         lop(seq.half(), h0.half(), h0.half(), pw.weight_ih, pw.weight_hh, None)
     with pytest.raises(ValueError, match=r"weight_hh must have shape \(D, 4H, H\)"):
-        pack_lstm_weights(w_ih, w_hh[:, :7])
+        packed_ops.pack_lstm_weights(w_ih, w_hh[:, :7])
     with pytest.raises(ValueError, match=r"weight_ih must have shape \(8, input_size\)"):
-        pack_lstm_weights(w_ih[:7], w_hh)
+        packed_ops.pack_lstm_weights(w_ih[:7], w_hh)
     with pytest.raises(TypeError, match="differ in dtype"):
-        pack_lstm_weights(w_ih.double(), w_hh)
+        packed_ops.pack_lstm_weights(w_ih.double(), w_hh)
     with pytest.raises(TypeError, match="PackedLstmWeights"):
-        lstm_layer_packed(seq, h0, h0, (w_ih, w_hh))
-    assert isinstance(pw, PackedLstmWeights) and isinstance(pl, PackedLinearWeight)
+        packed_ops.lstm_layer_packed(seq, h0, h0, (w_ih, w_hh))
+    assert isinstance(pw, packed_ops.PackedLstmWeights) and isinstance(
+        pl, packed_ops.PackedLinearWeight
+    )

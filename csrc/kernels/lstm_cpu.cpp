@@ -27,19 +27,6 @@ inline at::vec::Vectorized<acc_t> vsigmoid(const at::vec::Vectorized<acc_t>& x) 
   return one / (one + x.neg().exp());
 }
 
-// tanh(x) = 1 - 2 / (exp(2x) + 1) in float32: one exp and one division, where Sleef's tanh
-// takes several times longer; within a few 1e-7 of tanh, the accuracy float32 LSTMs are
-// compared at. float64 keeps at::vec's tanh.
-template <typename acc_t>
-inline at::vec::Vectorized<acc_t> vtanh(const at::vec::Vectorized<acc_t>& x) {
-  if constexpr (std::is_same_v<acc_t, float>) {
-    const at::vec::Vectorized<acc_t> one(1.f), two(2.f);
-    return one - two / ((x + x).exp() + one);
-  } else {
-    return x.tanh();
-  }
-}
-
 inline int64_t grain_rows(int64_t H) {
   return std::max<int64_t>(1, 4096 / std::max<int64_t>(H, 1));
 }
@@ -54,10 +41,10 @@ void forward_row(scalar_t* g, const acc_t* cp, acc_t* cn, scalar_t* hn, scalar_t
     for (; j + W <= H; j += W) {
       const Vec i = vsigmoid(Vec::loadu(g + j));
       const Vec f = vsigmoid(Vec::loadu(g + H + j));
-      const Vec gg = vtanh(Vec::loadu(g + 2 * H + j));
+      const Vec gg = Vec::loadu(g + 2 * H + j).tanh();
       const Vec o = vsigmoid(Vec::loadu(g + 3 * H + j));
       const Vec c = f * Vec::loadu(cp + j) + i * gg;
-      const Vec h = o * vtanh(c);
+      const Vec h = o * c.tanh();
       if (save) {
         i.store(g + j);
         f.store(g + H + j);
@@ -127,7 +114,7 @@ void backward_row(const scalar_t* a, const acc_t* cp, const scalar_t* dout, cons
       const Vec i = Vec::loadu(a + j), f = Vec::loadu(a + H + j);
       const Vec g = Vec::loadu(a + 2 * H + j), o = Vec::loadu(a + 3 * H + j);
       const Vec c_prev = Vec::loadu(cp + j);
-      const Vec tc = vtanh(f * c_prev + i * g);
+      const Vec tc = (f * c_prev + i * g).tanh();
       const Vec dct = Vec::loadu(dc + j) + dh * o * (one - tc * tc);
       (dct * g * i * (one - i)).store(dg + j);
       (dct * c_prev * f * (one - f)).store(dg + H + j);

@@ -189,13 +189,8 @@ at::Tensor winograd_conv3x3_cpu(const at::Tensor& input, const at::Tensor& weigh
   at::Tensor v = empty_cached({16, chunk, C}, input.options());
   at::Tensor m = empty_cached({16, chunk, K}, input.options());
   p.output = output.mutable_data_ptr();
-  PackedGemmParams gemm;
-  gemm.dtype = c.dtype;
+  PackedGemmParams gemm = packed_gemm_params(c.dtype, 0, K, C, C, K);
   gemm.batch = 16;
-  gemm.N = K;
-  gemm.K = C;
-  gemm.lda = C;
-  gemm.ldc = K;
   gemm.packed_b = u.const_data_ptr();
   for (int64_t first = 0; first < all_tiles; first += chunk) {
     p.first_tile = first;

@@ -22,14 +22,14 @@ void check_shape(const at::Tensor& t, at::IntArrayRef expected, const char* name
                     t.sizes());
 }
 
-// x (T, N, I) and w_hh (D, 4H, H), both 3-D.
-LstmSizes layer_sizes(const at::Tensor& x, const at::Tensor& w_hh) {
+// x (T, N, I) 3-D; D directions of H units.
+LstmSizes layer_sizes(const at::Tensor& x, int64_t D, int64_t H) {
   LstmSizes s;
   s.T = x.size(0);
   s.N = x.size(1);
   s.I = x.size(2);
-  s.D = w_hh.size(0);
-  s.H = w_hh.size(2);
+  s.D = D;
+  s.H = H;
   return s;
 }
 
@@ -50,7 +50,7 @@ LstmSizes check_lstm_layer(const at::Tensor& x, const at::Tensor& h0, const at::
                     "weight_hh must have shape (D, 4*hidden_size, hidden_size) with D in {1, 2}, "
                     "got ",
                     w_hh.sizes());
-  const LstmSizes s = layer_sizes(x, w_hh);
+  const LstmSizes s = layer_sizes(x, w_hh.size(0), w_hh.size(2));
   TORCH_CHECK_VALUE(s.H > 0 && w_hh.size(1) == 4 * s.H,
                     "weight_hh must have shape (D, 4*H, H), got ", w_hh.sizes());
   check_like(w_hh, x, "weight_hh");
@@ -73,12 +73,7 @@ LstmSizes check_lstm_layer_packed(const at::Tensor& x, const at::Tensor& h0, con
   TORCH_CHECK_VALUE(x.device().is_cpu(), "input must be a CPU tensor, got ", x.device());
   TORCH_CHECK_VALUE(h0.dim() == 3 && (h0.size(0) == 1 || h0.size(0) == 2) && h0.size(2) > 0,
                     "h0 must have shape (D, N, hidden_size) with D in {1, 2}, got ", h0.sizes());
-  LstmSizes s;
-  s.T = x.size(0);
-  s.N = x.size(1);
-  s.I = x.size(2);
-  s.D = h0.size(0);
-  s.H = h0.size(2);
+  const LstmSizes s = layer_sizes(x, h0.size(0), h0.size(2));
   check_like(h0, x, "h0");
   check_shape(h0, {s.D, s.N, s.H}, "h0");
   check_like(c0, x, "c0");
@@ -97,7 +92,7 @@ LstmSizes check_lstm_layer_backward(const at::Tensor& grad_output, const at::Ten
                     "lstm_layer_backward: input must be 3-D and weight_hh (D, 4H, H), got ",
                     x.sizes(), " and ", w_hh.sizes());
   kernel_dtype(x, "input");
-  const LstmSizes s = layer_sizes(x, w_hh);
+  const LstmSizes s = layer_sizes(x, w_hh.size(0), w_hh.size(2));
   const int64_t G = s.D * 4 * s.H;
   check_shape(grad_output, {s.T, s.N, s.D * s.H}, "grad_output");
   check_shape(grad_hn, {s.D, s.N, s.H}, "grad_h_n");

@@ -113,13 +113,9 @@ class PackedWeightGemm {
   PackedWeightGemm(const at::Tensor& packed, int64_t depth, int64_t cols, Dtype dtype, int64_t rows,
                    int64_t lda, int64_t ldc, bool accumulate, bool parallel,
                    const void* bias = nullptr)
-      : packed_(packed.contiguous()), direction_size_(gemm_packed_size(dtype, depth, cols)) {
-    params_.dtype = dtype;
-    params_.M = rows;
-    params_.N = cols;
-    params_.K = depth;
-    params_.lda = lda;
-    params_.ldc = ldc;
+      : packed_(packed.contiguous()),
+        direction_size_(gemm_packed_size(dtype, depth, cols)),
+        params_(packed_gemm_params(dtype, rows, cols, depth, lda, ldc)) {
     params_.accumulate = accumulate;
     params_.parallel = parallel;
     params_.bias = bias;

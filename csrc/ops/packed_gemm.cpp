@@ -55,17 +55,13 @@ at::Tensor linear_packed_cpu(const at::Tensor& input, const at::Tensor& weight,
                            ? input
                            : input.contiguous();
   const at::Tensor w = weight.contiguous();
-  PackedGemmParams p;
-  p.dtype = kernel_dtype(input, "input");
-  p.M = M;
-  p.N = out_features;
-  p.K = K;
+  const int64_t lda = M == 1 ? std::max<int64_t>(K, 1) : a.stride(0);
+  PackedGemmParams p =
+      packed_gemm_params(kernel_dtype(input, "input"), M, out_features, K, lda, out_features);
   p.a = a.const_data_ptr();
-  p.lda = M == 1 ? std::max<int64_t>(K, 1) : a.stride(0);
   p.packed_b = w.const_data_ptr();
   p.bias = b.defined() ? b.const_data_ptr() : nullptr;
   p.c = out.mutable_data_ptr();
-  p.ldc = out_features;
   run_gemm_packed(p);
   return out;
 }

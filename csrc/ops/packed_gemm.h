@@ -16,6 +16,16 @@ at::Tensor pack_gemm_b(const at::Tensor& b);
 // The product on raw pointers, for callers in a time loop (no tensor is built per call).
 void run_gemm_packed(const PackedGemmParams& p);
 
+// A product's sizes: C (M x N) = A (M x K) B, rows of A and C lda and ldc values apart (batch 1,
+// no bias, C overwritten); the caller sets the pointers and whatever else differs.
+inline PackedGemmParams packed_gemm_params(Dtype dtype, int64_t M, int64_t N, int64_t K,
+                                           int64_t lda, int64_t ldc) {
+  PackedGemmParams p{dtype, /*batch=*/1, M, N, K};
+  p.lda = lda;
+  p.ldc = ldc;
+  return p;
+}
+
 // Checks that `packed` is what pack_linear_weight makes of a (batch, out_features,
 // in_features) weight of like's dtype, on the CPU: shape (batch, ceil(out_features / P),
 // in_features, P). ValueError / TypeError naming `name`.

@@ -22,17 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastcrnn.nn.crnn import CRNN, BiLSTM, output_length
+from fastcrnn.ops import packed
 from fastcrnn.ops._checks import require_tensor
 from fastcrnn.ops.conv import WinogradWeight, conv3x3_direct, winograd_conv3x3, winograd_weight
 from fastcrnn.ops.decode import GreedyDecoding, ctc_greedy_decode
-from fastcrnn.ops.packed import (
-    PackedLinearWeight,
-    PackedLstmWeights,
-    linear_packed,
-    lstm_layer_packed,
-    pack_linear_weight,
-    pack_lstm_weights,
-)
 
 __all__ = ["FrozenCRNN", "freezable"]
 
@@ -135,7 +128,7 @@ class _FrozenConv(nn.Module):
         self.window = conv.kernel_size
         self.register_buffer(
             "window_weight",
-            pack_linear_weight(weight.permute(0, 2, 3, 1).reshape(K, -1)).packed
+            packed.pack_linear_weight(weight.permute(0, 2, 3, 1).reshape(K, -1)).packed
             if self.method == "onednn"
             else None,
         )
@@ -170,9 +163,9 @@ class _FrozenConv(nn.Module):
         windows = torch.cat(
             [rows[:, i, j : j + T].transpose(0, 1) for i in range(kh) for j in range(kw)], 2
         )  # (T, N, kh * kw * C)
-        y = linear_packed(
+        y = packed.linear_packed(
             windows.view(T * x.shape[0], windows.shape[2]),
-            PackedLinearWeight(self.window_weight, self.out_channels),
+            packed.PackedLinearWeight(self.window_weight, self.out_channels),
             self.bias,
         )
         return self._activate(y).view(T, x.shape[0], y.shape[1])
@@ -286,9 +279,9 @@ class _FrozenBiLSTM(nn.Module):
         self.hidden_size = int(cast(int, rnn.hidden_size))
         w_ih = torch.cat([param("weight_ih_l0"), param("weight_ih_l0_reverse")], 0)
         w_hh = torch.stack([param("weight_hh_l0"), param("weight_hh_l0_reverse")], 0)
-        packed = pack_lstm_weights(w_ih, w_hh)
-        self.register_buffer("weight_ih", packed.weight_ih)
-        self.register_buffer("weight_hh", packed.weight_hh)
+        lstm = packed.pack_lstm_weights(w_ih, w_hh)
+        self.register_buffer("weight_ih", lstm.weight_ih)
+        self.register_buffer("weight_hh", lstm.weight_hh)
         if rnn.bias:
             biases = [
                 param("bias_ih_l0") + param("bias_hh_l0"),
@@ -297,7 +290,7 @@ class _FrozenBiLSTM(nn.Module):
             self.register_buffer("lstm_bias", torch.cat(biases, 0))
         else:
             self.register_buffer("lstm_bias", None)
-        linear = pack_linear_weight(block.embedding.weight.detach())
+        linear = packed.pack_linear_weight(block.embedding.weight.detach())
         self.register_buffer("linear_weight", linear.packed)
         self.out_features = linear.out_features
         self.register_buffer("linear_bias", block.embedding.bias.detach().clone())
@@ -305,11 +298,11 @@ class _FrozenBiLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, N, _ = x.shape
         h0 = x.new_zeros((2, N, self.hidden_size))
-        weights = PackedLstmWeights(self.weight_ih, self.weight_hh)
-        out, _, _ = lstm_layer_packed(x, h0, h0, weights, self.lstm_bias)
-        flat = linear_packed(
+        weights = packed.PackedLstmWeights(self.weight_ih, self.weight_hh)
+        out, _, _ = packed.lstm_layer_packed(x, h0, h0, weights, self.lstm_bias)
+        flat = packed.linear_packed(
             out.reshape(T * N, out.shape[2]),
-            PackedLinearWeight(self.linear_weight, self.out_features),
+            packed.PackedLinearWeight(self.linear_weight, self.out_features),
             self.linear_bias,
         )
         return flat.view(T, N, self.out_features)
