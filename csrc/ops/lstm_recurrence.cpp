@@ -11,6 +11,9 @@
 // column halves side by side (split_columns_pays). Large CPU buffers come from the block cache
 // (buffer_cache.h). Without backward the layer keeps two states per direction and no
 // activations.
+//
+// Past 400 lines on purpose: the layer's forward and backward and the cell's share the thread
+// split (side_by_side), the step parameter builders and the packed-weight products.
 #include "ops/lstm.h"
 
 #include <ATen/Parallel.h>
@@ -93,46 +96,6 @@ Params step_params(Dtype dtype, int64_t N, int64_t H, int64_t D) {
 inline void* at_offset(const at::Tensor& t, int64_t offset) {
   return static_cast<char*>(t.data_ptr()) + offset * static_cast<int64_t>(t.element_size());
 }
-
-// Products of a CPU float32 / float64 layer against a packed weight (gemm.h): the per-step
-// recurrent products, where a BLAS would pack W_hh again at every step, and the input product
-// over all steps. The weight is packed per call and never kept, so nothing can go stale when
-// the weights change, or comes packed by the caller (lstm_layer_packed, for inference).
-// b: (D, depth, cols), e.g. W_hh[d]^T forward or W_hh[d] backward, or packed: (D, ...) as
-// pack_gemm_b makes it; each product is (rows, depth) x (depth, cols) (+ bias (cols,)) into
-// rows of stride ldc.
-class PackedWeightGemm {
- public:
-  static bool applies(const at::Tensor& x, Dtype dtype) {
-    return x.is_cpu() && (dtype == Dtype::kFloat32 || dtype == Dtype::kFloat64);
-  }
-  PackedWeightGemm(const at::Tensor& b, Dtype dtype, int64_t rows, int64_t lda, int64_t ldc,
-                   bool accumulate, bool parallel, const void* bias = nullptr)
-      : PackedWeightGemm(pack_gemm_b(b), b.size(1), b.size(2), dtype, rows, lda, ldc, accumulate,
-                         parallel, bias) {}
-  PackedWeightGemm(const at::Tensor& packed, int64_t depth, int64_t cols, Dtype dtype, int64_t rows,
-                   int64_t lda, int64_t ldc, bool accumulate, bool parallel,
-                   const void* bias = nullptr)
-      : packed_(packed.contiguous()),
-        direction_size_(gemm_packed_size(dtype, depth, cols)),
-        params_(packed_gemm_params(dtype, rows, cols, depth, lda, ldc)) {
-    params_.accumulate = accumulate;
-    params_.parallel = parallel;
-    params_.bias = bias;
-  }
-  void run(int64_t d, const void* a, void* c) const {
-    PackedGemmParams q = params_;
-    q.a = a;
-    q.packed_b = at_offset(packed_, d * direction_size_);
-    q.c = c;
-    run_gemm_packed(q);
-  }
-
- private:
-  at::Tensor packed_;
-  int64_t direction_size_;
-  PackedGemmParams params_;
-};
 
 // Rows (T * N) from which the input product packs W_ih for our kernel: fewer rows would spend
 // more on the packing than it saves.

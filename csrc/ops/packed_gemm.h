@@ -1,6 +1,6 @@
 // Tensor-facing entry points of the packed-B products (kernels/gemm.h), for the ops that
-// multiply by one weight many times, and the inference ops on weights packed once by the
-// caller: pack_linear_weight and linear_packed.
+// multiply by one weight many times (PackedWeightGemm: the LSTM's products), and the inference
+// ops on weights packed once by the caller: pack_linear_weight and linear_packed.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -31,5 +31,46 @@ inline PackedGemmParams packed_gemm_params(Dtype dtype, int64_t M, int64_t N, in
 // in_features, P). ValueError / TypeError naming `name`.
 void check_packed_weight(const at::Tensor& packed, int64_t batch, int64_t out_features,
                          int64_t in_features, const at::Tensor& like, const char* name);
+
+// Products of a CPU float32 / float64 LSTM layer against a packed weight (gemm.h): the per-step
+// recurrent products, where a BLAS would pack W_hh again at every step, and the input product
+// over all steps. The weight is packed per call and never kept, so nothing can go stale when
+// the weights change, or comes packed by the caller (lstm_layer_packed, for inference).
+// b: (D, depth, cols), e.g. W_hh[d]^T forward or W_hh[d] backward, or packed: (D, ...) as
+// pack_gemm_b makes it; each product is (rows, depth) x (depth, cols) (+ bias (cols,)) into
+// rows of stride ldc.
+class PackedWeightGemm {
+ public:
+  static bool applies(const at::Tensor& x, Dtype dtype) {
+    return x.is_cpu() && (dtype == Dtype::kFloat32 || dtype == Dtype::kFloat64);
+  }
+  PackedWeightGemm(const at::Tensor& b, Dtype dtype, int64_t rows, int64_t lda, int64_t ldc,
+                   bool accumulate, bool parallel, const void* bias = nullptr)
+      : PackedWeightGemm(pack_gemm_b(b), b.size(1), b.size(2), dtype, rows, lda, ldc, accumulate,
+                         parallel, bias) {}
+  PackedWeightGemm(const at::Tensor& packed, int64_t depth, int64_t cols, Dtype dtype, int64_t rows,
+                   int64_t lda, int64_t ldc, bool accumulate, bool parallel,
+                   const void* bias = nullptr)
+      : packed_(packed.contiguous()),
+        direction_size_(gemm_packed_size(dtype, depth, cols)),
+        params_(packed_gemm_params(dtype, rows, cols, depth, lda, ldc)) {
+    params_.accumulate = accumulate;
+    params_.parallel = parallel;
+    params_.bias = bias;
+  }
+  void run(int64_t d, const void* a, void* c) const {
+    PackedGemmParams q = params_;
+    q.a = a;
+    q.packed_b = static_cast<const char*>(packed_.const_data_ptr()) +
+                 d * direction_size_ * static_cast<int64_t>(packed_.element_size());
+    q.c = c;
+    run_gemm_packed(q);
+  }
+
+ private:
+  at::Tensor packed_;
+  int64_t direction_size_;
+  PackedGemmParams params_;
+};
 
 }  // namespace fastcrnn::ops
