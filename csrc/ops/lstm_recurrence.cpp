@@ -346,13 +346,31 @@ LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& g
   at::Tensor dw_ih = empty_cached({G, I}, opts);
   at::Tensor dw_hh = empty_cached({D, 4 * H, H}, opts);
   at::Tensor dbias = empty_cached({G}, opts);
-  at::Tensor dx2d = dx.view({T * N, I});
-  at::mm_out(dx2d, dg2d, w_ih);
-  at::mm_out(dw_ih, dg2d.t(), x.view({T * N, I}));
-  for (int64_t d = 0; d < D; ++d) {
-    const at::Tensor h_prev = hs[d].narrow(0, d == 0 ? 0 : 1, T).reshape({T * N, H});
-    at::Tensor dw_hh_d = dw_hh[d];
-    at::mm_out(dw_hh_d, dg2d.narrow(1, d * 4 * H, 4 * H).t(), h_prev);
+  const auto h_prev = [&](int64_t d) {  // the states each step read: (T, N, H)
+    return hs[d].narrow(0, d == 0 ? 0 : 1, T);
+  };
+  if (T * N >= kPackedInputMinRows && PackedWeightGemm::applies(x, dtype)) {
+    // The whole-sequence products by our kernel too (as the forward's input product): dx
+    // against W_ih packed, the weight gradients as rows of dgates transposed (one copy) against
+    // x and the h states packed.
+    PackedWeightGemm(w_ih.unsqueeze(0), dtype, T * N, G, I, false, true)
+        .run(0, dg2d.const_data_ptr(), dx.data_ptr());
+    at::Tensor dg_t = empty_cached({G, T * N}, opts);
+    dg_t.copy_(dg2d.t());
+    PackedWeightGemm(x.view({1, T * N, I}), dtype, G, T * N, I, false, true)
+        .run(0, dg_t.const_data_ptr(), dw_ih.data_ptr());
+    for (int64_t d = 0; d < D; ++d) {
+      PackedWeightGemm(h_prev(d).reshape({1, T * N, H}), dtype, 4 * H, T * N, H, false, true)
+          .run(0, at_offset(dg_t, d * 4 * H * T * N), at_offset(dw_hh, d * 4 * H * H));
+    }
+  } else {
+    at::Tensor dx2d = dx.view({T * N, I});
+    at::mm_out(dx2d, dg2d, w_ih);
+    at::mm_out(dw_ih, dg2d.t(), x.view({T * N, I}));
+    for (int64_t d = 0; d < D; ++d) {
+      at::Tensor dw_hh_d = dw_hh[d];
+      at::mm_out(dw_hh_d, dg2d.narrow(1, d * 4 * H, 4 * H).t(), h_prev(d).reshape({T * N, H}));
+    }
   }
   at::sum_out(dbias, dg2d, {0});
   return {dx, dh0, dc0, dw_ih, dw_hh, dbias};
