@@ -104,9 +104,14 @@ def devices():
 def synchronized(fn: Callable[[], object], device) -> Callable[[], None]:
     """fn followed by a wait for the device, so that pytest-benchmark times the work itself and
     not only its launch on CUDA."""
-    if torch.device(device).type != "cuda":
-        return lambda: (fn(), None)[1]
-    return lambda: (fn(), torch.cuda.synchronize())[1]
+    cuda = torch.device(device).type == "cuda"
+
+    def call() -> None:
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+
+    return call
 
 
 def machine_name(device) -> str:

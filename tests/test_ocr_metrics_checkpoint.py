@@ -14,6 +14,7 @@ pytest.importorskip("rapidfuzz")
 from fastcrnn.ocr.checkpoint import (
     CheckpointError,
     load_checkpoint,
+    load_model_weights,
     plain_config,
     save_checkpoint,
     strip_module_prefix,
@@ -99,6 +100,21 @@ def test_module_prefix_stripped(tmp_path):
     with pytest.raises(CheckpointError, match="not a fastcrnn OCR checkpoint"):
         load_checkpoint(tmp_path / "bare.pth")
     assert strip_module_prefix({"module.a": 1, "b": 2}) == {"module.a": 1, "b": 2}
+
+
+def test_load_model_weights_strict_with_a_checkpoint_error():
+    """Weights that fit load exactly; a wrong shape or a missing entry is a CheckpointError that
+    starts with the caller's words and names the entry (what finetune, the Recognizer and
+    --pretrained report)."""
+    net = torch.nn.Linear(3, 2)
+    state = {"weight": torch.randn(2, 3), "bias": torch.randn(2)}
+    load_model_weights(net, state, "unused")
+    assert torch.equal(net.weight.detach(), state["weight"])
+    shape_error = r"(?s)^ckpt does not fit: .*size mismatch for weight"
+    with pytest.raises(CheckpointError, match=shape_error):
+        load_model_weights(net, {**state, "weight": torch.randn(4, 3)}, "ckpt does not fit")
+    with pytest.raises(CheckpointError, match=r"(?s)^ckpt does not fit: .*Missing key.*bias"):
+        load_model_weights(net, {"weight": state["weight"]}, "ckpt does not fit")
 
 
 def test_bad_checkpoints(tmp_path):

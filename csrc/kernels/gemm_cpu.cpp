@@ -28,7 +28,7 @@ template <typename scalar_t>
 struct Simd {
   using Vec = at::vec::Vectorized<scalar_t>;
   static constexpr int64_t kSize = Vec::size();
-  static constexpr bool kWide = false;  // 32 vector registers
+  static constexpr bool kWide = false;  // true: 32 vector registers (AVX-512), not 16
   static Vec zero() { return Vec(scalar_t(0)); }
   static Vec broadcast(scalar_t x) { return Vec(x); }
   static Vec load(const scalar_t* p) { return Vec::loadu(p); }

@@ -26,6 +26,15 @@ inline Dtype kernel_dtype(const at::Tensor& t, const char* arg) {
   }
 }
 
+// kernel_dtype for the kernels that take float32 / float64 only (the CPU convolutions and
+// packed-weight products), on the CPU; anything else raises naming `arg`.
+inline Dtype cpu_float_dtype(const at::Tensor& t, const char* arg) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), arg, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, arg,
+                   " must be float32 or float64, got ", t.scalar_type());
+  return t.scalar_type() == at::kDouble ? Dtype::kFloat64 : Dtype::kFloat32;
+}
+
 // A 1-D integer lengths tensor of `count` entries on `device`, returned as contiguous int64.
 inline at::Tensor checked_lengths(const at::Tensor& lengths, int64_t count,
                                   const at::Device& device, const char* arg) {

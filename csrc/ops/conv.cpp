@@ -19,12 +19,6 @@ namespace {
 
 constexpr int64_t kWinogradTileChunk = 1024;
 
-Dtype conv_dtype(const at::Tensor& t, const char* arg) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, arg,
-                   " must be float32 or float64, got ", t.scalar_type());
-  return t.scalar_type() == at::kDouble ? Dtype::kFloat64 : Dtype::kFloat32;
-}
-
 void check_channel_vector(const std::optional<at::Tensor>& v, const at::Tensor& like, int64_t K,
                           const char* arg) {
   if (!v.has_value()) return;
@@ -74,7 +68,7 @@ at::Tensor transform_weight(const at::Tensor& weight, Dtype dtype) {
 // (K, C, 3, 3) -> the weight in the Winograd domain, packed (see transform_weight), for
 // callers that convolve with the same weight many times.
 at::Tensor winograd_weight_cpu(const at::Tensor& weight) {
-  return transform_weight(weight, conv_dtype(weight, "weight"));
+  return transform_weight(weight, cpu_float_dtype(weight, "weight"));
 }
 
 // The checks and inputs both convolutions share: input (N, C, H, W) in channels-last memory,
@@ -93,9 +87,8 @@ ConvCall check_conv_call(const at::Tensor& input, const at::Tensor& weight, int6
                          const std::optional<at::Tensor>& shift,
                          std::optional<double> negative_slope) {
   ConvCall c;
-  c.dtype = conv_dtype(input, "input");
+  c.dtype = cpu_float_dtype(input, "input");
   TORCH_CHECK_VALUE(input.dim() == 4, "input must have shape (N, C, H, W), got ", input.sizes());
-  TORCH_CHECK_VALUE(input.device().is_cpu(), "input must be a CPU tensor, got ", input.device());
   c.N = input.size(0);
   c.C = input.size(1);
   c.H = input.size(2);
@@ -118,7 +111,7 @@ ConvCall check_conv_call(const at::Tensor& input, const at::Tensor& weight, int6
 
 // input's dtype first (the error users most often meet), then weight's against it.
 void check_weight_dtype(const at::Tensor& input, const at::Tensor& weight) {
-  conv_dtype(input, "input");
+  cpu_float_dtype(input, "input");
   TORCH_CHECK_TYPE(weight.scalar_type() == input.scalar_type(),
                    "weight must have the dtype of input (", input.scalar_type(), "), got ",
                    weight.scalar_type());
@@ -148,7 +141,8 @@ at::Tensor winograd_conv3x3_cpu(const at::Tensor& input, const at::Tensor& weigh
   check_weight_dtype(input, weight);
   at::Tensor u;
   int64_t K = 0;
-  const int64_t P = gemm_panel(conv_dtype(weight, "weight"));
+  const Dtype weight_dtype = cpu_float_dtype(weight, "weight");
+  const int64_t P = gemm_panel(weight_dtype);
   const bool packed = weight.dim() == 4 && weight.size(0) == 16 && weight.size(3) == P;
   if (packed) {
     TORCH_CHECK_VALUE(out_channels.has_value(),
@@ -158,15 +152,13 @@ at::Tensor winograd_conv3x3_cpu(const at::Tensor& input, const at::Tensor& weigh
     TORCH_CHECK_VALUE(K > 0 && (K + P - 1) / P == weight.size(1) && weight.size(2) > 0,
                       "a packed Winograd weight for ", K, " output channels must have shape (16, ",
                       (K + P - 1) / P, ", C, ", P, "), got ", weight.sizes());
-    TORCH_CHECK_VALUE(weight.device().is_cpu(), "weight must be a CPU tensor, got ",
-                      weight.device());
     u = weight.contiguous();
   } else {
     TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
                       "weight must have shape (K, C, 3, 3), or be a packed Winograd weight "
                       "(16, ceil(K / ",
                       P, "), C, ", P, ") from winograd_weight, got ", weight.sizes());
-    u = transform_weight(weight, conv_dtype(weight, "weight"));
+    u = transform_weight(weight, weight_dtype);
     K = weight.size(0);
     TORCH_CHECK_VALUE(!out_channels.has_value() || *out_channels == K, "out_channels (",
                       out_channels.value_or(0), ") must equal weight's K (", K, ")");

@@ -68,9 +68,7 @@ LstmSizes check_lstm_layer_packed(const at::Tensor& x, const at::Tensor& h0, con
                                   const LstmPackedWeights& w,
                                   const std::optional<at::Tensor>& bias) {
   TORCH_CHECK_VALUE(x.dim() == 3, "input must have shape (T, N, input_size), got ", x.sizes());
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-                   "input must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(x.device().is_cpu(), "input must be a CPU tensor, got ", x.device());
+  cpu_float_dtype(x, "input");
   TORCH_CHECK_VALUE(h0.dim() == 3 && (h0.size(0) == 1 || h0.size(0) == 2) && h0.size(2) > 0,
                     "h0 must have shape (D, N, hidden_size) with D in {1, 2}, got ", h0.sizes());
   const LstmSizes s = layer_sizes(x, h0.size(0), h0.size(2));

@@ -97,8 +97,9 @@ inline void* at_offset(const at::Tensor& t, int64_t offset) {
   return static_cast<char*>(t.data_ptr()) + offset * static_cast<int64_t>(t.element_size());
 }
 
-// Rows (T * N) from which the input product packs W_ih for our kernel: fewer rows would spend
-// more on the packing than it saves.
+// Rows (T * N) from which the whole-sequence products (the forward's input product, the
+// backward's dx, dW_ih and dW_hh) pack their B for our kernel: fewer rows would spend more on
+// the packing than it saves.
 constexpr int64_t kPackedInputMinRows = 128;
 
 }  // namespace

@@ -12,19 +12,13 @@ namespace {
 
 void run_gemm_pack(const GemmPackParams& p) { FASTCRNN_CPU_DISPATCH(gemm_pack_cpu, p); }
 
-void check_float_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
-                   " must be float32 or float64, got ", t.scalar_type());
-}
-
 // weight (out, in) or (batch, out, in) -> each W^T packed: (batch, ceil(out / P), in, P).
 at::Tensor pack_linear_weight_cpu(const at::Tensor& weight) {
   TORCH_CHECK_VALUE((weight.dim() == 2 || weight.dim() == 3) && weight.numel() > 0,
                     "weight must have shape (out_features, in_features) or (batch, "
                     "out_features, in_features), non-empty, got ",
                     weight.sizes());
-  check_float_cpu(weight, "weight");
+  cpu_float_dtype(weight, "weight");
   const at::Tensor w = weight.dim() == 2 ? weight.unsqueeze(0) : weight;
   return pack_gemm_b(w.transpose(1, 2));
 }
@@ -34,7 +28,7 @@ at::Tensor linear_packed_cpu(const at::Tensor& input, const at::Tensor& weight,
                              int64_t out_features, const std::optional<at::Tensor>& bias) {
   TORCH_CHECK_VALUE(input.dim() == 2, "input must have shape (M, in_features), got ",
                     input.sizes());
-  check_float_cpu(input, "input");
+  const Dtype dtype = cpu_float_dtype(input, "input");
   TORCH_CHECK_VALUE(out_features > 0, "out_features must be positive, got ", out_features);
   const int64_t M = input.size(0), K = input.size(1);
   check_packed_weight(weight, 1, out_features, K, input, "weight");
@@ -56,8 +50,7 @@ at::Tensor linear_packed_cpu(const at::Tensor& input, const at::Tensor& weight,
                            : input.contiguous();
   const at::Tensor w = weight.contiguous();
   const int64_t lda = M == 1 ? std::max<int64_t>(K, 1) : a.stride(0);
-  PackedGemmParams p =
-      packed_gemm_params(kernel_dtype(input, "input"), M, out_features, K, lda, out_features);
+  PackedGemmParams p = packed_gemm_params(dtype, M, out_features, K, lda, out_features);
   p.a = a.const_data_ptr();
   p.packed_b = w.const_data_ptr();
   p.bias = b.defined() ? b.const_data_ptr() : nullptr;
@@ -70,9 +63,8 @@ at::Tensor linear_packed_cpu(const at::Tensor& input, const at::Tensor& weight,
 
 at::Tensor pack_gemm_b(const at::Tensor& b) {
   TORCH_CHECK_VALUE(b.dim() == 3, "pack_gemm_b: b must be (batch, K, N), got ", b.sizes());
-  check_float_cpu(b, "pack_gemm_b: b");
   GemmPackParams p;
-  p.dtype = kernel_dtype(b, "b");
+  p.dtype = cpu_float_dtype(b, "pack_gemm_b: b");
   p.batch = b.size(0);
   p.K = b.size(1);
   p.N = b.size(2);
@@ -94,7 +86,7 @@ void check_packed_weight(const at::Tensor& packed, int64_t batch, int64_t out_fe
   TORCH_CHECK_TYPE(packed.scalar_type() == like.scalar_type(), name, " must have the dtype ",
                    like.scalar_type(), ", got ", packed.scalar_type());
   TORCH_CHECK_VALUE(packed.device().is_cpu(), name, " must be a CPU tensor, got ", packed.device());
-  const int64_t P = gemm_panel(kernel_dtype(like, "input"));
+  const int64_t P = gemm_panel(cpu_float_dtype(like, "input"));
   const std::vector<int64_t> expected{batch, (out_features + P - 1) / P, in_features, P};
   TORCH_CHECK_VALUE(packed.sizes() == at::IntArrayRef(expected), name,
                     " must be a packed weight (pack_linear_weight) of shape ",

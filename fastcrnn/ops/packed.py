@@ -27,7 +27,7 @@ __all__ = [
 
 def panel(dtype: torch.dtype) -> int:
     """Output columns per panel of a packed weight: 128 bytes (csrc/kernels/gemm.h)."""
-    return 128 // torch.empty((), dtype=dtype).element_size()
+    return 128 // dtype.itemsize
 
 
 def no_grad_inputs(family: str, *tensors: Optional[torch.Tensor]) -> None:
