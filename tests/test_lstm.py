@@ -407,6 +407,42 @@ def test_layer_without_saving_matches_and_opcheck(D, lengths):
         torch.ops.fastcrnn.lstm_layer(*args, False)[0].sum().backward()
 
 
+def _ulps(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """|got - want| in units in the last place of float32 at want (float64 want)."""
+    w32 = want.float().abs()
+    ulp = (torch.nextafter(w32, torch.tensor(float("inf"))) - w32).double()
+    return (got.double() - want).abs() / ulp
+
+
+@pytest.mark.parametrize("save", [True, False])
+def test_float32_step_tanh_within_2_ulp(save):
+    """The float32 step kernel's own tanh (a polynomial below |x| = 0.55, exp-based above):
+    with the input and output gates saturated (sigmoid(30) is 1 in float32), no forget term
+    and identity weights, one step's c_n is tanh(g) and h_n is tanh(c_n), each within 2 ulp of
+    float64 tanh, over tiny, mid-range, branch-edge and saturating values of both signs."""
+    mags = torch.cat(
+        [
+            torch.logspace(-30, 1.5, 600, dtype=torch.float64),
+            torch.linspace(0.5, 0.6, 200, dtype=torch.float64),
+            torch.tensor([0.0, 0.55, 1e30], dtype=torch.float64),
+        ]
+    ).float()
+    g = torch.cat([mags, -mags])
+    H = 32  # whole vectors: the vectorized path on every instruction set
+    g = torch.cat([g, g[: (-g.numel()) % H]]).view(-1, H)  # (N, H)
+    N = g.shape[0]
+    gates = torch.cat(
+        [torch.full((N, H), 30.0), torch.zeros(N, H), g, torch.full((N, H), 30.0)], 1
+    )
+    x = gates.unsqueeze(0)  # (T=1, N, 4H): the identity input weight passes it through exactly
+    zeros = torch.zeros(1, N, H)
+    _, h_n, c_n, *_ = torch.ops.fastcrnn.lstm_layer(
+        x, zeros, zeros, torch.eye(4 * H), torch.zeros(1, 4 * H, H), None, None, save
+    )
+    assert _ulps(c_n[0], g.double().tanh()).max() <= 2
+    assert _ulps(h_n[0], c_n[0].double().tanh()).max() <= 2
+
+
 @pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
 def test_bidirectional_on_one_or_two_threads(num_threads):
     """Two threads run the directions side by side (with inference mode's thread state), one
@@ -600,14 +636,14 @@ def test_every_cpu_isa_variant(cpu_isa):
     """Each compiled instruction-set variant of the step and product kernels, in a fresh
     process: float32 and float64 against nn.LSTM, at sizes that take the packed-weight input
     product (T * N >= 128 rows) with a part-filled last column strip (4H = 44) and the depth
-    blocks backward (4H = 280)."""
+    blocks backward (4H = 520)."""
     code = (
         "import torch, fastcrnn\n"
         "from fastcrnn.nn import LSTM\n"
         f"assert fastcrnn.build_info()['cpu_isa'] == {cpu_isa!r}\n"
         "torch.manual_seed(0)\n"
         "for H, N, dtype, tol in [(11, 3, torch.float32, 2e-5), (11, 40, torch.float32, 2e-5),\n"
-        "                         (70, 40, torch.float64, 1e-10)]:\n"
+        "                         (130, 40, torch.float64, 1e-10)]:\n"
         "    ref = torch.nn.LSTM(5, H, 2, bidirectional=True).to(dtype)\n"
         "    m = LSTM(5, H, 2, bidirectional=True).to(dtype); m.load_state_dict(ref.state_dict())\n"
         "    x = torch.randn(6, N, 5, dtype=dtype, requires_grad=True)\n"

@@ -16,7 +16,8 @@ def _randn(*shape, dtype, seed):
 
 
 # (M, in, out): empty, single rows, rows past one row block (120), depths past one k-block
-# (128 float32 / 256 float64 rows of a panel), outputs that leave a panel or a strip part-filled
+# (512 rows of a panel) or a part-filled last one, outputs that leave a panel or a strip
+# part-filled
 LINEAR_SHAPES = [
     (0, 5, 3),
     (1, 1, 1),
@@ -24,6 +25,7 @@ LINEAR_SHAPES = [
     (5, 7, 31),
     (26, 2048, 512),
     (13, 300, 33),
+    (13, 600, 33),
     (130, 129, 70),
     (241, 16, 17),
 ]

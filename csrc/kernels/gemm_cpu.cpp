@@ -5,7 +5,7 @@
 // of a panel: one strip per panel on AVX-512, two on AVX2), and per k loads the strip's two
 // values of B and broadcasts R values of A. Around it the loops keep a block of A (kRowBlock
 // rows x kDepthBlock) in L2 while the panels of B stream past, and each panel's kDepthBlock
-// rows stay in L1 across the block's micro-rows.
+// rows stay in L2 across the block's micro-rows.
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -83,8 +83,11 @@ constexpr int64_t kStrip = 2 * Simd<scalar_t>::kSize;
 template <typename scalar_t>
 constexpr int kMicroRows = Simd<scalar_t>::kWide ? 12 : 6;
 
-// Depth of a k-block: its panel rows (16 KiB) stay in L1 beside the micro-rows of A they meet.
-constexpr int64_t kDepthBlock = (int64_t(16) << 10) / kGemmPanelBytes;
+// Depth of a k-block. Deep: each micro-kernel call loads and stores its block of C once per
+// k-block, and at this depth the panel's rows (64 KiB of float32) still stream from L2 as fast
+// as the multiply-adds consume them, where 16 KiB blocks that stay in L1 cost more in C traffic
+// than they save.
+constexpr int64_t kDepthBlock = 512;
 // Rows of A per block: a kRowBlock x kDepthBlock block of A stays in L2 while every panel of B
 // passes it. A multiple of every kMicroRows.
 constexpr int64_t kRowBlock = 120;
@@ -211,6 +214,9 @@ void gemm_packed(const PackedGemmParams& p) {
   at::parallel_for(0, items, std::max<int64_t>(1, (int64_t(1) << 18) / per_item), run);
 }
 
+// Rows of a panel packed together from a transposed source (32 rows of 128 bytes).
+constexpr int64_t kPackDepth = 32;
+
 template <typename scalar_t>
 void gemm_pack(const GemmPackParams& p) {
   constexpr int64_t P = kPanel<scalar_t>;
@@ -232,10 +238,15 @@ void gemm_pack(const GemmPackParams& p) {
             d[k * P + j] =
                 j < cols ? s_panel[k * p.src_row_stride + j * p.src_col_stride] : scalar_t(0);
       } else {
-        // a transposed source (B = W^T of a row-major W): read along its contiguous rows
-        for (int64_t j = 0; j < P; ++j) {
-          const scalar_t* col = s_panel + j * p.src_col_stride;
-          for (int64_t k = 0; k < K; ++k) d[k * P + j] = j < cols ? col[k] : scalar_t(0);
+        // a transposed source (B = W^T of a row-major W): read along its contiguous rows, a
+        // block of kPackDepth rows of the panel at a time, so that the block's lines stay in
+        // L1 while all P columns are written into them
+        for (int64_t k0 = 0; k0 < K; k0 += kPackDepth) {
+          const int64_t k1 = std::min(K, k0 + kPackDepth);
+          for (int64_t j = 0; j < P; ++j) {
+            const scalar_t* col = s_panel + j * p.src_col_stride;
+            for (int64_t k = k0; k < k1; ++k) d[k * P + j] = j < cols ? col[k] : scalar_t(0);
+          }
         }
       }
     }
