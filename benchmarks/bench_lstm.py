@@ -128,6 +128,45 @@ def _cases(device):
     return out
 
 
+def _product_shapes(name):
+    """The matrix products of one no-grad forward of a workload: (M, K, N, how many) each."""
+    if name == "crnn-blocks":
+        T, N = CRNN_BLOCKS["T"], CRNN_BLOCKS["N"]
+        shapes = []
+        for n_in, H, n_out in CRNN_BLOCKS["blocks"]:
+            shapes += [(T * N, n_in, 8 * H, 1), (N, H, 4 * H, 2 * T), (T * N, 2 * H, n_out, 1)]
+        return shapes
+    w = BILSTM_2 if name == "bilstm-2" else SEQ2SEQ
+    T, N, H = w["T"], w["N"], w["hidden_size"]
+    D = 2 if w.get("bidirectional") else 1
+    shapes = []
+    for layer in range(w["num_layers"]):
+        n_in = w["input_size"] if layer == 0 else D * H
+        shapes += [(T * N, n_in, D * 4 * H, 1), (N, H, 4 * H, D * T)]
+    return shapes
+
+
+def _products_alone(name):
+    """A callable running just the workload's matrix products through our packed-weight kernel
+    (weights packed beforehand, so no packing, no activations, no state): the time any layer
+    built on that kernel needs at least."""
+    from fastcrnn.ops.packed import linear_packed, pack_linear_weight
+
+    g = torch.Generator().manual_seed(0)
+    work = [
+        (torch.randn(M, K, generator=g), pack_linear_weight(torch.randn(Nc, K, generator=g)), n)
+        for M, K, Nc, n in _product_shapes(name)
+    ]
+
+    def run():
+        with torch.no_grad():
+            for x, w, n in work:
+                for _ in range(n):
+                    linear_packed(x, w)
+
+    return run
+
+
 def _cell_models(device):
     torch.manual_seed(0)
     H = SEQ2SEQ["hidden_size"]
@@ -190,6 +229,30 @@ def report_rows(device):
             ):
                 a, b, ratio = paired_ms(lambda: fn(ours), lambda: fn(base), device, **kw)
                 rows.append(row("lstm", name, case, device, a, base_name, b, ratio=ratio))
+        if cpu:
+            # the ceiling of the no-grad forward ratio: nn.LSTM's whole forward against our
+            # kernel's products alone
+            a, b, ratio = paired_ms(
+                _products_alone(name),
+                lambda: _fwd(models["nn.LSTM"], x),
+                device,
+                rounds=5,
+                warmup=1,
+                repeat=3,
+                min_time_s=0,
+            )
+            rows.append(
+                row(
+                    "lstm",
+                    name,
+                    "its matrix products alone",
+                    device,
+                    a,
+                    "nn.LSTM forward",
+                    b,
+                    ratio=ratio,
+                )
+            )
     ours, ref, args = _cell_models(device)
     a, b, ratio = paired_ms(
         lambda: _cell_step(ours, *args),

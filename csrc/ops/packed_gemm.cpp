@@ -4,6 +4,7 @@
 
 #include <torch/library.h>
 
+#include "ops/buffer_cache.h"
 #include "ops/common.h"
 
 namespace fastcrnn::ops {
@@ -73,7 +74,8 @@ at::Tensor pack_gemm_b(const at::Tensor& b) {
   p.src_row_stride = b.stride(1);
   p.src_col_stride = b.stride(2);
   const int64_t panel = gemm_panel(p.dtype);
-  at::Tensor packed = at::empty({p.batch, (p.N + panel - 1) / panel, p.K, panel}, b.options());
+  // packed per layer call by the LSTM: a cached block, not fresh pages on every call
+  at::Tensor packed = empty_cached({p.batch, (p.N + panel - 1) / panel, p.K, panel}, b.options());
   p.packed = packed.mutable_data_ptr();
   run_gemm_pack(p);
   return packed;
