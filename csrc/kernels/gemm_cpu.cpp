@@ -10,6 +10,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #if defined(CPU_CAPABILITY_AVX512)
 #include <immintrin.h>
@@ -214,8 +215,58 @@ void gemm_packed(const PackedGemmParams& p) {
   at::parallel_for(0, items, std::max<int64_t>(1, (int64_t(1) << 18) / per_item), run);
 }
 
-// Rows of a panel packed together from a transposed source (32 rows of 128 bytes).
-constexpr int64_t kPackDepth = 32;
+#if defined(CPU_CAPABILITY_AVX512)
+// dst rows i (16 floats, ld_dst apart) = column i of the 16 x 16 block at src (rows ld_src
+// apart), in registers: pairs of rows interleave by 1, then 2, then 4 and 8 values.
+inline void transpose_16x16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld_src);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+      t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * ld_dst, r[i]);
+}
+#endif
+
+// One panel from a transposed source (B = W^T of a row-major W, column j of B contiguous at
+// s + j * ld): d[k * P + j] = B(k, j), zero past `cols`. float32 on AVX-512 moves 16 x 16
+// blocks through registers (reads and writes whole lines); the rest reads along the
+// contiguous columns.
+template <typename scalar_t>
+void pack_transposed_panel(const scalar_t* s, int64_t ld, int64_t cols, int64_t K, scalar_t* d) {
+  constexpr int64_t P = kPanel<scalar_t>;
+  int64_t k0 = 0;
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (cols == P) {
+      for (; k0 + 16 <= K; k0 += 16)
+        for (int64_t j0 = 0; j0 < P; j0 += 16)
+          transpose_16x16(s + j0 * ld + k0, ld, d + k0 * P + j0, P);
+    }
+  }
+#endif
+  for (int64_t j = 0; j < P; ++j) {
+    const scalar_t* col = s + j * ld;
+    for (int64_t k = k0; k < K; ++k) d[k * P + j] = j < cols ? col[k] : scalar_t(0);
+  }
+}
 
 template <typename scalar_t>
 void gemm_pack(const GemmPackParams& p) {
@@ -238,16 +289,7 @@ void gemm_pack(const GemmPackParams& p) {
             d[k * P + j] =
                 j < cols ? s_panel[k * p.src_row_stride + j * p.src_col_stride] : scalar_t(0);
       } else {
-        // a transposed source (B = W^T of a row-major W): read along its contiguous rows, a
-        // block of kPackDepth rows of the panel at a time, so that the block's lines stay in
-        // L1 while all P columns are written into them
-        for (int64_t k0 = 0; k0 < K; k0 += kPackDepth) {
-          const int64_t k1 = std::min(K, k0 + kPackDepth);
-          for (int64_t j = 0; j < P; ++j) {
-            const scalar_t* col = s_panel + j * p.src_col_stride;
-            for (int64_t k = k0; k < k1; ++k) d[k * P + j] = j < cols ? col[k] : scalar_t(0);
-          }
-        }
+        pack_transposed_panel(s_panel, p.src_col_stride, cols, K, d);
       }
     }
   });

@@ -6,14 +6,14 @@
 // then per step one recurrent GEMM per direction (accumulated into the gates) and ONE pointwise
 // kernel for both directions. Layer backward: per step ONE pointwise kernel and one GEMM per
 // direction (dgates·W_hh); then dx, dW_ih, dW_hh (one per direction) and dbias, each one GEMM
-// or reduction over the whole sequence. On a multi-threaded CPU the two directions' per-step
-// work runs side by side (side_by_side_pays), and one direction's recurrent GEMM runs as two
-// column halves side by side (split_columns_pays). Large CPU buffers come from the block cache
-// (buffer_cache.h). Without backward the layer keeps two states per direction and no
-// activations.
+// or reduction over the whole sequence. On a multi-threaded CPU the time loop runs as lanes
+// (lanes_pay): each direction, and each block of rows (sequences) of it, on its own thread;
+// with too few rows for lanes one direction's recurrent GEMM runs as two column halves side by
+// side (split_columns_pays). Large CPU buffers come from the block cache (buffer_cache.h).
+// Without backward the layer keeps two states per direction and no activations.
 //
 // Past 400 lines on purpose: the layer's forward and backward and the cell's share the thread
-// split (side_by_side), the step parameter builders and the packed-weight products.
+// split (run_lanes), the step parameter builders and the packed-weight products.
 #include "ops/lstm.h"
 
 #include <ATen/Parallel.h>
@@ -26,59 +26,51 @@
 namespace fastcrnn::ops {
 namespace {
 
-// On a multi-threaded CPU the two directions' per-step GEMM + pointwise step run side by side,
-// one per thread, each GEMM single-threaded inside the parallel region. Splitting every small
-// GEMM over the threads instead pays a synchronisation per call and partitions a 64-row
-// problem poorly.
-bool side_by_side_pays(const at::Tensor& x) {
+// On a multi-threaded CPU a layer's recurrence runs as independent lanes, each a (direction,
+// block of rows) whose whole time loop runs on one thread, its recurrent products single-
+// threaded, with no barrier between steps: a sequence's state never reads another sequence's,
+// and the directions are independent within a layer. Splitting every small per-step product
+// over the threads instead pays a synchronisation per call and partitions a 64-row problem
+// poorly.
+bool lanes_pay(const at::Tensor& x) {
   return x.is_cpu() && at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
-// One direction on a multi-threaded CPU: the per-step recurrent GEMM runs as two halves side by
-// side (halves of the 4H gate columns forward, of the H output columns backward), each single-
-// threaded. MKL gains nothing from a second thread on a 64-row product, while two independent
-// single-threaded halves keep both cores busy. Below ~1M multiply-adds a step the parallel
-// region costs more than it saves.
-bool split_columns_pays(const at::Tensor& x, int64_t D, int64_t N, int64_t H) {
-  return D == 1 && H >= 2 && N * 4 * H * H >= (int64_t(1) << 20) && side_by_side_pays(x);
+// Rows of a lane at least: fewer would leave the micro-kernel's rows part-empty while every
+// lane still streams the whole W_hh at every step.
+constexpr int64_t kMinLaneRows = 16;
+
+// Blocks of rows per direction (each a lane), 1 where lanes do not pay: the threads are shared
+// out over the D directions first.
+int64_t lane_row_blocks(const at::Tensor& x, int64_t D, int64_t N) {
+  if (!lanes_pay(x)) return 1;
+  const int64_t blocks = std::min<int64_t>(at::get_num_threads() / D, N / kMinLaneRows);
+  return std::max<int64_t>(blocks, 1);
 }
 
-// Runs fn(0) and fn(1) on two threads, each with the caller's thread-local state (grad and
-// inference modes, dispatch keys), which ATen's parallel_for does not carry over.
+// Rows [begin, end) of block b of `blocks` over N rows.
+inline std::pair<int64_t, int64_t> row_block(int64_t N, int64_t b, int64_t blocks) {
+  return {N * b / blocks, N * (b + 1) / blocks};
+}
+
+// One direction on a multi-threaded CPU with too few rows for lanes: the per-step recurrent
+// GEMM runs as two halves side by side (halves of the 4H gate columns forward, of the H output
+// columns backward), each single-threaded. MKL gains nothing from a second thread on a small
+// product, while two independent single-threaded halves keep both cores busy. Below ~1M
+// multiply-adds a step the parallel region costs more than it saves.
+bool split_columns_pays(const at::Tensor& x, int64_t D, int64_t N, int64_t H) {
+  return D == 1 && H >= 2 && N * 4 * H * H >= (int64_t(1) << 20) && lanes_pay(x);
+}
+
+// Runs fn(0) ... fn(count - 1) over ATen's threads, each with the caller's thread-local state
+// (grad and inference modes, dispatch keys), which ATen's parallel_for does not carry over.
 template <typename Fn>
-void side_by_side(const Fn& fn) {
+void run_lanes(int64_t count, const Fn& fn) {
   const at::ThreadLocalState tls;
-  at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
     const at::ThreadLocalStateGuard guard(tls);
     for (int64_t i = begin; i < end; ++i) fn(i);
   });
-}
-
-LstmForwardParams one_direction(const LstmForwardParams& p, int64_t d) {
-  LstmForwardParams q = p;
-  q.D = 1;
-  q.gates[0] = p.gates[d];
-  q.h_prev[0] = p.h_prev[d];
-  q.h_next[0] = p.h_next[d];
-  q.c_prev[0] = p.c_prev[d];
-  q.c_next[0] = p.c_next[d];
-  q.out[0] = p.out[d];
-  q.t[0] = p.t[d];
-  return q;
-}
-
-LstmBackwardParams one_direction(const LstmBackwardParams& p, int64_t d) {
-  LstmBackwardParams q = p;
-  q.D = 1;
-  q.acts[0] = p.acts[d];
-  q.c_prev[0] = p.c_prev[d];
-  q.dout[0] = p.dout[d];
-  q.dh_rec[0] = p.dh_rec[d];
-  q.dh_carry[0] = p.dh_carry[d];
-  q.dc[0] = p.dc[d];
-  q.dgates[0] = p.dgates[d];
-  q.t[0] = p.t[d];
-  return q;
 }
 
 // A step kernel's parameters with its sizes set: N sequences, H units, D directions.
@@ -167,63 +159,71 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
     p.out_stride = D * H;
     p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
     p.save_acts = save;
-    const bool split = D == 2 && side_by_side_pays(x);
-    bool split_columns = split_columns_pays(x, D, N, H);
-    int64_t s_in[kLstmMaxDirs];
+    const int64_t blocks = lane_row_blocks(x, D, N);
+    const bool lanes = D * blocks >= 2;
+    bool split_columns = !lanes && split_columns_pays(x, D, N, H);
     std::optional<PackedWeightGemm> packed;
-    // parallel: the kernel splits one direction's columns over the threads itself
+    // parallel: without lanes the kernel splits one direction's columns over the threads
     if (prepacked) {
-      packed.emplace(prepacked->w_hh, H, 4 * H, dtype, N, H, G, true, !split);
+      packed.emplace(prepacked->w_hh, H, 4 * H, dtype, N, H, G, true, !lanes);
       split_columns = false;
     } else if (PackedWeightGemm::applies(x, dtype)) {
-      packed.emplace(w_hh.transpose(1, 2), dtype, N, H, G, true, !split);
+      packed.emplace(w_hh.transpose(1, 2), dtype, N, H, G, true, !lanes);
       split_columns = false;
     }
-    const auto recurrent_gemm = [&](int64_t d) {
+    // Step s of direction d for rows [n0, n0 + q.N): its time and pointers, written to q's
+    // direction k (k = d for the whole layer's p, 0 in a lane's own parameters).
+    const auto set_step = [&](LstmForwardParams& q, int64_t k, int64_t s, int64_t d,
+                              int64_t n0) {
+      const int64_t t = d == 0 ? s : T - 1 - s;
+      const int64_t s_in = slot(d == 0 ? t : t + 1), s_out = slot(d == 0 ? t + 1 : t);
+      const int64_t state_in = ((d * slots + s_in) * N + n0) * H;
+      const int64_t state_out = ((d * slots + s_out) * N + n0) * H;
+      q.t[k] = t;
+      q.gates[k] = at_offset(gates, (t * N + n0) * G + d * 4 * H);
+      q.h_prev[k] = at_offset(hs, state_in);
+      q.h_next[k] = at_offset(hs, state_out);
+      q.c_prev[k] = at_offset(cs, state_in);
+      q.c_next[k] = at_offset(cs, state_out);
+      q.out[k] = at_offset(output, (t * N + n0) * D * H + d * H);
+    };
+    // gates[t] rows [n0, n0 + rows), direction d += h_prev · W_hh[d]^T
+    const auto recurrent_gemm = [&](const LstmForwardParams& q, int64_t k, int64_t d, int64_t n0,
+                                    int64_t rows) {
       if (packed) {
-        packed->run(d, p.h_prev[d], p.gates[d]);
+        packed->run(d, q.h_prev[k], q.gates[k], rows);
         return;
       }
-      at::Tensor g = gates[p.t[d]].narrow(1, d * 4 * H, 4 * H);
-      at::addmm_out(g, g, hs[d][s_in[d]], w_hh_t[d]);
+      const int64_t t = q.t[k];
+      at::Tensor g = gates[t].narrow(0, n0, rows).narrow(1, d * 4 * H, 4 * H);
+      at::addmm_out(g, g, hs[d][slot(d == 0 ? t : t + 1)].narrow(0, n0, rows), w_hh_t[d]);
     };
     const auto recurrent_gemm_half = [&](int64_t half) {
-      at::Tensor g = gates[p.t[0]].narrow(1, half * 2 * H, 2 * H);
-      at::addmm_out(g, g, hs[0][s_in[0]], w_hh_t[0].narrow(1, half * 2 * H, 2 * H));
+      const int64_t t = p.t[0];
+      at::Tensor g = gates[t].narrow(1, half * 2 * H, 2 * H);
+      at::addmm_out(g, g, hs[0][slot(t)], w_hh_t[0].narrow(1, half * 2 * H, 2 * H));
     };
-    // Step s of direction d: its time, its states' slots, its pointers in p (only [d] is
-    // written, so the two directions may run this at once).
-    const auto set_step = [&](int64_t s, int64_t d) {
-      const int64_t t = d == 0 ? s : T - 1 - s;
-      s_in[d] = slot(d == 0 ? t : t + 1);
-      const int64_t s_out = slot(d == 0 ? t + 1 : t);
-      const int64_t state_in = (d * slots + s_in[d]) * N * H;
-      const int64_t state_out = (d * slots + s_out) * N * H;
-      p.t[d] = t;
-      p.gates[d] = at_offset(gates, t * N * G + d * 4 * H);
-      p.h_prev[d] = at_offset(hs, state_in);
-      p.h_next[d] = at_offset(hs, state_out);
-      p.c_prev[d] = at_offset(cs, state_in);
-      p.c_next[d] = at_offset(cs, state_out);
-      p.out[d] = at_offset(output, t * N * D * H + d * H);
-    };
-    if (split) {
-      // the directions are independent within a layer: each thread runs one direction's
-      // whole time loop, with no barrier between steps
-      side_by_side([&](int64_t d) {
+    if (lanes) {
+      run_lanes(D * blocks, [&](int64_t lane) {
+        const int64_t d = lane / blocks;
+        const auto [n0, n1] = row_block(N, lane % blocks, blocks);
+        LstmForwardParams q = p;
+        q.D = 1;
+        q.N = n1 - n0;
+        q.lengths = p.lengths ? p.lengths + n0 : nullptr;
         for (int64_t s = 0; s < T; ++s) {
-          set_step(s, d);
-          recurrent_gemm(d);
-          step(one_direction(p, d));
+          set_step(q, 0, s, d, n0);
+          recurrent_gemm(q, 0, d, n0, q.N);
+          step(q);
         }
       });
     } else {
       for (int64_t s = 0; s < T; ++s) {
-        for (int64_t d = 0; d < D; ++d) set_step(s, d);
+        for (int64_t d = 0; d < D; ++d) set_step(p, d, s, d, 0);
         if (split_columns) {
-          side_by_side(recurrent_gemm_half);
+          run_lanes(2, recurrent_gemm_half);
         } else {
-          for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
+          for (int64_t d = 0; d < D; ++d) recurrent_gemm(p, d, d, 0, N);
         }
         step(p);
       }
@@ -281,58 +281,67 @@ LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& g
     p.dout_stride = D * H;
     p.dgates_stride = G;
     p.lengths = len.defined() ? len.data_ptr<int64_t>() : nullptr;
-    for (int64_t d = 0; d < D; ++d) {
-      p.dh_carry[d] = at_offset(dh_carry, d * N * H);
-      p.dc[d] = at_offset(dc, d * N * H);
-    }
-    const bool split = D == 2 && side_by_side_pays(x);
-    bool split_columns = split_columns_pays(x, D, N, H);
+    const int64_t blocks = lane_row_blocks(x, D, N);
+    const bool lanes = D * blocks >= 2;
+    bool split_columns = !lanes && split_columns_pays(x, D, N, H);
     std::optional<PackedWeightGemm> packed;
     if (PackedWeightGemm::applies(x, dtype)) {
-      packed.emplace(w_hh, dtype, N, G, H, false, !split);
+      packed.emplace(w_hh, dtype, N, G, H, false, !lanes);
       split_columns = false;
     }
-    const auto recurrent_gemm = [&](int64_t d) {
+    // Step s of direction d for rows [n0, n0 + q.N), written to q's direction k (as in the
+    // forward); dh_rec holds the previous step's recurrent gradient from the second step on.
+    const auto set_step = [&](LstmBackwardParams& q, int64_t k, int64_t s, int64_t d,
+                              int64_t n0) {
+      const int64_t t = d == 0 ? s : T - 1 - s;
+      const int64_t s_in = d == 0 ? t : t + 1;
+      q.t[k] = t;
+      q.acts[k] = at_offset(acts_c, (t * N + n0) * G + d * 4 * H);
+      q.c_prev[k] = at_offset(cs_c, ((d * (T + 1) + s_in) * N + n0) * H);
+      q.dout[k] = at_offset(dout, (t * N + n0) * D * H + d * H);
+      q.dh_rec[k] = s < T - 1 ? at_offset(dh_rec, (d * N + n0) * H) : nullptr;
+      q.dh_carry[k] = at_offset(dh_carry, (d * N + n0) * H);
+      q.dc[k] = at_offset(dc, (d * N + n0) * H);
+      q.dgates[k] = at_offset(dgates, (t * N + n0) * G + d * 4 * H);
+    };
+    // dh_rec[d] rows [n0, n0 + rows) = dgates[t] (those rows, direction d) · W_hh[d]
+    const auto recurrent_gemm = [&](const LstmBackwardParams& q, int64_t k, int64_t d,
+                                    int64_t n0, int64_t rows) {
       if (packed) {
-        packed->run(d, p.dgates[d], at_offset(dh_rec, d * N * H));
+        packed->run(d, q.dgates[k], at_offset(dh_rec, (d * N + n0) * H), rows);
         return;
       }
-      at::Tensor dh_rec_d = dh_rec[d];
-      at::mm_out(dh_rec_d, dgates[p.t[d]].narrow(1, d * 4 * H, 4 * H), w_hh[d]);
+      at::Tensor dh_rec_rows = dh_rec[d].narrow(0, n0, rows);
+      at::mm_out(dh_rec_rows, dgates[q.t[k]].narrow(0, n0, rows).narrow(1, d * 4 * H, 4 * H),
+                 w_hh[d]);
     };
     const auto recurrent_gemm_half = [&](int64_t half) {
       const int64_t begin = half == 0 ? 0 : H / 2, size = half == 0 ? H / 2 : H - H / 2;
       at::Tensor dh_rec_half = dh_rec[0].narrow(1, begin, size);
       at::mm_out(dh_rec_half, dgates[p.t[0]], w_hh[0].narrow(1, begin, size));
     };
-    // Step s of direction d (as in the forward, only [d] of p is written); dh_rec holds the
-    // previous step's recurrent gradient from the second step on.
-    const auto set_step = [&](int64_t s, int64_t d) {
-      const int64_t t = d == 0 ? s : T - 1 - s;
-      const int64_t s_in = d == 0 ? t : t + 1;
-      p.t[d] = t;
-      p.acts[d] = at_offset(acts_c, t * N * G + d * 4 * H);
-      p.c_prev[d] = at_offset(cs_c, (d * (T + 1) + s_in) * N * H);
-      p.dout[d] = at_offset(dout, t * N * D * H + d * H);
-      p.dh_rec[d] = s < T - 1 ? at_offset(dh_rec, d * N * H) : nullptr;
-      p.dgates[d] = at_offset(dgates, t * N * G + d * 4 * H);
-    };
-    if (split) {
-      side_by_side([&](int64_t d) {
+    if (lanes) {
+      run_lanes(D * blocks, [&](int64_t lane) {
+        const int64_t d = lane / blocks;
+        const auto [n0, n1] = row_block(N, lane % blocks, blocks);
+        LstmBackwardParams q = p;
+        q.D = 1;
+        q.N = n1 - n0;
+        q.lengths = p.lengths ? p.lengths + n0 : nullptr;
         for (int64_t s = T - 1; s >= 0; --s) {
-          set_step(s, d);
-          step(one_direction(p, d));
-          recurrent_gemm(d);
+          set_step(q, 0, s, d, n0);
+          step(q);
+          recurrent_gemm(q, 0, d, n0, q.N);
         }
       });
     } else {
       for (int64_t s = T - 1; s >= 0; --s) {
-        for (int64_t d = 0; d < D; ++d) set_step(s, d);
+        for (int64_t d = 0; d < D; ++d) set_step(p, d, s, d, 0);
         step(p);
         if (split_columns) {
-          side_by_side(recurrent_gemm_half);
+          run_lanes(2, recurrent_gemm_half);
         } else {
-          for (int64_t d = 0; d < D; ++d) recurrent_gemm(d);
+          for (int64_t d = 0; d < D; ++d) recurrent_gemm(p, d, d, 0, N);
         }
       }
     }
@@ -398,8 +407,8 @@ LstmCellOutputs lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, cons
     at::addmm_out(g, g, h, rows(w_hh));
   };
   // Two single-threaded column halves side by side, as split_columns_pays explains for the layer.
-  if (N * 4 * H * (I + H) >= (int64_t(1) << 20) && side_by_side_pays(x)) {
-    side_by_side([&](int64_t half) { gate_gemm(half * 2 * H, 2 * H); });
+  if (N * 4 * H * (I + H) >= (int64_t(1) << 20) && lanes_pay(x)) {
+    run_lanes(2, [&](int64_t half) { gate_gemm(half * 2 * H, 2 * H); });
   } else {
     gate_gemm(0, 4 * H);
   }

@@ -58,8 +58,11 @@ class PackedWeightGemm {
     params_.parallel = parallel;
     params_.bias = bias;
   }
-  void run(int64_t d, const void* a, void* c) const {
+  void run(int64_t d, const void* a, void* c) const { run(d, a, c, params_.M); }
+  // The product for the first `rows` rows at a and c (a block of the rows it was built for).
+  void run(int64_t d, const void* a, void* c, int64_t rows) const {
     PackedGemmParams q = params_;
+    q.M = rows;
     q.a = a;
     q.packed_b = static_cast<const char*>(packed_.const_data_ptr()) +
                  d * direction_size_ * static_cast<int64_t>(packed_.element_size());
