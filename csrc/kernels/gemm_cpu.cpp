@@ -197,6 +197,24 @@ void gemm_packed(const PackedGemmParams& p) {
             const int rows = static_cast<int>(std::min<int64_t>(rows_per_call, m_end - m));
             const scalar_t* a_m = a_b + m * p.lda + k0;
             scalar_t* c_m = c_b + m * p.ldc;
+            if (p.accumulate && k0 == 0) {
+              // the C block the next call accumulates into (the next rows, or the next strip's
+              // first rows), asked for now: C written long before (an LSTM's input product
+              // over all steps) comes from L3 or memory, and a call's first loads of C would
+              // otherwise each wait for it
+              const bool next_rows = m + rows_per_call < m_end;
+              if (next_rows || n0 + S < N) {
+                const scalar_t* next = next_rows ? c_m + rows_per_call * p.ldc
+                                                 : c_b + S + rb * kRowBlock * p.ldc;
+                const int64_t next_count =
+                    next_rows ? std::min<int64_t>(rows_per_call, m_end - m - rows_per_call)
+                              : std::min<int64_t>(rows_per_call, m_end - rb * kRowBlock);
+                for (int64_t r = 0; r < next_count; ++r) {
+                  __builtin_prefetch(next + r * p.ldc, 1);
+                  __builtin_prefetch(next + r * p.ldc + S - 1, 1);
+                }
+              }
+            }
             if (cols == S)
               micro_kernel_rows<scalar_t, R, true>(rows, kc, a_m, p.lda, strip_b, strip_bias, c_m,
                                                    p.ldc, cols, load_c);
