@@ -431,9 +431,7 @@ def test_float32_step_tanh_within_2_ulp(save):
     H = 32  # whole vectors: the vectorized path on every instruction set
     g = torch.cat([g, g[: (-g.numel()) % H]]).view(-1, H)  # (N, H)
     N = g.shape[0]
-    gates = torch.cat(
-        [torch.full((N, H), 30.0), torch.zeros(N, H), g, torch.full((N, H), 30.0)], 1
-    )
+    gates = torch.cat([torch.full((N, H), 30.0), torch.zeros(N, H), g, torch.full((N, H), 30.0)], 1)
     x = gates.unsqueeze(0)  # (T=1, N, 4H): the identity input weight passes it through exactly
     zeros = torch.zeros(1, N, H)
     _, h_n, c_n, *_ = torch.ops.fastcrnn.lstm_layer(

@@ -204,8 +204,8 @@ void gemm_packed(const PackedGemmParams& p) {
               // otherwise each wait for it
               const bool next_rows = m + rows_per_call < m_end;
               if (next_rows || n0 + S < N) {
-                const scalar_t* next = next_rows ? c_m + rows_per_call * p.ldc
-                                                 : c_b + S + rb * kRowBlock * p.ldc;
+                const scalar_t* next =
+                    next_rows ? c_m + rows_per_call * p.ldc : c_b + S + rb * kRowBlock * p.ldc;
                 const int64_t next_count =
                     next_rows ? std::min<int64_t>(rows_per_call, m_end - m - rows_per_call)
                               : std::min<int64_t>(rows_per_call, m_end - rb * kRowBlock);

@@ -173,8 +173,7 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
     }
     // Step s of direction d for rows [n0, n0 + q.N): its time and pointers, written to q's
     // direction k (k = d for the whole layer's p, 0 in a lane's own parameters).
-    const auto set_step = [&](LstmForwardParams& q, int64_t k, int64_t s, int64_t d,
-                              int64_t n0) {
+    const auto set_step = [&](LstmForwardParams& q, int64_t k, int64_t s, int64_t d, int64_t n0) {
       const int64_t t = d == 0 ? s : T - 1 - s;
       const int64_t s_in = slot(d == 0 ? t : t + 1), s_out = slot(d == 0 ? t + 1 : t);
       const int64_t state_in = ((d * slots + s_in) * N + n0) * H;
@@ -291,8 +290,7 @@ LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& g
     }
     // Step s of direction d for rows [n0, n0 + q.N), written to q's direction k (as in the
     // forward); dh_rec holds the previous step's recurrent gradient from the second step on.
-    const auto set_step = [&](LstmBackwardParams& q, int64_t k, int64_t s, int64_t d,
-                              int64_t n0) {
+    const auto set_step = [&](LstmBackwardParams& q, int64_t k, int64_t s, int64_t d, int64_t n0) {
       const int64_t t = d == 0 ? s : T - 1 - s;
       const int64_t s_in = d == 0 ? t : t + 1;
       q.t[k] = t;
@@ -305,8 +303,8 @@ LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& g
       q.dgates[k] = at_offset(dgates, (t * N + n0) * G + d * 4 * H);
     };
     // dh_rec[d] rows [n0, n0 + rows) = dgates[t] (those rows, direction d) · W_hh[d]
-    const auto recurrent_gemm = [&](const LstmBackwardParams& q, int64_t k, int64_t d,
-                                    int64_t n0, int64_t rows) {
+    const auto recurrent_gemm = [&](const LstmBackwardParams& q, int64_t k, int64_t d, int64_t n0,
+                                    int64_t rows) {
       if (packed) {
         packed->run(d, q.dgates[k], at_offset(dh_rec, (d * N + n0) * H), rows);
         return;
