@@ -301,7 +301,10 @@ void gemm_pack(const GemmPackParams& p) {
       scalar_t* d = dst + batch * size + panel * K * P;
       const int64_t cols = std::min(P, N - panel * P);
       const scalar_t* s_panel = s + panel * P * p.src_col_stride;
-      if (p.src_col_stride == 1 || p.src_row_stride != 1) {
+      if (p.src_col_stride == 1 && cols == P) {
+        // whole rows of the panel are contiguous in the source
+        for (int64_t k = 0; k < K; ++k) std::copy_n(s_panel + k * p.src_row_stride, P, d + k * P);
+      } else if (p.src_col_stride == 1 || p.src_row_stride != 1) {
         for (int64_t k = 0; k < K; ++k)
           for (int64_t j = 0; j < P; ++j)
             d[k * P + j] =
