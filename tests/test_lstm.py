@@ -441,13 +441,18 @@ def test_float32_step_tanh_within_2_ulp(save):
     assert _ulps(h_n[0], c_n[0].double().tanh()).max() <= 2
 
 
-@pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
-def test_bidirectional_on_one_or_two_threads(num_threads):
+@pytest.mark.parametrize(
+    "num_threads, N", [(1, 4), (2, 4), (4, 40), (3, 40)], indirect=["num_threads"]
+)
+def test_bidirectional_on_one_to_four_threads(num_threads, N):
     """Two threads run the directions side by side (with inference mode's thread state), one
-    thread runs them in turn: both match torch, values and gradients, with lengths."""
+    thread runs them in turn, four threads split 40 sequences into two lanes per direction
+    (three: one lane per direction and a thread left over): all match torch, values and
+    gradients, with lengths."""
     ref, ours = _pair(5, 6, 2, True)
-    x = torch.randn(7, 4, 5, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor([7, 3, 5, 1])
+    x = torch.randn(7, N, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.randint(1, 8, (N,))
+    lengths[0] = 7
     packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
     a, _ = pad_packed_sequence(ref(packed)[0], total_length=7)
     b, (bh, bc) = ours(x, lengths=lengths)
@@ -482,11 +487,13 @@ def test_one_direction_recurrent_gemm_on_one_or_two_threads(num_threads, N, H):
 
 @pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_one_direction_split_gemm_in_reduced_precision(num_threads, dtype):
-    """CPU bfloat16 / float16 layers keep ATen's GEMMs, split into two column halves side by
-    side on two threads (odd H: unequal halves backward); both thread counts agree with the
-    float64 computation on the same rounded weights."""
-    N, H = 16, 129
+@pytest.mark.parametrize("N", [16, 40])
+def test_one_direction_split_gemm_in_reduced_precision(num_threads, dtype, N):
+    """CPU bfloat16 / float16 layers keep ATen's GEMMs: on two threads 16 sequences split each
+    step's products into two column halves side by side (odd H: unequal halves backward), 40
+    run as two lanes of 20 sequences each; both thread counts agree with the float64
+    computation on the same rounded weights."""
+    H = 129
     ref, ours = _pair(7, H, 1, False)
     low = LSTM(7, H).to(dtype)
     low.load_state_dict(ours.state_dict())
