@@ -48,9 +48,24 @@ int64_t lane_row_blocks(const at::Tensor& x, int64_t D, int64_t N) {
   return std::max<int64_t>(blocks, 1);
 }
 
-// Rows [begin, end) of block b of `blocks` over N rows.
-inline std::pair<int64_t, int64_t> row_block(int64_t N, int64_t b, int64_t blocks) {
-  return {N * b / blocks, N * (b + 1) / blocks};
+// Lane `lane` of D * blocks: its direction d, its first row n0 and the layer's step parameters
+// cut to its rows (one direction, N = its rows, lengths from row n0; the per-step pointers are
+// set by the time loop).
+template <typename Params>
+struct Lane {
+  int64_t d, n0;
+  Params q;
+};
+
+template <typename Params>
+Lane<Params> lane_of(const Params& p, int64_t lane, int64_t blocks) {
+  const int64_t b = lane % blocks;
+  const int64_t n0 = p.N * b / blocks, n1 = p.N * (b + 1) / blocks;
+  Params q = p;
+  q.D = 1;
+  q.N = n1 - n0;
+  q.lengths = p.lengths ? p.lengths + n0 : nullptr;
+  return {lane / blocks, n0, q};
 }
 
 // One direction on a multi-threaded CPU with too few rows for lanes: the per-step recurrent
@@ -204,12 +219,7 @@ LstmLayerOutputs lstm_layer_forward(const at::Tensor& x_in, const at::Tensor& h0
     };
     if (lanes) {
       run_lanes(D * blocks, [&](int64_t lane) {
-        const int64_t d = lane / blocks;
-        const auto [n0, n1] = row_block(N, lane % blocks, blocks);
-        LstmForwardParams q = p;
-        q.D = 1;
-        q.N = n1 - n0;
-        q.lengths = p.lengths ? p.lengths + n0 : nullptr;
+        auto [d, n0, q] = lane_of(p, lane, blocks);
         for (int64_t s = 0; s < T; ++s) {
           set_step(q, 0, s, d, n0);
           recurrent_gemm(q, 0, d, n0, q.N);
@@ -320,12 +330,7 @@ LstmGrads lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& g
     };
     if (lanes) {
       run_lanes(D * blocks, [&](int64_t lane) {
-        const int64_t d = lane / blocks;
-        const auto [n0, n1] = row_block(N, lane % blocks, blocks);
-        LstmBackwardParams q = p;
-        q.D = 1;
-        q.N = n1 - n0;
-        q.lengths = p.lengths ? p.lengths + n0 : nullptr;
+        auto [d, n0, q] = lane_of(p, lane, blocks);
         for (int64_t s = T - 1; s >= 0; --s) {
           set_step(q, 0, s, d, n0);
           step(q);
